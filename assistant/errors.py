@@ -1,0 +1,62 @@
+"""Domain exceptions. The library raises these; ``ui/`` and ``cli.py`` turn them into messages.
+
+Every message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base class: ``str(err)`` is a message fit to show a user."""
+
+
+class EmptyMessage(AssistantError):
+    def __init__(self) -> None:
+        super().__init__("The message is empty: type something to send.")
+
+
+class MessageTooLong(AssistantError):
+    def __init__(self, tokens: int, limit: int, unit: str = "tokens") -> None:
+        self.tokens, self.limit = tokens, limit
+        super().__init__(
+            f"The message is too long: {tokens:,} {unit}, and the model accepts at most "
+            f"{limit:,} {unit} for a message together with the system prompt and the answer. "
+            "Shorten it, lower 'max new tokens', or split it into several messages. "
+            "Nothing was saved."
+        )
+
+
+class ConversationNotFound(AssistantError):
+    def __init__(self, conversation_id: int) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"Conversation {conversation_id} does not exist (deleted?).")
+
+
+class MessageNotFound(AssistantError):
+    def __init__(self, message_id: int) -> None:
+        super().__init__(f"Message {message_id} does not exist (its conversation was deleted?).")
+
+
+class DatabaseLocked(AssistantError):
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"The database {where} is locked by another process and stayed locked past the "
+            "busy timeout. Nothing was changed. Close the other program (or wait for it) and "
+            "try again; ASSISTANT_DB_BUSY_TIMEOUT_S sets how long to wait."
+        )
+
+
+class DatabaseError(AssistantError):
+    """Any other storage failure (unreadable file, schema too old, ...)."""
+
+
+class ModelNotFound(AssistantError):
+    pass
+
+
+class CorruptCheckpoint(AssistantError):
+    pass
+
+
+class GenerationFailed(AssistantError):
+    pass

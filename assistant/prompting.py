@@ -1,0 +1,73 @@
+"""Fit a conversation into the model's context window.
+
+The system prompt and the new user message always go in; earlier turns are dropped oldest
+first, a whole user/assistant exchange at a time, until the prompt plus the room reserved
+for the answer fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from assistant.errors import MessageTooLong
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    messages: Messages
+    prompt_tokens: int
+    dropped_turns: int
+
+
+def to_messages(system: str, turns: Sequence[Turn]) -> Messages:
+    msgs = [{"role": "system", "content": system}] if system.strip() else []
+    return msgs + [{"role": t.role, "content": t.content} for t in turns]
+
+
+def fit_history(
+    system: str,
+    history: Sequence[Turn],
+    user_text: str,
+    count_tokens: Callable[[Messages], int],
+    budget: int,
+) -> FittedPrompt:
+    """Keep as much recent history as fits in ``budget`` prompt tokens.
+
+    Raises :class:`MessageTooLong` when the system prompt and the message alone exceed it.
+    """
+    new = Turn("user", user_text)
+    # Cut only where an exchange starts, so the kept history never opens on an answer.
+    starts = [i for i, t in enumerate(history) if t.role == "user"] + [len(history)]
+
+    def attempt(start: int) -> tuple[Messages, int]:
+        msgs = to_messages(system, [*history[start:], new])
+        return msgs, count_tokens(msgs)
+
+    msgs, tokens = attempt(starts[0] if starts else 0)
+    if tokens <= budget:
+        return FittedPrompt(msgs, tokens, starts[0] if starts else 0)
+
+    minimal, minimal_tokens = attempt(len(history))
+    if minimal_tokens > budget:
+        raise MessageTooLong(minimal_tokens, max(budget, 0))
+
+    # Token count falls as the cut moves later: binary-search the earliest cut that fits.
+    lo, hi = 0, len(starts) - 1  # starts[hi] fits, starts[lo] does not
+    best, best_tokens = minimal, minimal_tokens
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        m, t = attempt(starts[mid])
+        if t <= budget:
+            hi, best, best_tokens = mid, m, t
+        else:
+            lo = mid
+    return FittedPrompt(best, best_tokens, starts[hi])

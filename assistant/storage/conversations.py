@@ -1,0 +1,242 @@
+"""Conversations, their messages and ratings: the only code that writes those tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from assistant.errors import ConversationNotFound, MessageNotFound
+from assistant.storage.db import Database
+from assistant.storage.schema import Conversation, Feedback, Message, utcnow
+
+DEFAULT_TITLE = "New chat"
+TITLE_MAX = 200
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """What produced an assistant answer; stored beside its text."""
+
+    model_id: str
+    model_version: str
+    params: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    stopped: bool = False
+    trimmed_turns: int = 0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    created_at: datetime
+    record: AnswerRecord | None = None
+    rating: int | None = None
+    comment: str | None = None
+
+
+def _conv(row: Conversation) -> StoredConversation:
+    return StoredConversation(row.id, row.title, row.created_at, row.updated_at)
+
+
+def _msg(row: Message, fb: Feedback | None = None) -> StoredMessage:
+    record = None
+    if row.role == "assistant" and row.model_id is not None:
+        record = AnswerRecord(
+            model_id=row.model_id,
+            model_version=row.model_version or "",
+            params=dict(row.params or {}),
+            prompt_tokens=row.prompt_tokens or 0,
+            completion_tokens=row.completion_tokens or 0,
+            latency_ms=row.latency_ms or 0.0,
+            ttft_ms=row.ttft_ms,
+            stopped=row.stopped,
+            trimmed_turns=row.trimmed_turns,
+        )
+    return StoredMessage(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        role=row.role,
+        content=row.content,
+        created_at=row.created_at,
+        record=record,
+        rating=fb.rating if fb else None,
+        comment=fb.comment if fb else None,
+    )
+
+
+def title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:57].rstrip() + "..."
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- conversations -------------------------------------------------------------------
+    def create_conversation(self, title: str = DEFAULT_TITLE) -> StoredConversation:
+        with self.db.write() as s:
+            row = Conversation(title=_clean_title(title))
+            s.add(row)
+            s.flush()
+            return _conv(row)
+
+    def list_conversations(self) -> list[StoredConversation]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+            )
+            return [_conv(r) for r in rows]
+
+    def get_conversation(self, conversation_id: int) -> StoredConversation:
+        with self.db.read() as s:
+            return _conv(self._get(s, conversation_id))
+
+    def rename_conversation(self, conversation_id: int, title: str) -> StoredConversation:
+        with self.db.write() as s:
+            row = self._get(s, conversation_id)
+            row.title = _clean_title(title)
+            return _conv(row)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        with self.db.write() as s:
+            result = s.execute(delete(Conversation).where(Conversation.id == conversation_id))
+            if result.rowcount == 0:
+                raise ConversationNotFound(conversation_id)
+
+    # -- messages ------------------------------------------------------------------------
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
+        with self.db.read() as s:
+            self._get(s, conversation_id)
+            rows = list(
+                s.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(Message.id)
+                )
+            )
+            latest = self._latest_feedback(s, [r.id for r in rows if r.role == "assistant"])
+            return [_msg(r, latest.get(r.id)) for r in rows]
+
+    def add_user_message(self, conversation_id: int | None, text: str) -> StoredMessage:
+        """Store a user turn, creating the conversation when ``conversation_id`` is None.
+
+        One transaction: either both the conversation and the message exist afterwards, or
+        neither does.
+        """
+        with self.db.write() as s:
+            if conversation_id is None:
+                conv = Conversation(title=title_from(text))
+                s.add(conv)
+                s.flush()
+            else:
+                conv = self._get(s, conversation_id)
+                if conv.title == DEFAULT_TITLE and not conv.messages:
+                    conv.title = title_from(text)
+            row = Message(conversation_id=conv.id, role="user", content=text)
+            s.add(row)
+            conv.updated_at = utcnow()
+            s.flush()
+            return _msg(row)
+
+    def add_assistant_message(
+        self, conversation_id: int, text: str, record: AnswerRecord
+    ) -> StoredMessage:
+        with self.db.write() as s:
+            conv = self._get(s, conversation_id)
+            row = Message(
+                conversation_id=conversation_id,
+                role="assistant",
+                content=text,
+                model_id=record.model_id,
+                model_version=record.model_version,
+                params=record.params,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                latency_ms=record.latency_ms,
+                ttft_ms=record.ttft_ms,
+                stopped=record.stopped,
+                trimmed_turns=record.trimmed_turns,
+            )
+            s.add(row)
+            conv.updated_at = utcnow()
+            s.flush()
+            return _msg(row)
+
+    # -- feedback ------------------------------------------------------------------------
+    def rate(self, message_id: int, rating: int | None, comment: str | None = None) -> None:
+        """Record a rating (+1, -1, or None to clear) with an optional comment.
+
+        Appends a row; earlier ratings of the message are kept as its history. A rating
+        identical to the current one adds nothing.
+        """
+        if rating not in (-1, 1, None):
+            raise ValueError(f"rating must be +1, -1 or None, not {rating!r}")
+        comment = (comment or "").strip() or None
+        with self.db.write() as s:
+            msg = s.get(Message, message_id)
+            if msg is None:
+                raise MessageNotFound(message_id)
+            if msg.role != "assistant":
+                raise ValueError("only assistant messages can be rated")
+            latest = self._latest_feedback(s, [message_id]).get(message_id)
+            if latest is not None and (latest.rating, latest.comment) == (rating, comment):
+                return  # unchanged (e.g. rating and comment widgets fired together)
+            s.add(Feedback(message_id=message_id, rating=rating, comment=comment))
+
+    def feedback_history(self, message_id: int) -> list[tuple[int | None, str | None]]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Feedback).where(Feedback.message_id == message_id).order_by(Feedback.id)
+            )
+            return [(r.rating, r.comment) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.db.read() as s:
+            return {
+                "conversations": s.scalar(select(func.count()).select_from(Conversation)) or 0,
+                "messages": s.scalar(select(func.count()).select_from(Message)) or 0,
+                "feedback": s.scalar(select(func.count()).select_from(Feedback)) or 0,
+            }
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _get(s, conversation_id: int) -> Conversation:  # noqa: ANN001
+        row = s.get(Conversation, conversation_id)
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return row
+
+    @staticmethod
+    def _latest_feedback(s, message_ids: list[int]) -> dict[int, Feedback]:  # noqa: ANN001
+        if not message_ids:
+            return {}
+        latest: dict[int, Feedback] = {}
+        rows = s.scalars(
+            select(Feedback).where(Feedback.message_id.in_(message_ids)).order_by(Feedback.id)
+        )
+        for fb in rows:
+            latest[fb.message_id] = fb
+        return latest
+
+
+def _clean_title(title: str) -> str:
+    title = " ".join(title.split())
+    return title[:TITLE_MAX] or DEFAULT_TITLE

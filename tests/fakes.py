@@ -1,0 +1,76 @@
+"""A stand-in generator for tests about the chat service's wiring, not about the model.
+
+It implements the same :class:`assistant.generation.Generator` protocol as the real one
+and is handed to the real :class:`ChatService` exactly as the real one is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+from assistant.generation import GenerationParams, GenerationStats
+from assistant.prompting import Messages
+
+
+def count_words(messages: Messages) -> int:
+    """One token per whitespace word, plus 3 per message for the template's markers."""
+    return sum(len(m["content"].split()) + 3 for m in messages) + 2
+
+
+class FakeStream:
+    def __init__(self, answer: str, prompt_tokens: int, delay: float, fail_after: int | None):
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self._words = answer.split()
+        self._delay = delay
+        self._fail_after = fail_after
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+
+    def __iter__(self) -> Iterator[str]:
+        for i, word in enumerate(self._words):
+            if self._stop.is_set():
+                break
+            if self._fail_after is not None and i == self._fail_after:
+                raise RuntimeError("boom")
+            time.sleep(self._delay)
+            if self.stats.ttft_ms is None:
+                self.stats.ttft_ms = (time.perf_counter() - self._t0) * 1000
+            self.stats.completion_tokens += 1
+            yield word + " "
+        self._finish()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.stats.stopped = self._stop.is_set()
+        self.stats.latency_ms = (time.perf_counter() - self._t0) * 1000
+
+
+class FakeGenerator:
+    model_id = "fake-model"
+    model_version = "fake-v1"
+
+    def __init__(
+        self,
+        answer: str = "Paris is the capital of France.",
+        context_window: int = 200,
+        delay: float = 0.0,
+        fail_after: int | None = None,
+    ) -> None:
+        self.answer = answer
+        self.context_window = context_window
+        self.delay = delay
+        self.fail_after = fail_after
+        self.prompts: list[Messages] = []
+
+    def count_prompt_tokens(self, messages: Messages) -> int:
+        return count_words(messages)
+
+    def stream(self, messages: Messages, params: GenerationParams) -> FakeStream:
+        self.prompts.append(messages)
+        words = self.answer.split()[: params.max_new_tokens]
+        return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after)

@@ -1,0 +1,57 @@
+"""The real embedded model through the app's own generation path."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat import ChatService
+from assistant.generation import GenerationParams, TransformersGenerator
+
+pytestmark = pytest.mark.slow
+
+GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=24, system_prompt="")
+
+
+@pytest.fixture(scope="module")
+def generator(embedded):
+    return TransformersGenerator(embedded)
+
+
+def test_greedy_answer_names_paris(generator):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    stream = generator.stream(messages, GREEDY)
+    chunks = list(stream)
+    assert "Paris" in "".join(chunks)
+    assert len(chunks) >= 3, "the answer must arrive in several chunks, not at once"
+    s = stream.stats
+    assert s.prompt_tokens == generator.count_prompt_tokens(messages)
+    assert 0 < s.completion_tokens <= 24 and s.ttft_ms < s.latency_ms and not s.stopped
+
+
+def test_stop_interrupts_generation(generator):
+    stream = generator.stream(
+        [{"role": "user", "content": "Write a very long story about a dragon."}],
+        GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=400),
+    )
+    it = iter(stream)
+    next(it)
+    stream.stop()
+    assert stream.stats.stopped and stream.stats.completion_tokens < 400
+
+
+def test_sampling_parameters_are_applied(generator):
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    p = GenerationParams(temperature=1.5, top_p=1.0, max_new_tokens=3)
+    outs = {"".join(generator.stream(msgs, p)) for _ in range(6)}
+    assert len(outs) > 1, "temperature 1.5 should not give six identical answers"
+    assert all(len(o) < 40 for o in outs)  # max_new_tokens=3
+
+
+def test_chat_service_on_the_real_model(store, settings, generator):
+    service = ChatService(store, generator, settings)
+    reply = service.send(None, "What is the capital of France?", GREEDY)
+    text = "".join(reply)
+    assert "Paris" in text
+    [q, a] = store.messages(reply.conversation_id)
+    assert a.content == text and a.record.model_id == generator.model_id
+    assert a.record.prompt_tokens > 10 and a.record.completion_tokens > 3

@@ -1,0 +1,2 @@
+"""Streamlit pages. The only package that imports streamlit; it turns domain errors into
+``st.error`` / ``st.info`` messages."""

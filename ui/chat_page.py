@@ -1,0 +1,182 @@
+"""The chat page: conversations in the sidebar, the chat with streaming answers and ratings."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.chat import ChatService, trim_notice
+from assistant.errors import AssistantError, ConversationNotFound
+from assistant.generation import GenerationParams
+from assistant.storage import StoredMessage
+from ui import resources
+
+CONV = "conversation_id"
+
+
+def render() -> None:
+    service = resources.chat_service()
+    for notice in service.notices:
+        st.info(notice)
+    params = _sidebar(service)
+    _conversation(service, params)
+
+
+# -- sidebar -----------------------------------------------------------------------------------
+def _sidebar(service: ChatService) -> GenerationParams:
+    sb = st.sidebar
+    sb.button("➕ New chat", key="new_chat", on_click=_open, args=(None,), width="stretch")
+
+    try:
+        conversations = service.store.list_conversations()
+    except AssistantError as err:
+        sb.error(str(err))
+        conversations = []
+    current = st.session_state.get(CONV)
+    if current is not None and current not in {c.id for c in conversations}:
+        st.session_state[CONV] = current = None
+    sb.subheader("Conversations")
+    if not conversations:
+        sb.caption("No conversations yet: type a message to start one.")
+    for conv in conversations:
+        sb.button(
+            conv.title,
+            key=f"conv_{conv.id}",
+            on_click=_open,
+            args=(conv.id,),
+            type="primary" if conv.id == current else "secondary",
+            width="stretch",
+            help=f"Last active {conv.updated_at:%Y-%m-%d %H:%M}",
+        )
+
+    if current is not None:
+        conv = next(c for c in conversations if c.id == current)
+        with sb.expander("Rename or delete this conversation"):
+            st.text_input("Title", value=conv.title, key=f"rename_title_{conv.id}", max_chars=200)
+            st.button("Rename", key="rename", on_click=_rename, args=(service, conv.id))
+            st.button(
+                "Delete conversation", key="delete", type="primary",
+                on_click=_delete, args=(service, conv.id),
+            )
+
+    d = service.default_params()
+    with sb.expander("Generation settings"):
+        temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, d.temperature, 0.05, key="temperature")
+        top_p = st.slider("Top-p", 0.05, 1.0, d.top_p, 0.05, key="top_p")
+        max_new = st.number_input("Max new tokens", 1, 4096, d.max_new_tokens, 16, key="max_new_tokens")
+        system = st.text_area("System prompt", d.system_prompt, key="system_prompt")
+    gen = service.generator
+    loaded = getattr(gen, "loaded", None)
+    where = f" · {loaded.device.type}/{str(loaded.dtype).removeprefix('torch.')}" if loaded else ""
+    sb.caption(f"Model: {gen.model_id} · version {gen.model_version}{where}")
+    return GenerationParams(float(temperature), float(top_p), int(max_new), system)
+
+
+def _open(conversation_id: int | None) -> None:
+    st.session_state[CONV] = conversation_id
+
+
+def _rename(service: ChatService, conversation_id: int) -> None:
+    title = st.session_state.get(f"rename_title_{conversation_id}", "")
+    _guard(service.store.rename_conversation, conversation_id, title)
+
+
+def _delete(service: ChatService, conversation_id: int) -> None:
+    if _guard(service.store.delete_conversation, conversation_id) is not _FAILED:
+        st.session_state[CONV] = None
+
+
+# -- conversation ------------------------------------------------------------------------------
+def _conversation(service: ChatService, params: GenerationParams) -> None:
+    current = st.session_state.get(CONV)
+    messages: list[StoredMessage] = []
+    if current is not None:
+        try:
+            messages = service.store.messages(current)
+        except ConversationNotFound:
+            st.session_state[CONV] = current = None
+        except AssistantError as err:
+            st.error(str(err))
+    if not messages:
+        st.title("💬 Assistant")
+        st.caption("Ask anything. Answers stream from the local model; rate them with 👍 / 👎.")
+
+    for m in messages:
+        with st.chat_message(m.role):
+            st.markdown(m.content)
+            if m.role == "assistant":
+                _answer_footer(service, m)
+
+    prompt = st.chat_input(
+        "Message the assistant",
+        key="chat_input",
+        max_chars=service.settings.max_message_chars,
+        submit_mode="stop",
+    )
+    if prompt is None:
+        return
+    try:
+        reply = service.send(current, prompt, params)
+    except AssistantError as err:
+        st.error(str(err))
+        return
+    st.session_state[CONV] = reply.conversation_id
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    with st.chat_message("assistant"):
+        for notice in reply.notices:
+            st.info(notice)
+        try:
+            st.write_stream(reply)
+        except AssistantError as err:
+            st.error(str(err))
+        finally:
+            # Stop pressed (the script is interrupted) or an error: stop the worker and
+            # keep what was produced.
+            reply.close()
+    st.rerun()
+
+
+def _answer_footer(service: ChatService, m: StoredMessage) -> None:
+    r = m.record
+    if r is not None:
+        if r.trimmed_turns:
+            st.caption("ℹ️ " + trim_notice(r.trimmed_turns, service.generator.context_window))
+        bits = [
+            f"{r.model_version}",
+            f"{r.completion_tokens} tokens",
+            f"{r.latency_ms / 1000:.1f} s",
+            f"T={r.params.get('temperature')}",
+        ]
+        if r.stopped:
+            bits.insert(0, "⏹ stopped")
+        st.caption(" · ".join(bits), help=f"Model: {r.model_id}\n\nPrompt tokens: {r.prompt_tokens}")
+    key = f"fb_{m.id}"
+    default = {1: 1, -1: 0}.get(m.rating)
+    cols = st.columns([1, 4])
+    with cols[0]:
+        st.feedback("thumbs", key=key, default=default, on_change=_rate, args=(service, m.id))
+    with cols[1]:
+        st.text_input(
+            "Comment", value=m.comment or "", key=f"comment_{m.id}",
+            placeholder="Why? (optional, saved with your rating)",
+            label_visibility="collapsed", on_change=_rate, args=(service, m.id),
+        )
+
+
+def _rate(service: ChatService, message_id: int) -> None:
+    value = st.session_state.get(f"fb_{message_id}")
+    rating = None if value is None else (1 if value == 1 else -1)
+    comment = st.session_state.get(f"comment_{message_id}") or None
+    _guard(service.store.rate, message_id, rating, comment)
+
+
+_FAILED = object()
+
+
+def _guard(fn, *args):  # noqa: ANN001, ANN202
+    """Call a store function; show a domain error instead of raising it."""
+    try:
+        return fn(*args)
+    except AssistantError as err:
+        st.error(str(err))
+        return _FAILED

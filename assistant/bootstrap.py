@@ -21,6 +21,5 @@ def build_chat_service(
 ) -> ChatService:
     db = db or open_database(settings)
     loaded = loaded or load_model(settings)
-    return ChatService(
-        ConversationStore(db), TransformersGenerator(loaded), settings, notices=loaded.notices
-    )
+    generator = TransformersGenerator(loaded, workers=settings.generation_workers)
+    return ChatService(ConversationStore(db), generator, settings, notices=loaded.notices)

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     context_window: int | None = Field(
         None, ge=64, description="Override the model's context length (tokens)."
     )
+    generation_workers: int = Field(
+        1, ge=1, le=64,
+        description="Answers generated at once by the in-process model; more queue. "
+        "On CPU, 1 avoids oversubscribing the cores.",
+    )
     max_message_chars: int = Field(
         100_000, ge=1, description="Longest user message accepted before tokenizing."
     )

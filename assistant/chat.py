@@ -8,6 +8,7 @@ user stops it, what was produced so far, marked ``stopped``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
 from assistant.config import Settings
@@ -30,7 +31,12 @@ def trim_notice(dropped: int, context_window: int) -> str:
 
 class Reply:
     """An answer being generated. Iterate it for text chunks; ``message`` is the stored
-    answer once iteration ends. ``close()`` stops generation and stores what was produced."""
+    answer once iteration ends.
+
+    ``close()`` stops generation and stores what was produced (marked ``stopped``). It is
+    idempotent and may be called from another thread than the one iterating (a UI rerun
+    does that); ``done`` is set once the answer is stored.
+    """
 
     def __init__(
         self,
@@ -49,32 +55,56 @@ class Reply:
         if fitted.dropped_turns:
             self.notices.append(trim_notice(fitted.dropped_turns, service.generator.context_window))
         self.message: StoredMessage | None = None
-        self.text = ""
+        self.done = threading.Event()
         self._service = service
         self._stream = stream
-        self._chunks = self._produce()
+        self._chunks: Iterator[str] | None = None
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        self._finalized = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
 
     def __iter__(self) -> Iterator[str]:
-        return self._chunks
+        return self
 
-    def _produce(self) -> Iterator[str]:
-        parts: list[str] = []
-        finished = False
+    def __next__(self) -> str:
+        if self._finalized:
+            raise StopIteration
+        if self._chunks is None:
+            self._chunks = iter(self._stream)
         try:
-            for chunk in self._stream:
-                parts.append(chunk)
-                yield chunk
-            finished = True
-        finally:
-            if not finished:
-                self._stream.stop()
-            self.text = "".join(parts)
-            if finished or self.text:
-                self.message = self._service._store_answer(self, self.text)
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._finalize(complete=True)
+            raise
+        except BaseException:
+            self._stream.stop()
+            self._finalize(complete=False)
+            raise
+        self._parts.append(chunk)
+        return chunk
 
     def close(self) -> None:
-        """Stop (if still running) and store the partial answer. Safe to call twice."""
-        self._chunks.close()
+        """Stop generating (if still running) and store the partial answer."""
+        if self._finalized:
+            return
+        self._stream.stop()
+        self._finalize(complete=False)
+
+    def _finalize(self, complete: bool) -> None:
+        with self._lock:
+            if self._finalized:
+                return
+            self._finalized = True
+        try:
+            # An answer stopped before its first word is not worth a row.
+            if complete or self.text:
+                self.message = self._service._store_answer(self, self.text)
+        finally:
+            self.done.set()
 
 
 class ChatService:

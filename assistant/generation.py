@@ -141,7 +141,8 @@ class TransformersTokenStream:
         for chunk in self._streamer:
             if chunk:
                 yield chunk
-        self._job.result()
+        if not self._job.cancelled():
+            self._job.result()
         self._finish()
         if self._error is not None:
             raise GenerationFailed(
@@ -151,7 +152,9 @@ class TransformersTokenStream:
     def stop(self) -> None:
         """Ask the worker to stop after the current token and wait for it."""
         self._stop.set()
-        if not self._job.cancel():  # still queued behind another answer: just drop it
+        if self._job.cancel():  # still queued behind another answer: it never runs
+            self._streamer.end()  # wake a consumer waiting for text
+        else:
             self._job.result()
         self._finish()
 

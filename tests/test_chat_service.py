@@ -123,3 +123,31 @@ def test_locked_database_rejects_the_message_before_generating(service, store, d
 
 def test_generation_failed_is_a_domain_error():
     assert "Generation failed" in str(GenerationFailed("Generation failed: x"))
+
+
+def test_close_from_another_thread_stores_the_partial_answer(store, settings):
+    """A UI rerun closes the reply from a new thread while the old one still iterates."""
+    import threading
+
+    service = ChatService(store, FakeGenerator(answer="w " * 200, delay=0.01), settings)
+    reply = service.send(None, "go", PARAMS)
+    got: list[str] = []
+    consumer = threading.Thread(target=lambda: got.extend(reply))
+    consumer.start()
+    while len(got) < 3 and consumer.is_alive():
+        threading.Event().wait(0.005)
+    reply.close()
+    assert reply.done.wait(5)
+    consumer.join(5)
+    assert not consumer.is_alive()
+    [_, answer] = store.messages(reply.conversation_id)
+    assert answer.record.stopped and 3 <= answer.record.completion_tokens < 20
+
+
+def test_closing_an_unstarted_reply_stops_generation(store, settings):
+    fake = FakeGenerator()
+    service = ChatService(store, fake, settings)
+    reply = service.send(None, "hi", PARAMS)
+    reply.close()
+    assert reply.done.is_set() and list(reply) == []
+    assert [m.role for m in store.messages(reply.conversation_id)] == ["user"]

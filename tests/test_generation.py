@@ -55,3 +55,14 @@ def test_chat_service_on_the_real_model(store, settings, generator):
     [q, a] = store.messages(reply.conversation_id)
     assert a.content == text and a.record.model_id == generator.model_id
     assert a.record.prompt_tokens > 10 and a.record.completion_tokens > 3
+
+
+def test_stop_while_queued_behind_another_answer(generator):
+    """One worker: a second answer waits; stopping it drops it without blocking anyone."""
+    long = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=40)
+    first = generator.stream([{"role": "user", "content": "Tell me a story."}], long)
+    second = generator.stream([{"role": "user", "content": "Hi"}], long)
+    second.stop()
+    assert list(second) == []
+    assert second.stats.stopped and second.stats.completion_tokens == 0
+    assert "".join(first) and first.stats.completion_tokens > 0

@@ -11,6 +11,7 @@ from assistant.storage import StoredMessage
 from ui import resources
 
 CONV = "conversation_id"
+PENDING = "_pending_reply"
 
 
 def render() -> None:
@@ -24,7 +25,10 @@ def render() -> None:
 # -- sidebar -----------------------------------------------------------------------------------
 def _sidebar(service: ChatService) -> GenerationParams:
     sb = st.sidebar
-    sb.button("➕ New chat", key="new_chat", on_click=_open, args=(None,), width="stretch")
+    sb.button(
+        "New chat", key="new_chat", icon=":material/add:", on_click=_open, args=(None,),
+        width="stretch",
+    )
 
     try:
         conversations = service.store.list_conversations()
@@ -86,7 +90,21 @@ def _delete(service: ChatService, conversation_id: int) -> None:
 
 
 # -- conversation ------------------------------------------------------------------------------
+def _settle_pending_reply() -> None:
+    """Finish the answer an interrupted run was streaming before reading the conversation.
+
+    With fast reruns, Streamlit starts the new run on a new thread while the old one is
+    still unwinding; without this wait the new run could render before the partial
+    answer is stored, and the answer would seem lost until the next click.
+    """
+    pending = st.session_state.pop(PENDING, None)
+    if pending is not None and not pending.done.is_set():
+        pending.close()
+        pending.done.wait(timeout=30)
+
+
 def _conversation(service: ChatService, params: GenerationParams) -> None:
+    _settle_pending_reply()
     current = st.session_state.get(CONV)
     messages: list[StoredMessage] = []
     if current is not None:
@@ -110,7 +128,7 @@ def _conversation(service: ChatService, params: GenerationParams) -> None:
         "Message the assistant",
         key="chat_input",
         max_chars=service.settings.max_message_chars,
-        submit_mode="stop",
+        submit_mode="disable",
     )
     if prompt is None:
         return
@@ -125,14 +143,20 @@ def _conversation(service: ChatService, params: GenerationParams) -> None:
     with st.chat_message("assistant"):
         for notice in reply.notices:
             st.info(notice)
+        # Clicking Stop reruns the script, which interrupts write_stream below; the
+        # rerun then shows the stored partial answer with its rating widgets.
+        stop = st.empty()
+        stop.button("Stop", key="stop_generation", icon=":material/stop_circle:")
+        st.session_state[PENDING] = reply
         try:
             st.write_stream(reply)
         except AssistantError as err:
             st.error(str(err))
+            return
         finally:
-            # Stop pressed (the script is interrupted) or an error: stop the worker and
-            # keep what was produced.
-            reply.close()
+            reply.close()  # interrupted or failed: stop the worker, keep what was produced
+        stop.empty()
+    st.session_state.pop(PENDING, None)
     st.rerun()
 
 
@@ -140,7 +164,7 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
     r = m.record
     if r is not None:
         if r.trimmed_turns:
-            st.caption("ℹ️ " + trim_notice(r.trimmed_turns, service.generator.context_window))
+            st.caption(":material/info: " + trim_notice(r.trimmed_turns, service.generator.context_window))
         bits = [
             f"{r.model_version}",
             f"{r.completion_tokens} tokens",
@@ -148,7 +172,7 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
             f"T={r.params.get('temperature')}",
         ]
         if r.stopped:
-            bits.insert(0, "⏹ stopped")
+            bits.insert(0, ":material/stop_circle: stopped")
         st.caption(" · ".join(bits), help=f"Model: {r.model_id}\n\nPrompt tokens: {r.prompt_tokens}")
     key = f"fb_{m.id}"
     default = {1: 1, -1: 0}.get(m.rating)

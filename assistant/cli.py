@@ -90,6 +90,8 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
         max_new_tokens=max_new_tokens or d.max_new_tokens,
         system_prompt=d.system_prompt if system_prompt is None else system_prompt,
     )
+    for notice in service.notices:
+        click.echo(f"Note: {notice}", err=True)
     gen = service.generator
     click.echo(f"{gen.model_id} [{gen.model_version}]. Type /help for commands.", err=True)
     if conversation_id is not None:

@@ -75,3 +75,13 @@ def test_terminal_chat_reports_errors_and_goes_on(run, env_settings, hold_lock):
     assert "locked by another process" in result.output
     store = ConversationStore(Database(env_settings.resolved_database_url))
     assert store.counts()["messages"] == 0
+
+
+@pytest.mark.slow
+def test_terminal_chat_rejects_a_message_too_long(run, env_settings, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_CONTEXT_WINDOW", "300")
+    result = run("chat", "-n", "100", input="word " * 400 + "\n")
+    assert result.exit_code == 0
+    assert "The message is too long" in result.output
+    store = ConversationStore(Database(env_settings.resolved_database_url))
+    assert store.counts()["messages"] == 0

@@ -136,3 +136,19 @@ def test_missing_model_shows_error(app, monkeypatch, tmp_path):
     at = app()
     assert "does not exist" in at.error[0].value
     assert not at.chat_input
+
+
+def test_corrupt_model_cache_is_rebuilt_and_the_user_told(app, monkeypatch, tmp_path, model_cache):
+    import shutil
+
+    from assistant.models import cache_dir_for, embedded_gguf
+
+    cache_root = tmp_path / "models"
+    broken = cache_dir_for(embedded_gguf(), cache_root)
+    shutil.copytree(cache_dir_for(embedded_gguf(), model_cache), broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(cache_root))
+    at = app()
+    assert "could not be read" in at.info[0].value and "rebuilt" in at.info[0].value
+    send(greedy(at), "What is the capital of France?")
+    assert "Paris" in bubbles(at)[1][1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -58,17 +58,7 @@ def _conv(row: Conversation) -> StoredConversation:
 def _msg(row: Message, fb: Feedback | None = None) -> StoredMessage:
     record = None
     if row.role == "assistant" and row.model_id is not None:
-        record = AnswerRecord(
-            model_id=row.model_id,
-            model_version=row.model_version or "",
-            params=dict(row.params or {}),
-            prompt_tokens=row.prompt_tokens or 0,
-            completion_tokens=row.completion_tokens or 0,
-            latency_ms=row.latency_ms or 0.0,
-            ttft_ms=row.ttft_ms,
-            stopped=row.stopped,
-            trimmed_turns=row.trimmed_turns,
-        )
+        record = AnswerRecord(**{f.name: getattr(row, f.name) for f in fields(AnswerRecord)})
     return StoredMessage(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -161,19 +151,9 @@ class ConversationStore:
     ) -> StoredMessage:
         with self.db.write() as s:
             conv = self._get(s, conversation_id)
+            # AnswerRecord's fields are exactly the provenance columns of Message.
             row = Message(
-                conversation_id=conversation_id,
-                role="assistant",
-                content=text,
-                model_id=record.model_id,
-                model_version=record.model_version,
-                params=record.params,
-                prompt_tokens=record.prompt_tokens,
-                completion_tokens=record.completion_tokens,
-                latency_ms=record.latency_ms,
-                ttft_ms=record.ttft_ms,
-                stopped=record.stopped,
-                trimmed_turns=record.trimmed_turns,
+                conversation_id=conversation_id, role="assistant", content=text, **asdict(record)
             )
             s.add(row)
             conv.updated_at = utcnow()

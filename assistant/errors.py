@@ -60,3 +60,46 @@ class CorruptCheckpoint(AssistantError):
 
 class GenerationFailed(AssistantError):
     pass
+
+
+# -- documents ---------------------------------------------------------------------------------
+class DocumentError(AssistantError):
+    """A file that cannot be ingested. ``filename`` names it; the message says why and what
+    to do. A failed file never leaves chunks behind, and the rest of a batch still goes in."""
+
+    def __init__(self, filename: str, reason: str) -> None:
+        self.filename, self.reason = filename, reason
+        super().__init__(f"{filename}: {reason}")
+
+
+class UnsupportedFile(DocumentError):
+    pass
+
+
+class EmptyFile(DocumentError):
+    pass
+
+
+class DocumentTooLarge(DocumentError):
+    pass
+
+
+class CorruptFile(DocumentError):
+    pass
+
+
+class EncryptedFile(DocumentError):
+    pass
+
+
+class NoExtractableText(DocumentError):
+    pass
+
+
+class DocumentNotFound(AssistantError):
+    def __init__(self, document_id: int) -> None:
+        super().__init__(f"Document {document_id} does not exist (deleted?).")
+
+
+class IndexOutOfSync(AssistantError):
+    pass

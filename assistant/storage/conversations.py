@@ -10,10 +10,18 @@ from sqlalchemy import delete, func, select
 
 from assistant.errors import ConversationNotFound, MessageNotFound
 from assistant.storage.db import Database
-from assistant.storage.schema import Conversation, Feedback, Message, utcnow
+from assistant.storage.schema import Conversation, Feedback, Message, MessageSource, utcnow
 
 DEFAULT_TITLE = "New chat"
 TITLE_MAX = 200
+
+
+@dataclass(frozen=True)
+class DocumentChoice:
+    """Whether a conversation's answers use the documents, and which (None = all)."""
+
+    use_documents: bool = True
+    document_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,20 @@ class StoredConversation:
     title: str
     created_at: datetime
     updated_at: datetime
+    documents: DocumentChoice = DocumentChoice()
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A chunk shown to the model as source [rank], as it was at that moment."""
+
+    rank: int
+    chunk_id: int | None
+    document_name: str
+    location: str | None
+    text: str
+    score: float
+    cited: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,13 +71,24 @@ class StoredMessage:
     record: AnswerRecord | None = None
     rating: int | None = None
     comment: str | None = None
+    sources: tuple[SourceRecord, ...] = ()
 
 
 def _conv(row: Conversation) -> StoredConversation:
-    return StoredConversation(row.id, row.title, row.created_at, row.updated_at)
+    ids = tuple(row.document_ids) if row.document_ids is not None else None
+    return StoredConversation(
+        row.id, row.title, row.created_at, row.updated_at,
+        DocumentChoice(bool(row.use_documents), ids),
+    )
 
 
-def _msg(row: Message, fb: Feedback | None = None) -> StoredMessage:
+def _source(row: MessageSource) -> SourceRecord:
+    return SourceRecord(**{f.name: getattr(row, f.name) for f in fields(SourceRecord)})
+
+
+def _msg(
+    row: Message, fb: Feedback | None = None, sources: tuple[SourceRecord, ...] = ()
+) -> StoredMessage:
     record = None
     if row.role == "assistant" and row.model_id is not None:
         record = AnswerRecord(**{f.name: getattr(row, f.name) for f in fields(AnswerRecord)})
@@ -68,6 +101,7 @@ def _msg(row: Message, fb: Feedback | None = None) -> StoredMessage:
         record=record,
         rating=fb.rating if fb else None,
         comment=fb.comment if fb else None,
+        sources=sources,
     )
 
 
@@ -122,11 +156,27 @@ class ConversationStore:
                     .order_by(Message.id)
                 )
             )
-            latest = self._latest_feedback(s, [r.id for r in rows if r.role == "assistant"])
-            return [_msg(r, latest.get(r.id)) for r in rows]
+            answer_ids = [r.id for r in rows if r.role == "assistant"]
+            latest = self._latest_feedback(s, answer_ids)
+            sources: dict[int, list[SourceRecord]] = {}
+            if answer_ids:
+                for src in s.scalars(
+                    select(MessageSource)
+                    .where(MessageSource.message_id.in_(answer_ids))
+                    .order_by(MessageSource.message_id, MessageSource.rank)
+                ):
+                    sources.setdefault(src.message_id, []).append(_source(src))
+            return [_msg(r, latest.get(r.id), tuple(sources.get(r.id, ()))) for r in rows]
 
-    def add_user_message(self, conversation_id: int | None, text: str) -> StoredMessage:
-        """Store a user turn, creating the conversation when ``conversation_id`` is None.
+    def set_document_choice(self, conversation_id: int, choice: DocumentChoice) -> None:
+        with self.db.write() as s:
+            _apply_choice(self._get(s, conversation_id), choice)
+
+    def add_user_message(
+        self, conversation_id: int | None, text: str, documents: DocumentChoice | None = None
+    ) -> StoredMessage:
+        """Store a user turn, creating the conversation when ``conversation_id`` is None
+        (and recording ``documents`` as its document choice when given).
 
         One transaction: either both the conversation and the message exist afterwards, or
         neither does.
@@ -140,6 +190,8 @@ class ConversationStore:
                 conv = self._get(s, conversation_id)
                 if conv.title == DEFAULT_TITLE and not conv.messages:
                     conv.title = title_from(text)
+            if documents is not None:
+                _apply_choice(conv, documents)
             row = Message(conversation_id=conv.id, role="user", content=text)
             s.add(row)
             conv.updated_at = utcnow()
@@ -147,8 +199,13 @@ class ConversationStore:
             return _msg(row)
 
     def add_assistant_message(
-        self, conversation_id: int, text: str, record: AnswerRecord
+        self,
+        conversation_id: int,
+        text: str,
+        record: AnswerRecord,
+        sources: tuple[SourceRecord, ...] = (),
     ) -> StoredMessage:
+        """Store an answer with its provenance and the sources it was shown, together."""
         with self.db.write() as s:
             conv = self._get(s, conversation_id)
             # AnswerRecord's fields are exactly the provenance columns of Message.
@@ -156,9 +213,10 @@ class ConversationStore:
                 conversation_id=conversation_id, role="assistant", content=text, **asdict(record)
             )
             s.add(row)
-            conv.updated_at = utcnow()
             s.flush()
-            return _msg(row)
+            s.add_all(MessageSource(message_id=row.id, **asdict(src)) for src in sources)
+            conv.updated_at = utcnow()
+            return _msg(row, sources=tuple(sources))
 
     # -- feedback ------------------------------------------------------------------------
     def rate(self, message_id: int, rating: int | None, comment: str | None = None) -> None:
@@ -215,6 +273,11 @@ class ConversationStore:
         for fb in rows:
             latest[fb.message_id] = fb
         return latest
+
+
+def _apply_choice(conv: Conversation, choice: DocumentChoice) -> None:
+    conv.use_documents = choice.use_documents
+    conv.document_ids = list(choice.document_ids) if choice.document_ids is not None else None
 
 
 def _clean_title(title: str) -> str:

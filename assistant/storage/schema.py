@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
+    LargeBinary,
     CheckConstraint,
     DateTime,
     Float,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Text,
     false,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -52,6 +55,10 @@ class Conversation(Base):
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    # Retrieval choices of this conversation: use documents at all, and which (None = all).
+    use_documents: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    document_ids: Mapped[list[int] | None] = mapped_column(JSON)
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
@@ -115,3 +122,61 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="feedback")
+
+
+class Document(Base):
+    """An uploaded document. Its chunks (text, location, embedding) are the source of
+    truth for the FAISS index, which can always be rebuilt from them."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    embed_model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    chunks: Mapped[list[DocumentChunk]] = relationship(
+        back_populates="document", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="DocumentChunk.position",
+    )
+
+
+class DocumentChunk(Base):
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    token_count: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    heading: Mapped[str | None] = mapped_column(String(500))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised
+
+    document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class MessageSource(Base):
+    """A chunk shown to the model for an answer, snapshotted: the text stays even when the
+    document is later replaced or deleted, so feedback and training see the real context."""
+
+    __tablename__ = "message_sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    rank: Mapped[int] = mapped_column(Integer)  # the [n] the model saw
+    chunk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chunks.id", ondelete="SET NULL"), index=True
+    )
+    document_name: Mapped[str] = mapped_column(String(255))
+    location: Mapped[str | None] = mapped_column(String(600))
+    text: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+    cited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -1,0 +1,112 @@
+"""Split parsed sections into overlapping chunks measured in embedding-model tokens.
+
+Chunks end on sentence boundaries where possible (a sentence longer than a whole chunk is
+cut by tokens), never cross a section (so each keeps one page / heading), and repeat about
+``overlap`` tokens of the previous chunk so that an answer straddling a boundary is whole
+in at least one chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.parsing import Section
+
+# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    position: int  # order within the document
+    text: str
+    token_count: int
+    page: int | None = None
+    heading: str | None = None
+
+
+def split_units(text: str) -> list[str]:
+    """Sentences, with a paragraph's last sentence carrying the "\\n\\n" that followed it."""
+    units: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        para = para.strip()
+        if not para:
+            continue
+        sentences = [s for s in _SENTENCE_END.split(para) if s.strip()]
+        if units:
+            units[-1] = units[-1].rstrip() + "\n\n"
+        units.extend(s.strip() + " " for s in sentences)
+    if units:
+        units[-1] = units[-1].rstrip()
+    return units
+
+
+def _hard_split(unit: str, size: int, tokenizer) -> list[str]:  # noqa: ANN001
+    """Cut one over-long sentence into pieces of at most ``size`` tokens (by offsets)."""
+    enc = tokenizer(unit, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    pieces = []
+    for start in range(0, len(offsets), size):
+        window = offsets[start : start + size]
+        pieces.append(unit[window[0][0] : window[-1][1]] + " ")
+    return pieces
+
+
+def chunk_sections(
+    sections: Sequence[Section],
+    count_tokens: Callable[[Sequence[str]], list[int]],
+    tokenizer,  # noqa: ANN001 - a fast tokenizer, used only to cut over-long sentences
+    size: int = 200,
+    overlap: int = 40,
+) -> list[Chunk]:
+    if overlap >= size:
+        raise ValueError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
+    chunks: list[Chunk] = []
+    for section in sections:
+        units = split_units(section.text)
+        lengths = count_tokens(units)
+        expanded: list[tuple[str, int]] = []
+        for unit, n in zip(units, lengths, strict=True):
+            if n <= size:
+                expanded.append((unit, n))
+            else:
+                pieces = _hard_split(unit, size, tokenizer)
+                expanded.extend(zip(pieces, count_tokens(pieces), strict=True))
+
+        window: list[tuple[str, int]] = []
+        total = 0
+        for unit, n in expanded:
+            if window and total + n > size:
+                _emit(chunks, window, section)
+                # Carry the tail of the last chunk forward as overlap.
+                carry: list[tuple[str, int]] = []
+                carried = 0
+                for prev in reversed(window):
+                    if carried + prev[1] > overlap or carried + prev[1] + n > size:
+                        break
+                    carry.insert(0, prev)
+                    carried += prev[1]
+                window, total = carry, carried
+            window.append((unit, n))
+            total += n
+        if window:
+            _emit(chunks, window, section)
+    return chunks
+
+
+def _emit(chunks: list[Chunk], window: list[tuple[str, int]], section: Section) -> None:
+    text = "".join(u for u, _ in window).strip()
+    if text:
+        chunks.append(
+            Chunk(
+                position=len(chunks),
+                text=text,
+                token_count=sum(n for _, n in window),
+                page=section.page,
+                heading=section.heading,
+            )
+        )

@@ -1,0 +1,212 @@
+"""Ingest: file -> parse -> chunk -> embed -> store (one transaction) -> index.
+
+Each file succeeds or fails on its own: a failure names the file and the reason, leaves no
+chunk behind, and the other files of the batch still go in. Content is hashed first, and a
+file already stored is recognised and skipped. A file with the name of a stored document
+but other content replaces it (its old chunks leave the index).
+
+If the process dies after the database commit but before the index is saved, the index is
+behind the database; start-up (:func:`sync_index`) notices and repairs it from the stored
+vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.chunking import chunk_sections
+from assistant.config import RetrievalSettings
+from assistant.embedding import Embedder
+from assistant.errors import DocumentError, DocumentTooLarge, EmptyFile, NoExtractableText
+from assistant.index import SyncReport, VectorIndex
+from assistant.parsing import SUPPORTED_SUFFIXES, parse_document, safe_filename
+from assistant.storage.documents import DocumentStore, StoredDocument
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    name: str
+    status: str  # "indexed", "replaced", "duplicate", "failed"
+    document: StoredDocument | None = None
+    chunks: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def describe(self) -> str:
+        if self.status == "failed":
+            return self.error or f"{self.name}: failed"
+        if self.status == "duplicate":
+            return f"{self.name}: already stored as '{self.document.name}' (same content), skipped"
+        verb = "replaced the earlier version" if self.status == "replaced" else "indexed"
+        return f"{self.name}: {verb}, {self.chunks} chunks"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def find_files(paths: Iterable[Path]) -> list[Path]:
+    """Files named directly, plus every supported file under the folders named."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            found.append(path)
+    return found
+
+
+class Ingestor:
+    def __init__(
+        self, store: DocumentStore, embedder: Embedder, index: VectorIndex, settings: RetrievalSettings
+    ) -> None:
+        self.store, self.embedder, self.index, self.settings = store, embedder, index, settings
+
+    def ingest_bytes(self, name: str, data: bytes) -> IngestResult:
+        started = time.perf_counter()
+        name = safe_filename(name)
+        try:
+            result = self._ingest(name, data)
+        except DocumentError as err:
+            log.info("Rejected %s: %s", name, err.reason)
+            result = IngestResult(name, "failed", error=str(err))
+        return IngestResult(**{**result.__dict__, "seconds": time.perf_counter() - started})
+
+    def ingest_paths(
+        self, paths: Sequence[Path], progress: Callable[[Iterable], Iterable] | None = None
+    ) -> list[IngestResult]:
+        files = find_files(paths)
+        results = []
+        for path in progress(files) if progress else files:
+            try:
+                data = _read_limited(path, self.max_bytes)
+            except DocumentError as err:
+                results.append(IngestResult(safe_filename(path.name), "failed", error=str(err)))
+                continue
+            except OSError as err:
+                results.append(IngestResult(
+                    safe_filename(path.name), "failed",
+                    error=f"{path.name}: could not be read ({err.strerror or err})",
+                ))
+                continue
+            results.append(self.ingest_bytes(path.name, data))
+        return results
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 1024 * 1024)
+
+    def delete(self, document_id: int) -> None:
+        removed = self.store.delete(document_id)
+        self.index.remove(removed, rebuild_from=self.store.iter_vectors())
+        self.index.save()
+
+    def _ingest(self, name: str, data: bytes) -> IngestResult:
+        if len(data) > self.max_bytes:
+            raise DocumentTooLarge(
+                name,
+                f"is {len(data) / 1e6:.1f} MB, over the {self.settings.max_upload_mb:g} MB limit "
+                "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
+            )
+        if not data:
+            raise EmptyFile(name, "the file is empty (0 bytes)")
+        digest = content_hash(data)
+        existing = self.store.find_by_hash(digest)
+        if existing is not None:
+            return IngestResult(name, "duplicate", document=existing)
+
+        parsed = parse_document(name, data)
+        chunks = chunk_sections(
+            parsed.sections,
+            self.embedder.count_tokens,
+            self.embedder.tokenizer,
+            size=min(self.settings.chunk_tokens, self.embedder.max_tokens),
+            overlap=self.settings.chunk_overlap,
+        )
+        if not chunks:
+            raise NoExtractableText(name, "contains no extractable text")
+        vectors = self.embedder.encode([c.text for c in chunks])
+        previous = self.store.find_by_name(parsed.name)
+        change = self.store.add(
+            name=parsed.name,
+            kind=parsed.kind,
+            content_hash=digest,
+            size_bytes=len(data),
+            embed_model=self.embedder.name,
+            chunks=chunks,
+            vectors=vectors,
+            replaces=previous.id if previous else None,
+        )
+        self.index.add(change.added_ids, vectors)
+        self.index.remove(change.removed_ids, rebuild_from=self.store.iter_vectors())
+        self.index.save()
+        return IngestResult(
+            parsed.name,
+            "replaced" if previous else "indexed",
+            document=change.document,
+            chunks=len(chunks),
+        )
+
+
+def _read_limited(path: Path, max_bytes: int) -> bytes:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DocumentTooLarge(
+            safe_filename(path.name),
+            f"is {size / 1e6:.1f} MB, over the {max_bytes / 1024 / 1024:g} MB limit "
+            "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
+        )
+    return path.read_bytes()
+
+
+def sync_index(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> SyncReport:
+    """Compare the index with the database; rebuild it from the stored vectors when they
+    disagree. Returns what was found (before the repair)."""
+    report = index.check(store.chunk_ids(), store.embed_models())
+    if report.model_mismatch:
+        # Vectors from another embedding model cannot be mixed: re-embed from the text.
+        reembed(store, index, embedder)
+    elif not report.ok:
+        log.warning(
+            "Index disagrees with the database (%d missing, %d stale): rebuilding",
+            report.missing, report.stale,
+        )
+        index.rebuild(store.iter_vectors())
+        index.save()
+    return report
+
+
+def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> int:
+    """Embed every stored chunk again with ``embedder`` and rebuild the index."""
+    from sqlalchemy import select, update
+
+    from assistant.storage.schema import Document, DocumentChunk
+
+    with store.db.read() as s:
+        rows = s.execute(select(DocumentChunk.id, DocumentChunk.text)).all()
+    vectors = embedder.encode([r[1] for r in rows], progress=len(rows) > 1000)
+    with store.db.write() as s:
+        for (cid, _), vec in zip(rows, vectors, strict=True):
+            s.execute(
+                update(DocumentChunk).where(DocumentChunk.id == cid).values(embedding=vec.tobytes())
+            )
+        s.execute(update(Document).values(embed_model=embedder.name))
+    index.rebuild(store.iter_vectors())
+    index.save()
+    return len(rows)

@@ -1,0 +1,243 @@
+"""Documents and their chunks: the source of truth for search (text, locations, vectors),
+plus SQLite FTS5 lexical search over the chunk text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import delete, func, select, text
+
+from assistant.chunking import Chunk
+from assistant.errors import DocumentNotFound
+from assistant.storage.db import Database
+from assistant.storage.schema import Document, DocumentChunk
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    id: int
+    name: str
+    kind: str
+    content_hash: str
+    size_bytes: int
+    embed_model: str
+    created_at: datetime
+    chunk_count: int = 0
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: int
+    document_id: int
+    document_name: str
+    position: int
+    text: str
+    page: int | None
+    heading: str | None
+
+    @property
+    def location(self) -> str | None:
+        parts = [f"page {self.page}" if self.page else None, self.heading]
+        return " · ".join(p for p in parts if p) or None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    document: StoredDocument
+    added_ids: list[int]
+    removed_ids: list[int]
+
+
+def _doc(row: Document, chunk_count: int = 0) -> StoredDocument:
+    return StoredDocument(
+        row.id, row.name, row.kind, row.content_hash, row.size_bytes, row.embed_model,
+        row.created_at, chunk_count,
+    )
+
+
+def fts_query(query: str) -> str | None:
+    """User text -> an FTS5 query matching any of its words (each quoted, so that FTS
+    syntax in the text is never interpreted)."""
+    words = re.findall(r"\w+", query.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
+
+
+class DocumentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.has_fts = db.engine.dialect.name == "sqlite"
+
+    # -- documents -----------------------------------------------------------------------
+    def find_by_hash(self, content_hash: str) -> StoredDocument | None:
+        with self.db.read() as s:
+            row = s.scalar(select(Document).where(Document.content_hash == content_hash))
+            return _doc(row) if row else None
+
+    def find_by_name(self, name: str) -> StoredDocument | None:
+        with self.db.read() as s:
+            row = s.scalar(select(Document).where(Document.name == name).order_by(Document.id.desc()))
+            return _doc(row) if row else None
+
+    def get(self, document_id: int) -> StoredDocument:
+        with self.db.read() as s:
+            row = s.get(Document, document_id)
+            if row is None:
+                raise DocumentNotFound(document_id)
+            return _doc(row, self._count(s, document_id))
+
+    def list_documents(self) -> list[StoredDocument]:
+        with self.db.read() as s:
+            counts = dict(
+                s.execute(
+                    select(DocumentChunk.document_id, func.count()).group_by(DocumentChunk.document_id)
+                ).all()
+            )
+            rows = s.scalars(select(Document).order_by(Document.created_at.desc(), Document.id.desc()))
+            return [_doc(r, counts.get(r.id, 0)) for r in rows]
+
+    def add(
+        self,
+        *,
+        name: str,
+        kind: str,
+        content_hash: str,
+        size_bytes: int,
+        embed_model: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        replaces: int | None = None,
+    ) -> Replacement:
+        """Insert a document with all its chunks, and delete the one it replaces, in one
+        transaction: afterwards either the new version is complete or nothing changed."""
+        assert len(chunks) == len(vectors)
+        with self.db.write() as s:
+            removed: list[int] = []
+            if replaces is not None:
+                removed = list(
+                    s.scalars(select(DocumentChunk.id).where(DocumentChunk.document_id == replaces))
+                )
+                s.execute(delete(Document).where(Document.id == replaces))
+            doc = Document(
+                name=name, kind=kind, content_hash=content_hash, size_bytes=size_bytes,
+                embed_model=embed_model,
+            )
+            s.add(doc)
+            s.flush()
+            rows = [
+                DocumentChunk(
+                    document_id=doc.id, position=c.position, text=c.text,
+                    token_count=c.token_count, page=c.page, heading=c.heading,
+                    embedding=np.asarray(v, dtype=np.float32).tobytes(),
+                )
+                for c, v in zip(chunks, vectors, strict=True)
+            ]
+            s.add_all(rows)
+            s.flush()
+            return Replacement(_doc(doc, len(rows)), [r.id for r in rows], removed)
+
+    def delete(self, document_id: int) -> list[int]:
+        """Delete a document; returns the ids of its chunks (to drop from the index)."""
+        with self.db.write() as s:
+            ids = list(
+                s.scalars(select(DocumentChunk.id).where(DocumentChunk.document_id == document_id))
+            )
+            if s.execute(delete(Document).where(Document.id == document_id)).rowcount == 0:
+                raise DocumentNotFound(document_id)
+            return ids
+
+    # -- chunks --------------------------------------------------------------------------
+    def chunk_ids(self) -> set[int]:
+        with self.db.read() as s:
+            return set(s.scalars(select(DocumentChunk.id)))
+
+    def chunk_count(self) -> int:
+        with self.db.read() as s:
+            return s.scalar(select(func.count()).select_from(DocumentChunk)) or 0
+
+    def chunk_ids_of(self, document_ids: Sequence[int]) -> set[int]:
+        with self.db.read() as s:
+            return set(
+                s.scalars(
+                    select(DocumentChunk.id).where(DocumentChunk.document_id.in_(list(document_ids)))
+                )
+            )
+
+    def embed_models(self) -> set[str]:
+        with self.db.read() as s:
+            return set(s.scalars(select(Document.embed_model).distinct()))
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in batches, for rebuilding the index from the database."""
+        last = 0
+        while True:
+            with self.db.read() as s:
+                rows = s.execute(
+                    select(DocumentChunk.id, DocumentChunk.embedding)
+                    .where(DocumentChunk.id > last)
+                    .order_by(DocumentChunk.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            last = int(ids[-1])
+            yield ids, vecs
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(
+                select(DocumentChunk, Document.name)
+                .join(Document, Document.id == DocumentChunk.document_id)
+                .where(DocumentChunk.id.in_(list(ids)))
+            ).all()
+            return {
+                c.id: StoredChunk(c.id, c.document_id, name, c.position, c.text, c.page, c.heading)
+                for c, name in rows
+            }
+
+    def document_chunks(self, document_id: int) -> list[StoredChunk]:
+        with self.db.read() as s:
+            doc = s.get(Document, document_id)
+            if doc is None:
+                raise DocumentNotFound(document_id)
+            return [
+                StoredChunk(c.id, c.document_id, doc.name, c.position, c.text, c.page, c.heading)
+                for c in doc.chunks
+            ]
+
+    def lexical_search(
+        self, query: str, limit: int, document_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """BM25 over chunk text (SQLite FTS5): [(chunk id, score)], best first.
+        Other databases have no FTS table here and return nothing."""
+        match = fts_query(query)
+        if not self.has_fts or match is None:
+            return []
+        sql = (
+            "SELECT f.rowid, bm25(chunks_fts) AS score FROM chunks_fts f "
+            + ("JOIN chunks c ON c.id = f.rowid " if document_ids is not None else "")
+            + "WHERE chunks_fts MATCH :q "
+            + (
+                f"AND c.document_id IN ({','.join(str(int(i)) for i in document_ids) or 'NULL'}) "
+                if document_ids is not None
+                else ""
+            )
+            + "ORDER BY score LIMIT :k"
+        )
+        with self.db.read() as s:
+            rows = s.execute(text(sql), {"q": match, "k": limit}).all()
+        # bm25() is lower-is-better; flip it so that higher is better everywhere.
+        return [(int(r[0]), -float(r[1])) for r in rows]
+
+    @staticmethod
+    def _count(s, document_id: int) -> int:  # noqa: ANN001
+        return s.scalar(
+            select(func.count()).select_from(DocumentChunk).where(DocumentChunk.document_id == document_id)
+        ) or 0

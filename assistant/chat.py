@@ -14,14 +14,8 @@ from collections.abc import Iterator
 from assistant.config import Settings
 from assistant.errors import EmptyMessage, MessageTooLong
 from assistant.generation import GenerationParams, Generator, TokenStream
-from assistant.prompting import (
-    SOURCES_INSTRUCTION,
-    FittedPrompt,
-    Turn,
-    cited_numbers,
-    fit_history,
-    with_sources,
-)
+from assistant.citations import annotate
+from assistant.prompting import SOURCES_INSTRUCTION, FittedPrompt, Turn, fit_history, with_sources
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.conversations import AnswerRecord, DocumentChoice, SourceRecord
@@ -212,7 +206,7 @@ class ChatService:
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
         )
-        cited = cited_numbers(text, len(reply.sources))
+        _, cited = annotate(text, [hit.text for hit in reply.sources])
         sources = tuple(
             SourceRecord(
                 rank=n, chunk_id=hit.chunk_id, document_name=hit.document_name,

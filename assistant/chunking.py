@@ -46,14 +46,31 @@ def split_units(text: str) -> list[str]:
 
 
 def _hard_split(unit: str, size: int, tokenizer) -> list[str]:  # noqa: ANN001
-    """Cut one over-long sentence into pieces of at most ``size`` tokens (by offsets)."""
-    enc = tokenizer(unit, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
+    """Cut one over-long sentence into pieces of at most ``size`` tokens (by offsets).
+
+    Cuts fall between words where the window has a word start: a piece that begins inside a
+    word re-tokenises into more tokens than its slice had (and gains a space mid-word).
+    """
+    offsets = tokenizer(unit, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     pieces = []
-    for start in range(0, len(offsets), size):
-        window = offsets[start : start + size]
-        pieces.append(unit[window[0][0] : window[-1][1]] + " ")
+    start = 0
+    while start < len(offsets):
+        end = min(start + size, len(offsets))
+        if end < len(offsets):
+            for cut in range(end, start, -1):
+                if offsets[cut][0] > offsets[cut - 1][1]:  # whitespace before: a word starts
+                    end = cut
+                    break
+        # A single word longer than a chunk is still cut inside it; make sure the piece fits.
+        while end - start > 1 and _count(tokenizer, unit[offsets[start][0] : offsets[end - 1][1]]) > size:
+            end -= 1
+        pieces.append(unit[offsets[start][0] : offsets[end - 1][1]] + " ")
+        start = end
     return pieces
+
+
+def _count(tokenizer, text: str) -> int:  # noqa: ANN001
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def chunk_sections(

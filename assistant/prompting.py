@@ -7,7 +7,6 @@ for the answer fits.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,11 +101,3 @@ def with_sources(question: str, sources: Sequence[SourceLike]) -> str:
         where = f", {src.location}" if src.location else ""
         blocks.append(f"[{n}] {src.document_name}{where}\n<source>\n{_quote(src.text)}\n</source>")
     return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
-
-
-def cited_numbers(answer: str, count: int) -> set[int]:
-    """The source numbers an answer cites, e.g. "[1]", "[2, 3]" or "[1][3]"."""
-    found: set[int] = set()
-    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
-        found.update(int(n) for n in re.findall(r"\d+", group))
-    return {n for n in found if 1 <= n <= count}

@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from ui import chat_page
-
-st.set_page_config(page_title="Assistant", page_icon="💬", layout="centered")
-chat_page.render()
+st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
+st.navigation(
+    [
+        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
+        st.Page("pages/documents.py", title="Documents", icon=":material/description:"),
+    ]
+).run()

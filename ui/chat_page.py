@@ -5,10 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from assistant.chat import ChatService, trim_notice
+from assistant.citations import annotate
 from assistant.errors import AssistantError, ConversationNotFound
 from assistant.generation import GenerationParams
+from assistant.parsing import SUPPORTED_SUFFIXES
 from assistant.storage import StoredMessage
+from assistant.storage.conversations import DocumentChoice, StoredConversation
 from ui import resources
+from ui.uploads import ingest_uploads
 
 CONV = "conversation_id"
 PENDING = "_pending_reply"
@@ -18,12 +22,12 @@ def render() -> None:
     service = resources.chat_service()
     for notice in service.notices:
         st.info(notice)
-    params = _sidebar(service)
-    _conversation(service, params)
+    params, documents = _sidebar(service)
+    _conversation(service, params, documents)
 
 
 # -- sidebar -----------------------------------------------------------------------------------
-def _sidebar(service: ChatService) -> GenerationParams:
+def _sidebar(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     sb = st.sidebar
     sb.button(
         "New chat", key="new_chat", icon=":material/add:", on_click=_open, args=(None,),
@@ -62,6 +66,9 @@ def _sidebar(service: ChatService) -> GenerationParams:
                 on_click=_delete, args=(service, conv.id),
             )
 
+    current_conv = next((c for c in conversations if c.id == current), None)
+    documents = _document_choice(service, current_conv)
+
     d = service.default_params()
     with sb.expander("Generation settings"):
         temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, d.temperature, 0.05, key="temperature")
@@ -72,7 +79,31 @@ def _sidebar(service: ChatService) -> GenerationParams:
     loaded = getattr(gen, "loaded", None)
     where = f" · {loaded.device.type}/{str(loaded.dtype).removeprefix('torch.')}" if loaded else ""
     sb.caption(f"Model: {gen.model_id} · version {gen.model_version}{where}")
-    return GenerationParams(float(temperature), float(top_p), int(max_new), system)
+    return GenerationParams(float(temperature), float(top_p), int(max_new), system), documents
+
+
+def _document_choice(service: ChatService, conv: StoredConversation | None) -> DocumentChoice:
+    """Whether (and which) documents this conversation's answers use."""
+    library = resources.library()
+    docs = library.store.list_documents()
+    stored = conv.documents if conv else DocumentChoice()
+    # Widgets are keyed per conversation so that switching conversations shows its choice.
+    suffix = conv.id if conv else "new"
+    with st.sidebar.expander("Documents", expanded=bool(docs)):
+        if not docs:
+            st.caption("No documents yet: attach files to a message or use the Documents page.")
+            return stored
+        use = st.toggle("Answer from documents", value=stored.use_documents, key=f"use_docs_{suffix}")
+        names = {d.id: d.name for d in docs}
+        chosen = st.multiselect(
+            "Only these (empty = all)", options=list(names), format_func=names.get,
+            default=[i for i in (stored.document_ids or ()) if i in names],
+            key=f"doc_filter_{suffix}", disabled=not use,
+        )
+    choice = DocumentChoice(use, tuple(chosen) or None)
+    if conv is not None and choice != stored:
+        _guard(service.store.set_document_choice, conv.id, choice)
+    return choice
 
 
 def _open(conversation_id: int | None) -> None:
@@ -103,7 +134,9 @@ def _settle_pending_reply() -> None:
         pending.done.wait(timeout=30)
 
 
-def _conversation(service: ChatService, params: GenerationParams) -> None:
+def _conversation(
+    service: ChatService, params: GenerationParams, documents: DocumentChoice
+) -> None:
     _settle_pending_reply()
     current = st.session_state.get(CONV)
     messages: list[StoredMessage] = []
@@ -120,20 +153,30 @@ def _conversation(service: ChatService, params: GenerationParams) -> None:
 
     for m in messages:
         with st.chat_message(m.role):
-            st.markdown(m.content)
+            st.markdown(annotate(m.content, [s.text for s in m.sources])[0] if m.sources else m.content)
             if m.role == "assistant":
                 _answer_footer(service, m)
 
-    prompt = st.chat_input(
-        "Message the assistant",
+    submitted = st.chat_input(
+        "Message the assistant (attach documents with the clip)",
         key="chat_input",
         max_chars=service.settings.max_message_chars,
+        accept_file="multiple",
+        file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
     )
-    if prompt is None:
+    if submitted is None:
         return
+    prompt = submitted if isinstance(submitted, str) else submitted.text
+    files = [] if isinstance(submitted, str) else list(submitted.files)
+    if files:
+        with st.chat_message("user"):
+            st.caption("Attached: " + ", ".join(f.name for f in files))
+            ingest_uploads(resources.library(), files)
+        if not prompt.strip():
+            return
     try:
-        reply = service.send(current, prompt, params)
+        reply = service.send(current, prompt, params, documents)
     except AssistantError as err:
         st.error(str(err))
         return
@@ -160,7 +203,32 @@ def _conversation(service: ChatService, params: GenerationParams) -> None:
     st.rerun()
 
 
+def _sources(m: StoredMessage) -> None:
+    """The cited sources under an answer (expandable), then the others it was shown."""
+    cited = [src for src in m.sources if src.cited]
+    others = [src for src in m.sources if not src.cited]
+    for src in cited:
+        where = f" · {src.location}" if src.location else ""
+        label = f"[{src.rank}] {_plain(src.document_name)}{_plain(where)}"
+        with st.expander(label, icon=":material/format_quote:"):
+            st.text(src.text)
+    if others:
+        label = "Sources shown to the model" if not cited else "Other sources shown to the model"
+        with st.expander(f"{label} ({len(others)})", icon=":material/library_books:"):
+            for src in others:
+                where = f" · {src.location}" if src.location else ""
+                st.markdown(f"**[{src.rank}] {_plain(src.document_name)}{_plain(where)}**")
+                st.text(src.text)
+
+
+def _plain(text: str) -> str:
+    """Escape Markdown so that a file name renders as the text it is."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~" else ch for ch in text)
+
+
 def _answer_footer(service: ChatService, m: StoredMessage) -> None:
+    if m.sources:
+        _sources(m)
     r = m.record
     if r is not None:
         if r.trimmed_turns:

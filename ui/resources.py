@@ -1,10 +1,10 @@
-"""Process-wide resources, shared by every browser session: settings, database, model."""
+"""Process-wide resources, shared by every browser session: settings, database, models."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from assistant.bootstrap import build_chat_service, open_database
+from assistant.bootstrap import Library, build_chat_service, open_database, open_library
 from assistant.chat import ChatService
 from assistant.config import Settings, get_settings
 from assistant.errors import AssistantError
@@ -22,17 +22,30 @@ def database() -> Database:
 
 
 @st.cache_resource(show_spinner=False)
+def _library() -> Library:
+    return open_library(settings(), database())
+
+
+@st.cache_resource(show_spinner=False)
 def _chat_service() -> ChatService:
-    return build_chat_service(settings(), database())
+    return build_chat_service(settings(), database(), library=_library())
 
 
-def chat_service() -> ChatService:
-    """The chat service, loading the model on first use (with a spinner); on failure show
-    the reason and stop the page, so the user sees what to fix instead of a traceback."""
+def _or_stop(build, message: str):  # noqa: ANN001, ANN202
+    """Build a resource under a spinner; on a domain error show the reason and stop the
+    page, so the user sees what to fix instead of a traceback."""
     try:
-        with st.spinner("Loading the model (the first start converts it once, ~30 s)..."):
-            return _chat_service()
+        with st.spinner(message):
+            return build()
     except AssistantError as err:
         st.error(str(err))
         st.stop()
         raise  # unreachable: st.stop() raises
+
+
+def library() -> Library:
+    return _or_stop(_library, "Loading the embedding model and the search index...")
+
+
+def chat_service() -> ChatService:
+    return _or_stop(_chat_service, "Loading the model (the first start converts it once, ~30 s)...")

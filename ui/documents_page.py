@@ -1,0 +1,74 @@
+"""The Documents page: upload, see, delete and search the documents answers draw on."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.errors import AssistantError
+from assistant.parsing import SUPPORTED_SUFFIXES
+from ui import resources
+from ui.uploads import ingest_uploads
+
+FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
+
+
+def render() -> None:
+    st.title("Documents")
+    library = resources.library()
+
+    with st.form("upload_form", clear_on_submit=True):
+        files = st.file_uploader(
+            "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
+            help=f"Up to {library.ingestor.settings.max_upload_mb:g} MB each. "
+            "The same content twice is stored once; a changed file with a stored name "
+            "replaces it.",
+        )
+        submitted = st.form_submit_button("Add to library", icon=":material/upload:")
+    if submitted and files:
+        ingest_uploads(library, files)
+
+    try:
+        docs = library.store.list_documents()
+    except AssistantError as err:
+        st.error(str(err))
+        return
+    st.subheader(f"Library ({len(docs)})")
+    if not docs:
+        st.info("No documents yet: upload one above, or run `assistant ingest PATH`.")
+        return
+
+    indexed = library.index.ids()
+    for d in docs:
+        cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
+        ids = {c.id for c in library.store.document_chunks(d.id)}
+        status = "indexed" if ids <= indexed else "not in index"
+        cols[0].markdown(f"**{d.name}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
+        cols[1].caption(f"{d.chunk_count} chunks · {status}")
+        cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
+        cols[3].button(
+            "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {d.name}",
+            on_click=_delete, args=(d.id,),
+        )
+
+    st.subheader("Search")
+    query = st.text_input("Search the documents", key="doc_search", placeholder="e.g. Who ruled Normandy?")
+    mode = st.segmented_control(
+        "Retrieval", ["hybrid", "dense", "lexical"], default=library.retriever.settings.mode,
+        key="doc_search_mode",
+    )
+    if query.strip():
+        hits = library.retriever.search(query, k=10, mode=mode or None)
+        if not hits:
+            st.info("No matching chunks.")
+        for n, hit in enumerate(hits, start=1):
+            where = f" · {hit.location}" if hit.location else ""
+            with st.expander(f"{n}. {hit.document_name}{where} — score {hit.score:.4f}"):
+                st.caption(f"dense rank {hit.dense_rank or '-'} · lexical rank {hit.lexical_rank or '-'}")
+                st.text(hit.text)
+
+
+def _delete(document_id: int) -> None:
+    try:
+        resources.library().ingestor.delete(document_id)
+    except AssistantError as err:
+        st.error(str(err))

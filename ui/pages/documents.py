@@ -1,0 +1,3 @@
+from ui import documents_page
+
+documents_page.render()

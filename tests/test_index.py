@@ -21,7 +21,7 @@ def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def corpus(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def corpus(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ids that are not 0..n-1 (they are database chunk ids), and their vectors."""
     return np.arange(1000, 1000 + 3 * n, 3, dtype=np.int64), unit_vectors(n, seed)
 
@@ -31,11 +31,12 @@ def brute_force(ids: np.ndarray, vecs: np.ndarray, q: np.ndarray, k: int) -> lis
     return [int(ids[i]) for i in order]
 
 
-def filled(directory, kind: str, n: int = 60, model: str = "m") -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+def filled(directory, kind: str, n: int = 200, model: str = "m") -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     ids, vecs = corpus(n)
     index = VectorIndex(directory, DIM, kind, model)
     if kind == "ivf":
         index.rebuild([(ids, vecs)])  # trained on the vectors, several lists
+        assert faiss.downcast_index(index._index.index).nlist > 1
     else:
         index.add(ids, vecs)
     return index, ids, vecs
@@ -57,7 +58,7 @@ def test_add_search_remove(tmp_path, kind):
     index.add(ids, vecs)
     assert len(index) == len(ids)
     assert index.ids() == set(ids.tolist())
-    for i in (0, 17, 59):
+    for i in (0, 17, 199):
         (best, score), *rest = index.search(vecs[i], 5)
         assert best == ids[i]
         assert score == pytest.approx(1.0, abs=1e-5)

@@ -46,13 +46,13 @@ def texts(elements) -> list[str]:
 
 
 def test_documents_page_empty_state(app):
-    at = app("pages/documents.py")
+    at = app("views/documents.py")
     assert at.title[0].value == "Documents"
     assert any("No documents yet" in t for t in texts(at.info))
 
 
 def test_upload_list_search_and_delete(app, db):
-    at = app("pages/documents.py")
+    at = app("views/documents.py")
     at.file_uploader(key="upload").set_value([
         ("festival.md", FESTIVAL, "text/markdown"),
         ("empty.txt", b"", "text/plain"),
@@ -98,10 +98,10 @@ def test_attach_a_document_and_ask_about_it(app, db):
 
 
 def test_turning_documents_off_for_a_conversation(app, db):
-    at = app("pages/documents.py")
+    at = app("views/documents.py")
     at.file_uploader(key="upload").set_value(("festival.md", FESTIVAL, "text/markdown"))
     at.button[0].click().run()
-    at.switch_page("pages/chat.py").run()
+    at.switch_page("views/chat.py").run()
     at.toggle(key="use_docs_new").set_value(False)
     at.slider(key="temperature").set_value(0.0)
     at.number_input(key="max_new_tokens").set_value(8)

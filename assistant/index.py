@@ -12,6 +12,9 @@ Index types (``ASSISTANT_RETRIEVAL__INDEX_TYPE``):
   remove from HNSW, so a delete rebuilds it from the database vectors.
 * ``ivf``: approximate inverted lists (``IndexIVFFlat``), trained on the stored vectors when
   (re)built; adds and removes in place. Retrain with a rebuild when the corpus grows a lot.
+  It holds the chunk ids itself, without ``IndexIDMap2``: the map assumes that a removal
+  renumbers the entries after it, which IVF does not do, so every id after a removed one
+  would come back wrong (or not at all).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class VectorIndex:
             else:  # nothing to train on yet: one list (exact search) until the next rebuild
                 quantizer.add(np.zeros((1, self.dim), dtype=np.float32))
                 ivf.is_trained = True
-            return faiss.IndexIDMap2(ivf)
+            return ivf
         raise ValueError(f"unknown index type {self.kind!r} (flat, hnsw or ivf)")
 
     def _load(self) -> faiss.Index | None:
@@ -92,6 +95,10 @@ class VectorIndex:
         ):
             log.info("Index at %s was built differently (%s); rebuilding", path, meta)
             return None
+        if (self.kind == "ivf") != isinstance(index, faiss.IndexIVF):
+            # e.g. an IVF index wrapped in an id map by an earlier version
+            log.info("Index at %s has an outdated layout; rebuilding", path)
+            return None
         return index
 
     # -- queries -----------------------------------------------------------------------------
@@ -100,7 +107,13 @@ class VectorIndex:
 
     def ids(self) -> set[int]:
         with self._lock:
-            return set(faiss.vector_to_array(self._index.id_map).tolist())
+            if self.kind != "ivf":
+                return set(faiss.vector_to_array(self._index.id_map).tolist())
+            lists, found = self._index.invlists, set()
+            for n in range(lists.nlist):
+                if size := lists.list_size(n):
+                    found.update(faiss.rev_swig_ptr(lists.get_ids(n), size).tolist())
+            return found
 
     def search(
         self, vector: np.ndarray, k: int, allowed: Iterable[int] | None = None
@@ -120,9 +133,9 @@ class VectorIndex:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
     def _search_params(self, selector) -> faiss.SearchParameters:  # noqa: ANN001
-        inner = faiss.downcast_index(self._index.index)
         if self.kind == "ivf":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=inner.nprobe)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self._index.nprobe)
+        inner = faiss.downcast_index(self._index.index)
         if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
         return faiss.SearchParameters(sel=selector)

@@ -95,7 +95,7 @@ class Ingestor:
         results = []
         for path in progress(files) if progress else files:
             try:
-                data = _read_limited(path, self.max_bytes)
+                data = _read_limited(path, self.settings.max_upload_mb)
             except DocumentError as err:
                 results.append(IngestResult(safe_filename(path.name), "failed", error=str(err)))
                 continue
@@ -119,11 +119,7 @@ class Ingestor:
 
     def _ingest(self, name: str, data: bytes) -> IngestResult:
         if len(data) > self.max_bytes:
-            raise DocumentTooLarge(
-                name,
-                f"is {len(data) / 1e6:.1f} MB, over the {self.settings.max_upload_mb:g} MB limit "
-                "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
-            )
+            raise _too_large(name, len(data), self.settings.max_upload_mb)
         if not data:
             raise EmptyFile(name, "the file is empty (0 bytes)")
         digest = content_hash(data)
@@ -164,15 +160,21 @@ class Ingestor:
         )
 
 
-def _read_limited(path: Path, max_bytes: int) -> bytes:
+def _read_limited(path: Path, max_mb: float) -> bytes:
     size = path.stat().st_size
-    if size > max_bytes:
-        raise DocumentTooLarge(
-            safe_filename(path.name),
-            f"is {size / 1e6:.1f} MB, over the {max_bytes / 1024 / 1024:g} MB limit "
-            "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
-        )
+    if size > int(max_mb * 1024 * 1024):
+        raise _too_large(safe_filename(path.name), size, max_mb)
     return path.read_bytes()
+
+
+def _too_large(name: str, size: int, max_mb: float) -> DocumentTooLarge:
+    # One unit for both numbers (MiB, as the limit is applied): "0.0 MB, over the 0.02 MB
+    # limit" or a limit printed as 0.0199995 tells the user nothing.
+    return DocumentTooLarge(
+        name,
+        f"is {size / 1024 / 1024:.3g} MB, over the {max_mb:g} MB limit "
+        "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
+    )
 
 
 def sync_index(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> SyncReport:

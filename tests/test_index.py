@@ -36,7 +36,7 @@ def filled(directory, kind: str, n: int = 200, model: str = "m") -> tuple[Vector
     index = VectorIndex(directory, DIM, kind, model)
     if kind == "ivf":
         index.rebuild([(ids, vecs)])  # trained on the vectors, several lists
-        assert faiss.downcast_index(index._index.index).nlist > 1
+        assert faiss.extract_index_ivf(index._index).nlist > 1
     else:
         index.add(ids, vecs)
     return index, ids, vecs
@@ -74,6 +74,17 @@ def test_add_search_remove(tmp_path, kind):
     for i in np.flatnonzero(np.isin(ids, list(removed)))[:5]:
         found = [cid for cid, _ in index.search(vecs[i], len(ids))]
         assert not removed & set(found)
+    # Every entry that stayed is still found under its own id.
+    for i in np.flatnonzero(~np.isin(ids, list(removed))):
+        (best, score), *_ = index.search(vecs[i], 1)
+        assert (best, round(score, 4)) == (ids[i], 1.0)
+    kept = np.isin(ids, list(keep))
+    assert [i for i, _ in index.search(q, 5)] == brute_force(ids[kept], vecs[kept], q, 5)
+    # Adding after a removal keeps every label right too.
+    extra = unit_vectors(3, seed=21)
+    index.add([1, 2, 3], extra)
+    for cid, v in zip([1, 2, 3], extra):
+        assert index.search(v, 1)[0][0] == cid
     index.remove([])  # nothing to do is fine
 
 
@@ -88,7 +99,7 @@ def test_ivf_is_trained_on_rebuild_and_still_finds_each_vector(tmp_path):
     ids, vecs = corpus(400, seed=3)
     index = VectorIndex(tmp_path, DIM, "ivf", "m")
     assert index.rebuild([(ids[:200], vecs[:200]), (ids[200:], vecs[200:])]) == 400
-    inner = faiss.downcast_index(index._index.index)
+    inner = faiss.extract_index_ivf(index._index)
     assert inner.nlist > 1 and inner.is_trained
     hits = sum(index.search(vecs[i], 1)[0][0] == ids[i] for i in range(0, 400, 7))
     assert hits == len(range(0, 400, 7))
@@ -143,7 +154,24 @@ def test_save_and_reload_round_trip(tmp_path, kind):
     again.add([5], unit_vectors(1, seed=12))
     again.remove([int(ids[0])], rebuild_from=[(np.append(ids[1:], 5), np.vstack([vecs[1:], unit_vectors(1, seed=12)]))])
     again.save()
-    assert VectorIndex(tmp_path, DIM, kind, "m").ids() == (set(ids.tolist()) - {int(ids[0])}) | {5}
+    third = VectorIndex(tmp_path, DIM, kind, "m")
+    assert third.ids() == (set(ids.tolist()) - {int(ids[0])}) | {5}
+    for i in (1, 50, len(ids) - 1):
+        assert third.search(vecs[i], 1)[0][0] == ids[i]
+    assert third.search(unit_vectors(1, seed=12)[0], 1)[0][0] == 5
+
+
+def test_an_ivf_index_in_an_id_map_from_an_earlier_version_is_discarded(tmp_path):
+    index, ids, vecs = filled(tmp_path, "ivf")
+    index.save()
+    old = faiss.IndexIDMap2(faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 1, faiss.METRIC_INNER_PRODUCT))
+    old.train(vecs)
+    old.add_with_ids(vecs, ids)
+    faiss.write_index(old, str(tmp_path / INDEX_FILE))
+
+    reopened = VectorIndex(tmp_path, DIM, "ivf", "m")
+    assert len(reopened) == 0
+    assert reopened.check(set(ids.tolist()), {"m"}).missing == len(ids)
 
 
 def test_save_leaves_only_the_two_files(tmp_path):

@@ -112,15 +112,14 @@ class DocumentStore:
         replaces: int | None = None,
     ) -> Replacement:
         """Insert a document with all its chunks, and delete the one it replaces, in one
-        transaction: afterwards either the new version is complete or nothing changed."""
+        transaction: afterwards either the new version is complete or nothing changed.
+
+        The new rows go in before the old ones are deleted: SQLite gives a new row the
+        largest id + 1, so deleting first would hand the old document's ids (the newest
+        ones) straight to the new chunks. The index would then drop the new chunks along
+        with the "removed" ids, and start-up could not tell old vectors from new."""
         assert len(chunks) == len(vectors)
         with self.db.write() as s:
-            removed: list[int] = []
-            if replaces is not None:
-                removed = list(
-                    s.scalars(select(DocumentChunk.id).where(DocumentChunk.document_id == replaces))
-                )
-                s.execute(delete(Document).where(Document.id == replaces))
             doc = Document(
                 name=name, kind=kind, content_hash=content_hash, size_bytes=size_bytes,
                 embed_model=embed_model,
@@ -137,6 +136,12 @@ class DocumentStore:
             ]
             s.add_all(rows)
             s.flush()
+            removed: list[int] = []
+            if replaces is not None:
+                removed = list(
+                    s.scalars(select(DocumentChunk.id).where(DocumentChunk.document_id == replaces))
+                )
+                s.execute(delete(Document).where(Document.id == replaces))
             return Replacement(_doc(doc, len(rows)), [r.id for r in rows], removed)
 
     def delete(self, document_id: int) -> list[int]:

@@ -11,20 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from assistant.words import content_words
+
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*[\"')\]]*\s*|\n+")
-_WORD = re.compile(r"\w{3,}")
-_STOP = frozenset(
-    "the and for are was were with that this from have has had not but his her its their "
-    "they them you your our who what when where which why how all any can will would "
-    "there been also into than then these those such only other more most some".split()
-)
 MIN_SHARE = 0.6
 MIN_WORDS = 3
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return set(content_words(text, min_len=3))
 
 
 def explicit_citations(answer: str, count: int) -> set[int]:

@@ -3,7 +3,6 @@ plus SQLite FTS5 lexical search over the chunk text."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from assistant.chunking import Chunk
 from assistant.errors import DocumentNotFound
 from assistant.storage.db import Database
 from assistant.storage.schema import Document, DocumentChunk
+from assistant.words import WORD, content_words
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def _doc(row: Document, chunk_count: int = 0) -> StoredDocument:
 
 
 def fts_query(query: str) -> str | None:
-    """User text -> an FTS5 query matching any of its words (each quoted, so that FTS
-    syntax in the text is never interpreted)."""
-    words = re.findall(r"\w+", query.lower())
+    """User text -> an FTS5 query matching any of its words but stopwords (each quoted,
+    so that FTS syntax in the text is never interpreted)."""
+    words = content_words(query) or WORD.findall(query.lower())
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
 
 

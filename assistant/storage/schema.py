@@ -146,6 +146,9 @@ class Document(Base):
 
 class DocumentChunk(Base):
     __tablename__ = "chunks"
+    # Never reuse a deleted chunk's id: the FAISS index is keyed by it, and an index left
+    # behind by a crash must not mistake a new chunk for an old one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     document_id: Mapped[int] = mapped_column(

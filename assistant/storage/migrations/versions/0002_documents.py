@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("page", sa.Integer()),
         sa.Column("heading", sa.String(500)),
         sa.Column("embedding", sa.LargeBinary(), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_chunks_document_id", "chunks", ["document_id"])
     op.create_table(

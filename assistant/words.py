@@ -1,0 +1,23 @@
+"""Word-level helpers shared by lexical search and citation attribution."""
+
+from __future__ import annotations
+
+import re
+
+WORD = re.compile(r"\w+")
+
+# Common English function words: they match nearly every chunk, so a lexical query or an
+# attribution that counts them is slow and says little.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for from had has have he her his i if in into is it its "
+    "of on or our she so than that the their them then there these they this those to was "
+    "we were what when where which who why will with would you your also been can did do "
+    "does how not only other more most some such all any".split()
+)
+
+
+def content_words(text: str, min_len: int = 1) -> list[str]:
+    """Lower-cased words of ``text`` that are not stopwords, in order."""
+    return [
+        w for w in WORD.findall(text.lower()) if w not in STOPWORDS and len(w) >= min_len
+    ]

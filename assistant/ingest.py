@@ -196,19 +196,7 @@ def sync_index(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> 
 
 def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> int:
     """Embed every stored chunk again with ``embedder`` and rebuild the index."""
-    from sqlalchemy import select, update
-
-    from assistant.storage.schema import Document, DocumentChunk
-
-    with store.db.read() as s:
-        rows = s.execute(select(DocumentChunk.id, DocumentChunk.text)).all()
-    vectors = embedder.encode([r[1] for r in rows], progress=len(rows) > 1000)
-    with store.db.write() as s:
-        for (cid, _), vec in zip(rows, vectors, strict=True):
-            s.execute(
-                update(DocumentChunk).where(DocumentChunk.id == cid).values(embedding=vec.tobytes())
-            )
-        s.execute(update(Document).values(embed_model=embedder.name))
+    n = store.replace_embeddings(embedder.encode, embedder.name)
     index.rebuild(store.iter_vectors())
     index.save()
-    return len(rows)
+    return n

@@ -38,10 +38,10 @@ def render() -> None:
         return
 
     indexed = library.index.ids()
+    chunk_ids = library.store.chunk_ids_by_document()
     for d in docs:
         cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
-        ids = {c.id for c in library.store.document_chunks(d.id)}
-        status = "indexed" if ids <= indexed else "not in index"
+        status = "indexed" if chunk_ids.get(d.id, set()) <= indexed else "not in index"
         cols[0].markdown(f"**{d.name}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
         cols[1].caption(f"{d.chunk_count} chunks · {status}")
         cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")

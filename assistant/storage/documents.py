@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 
 from assistant.chunking import Chunk
 from assistant.errors import DocumentNotFound
@@ -170,6 +170,28 @@ class DocumentStore:
                     select(DocumentChunk.id).where(DocumentChunk.document_id.in_(list(document_ids)))
                 )
             )
+
+    def chunk_ids_by_document(self) -> dict[int, set[int]]:
+        with self.db.read() as s:
+            out: dict[int, set[int]] = {}
+            for cid, did in s.execute(select(DocumentChunk.id, DocumentChunk.document_id)):
+                out.setdefault(did, set()).add(cid)
+            return out
+
+    def replace_embeddings(self, embed, model_name: str, batch: int = 512) -> int:  # noqa: ANN001
+        """Embed every chunk's text again with ``embed`` (texts -> vectors), in one
+        transaction, and record ``model_name`` on every document."""
+        with self.db.write() as s:
+            rows = s.execute(select(DocumentChunk.id, DocumentChunk.text).order_by(DocumentChunk.id)).all()
+            for start in range(0, len(rows), batch):
+                part = rows[start : start + batch]
+                for (cid, _), vec in zip(part, embed([r[1] for r in part]), strict=True):
+                    s.execute(
+                        update(DocumentChunk).where(DocumentChunk.id == cid)
+                        .values(embedding=np.asarray(vec, dtype=np.float32).tobytes())
+                    )
+            s.execute(update(Document).values(embed_model=model_name))
+            return len(rows)
 
     def embed_models(self) -> set[str]:
         with self.db.read() as s:

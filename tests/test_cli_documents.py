@@ -1,0 +1,58 @@
+"""`assistant ingest | search | documents | index` on a real library."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from assistant.cli import main
+from assistant.index import INDEX_FILE
+
+
+@pytest.fixture
+def run(env_settings):
+    def invoke(*args: str):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_ingest_search_list_check_rebuild_delete(run, env_settings, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "sub" / "festival.md").write_text(
+        "# Zorblax\n\nThe Zorblax festival is held in Quillhaven on the third of May.\n")
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / ".hidden.txt").write_text("secret notes that must not be ingested")
+
+    result = run("ingest", str(docs), str(tmp_path / "nope.pdf"))
+    assert result.exit_code == 1
+    assert "festival.md: indexed, 1 chunks" in result.output
+    assert "empty.txt: the file is empty" in result.output
+    assert "nope.pdf: no such file or folder" in result.output
+    assert "hidden" not in result.output
+    assert "1 of 2 files ingested" in result.output
+
+    again = run("ingest", str(docs / "sub"))
+    assert again.exit_code == 0 and "already stored" in again.output
+
+    found = run("search", "Where is the Zorblax festival?", "-k", "3")
+    assert found.exit_code == 0
+    assert found.stdout.startswith("[1] ") and "festival.md, Zorblax" in found.stdout
+    assert "Quillhaven" in found.output
+
+    listing = run("documents", "list")
+    assert "festival.md" in listing.output and "1 chunks" in listing.output
+
+    assert run("index", "check").exit_code == 0
+    (env_settings.index_dir / INDEX_FILE).unlink()
+    broken = run("index", "check")
+    assert broken.exit_code == 1 and "missing 1" in broken.output
+    assert "1 chunks" in run("index", "rebuild").output
+    assert run("index", "check").exit_code == 0
+
+    doc_id = listing.stdout.split()[0].lstrip("#")
+    assert "Deleted" in run("documents", "delete", doc_id).output
+    assert "No documents yet" in run("search", "Zorblax").output
+    missing = CliRunner().invoke(main, ["documents", "delete", doc_id])
+    assert missing.exit_code == 1 and "does not exist" in missing.output

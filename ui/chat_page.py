@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from assistant.chat import ChatService, trim_notice
@@ -162,6 +164,7 @@ def _conversation(
         key="chat_input",
         max_chars=service.settings.max_message_chars,
         accept_file="multiple",
+        max_upload_size=max(1, math.ceil(service.settings.retrieval.max_upload_mb)),
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
     )

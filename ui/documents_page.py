@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from assistant.errors import AssistantError
@@ -19,6 +21,7 @@ def render() -> None:
     with st.form("upload_form", clear_on_submit=True):
         files = st.file_uploader(
             "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
+            max_upload_size=max(1, math.ceil(library.ingestor.settings.max_upload_mb)),
             help=f"Up to {library.ingestor.settings.max_upload_mb:g} MB each. "
             "The same content twice is stored once; a changed file with a stored name "
             "replaces it.",

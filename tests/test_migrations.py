@@ -57,3 +57,34 @@ def test_upgrade_from_previous_revision_keeps_conversations(tmp_path):
             "SELECT use_documents, document_ids FROM conversations").one()
     assert tuple(row) == (1, None)
     assert downgrade(db, "0001") == "0001"
+
+
+def test_upgrade_keeps_messages_feedback_and_sources(tmp_path):
+    """Table rebuilds on SQLite must not cascade-delete children: every row survives."""
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(db, "0002")
+    with db.write() as s:  # rows as revision 0002 stored them (the ORM is already newer)
+        c = s.connection()
+        c.exec_driver_sql("INSERT INTO conversations (id, title, created_at, updated_at) "
+                          "VALUES (1, 'c', '2026-01-01', '2026-01-01')")
+        c.exec_driver_sql("INSERT INTO messages (id, conversation_id, role, content, created_at) "
+                          "VALUES (1, 1, 'user', 'question', '2026-01-01'), "
+                          "(2, 1, 'assistant', 'answer', '2026-01-01')")
+        c.exec_driver_sql("INSERT INTO feedback (message_id, rating, created_at) "
+                          "VALUES (2, 1, '2026-01-01')")
+    with db.read() as s:
+        before = {t: s.connection().exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar()
+                  for t in ("conversations", "messages", "feedback")}
+    assert upgrade(db) == head_revision()
+    with db.read() as s:
+        after = {t: s.connection().exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar()
+                 for t in ("conversations", "messages", "feedback")}
+        reply_to = s.connection().exec_driver_sql(
+            "SELECT reply_to_id FROM messages WHERE role = 'assistant'").scalar()
+    assert after == before == {"conversations": 1, "messages": 2, "feedback": 1}
+    assert reply_to == 1
+    for revision in ("0002", "0001"):
+        assert downgrade(db, revision) == revision
+        with db.read() as s:
+            assert s.connection().exec_driver_sql("SELECT COUNT(*) FROM feedback").scalar() == 1
+            assert s.connection().exec_driver_sql("SELECT COUNT(*) FROM messages").scalar() == 2

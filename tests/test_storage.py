@@ -147,7 +147,17 @@ def test_schema_matches_models(db):
             s.connection(), opts={"include_object": not_fts}
         )
         diff = compare_metadata(ctx, Base.metadata)
-    assert diff == []
+        fks = s.connection().exec_driver_sql("PRAGMA foreign_key_list(messages)").all()
+
+    # messages.reply_to_id was added with ALTER TABLE ADD COLUMN (a table copy would cascade
+    # into feedback). SQLAlchemy's reflection parses FOREIGN KEY clauses out of CREATE TABLE
+    # and misses that column-level ON DELETE, so check it with SQLite's own pragma instead.
+    def reply_to_fk(d) -> bool:  # noqa: ANN001
+        return d[0] in ("add_fk", "remove_fk") and [c.name for c in d[1].columns] == ["reply_to_id"]
+
+    assert [d for d in diff if not reply_to_fk(d)] == []
+    assert len([d for d in diff if reply_to_fk(d)]) in (0, 2)
+    assert any(fk[2:4] == ("messages", "reply_to_id") and fk[6] == "CASCADE" for fk in fks)
     names = set(inspect(db.engine).get_table_names())
     assert {"conversations", "messages", "feedback", "documents", "chunks",
             "message_sources", "chunks_fts", "alembic_version"} <= names

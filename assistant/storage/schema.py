@@ -56,6 +56,8 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
+    # Where the conversation came from: NULL for chats, e.g. "hh-rlhf:file.jsonl" for imports.
+    source: Mapped[str | None] = mapped_column(String(300), index=True)
     # Retrieval choices of this conversation: use documents at all, and which (None = all).
     use_documents: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     document_ids: Mapped[list[int] | None] = mapped_column(JSON)
@@ -94,6 +96,11 @@ class Message(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     stopped: Mapped[bool] = mapped_column(default=False, server_default=false())
     trimmed_turns: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Alternatives: every answer to the same question points at it; one is shown (active).
+    reply_to_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     feedback: Mapped[list[Feedback]] = relationship(
@@ -119,6 +126,7 @@ class Feedback(Base):
     )
     rating: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="feedback")
@@ -183,3 +191,45 @@ class MessageSource(Base):
     text: Mapped[str] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float)
     cited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class Choice(Base):
+    """The user marked one alternative answer to a question as the best. Append-only: the
+    newest choice of a question counts; the other alternatives become "rejected"."""
+
+    __tablename__ = "choices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    chosen_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Edit(Base):
+    """A user's corrected version of an answer: "chosen" against the original "rejected".
+    Append-only; the newest edit of a message counts."""
+
+    __tablename__ = "edits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Comparison(Base):
+    """Two answers to one question side by side (arena); the model versions stay hidden
+    until the vote, which is cast once."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        CheckConstraint("vote IS NULL OR vote IN ('a', 'b', 'tie', 'both_bad')", name="ck_vote"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    a_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    b_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    vote: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    voted_at: Mapped[datetime | None] = mapped_column()

@@ -9,6 +9,8 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
+from assistant.storage.migration_ops import drop_columns
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -30,11 +32,11 @@ FTS = [
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("conversations") as batch:
-        batch.add_column(
-            sa.Column("use_documents", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
-        batch.add_column(sa.Column("document_ids", sa.JSON()))
+    op.add_column(
+        "conversations",
+        sa.Column("use_documents", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
+    op.add_column("conversations", sa.Column("document_ids", sa.JSON()))
     op.create_table(
         "documents",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -92,6 +94,4 @@ def downgrade() -> None:
     op.drop_table("message_sources")
     op.drop_table("chunks")
     op.drop_table("documents")
-    with op.batch_alter_table("conversations") as batch:
-        batch.drop_column("document_ids")
-        batch.drop_column("use_documents")
+    drop_columns("conversations", "document_ids", "use_documents")

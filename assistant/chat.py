@@ -133,7 +133,7 @@ class ChatService:
         return GenerationParams(g.temperature, g.top_p, g.max_new_tokens, g.system_prompt)
 
     def history(self, conversation_id: int) -> list[Turn]:
-        return [Turn(m.role, m.content) for m in self.store.messages(conversation_id)]
+        return _turns(self.store.messages(conversation_id))
 
     def send(
         self,
@@ -163,6 +163,21 @@ class ChatService:
         hits = self.retrieve(text, choice)
         fitted, hits = self._fit(params, history, text, hits)
         question = self.store.add_user_message(conversation_id, text, documents)
+        stream = self.generator.stream(fitted.messages, params)
+        return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
+
+    def regenerate(self, answer_id: int, params: GenerationParams | None = None) -> Reply:
+        """Answer an answered question again. The new answer is stored as another
+        alternative of that question and shown; the earlier ones are kept."""
+        params = params or self.default_params()
+        answer = self.store.get_message(answer_id)
+        if answer.role != "assistant" or answer.reply_to_id is None:
+            raise ValueError("only an answer to a question can be regenerated")
+        question = self.store.get_message(answer.reply_to_id)
+        history = _turns(self.store.history_before(question.id))
+        choice = self.store.get_conversation(question.conversation_id).documents
+        hits = self.retrieve(question.content, choice)
+        fitted, hits = self._fit(params, history, question.content, hits)
         stream = self.generator.stream(fitted.messages, params)
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
 
@@ -214,4 +229,11 @@ class ChatService:
             )
             for n, hit in enumerate(reply.sources, start=1)
         )
-        return self.store.add_assistant_message(reply.conversation_id, text, record, sources)
+        return self.store.add_assistant_message(
+            reply.conversation_id, text, record, sources, reply_to_id=reply.question.id
+        )
+
+
+def _turns(messages: list[StoredMessage]) -> list[Turn]:
+    # An answer the user corrected continues the conversation in its corrected form.
+    return [Turn(m.role, m.edited or m.content) for m in messages]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from assistant.errors import ConversationNotFound, MessageNotFound
 from assistant.storage.db import Database
-from assistant.storage.schema import Conversation, Feedback, Message, MessageSource, utcnow
+from assistant.storage.schema import (
+    Choice,
+    Conversation,
+    Edit,
+    Feedback,
+    Message,
+    MessageSource,
+    utcnow,
+)
 
 DEFAULT_TITLE = "New chat"
 TITLE_MAX = 200
@@ -72,6 +81,15 @@ class StoredMessage:
     rating: int | None = None
     comment: str | None = None
     sources: tuple[SourceRecord, ...] = ()
+    tags: tuple[str, ...] = ()
+    reply_to_id: int | None = None
+    active: bool = True
+    #: All answers to the same question (this one included), oldest first.
+    alternatives: tuple[int, ...] = ()
+    #: The user marked this answer the best of its alternatives.
+    chosen: bool = False
+    #: The user's corrected text of this answer, if any (newest edit).
+    edited: str | None = None
 
 
 def _conv(row: Conversation) -> StoredConversation:
@@ -87,7 +105,10 @@ def _source(row: MessageSource) -> SourceRecord:
 
 
 def _msg(
-    row: Message, fb: Feedback | None = None, sources: tuple[SourceRecord, ...] = ()
+    row: Message,
+    fb: Feedback | None = None,
+    sources: tuple[SourceRecord, ...] = (),
+    **extra,
 ) -> StoredMessage:
     record = None
     if row.role == "assistant" and row.model_id is not None:
@@ -102,6 +123,10 @@ def _msg(
         rating=fb.rating if fb else None,
         comment=fb.comment if fb else None,
         sources=sources,
+        tags=tuple(fb.tags or ()) if fb else (),
+        reply_to_id=row.reply_to_id,
+        active=row.active,
+        **extra,
     )
 
 
@@ -146,7 +171,9 @@ class ConversationStore:
                 raise ConversationNotFound(conversation_id)
 
     # -- messages ------------------------------------------------------------------------
-    def messages(self, conversation_id: int) -> list[StoredMessage]:
+    def messages(self, conversation_id: int, include_inactive: bool = False) -> list[StoredMessage]:
+        """The conversation's thread: every question and the answer shown for it (all
+        alternatives with ``include_inactive``), with ratings, sources, choice and edit."""
         with self.db.read() as s:
             self._get(s, conversation_id)
             rows = list(
@@ -156,9 +183,12 @@ class ConversationStore:
                     .order_by(Message.id)
                 )
             )
-            answer_ids = [r.id for r in rows if r.role == "assistant"]
+            answers = [r for r in rows if r.role == "assistant"]
+            answer_ids = [r.id for r in answers]
             latest = self._latest_feedback(s, answer_ids)
             sources: dict[int, list[SourceRecord]] = {}
+            edits: dict[int, str] = {}
+            chosen: dict[int, int] = {}
             if answer_ids:
                 for src in s.scalars(
                     select(MessageSource)
@@ -166,7 +196,53 @@ class ConversationStore:
                     .order_by(MessageSource.message_id, MessageSource.rank)
                 ):
                     sources.setdefault(src.message_id, []).append(_source(src))
-            return [_msg(r, latest.get(r.id), tuple(sources.get(r.id, ()))) for r in rows]
+                for e in s.scalars(select(Edit).where(Edit.message_id.in_(answer_ids)).order_by(Edit.id)):
+                    edits[e.message_id] = e.text
+                questions = {r.reply_to_id for r in answers if r.reply_to_id}
+                for c in s.scalars(
+                    select(Choice).where(Choice.question_id.in_(questions)).order_by(Choice.id)
+                ):
+                    chosen[c.question_id] = c.chosen_id
+            siblings: dict[int | None, list[int]] = {}
+            for r in answers:
+                siblings.setdefault(r.reply_to_id, []).append(r.id)
+            return [
+                _msg(
+                    r, latest.get(r.id), tuple(sources.get(r.id, ())),
+                    alternatives=tuple(siblings.get(r.reply_to_id, [r.id])) if r.role == "assistant" else (),
+                    chosen=r.role == "assistant" and chosen.get(r.reply_to_id) == r.id,
+                    edited=edits.get(r.id),
+                )
+                for r in rows
+                if include_inactive or r.active
+            ]
+
+    def get_message(self, message_id: int) -> StoredMessage:
+        with self.db.read() as s:
+            row = s.get(Message, message_id)
+            if row is None:
+                raise MessageNotFound(message_id)
+        return next(
+            m for m in self.messages(row.conversation_id, include_inactive=True) if m.id == message_id
+        )
+
+    def history_before(self, question_id: int) -> list[StoredMessage]:
+        """The shown thread up to (not including) a question: the context to answer it again."""
+        q = self.get_message(question_id)
+        return [m for m in self.messages(q.conversation_id) if m.id < question_id]
+
+    def set_active(self, message_id: int) -> None:
+        """Show this alternative for its question (the others are kept, hidden)."""
+        with self.db.write() as s:
+            row = s.get(Message, message_id)
+            if row is None:
+                raise MessageNotFound(message_id)
+            if row.role != "assistant" or row.reply_to_id is None:
+                raise ValueError("only answers to a question have alternatives")
+            s.execute(
+                update(Message).where(Message.reply_to_id == row.reply_to_id)
+                .values(active=Message.id == message_id)
+            )
 
     def set_document_choice(self, conversation_id: int, choice: DocumentChoice) -> None:
         with self.db.write() as s:
@@ -204,22 +280,36 @@ class ConversationStore:
         text: str,
         record: AnswerRecord,
         sources: tuple[SourceRecord, ...] = (),
+        reply_to_id: int | None = None,
     ) -> StoredMessage:
-        """Store an answer with its provenance and the sources it was shown, together."""
+        """Store an answer to question ``reply_to_id`` with its provenance and the sources
+        it was shown, together. Earlier answers to that question stay, as alternatives."""
         with self.db.write() as s:
             conv = self._get(s, conversation_id)
             # AnswerRecord's fields are exactly the provenance columns of Message.
+            if reply_to_id is not None:  # a new alternative is the one shown
+                s.execute(
+                    update(Message).where(Message.reply_to_id == reply_to_id).values(active=False)
+                )
             row = Message(
-                conversation_id=conversation_id, role="assistant", content=text, **asdict(record)
+                conversation_id=conversation_id, role="assistant", content=text,
+                reply_to_id=reply_to_id, active=True, **asdict(record),
             )
             s.add(row)
             s.flush()
             s.add_all(MessageSource(message_id=row.id, **asdict(src)) for src in sources)
             conv.updated_at = utcnow()
-            return _msg(row, sources=tuple(sources))
+            new_id = row.id
+        return self.get_message(new_id)
 
     # -- feedback ------------------------------------------------------------------------
-    def rate(self, message_id: int, rating: int | None, comment: str | None = None) -> None:
+    def rate(
+        self,
+        message_id: int,
+        rating: int | None,
+        comment: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
         """Record a rating (+1, -1, or None to clear) with an optional comment.
 
         Appends a row; earlier ratings of the message are kept as its history. A rating
@@ -234,10 +324,42 @@ class ConversationStore:
                 raise MessageNotFound(message_id)
             if msg.role != "assistant":
                 raise ValueError("only assistant messages can be rated")
+            tag_list = sorted({t.strip().lower() for t in tags if t.strip()}) or None
             latest = self._latest_feedback(s, [message_id]).get(message_id)
-            if latest is not None and (latest.rating, latest.comment) == (rating, comment):
+            if latest is not None and (latest.rating, latest.comment, latest.tags) == (
+                rating, comment, tag_list
+            ):
                 return  # unchanged (e.g. rating and comment widgets fired together)
-            s.add(Feedback(message_id=message_id, rating=rating, comment=comment))
+            s.add(Feedback(message_id=message_id, rating=rating, comment=comment, tags=tag_list))
+
+    def choose(self, message_id: int) -> None:
+        """Mark an answer the best of its alternatives (and show it)."""
+        with self.db.write() as s:
+            row = s.get(Message, message_id)
+            if row is None:
+                raise MessageNotFound(message_id)
+            if row.role != "assistant" or row.reply_to_id is None:
+                raise ValueError("only answers to a question can be chosen")
+            s.add(Choice(question_id=row.reply_to_id, chosen_id=message_id))
+            s.execute(
+                update(Message).where(Message.reply_to_id == row.reply_to_id)
+                .values(active=Message.id == message_id)
+            )
+
+    def edit(self, message_id: int, text: str) -> None:
+        """Record the user's better version of an answer (the original stays as it was)."""
+        text = text.strip()
+        if not text:
+            raise ValueError("the edited answer is empty")
+        with self.db.write() as s:
+            row = s.get(Message, message_id)
+            if row is None:
+                raise MessageNotFound(message_id)
+            if row.role != "assistant":
+                raise ValueError("only answers can be edited")
+            if text == row.content.strip():
+                return
+            s.add(Edit(message_id=message_id, text=text))
 
     def feedback_history(self, message_id: int) -> list[tuple[int | None, str | None]]:
         with self.db.read() as s:

@@ -18,6 +18,9 @@ from ui.uploads import ingest_uploads
 
 CONV = "conversation_id"
 PENDING = "_pending_reply"
+REGENERATE = "_regenerate"
+EDIT_ERROR = "_edit_error"
+TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
 
 
 def render() -> None:
@@ -140,6 +143,8 @@ def _conversation(
     service: ChatService, params: GenerationParams, documents: DocumentChoice
 ) -> None:
     _settle_pending_reply()
+    if EDIT_ERROR in st.session_state:
+        st.error(st.session_state.pop(EDIT_ERROR))
     current = st.session_state.get(CONV)
     messages: list[StoredMessage] = []
     if current is not None:
@@ -155,9 +160,19 @@ def _conversation(
 
     for m in messages:
         with st.chat_message(m.role):
-            st.markdown(annotate(m.content, [s.text for s in m.sources])[0] if m.sources else m.content)
             if m.role == "assistant":
-                _answer_footer(service, m)
+                _answer(service, m)
+            else:
+                st.markdown(m.content)
+
+    regenerate = st.session_state.pop(REGENERATE, None)
+    if regenerate is not None:
+        try:
+            reply = service.regenerate(regenerate, params)
+        except (AssistantError, ValueError) as err:
+            st.error(str(err))
+        else:
+            _stream(reply)
 
     submitted = st.chat_input(
         "Message the assistant (attach documents with the clip)",
@@ -186,6 +201,11 @@ def _conversation(
     st.session_state[CONV] = reply.conversation_id
     with st.chat_message("user"):
         st.markdown(prompt)
+    _stream(reply)
+
+
+def _stream(reply) -> None:  # noqa: ANN001
+    """Show an answer as it is generated, with a Stop button; then rerun to show it stored."""
     with st.chat_message("assistant"):
         for notice in reply.notices:
             st.info(notice)
@@ -229,9 +249,18 @@ def _plain(text: str) -> str:
     return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~" else ch for ch in text)
 
 
-def _answer_footer(service: ChatService, m: StoredMessage) -> None:
+def _answer(service: ChatService, m: StoredMessage) -> None:
+    shown = m.edited or m.content
+    st.markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown)
+    if m.edited:
+        with st.expander("Edited by you: the model's original answer", icon=":material/edit_note:"):
+            st.text(m.content)
     if m.sources:
         _sources(m)
+    _answer_footer(service, m)
+
+
+def _answer_footer(service: ChatService, m: StoredMessage) -> None:
     r = m.record
     if r is not None:
         if r.trimmed_turns:
@@ -256,13 +285,65 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
             placeholder="Why? (optional, saved with your rating)",
             label_visibility="collapsed", on_change=_rate, args=(service, m.id),
         )
+    st.pills(
+        "Tags", TAGS, selection_mode="multi", default=[t for t in m.tags if t in TAGS],
+        key=f"tags_{m.id}", label_visibility="collapsed", on_change=_rate, args=(service, m.id),
+    )
+    _actions(service, m)
+
+
+def _actions(service: ChatService, m: StoredMessage) -> None:
+    """Regenerate, flip between the versions of this answer, mark the best, edit."""
+    cols = st.columns([1, 1, 1, 1, 1, 1], vertical_alignment="center")
+    cols[0].button(
+        "", key=f"regen_{m.id}", icon=":material/refresh:", help="Answer again (keeps this one)",
+        on_click=_set, args=(REGENERATE, m.id), disabled=m.reply_to_id is None,
+    )
+    alts = m.alternatives
+    if len(alts) > 1:
+        i = alts.index(m.id)
+        cols[1].button(
+            "", key=f"alt_prev_{m.id}", icon=":material/chevron_left:", disabled=i == 0,
+            help="Previous version", on_click=_guard_cb, args=(service.store.set_active, alts[i - 1]),
+        )
+        cols[2].caption(f"{i + 1} / {len(alts)}")
+        cols[3].button(
+            "", key=f"alt_next_{m.id}", icon=":material/chevron_right:",
+            disabled=i == len(alts) - 1, help="Next version",
+            on_click=_guard_cb, args=(service.store.set_active, alts[min(i + 1, len(alts) - 1)]),
+        )
+        cols[4].button(
+            "Best" if not m.chosen else "Best ✓", key=f"best_{m.id}",
+            type="primary" if m.chosen else "secondary", disabled=m.chosen,
+            help="Mark this version the best: the others become 'rejected' in training data",
+            on_click=_guard_cb, args=(service.store.choose, m.id),
+        )
+    with cols[5].popover("", icon=":material/edit:", help="Write a better answer"):
+        st.text_area("Your better answer", value=m.edited or m.content, key=f"edit_text_{m.id}")
+        st.button("Save edit", key=f"edit_save_{m.id}", on_click=_save_edit, args=(service, m.id))
+
+
+def _set(key: str, value) -> None:  # noqa: ANN001
+    st.session_state[key] = value
+
+
+def _guard_cb(fn, *args) -> None:  # noqa: ANN001
+    _guard(fn, *args)
+
+
+def _save_edit(service: ChatService, message_id: int) -> None:
+    try:
+        service.store.edit(message_id, st.session_state.get(f"edit_text_{message_id}", ""))
+    except (AssistantError, ValueError) as err:
+        st.session_state[EDIT_ERROR] = str(err)
 
 
 def _rate(service: ChatService, message_id: int) -> None:
     value = st.session_state.get(f"fb_{message_id}")
     rating = None if value is None else (1 if value == 1 else -1)
     comment = st.session_state.get(f"comment_{message_id}") or None
-    _guard(service.store.rate, message_id, rating, comment)
+    tags = st.session_state.get(f"tags_{message_id}") or ()
+    _guard(service.store.rate, message_id, rating, comment, tags)
 
 
 _FAILED = object()
@@ -272,6 +353,6 @@ def _guard(fn, *args):  # noqa: ANN001, ANN202
     """Call a store function; show a domain error instead of raising it."""
     try:
         return fn(*args)
-    except AssistantError as err:
+    except (AssistantError, ValueError) as err:
         st.error(str(err))
         return _FAILED

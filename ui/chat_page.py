@@ -276,10 +276,9 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         st.caption(" · ".join(bits), help=f"Model: {r.model_id}\n\nPrompt tokens: {r.prompt_tokens}")
     key = f"fb_{m.id}"
     default = {1: 1, -1: 0}.get(m.rating)
-    cols = st.columns([1, 4])
-    with cols[0]:
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    with row:
         st.feedback("thumbs", key=key, default=default, on_change=_rate, args=(service, m.id))
-    with cols[1]:
         st.text_input(
             "Comment", value=m.comment or "", key=f"comment_{m.id}",
             placeholder="Why? (optional, saved with your rating)",
@@ -294,31 +293,32 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
 
 def _actions(service: ChatService, m: StoredMessage) -> None:
     """Regenerate, flip between the versions of this answer, mark the best, edit."""
-    cols = st.columns([1, 1, 1, 1, 1, 1], vertical_alignment="center")
-    cols[0].button(
+    # A horizontal container keeps the row on one line at phone width too (columns stack).
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    row.button(
         "", key=f"regen_{m.id}", icon=":material/refresh:", help="Answer again (keeps this one)",
         on_click=_set, args=(REGENERATE, m.id), disabled=m.reply_to_id is None,
     )
     alts = m.alternatives
     if len(alts) > 1:
         i = alts.index(m.id)
-        cols[1].button(
+        row.button(
             "", key=f"alt_prev_{m.id}", icon=":material/chevron_left:", disabled=i == 0,
             help="Previous version", on_click=_guard_cb, args=(service.store.set_active, alts[i - 1]),
         )
-        cols[2].caption(f"{i + 1} / {len(alts)}")
-        cols[3].button(
+        row.caption(f"{i + 1} / {len(alts)}", width="content")
+        row.button(
             "", key=f"alt_next_{m.id}", icon=":material/chevron_right:",
             disabled=i == len(alts) - 1, help="Next version",
             on_click=_guard_cb, args=(service.store.set_active, alts[min(i + 1, len(alts) - 1)]),
         )
-        cols[4].button(
+        row.button(
             "Best" if not m.chosen else "Best ✓", key=f"best_{m.id}",
             type="primary" if m.chosen else "secondary", disabled=m.chosen,
             help="Mark this version the best: the others become 'rejected' in training data",
             on_click=_guard_cb, args=(service.store.choose, m.id),
         )
-    with cols[5].popover("", icon=":material/edit:", help="Write a better answer"):
+    with row.popover("", icon=":material/edit:", help="Write a better answer"):
         st.text_area("Your better answer", value=m.edited or m.content, key=f"edit_text_{m.id}")
         st.button("Save edit", key=f"edit_save_{m.id}", on_click=_save_edit, args=(service, m.id))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from collections.abc import Iterator
 
 from assistant.config import Settings
@@ -18,6 +19,7 @@ from assistant.citations import annotate
 from assistant.prompting import SOURCES_INSTRUCTION, FittedPrompt, Turn, fit_history, with_sources
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
+from assistant.storage.comparisons import ComparisonStore, StoredComparison
 from assistant.storage.conversations import AnswerRecord, DocumentChoice, SourceRecord
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class ChatService:
         retriever: Retriever | None = None,
     ) -> None:
         self.store = store
+        self.comparisons = ComparisonStore(store.db)
         self.generator = generator
         self.settings = settings
         self.retriever = retriever
@@ -169,11 +172,41 @@ class ChatService:
     def regenerate(self, answer_id: int, params: GenerationParams | None = None) -> Reply:
         """Answer an answered question again. The new answer is stored as another
         alternative of that question and shown; the earlier ones are kept."""
-        params = params or self.default_params()
         answer = self.store.get_message(answer_id)
         if answer.role != "assistant" or answer.reply_to_id is None:
             raise ValueError("only an answer to a question can be regenerated")
-        question = self.store.get_message(answer.reply_to_id)
+        return self.answer_again(answer.reply_to_id, params)
+
+    def compare(
+        self,
+        conversation_id: int | None,
+        text: str,
+        params: GenerationParams | None = None,
+        documents: DocumentChoice | None = None,
+    ) -> tuple[Reply, Reply]:
+        """Compare mode: two answers to one question, to be shown side by side as A and B.
+
+        With one model version the two are samples of it; greedy decoding would make
+        them identical, so they are sampled at a temperature of at least 0.7.
+        """
+        params = params or self.default_params()
+        if params.temperature < 0.7:
+            params = replace(params, temperature=0.7)
+        first = self.send(conversation_id, text, params, documents)
+        second = self.answer_again(first.question.id, params)
+        return first, second
+
+    def record_comparison(self, a: Reply, b: Reply) -> StoredComparison:
+        """Store A/B once both answers are complete (an interrupted pair is not compared)."""
+        if a.message is None or b.message is None:
+            raise ValueError("both answers must be complete to compare them")
+        return self.comparisons.create(a.question.id, a.message.id, b.message.id)
+
+    def answer_again(self, question_id: int, params: GenerationParams | None = None) -> Reply:
+        params = params or self.default_params()
+        question = self.store.get_message(question_id)
+        if question.role != "user":
+            raise ValueError("only a question can be answered again")
         history = _turns(self.store.history_before(question.id))
         choice = self.store.get_conversation(question.conversation_id).documents
         hits = self.retrieve(question.content, choice)

@@ -103,3 +103,16 @@ class DocumentNotFound(AssistantError):
 
 class IndexOutOfSync(AssistantError):
     pass
+
+
+class AlreadyVoted(AssistantError):
+    def __init__(self, comparison_id: int, vote: str) -> None:
+        super().__init__(
+            f"Comparison {comparison_id} was already decided ({vote.replace('_', ' ')}), "
+            "perhaps in another window; your vote was not counted twice."
+        )
+
+
+class ComparisonNotFound(AssistantError):
+    def __init__(self, comparison_id: int) -> None:
+        super().__init__(f"Comparison {comparison_id} does not exist (its conversation was deleted?).")

@@ -76,3 +76,22 @@ def test_regenerate_flip_choose_edit_and_tag(at, store):
     run_ok(at)
     m = store.get_message(first.id)
     assert (m.rating, m.tags) == (-1, ("inaccurate", "too long"))
+
+
+def test_compare_mode_side_by_side_then_vote(at, store):
+    at.toggle(key="compare_mode").set_value(True)
+    at.chat_input(key="chat_input").set_value("Name a colour.")
+    run_ok(at)
+    [conv] = store.list_conversations()
+    everything = store.messages(conv.id, include_inactive=True)
+    assert [m.role for m in everything] == ["user", "assistant", "assistant"]
+    assert [c.value for c in at.caption if c.value.startswith("Answer ")] == ["Answer A", "Answer B"]
+    assert not any("base" in c.value for c in at.caption if "Compared" in c.value)
+
+    cmp_id = next(b.key for b in at.button if b.key and b.key.startswith("vote_b_")).split("_")[-1]
+    at.button(key=f"vote_b_{cmp_id}").click()
+    run_ok(at)
+    [_, shown] = store.messages(conv.id)
+    assert shown.id == everything[2].id and shown.chosen
+    verdict = [c.value for c in at.caption if "Compared" in c.value]
+    assert verdict and "B won" in verdict[0] and "A: base, B: base" in verdict[0]

@@ -74,6 +74,11 @@ def _sidebar(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     current_conv = next((c for c in conversations if c.id == current), None)
     documents = _document_choice(service, current_conv)
 
+    sb.toggle(
+        "Compare mode (A/B)", key="compare_mode",
+        help="Each message gets two answers side by side; vote for the better one. "
+        "Model versions stay hidden until you vote.",
+    )
     d = service.default_params()
     with sb.expander("Generation settings"):
         temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, d.temperature, 0.05, key="temperature")
@@ -147,9 +152,13 @@ def _conversation(
         st.error(st.session_state.pop(EDIT_ERROR))
     current = st.session_state.get(CONV)
     messages: list[StoredMessage] = []
+    every: dict[int, StoredMessage] = {}
+    comparisons: dict = {}
     if current is not None:
         try:
-            messages = service.store.messages(current)
+            every = {m.id: m for m in service.store.messages(current, include_inactive=True)}
+            messages = [m for m in every.values() if m.active]
+            comparisons = service.comparisons.for_conversation(current)
         except ConversationNotFound:
             st.session_state[CONV] = current = None
         except AssistantError as err:
@@ -159,9 +168,15 @@ def _conversation(
         st.caption("Ask anything. Answers stream from the local model; rate them with 👍 / 👎.")
 
     for m in messages:
+        pending = comparisons.get(m.reply_to_id) if m.role == "assistant" else None
+        if pending is not None and pending.vote is None:
+            _ballot(service, pending, every)
+            continue
         with st.chat_message(m.role):
             if m.role == "assistant":
                 _answer(service, m)
+                if pending is not None:
+                    _verdict(pending, every)
             else:
                 st.markdown(m.content)
 
@@ -193,15 +208,65 @@ def _conversation(
             ingest_uploads(resources.library(), files)
         if not prompt.strip():
             return
+    compare = st.session_state.get("compare_mode", False)
     try:
-        reply = service.send(current, prompt, params, documents)
+        if compare:
+            a, b = service.compare(current, prompt, params, documents)
+        else:
+            reply = service.send(current, prompt, params, documents)
     except AssistantError as err:
         st.error(str(err))
         return
-    st.session_state[CONV] = reply.conversation_id
+    st.session_state[CONV] = (a if compare else reply).conversation_id
     with st.chat_message("user"):
         st.markdown(prompt)
-    _stream(reply)
+    if compare:
+        _stream_pair(service, a, b)
+    else:
+        _stream(reply)
+
+
+def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
+    """Compare mode: stream A then B side by side; the vote comes after the rerun."""
+    left, right = st.columns(2)
+    for col, label, reply in ((left, "A", a), (right, "B", b)):
+        with col, st.chat_message("assistant"):
+            st.caption(f"Answer {label}")
+            st.session_state[PENDING] = reply
+            try:
+                st.write_stream(reply)
+            except AssistantError as err:
+                st.error(str(err))
+            finally:
+                reply.close()
+    st.session_state.pop(PENDING, None)
+    if a.message is not None and b.message is not None:
+        _guard(service.record_comparison, a, b)
+    st.rerun()
+
+
+def _ballot(service: ChatService, cmp, every: dict) -> None:  # noqa: ANN001
+    """Two answers side by side, model names hidden until the vote."""
+    left, right = st.columns(2)
+    for col, label, mid in ((left, "A", cmp.a_id), (right, "B", cmp.b_id)):
+        with col, st.chat_message("assistant"):
+            st.caption(f"Answer {label}")
+            st.markdown(every[mid].content)
+    row = st.container(horizontal=True, gap="small")
+    for vote, text in (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both bad")):
+        row.button(text, key=f"vote_{vote}_{cmp.id}", on_click=_guard_cb,
+                   args=(service.comparisons.vote, cmp.id, vote))
+
+
+def _verdict(cmp, every: dict) -> None:  # noqa: ANN001
+    a, b = every[cmp.a_id], every[cmp.b_id]
+    result = {"a": "A won", "b": "B won", "tie": "a tie", "both_bad": "both bad"}[cmp.vote]
+    versions = f"A: {_version(a)}, B: {_version(b)}"
+    st.caption(f":material/balance: Compared: {result} ({versions})")
+
+
+def _version(m: StoredMessage) -> str:
+    return m.record.model_version if m.record else "?"
 
 
 def _stream(reply) -> None:  # noqa: ANN001

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from assistant.chat import ChatService
 from assistant.config import Settings
-from assistant.embedding import Embedder
-from assistant.generation import TransformersGenerator
-from assistant.index import SyncReport, VectorIndex
-from assistant.ingest import Ingestor, sync_index
-from assistant.models import LoadedModel, load_model
-from assistant.retrieval import Retriever
-from assistant.storage import ConversationStore, Database
-from assistant.storage.documents import DocumentStore
+from assistant.storage import Database
 from assistant.storage.migrate import ensure_current
+
+# The model-side modules import torch, transformers and FAISS (seconds): they are
+# imported where used, so that `assistant db ...` and `assistant data ...` start fast.
+if TYPE_CHECKING:
+    from assistant.chat import ChatService
+    from assistant.embedding import Embedder
+    from assistant.index import SyncReport, VectorIndex
+    from assistant.ingest import Ingestor
+    from assistant.models import LoadedModel
+    from assistant.retrieval import Retriever
+    from assistant.storage.documents import DocumentStore
 
 
 def open_database(settings: Settings) -> Database:
@@ -39,6 +43,12 @@ class Library:
 def open_library(settings: Settings, db: Database, repair: bool = True) -> Library:
     """Load the embedding model and the index, and check the index against the database
     (rebuilding it from the stored vectors when they disagree, unless ``repair`` is off)."""
+    from assistant.embedding import Embedder
+    from assistant.index import VectorIndex
+    from assistant.ingest import Ingestor, sync_index
+    from assistant.retrieval import Retriever
+    from assistant.storage.documents import DocumentStore
+
     store = DocumentStore(db)
     embedder = Embedder(settings.retrieval.embedding_model)
     index = VectorIndex(settings.index_dir, embedder.dim, settings.retrieval.index_type, embedder.name)
@@ -66,6 +76,11 @@ def build_chat_service(
     loaded: LoadedModel | None = None,
     library: Library | None = None,
 ) -> ChatService:
+    from assistant.chat import ChatService
+    from assistant.generation import TransformersGenerator
+    from assistant.models import load_model
+    from assistant.storage import ConversationStore
+
     db = db or open_database(settings)
     loaded = loaded or load_model(settings)
     library = library or open_library(settings, db)

@@ -14,7 +14,6 @@ import click
 
 from assistant.config import get_settings
 from assistant.errors import AssistantError
-from assistant.generation import GenerationParams
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -80,6 +79,7 @@ def db_current() -> None:
 def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
+    from assistant.generation import GenerationParams
 
     settings = get_settings()
     click.echo("Loading the model...", err=True)
@@ -274,6 +274,10 @@ def index_rebuild(reembed: bool) -> None:
         n = library.index.rebuild(library.store.iter_vectors())
         library.index.save()
     click.echo(f"Index rebuilt: {n} chunks ({library.index.kind}).")
+
+
+from alignment.cli import data as _data  # noqa: E402
+main.add_command(_data)
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001

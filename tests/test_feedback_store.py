@@ -78,3 +78,29 @@ def test_tags_are_normalised_and_kept_with_the_rating(service, store):
     store.rate(a1.id, -1, "made up", tags=["Inaccurate", " wrong citation ", ""])
     m = store.get_message(a1.id)
     assert (m.rating, m.comment, m.tags) == (-1, "made up", ("inaccurate", "wrong citation"))
+
+
+def test_regenerating_an_earlier_answer_keeps_the_thread_in_order(service, store):
+    a1 = answer(service, None, "Q1")
+    answer(service, a1.conversation_id, "Q2")
+    service.generator.answer = "A1 again."
+    again = service.regenerate(a1.id, PARAMS)
+    list(again)
+    assert service.generator.prompts[-1] == [{"role": "user", "content": "Q1"}]
+    thread = [m.content.strip() for m in store.messages(a1.conversation_id)]
+    assert thread == ["Q1", "A1 again.", "Q2", "First answer."]
+    answer(service, a1.conversation_id, "Q3")
+    assert [m["content"].strip() for m in service.generator.prompts[-1]] == [
+        "Q1", "A1 again.", "Q2", "First answer.", "Q3"]
+
+
+def test_repeating_the_same_edit_records_it_once(service, store, db):
+    from sqlalchemy import func, select
+
+    from assistant.storage.schema import Edit
+
+    a1 = answer(service, None, "hi")
+    store.edit(a1.id, "Better.")
+    store.edit(a1.id, "Better.")
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Edit)) == 1

@@ -130,6 +130,14 @@ def _msg(
     )
 
 
+def thread_key(message_id: int, role: str, reply_to_id: int | None) -> tuple[int, int, int]:
+    """Sort key of a conversation thread: each question, then its answers. Ids alone would
+    put an answer regenerated later after the turns that followed its question."""
+    if role == "assistant" and reply_to_id is not None:
+        return (reply_to_id, 1, message_id)
+    return (message_id, 0 if role == "user" else 1, message_id)
+
+
 def title_from(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 60 else line[:57].rstrip() + "..."
@@ -176,12 +184,9 @@ class ConversationStore:
         alternatives with ``include_inactive``), with ratings, sources, choice and edit."""
         with self.db.read() as s:
             self._get(s, conversation_id)
-            rows = list(
-                s.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conversation_id)
-                    .order_by(Message.id)
-                )
+            rows = sorted(
+                s.scalars(select(Message).where(Message.conversation_id == conversation_id)),
+                key=lambda r: thread_key(r.id, r.role, r.reply_to_id),
             )
             answers = [r for r in rows if r.role == "assistant"]
             answer_ids = [r.id for r in answers]
@@ -229,7 +234,11 @@ class ConversationStore:
     def history_before(self, question_id: int) -> list[StoredMessage]:
         """The shown thread up to (not including) a question: the context to answer it again."""
         q = self.get_message(question_id)
-        return [m for m in self.messages(q.conversation_id) if m.id < question_id]
+        before = thread_key(q.id, q.role, q.reply_to_id)
+        return [
+            m for m in self.messages(q.conversation_id)
+            if thread_key(m.id, m.role, m.reply_to_id) < before
+        ]
 
     def set_active(self, message_id: int) -> None:
         """Show this alternative for its question (the others are kept, hidden)."""
@@ -357,8 +366,11 @@ class ConversationStore:
                 raise MessageNotFound(message_id)
             if row.role != "assistant":
                 raise ValueError("only answers can be edited")
-            if text == row.content.strip():
-                return
+            newest = s.scalar(
+                select(Edit.text).where(Edit.message_id == message_id).order_by(Edit.id.desc())
+            )
+            if text == (newest if newest is not None else row.content.strip()):
+                return  # unchanged: nothing to record
             s.add(Edit(message_id=message_id, text=text))
 
     def feedback_history(self, message_id: int) -> list[tuple[int | None, str | None]]:

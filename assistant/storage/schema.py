@@ -56,7 +56,7 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
-    # Where the conversation came from: NULL for chats, e.g. "hh-rlhf:file.jsonl" for imports.
+    # Where the conversation came from: NULL for chats, "hh-rlhf:<file>:<line hash>" for imports.
     source: Mapped[str | None] = mapped_column(String(300), index=True)
     # Retrieval choices of this conversation: use documents at all, and which (None = all).
     use_documents: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())

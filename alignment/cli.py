@@ -1,0 +1,117 @@
+"""``assistant data ...``: export feedback as TRL datasets, import public preference data.
+
+    assistant data export --kind preference --out out/pref
+    assistant data export --kind kto --format hf --out out/kto --since 2026-01-01 --tag inaccurate
+    assistant data import hh-rlhf ../shared/data/hh_rlhf_harmless_test_first1200.jsonl
+
+Thin: parses, calls :mod:`alignment.export` / :mod:`alignment.importers`, prints. Domain
+errors become one-line messages and exit status 1.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
+from alignment.importers import import_hh_rlhf
+from assistant.errors import AssistantError
+
+MALFORMED_SHOWN = 20
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AssistantError as err:
+            raise click.ClickException(str(err)) from err
+
+
+def _open_database():  # noqa: ANN202
+    from assistant.bootstrap import open_database
+    from assistant.config import get_settings
+
+    return open_database(get_settings())
+
+
+class _Date(click.ParamType):
+    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]`` in UTC. A bare date given to --until
+    includes that whole day."""
+
+    name = "date"
+
+    def __init__(self, end_of_day: bool = False) -> None:
+        self.end_of_day = end_of_day
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param, ctx)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        if self.end_of_day and len(value.strip()) == 10:
+            parsed += timedelta(days=1)
+        return parsed
+
+
+@click.group(cls=_Group)
+def data() -> None:
+    """Training data: export feedback for TRL, import public preference data."""
+
+
+@data.command("export")
+@click.option("--kind", type=click.Choice(KINDS), default="preference", show_default=True,
+              help="preference (DPO, reward model), kto (thumbs) or sft (good answers).")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="Folder to write (new, empty, or an earlier export, which is replaced).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
+              help="jsonl: train.jsonl + test.jsonl; hf: a datasets save_to_disk folder.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of conversations held out for testing.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--since", type=_Date(), help="Answers made on or after this date (UTC).")
+@click.option("--until", type=_Date(end_of_day=True), help="Answers made up to this date (UTC).")
+@click.option("--model-version", "model_versions", multiple=True,
+              help="Only answers of this model version (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only rows rated with any of these tags (repeatable).")
+@click.option("--source", type=click.Choice(SOURCE_FILTERS), default="all", show_default=True,
+              help="chats (from the app), imports (e.g. hh-rlhf) or all.")
+@click.option("--mask-pii", is_flag=True, help="Replace e-mail addresses and phone numbers.")
+def data_export(kind, out, fmt, test_fraction, seed, since, until, model_versions, tags,
+                source, mask_pii) -> None:
+    """Export the feedback in the database as a TRL dataset (conversational format)."""
+    options = ExportOptions(
+        test_fraction=test_fraction, seed=seed, since=since, until=until,
+        model_versions=tuple(model_versions), tags=tuple(tags), source=source, mask_pii=mask_pii,
+    )
+    result = export(_open_database(), kind, options)
+    path = write_export(result, out, fmt)
+    for line in summarize(result.report):
+        click.echo(line)
+    click.echo(f"Wrote {path}")
+
+
+@data.group("import", cls=_Group)
+def data_import() -> None:
+    """Import public preference data as conversations with a chosen answer."""
+
+
+@data_import.command("hh-rlhf")
+@click.argument("file", type=click.Path(path_type=Path))
+def data_import_hh(file: Path) -> None:
+    """Import Anthropic hh-rlhf pairs (JSONL of {"chosen", "rejected"}). A file imported
+    again adds nothing; malformed lines are listed and the rest goes in."""
+    report = import_hh_rlhf(_open_database(), file)
+    click.echo(f"{file.name}: {report.pairs_in} pairs read, {report.imported} imported, "
+               f"{report.duplicates} duplicates skipped (already imported), "
+               f"{len(report.malformed)} malformed.")
+    for bad in report.malformed[:MALFORMED_SHOWN]:
+        click.echo(f"  {bad}", err=True)
+    if len(report.malformed) > MALFORMED_SHOWN:
+        click.echo(f"  ... and {len(report.malformed) - MALFORMED_SHOWN} more", err=True)

@@ -1,0 +1,3 @@
+from ui import feedback_page
+
+feedback_page.render()

@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assistant.config import Settings  # noqa: E402
+
 from assistant.storage import ConversationStore, Database, upgrade  # noqa: E402
 
 

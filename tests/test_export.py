@@ -27,10 +27,10 @@ from assistant.generation import GenerationParams
 from assistant.prompting import SOURCES_INSTRUCTION, with_sources
 from assistant.storage.conversations import AnswerRecord, SourceRecord
 from tests.fakes import FakeGenerator
+from tests.shared_data import HH_FILE, shared_file
 
 PARAMS = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=40, system_prompt="")
 ALL_TRAIN = ExportOptions(test_fraction=0.0)
-HH_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf_harmless_test_first1200.jsonl"
 HH_LINE = json.dumps({
     "chosen": "\n\nHuman: How do I boil an egg?\n\nAssistant: Simmer it for eight minutes.",
     "rejected": "\n\nHuman: How do I boil an egg?\n\nAssistant: Microwave it whole.",
@@ -517,7 +517,7 @@ def test_exports_train_in_trl_trainers(store, db, feedback, tokenizer, tmp_path)
     store.choose(good.id)
     store.rate(bad.id, -1)
     hh = tmp_path / "hh.jsonl"
-    lines = Path(HH_FILE).read_text().splitlines()
+    lines = shared_file(HH_FILE).read_text().splitlines()
     hh.write_text("\n".join([line for line in lines if len(line) < 700][:6]) + "\n")
     assert import_hh_rlhf(db, hh).imported == 6
 

@@ -14,8 +14,8 @@ from alignment.export import ExportOptions, export
 from alignment.importers import HH_MODEL_ID, import_hh_rlhf, line_hash
 from assistant.cli import main
 from assistant.storage.schema import Conversation
+from tests.shared_data import HH_FILE, shared_file
 
-HH_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf_harmless_test_first1200.jsonl"
 # The four lines of the shared file whose chosen answer is empty (nothing to learn to say).
 EMPTY_CHOSEN = [87, 517, 926, 1104]
 
@@ -30,9 +30,7 @@ def pair(prompt: tuple[str, ...], chosen: str, rejected: str) -> str:
 
 @pytest.fixture(scope="module")
 def hh_lines() -> list[str]:
-    if not HH_FILE.is_file():
-        pytest.skip(f"{HH_FILE} is missing")
-    return HH_FILE.read_text(encoding="utf-8").splitlines()
+    return shared_file(HH_FILE).read_text(encoding="utf-8").splitlines()
 
 
 def test_import_the_real_file(store, db, hh_lines):

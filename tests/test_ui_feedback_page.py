@@ -12,9 +12,10 @@ from streamlit.testing.v1 import AppTest
 from alignment.importers import import_hh_rlhf
 from assistant.storage import Database, upgrade
 from assistant.storage.pairs import list_pairs
+from tests.shared_data import HH_FILE, shared_file
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf_harmless_test_first1200.jsonl"
+HH = HH_FILE
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_empty_state(page):
 @pytest.mark.slow
 def test_counts_pairs_delete_and_export(page, db, tmp_path, env_settings):
     sample = tmp_path / "hh.jsonl"
-    sample.write_text("".join(HH.read_text().splitlines(keepends=True)[:30]))
+    sample.write_text("".join(shared_file(HH).read_text().splitlines(keepends=True)[:30]))
     report = import_hh_rlhf(db, sample)
     assert report.imported == 30
 

@@ -14,6 +14,7 @@ from assistant.parsing import SUPPORTED_SUFFIXES
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import DocumentChoice, StoredConversation
 from ui import resources
+from ui.text import plain
 from ui.uploads import ingest_uploads
 
 CONV = "conversation_id"
@@ -52,7 +53,7 @@ def _sidebar(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
         sb.caption("No conversations yet: type a message to start one.")
     for conv in conversations:
         sb.button(
-            conv.title,
+            plain(conv.title),
             key=f"conv_{conv.id}",
             on_click=_open,
             args=(conv.id,),
@@ -297,7 +298,7 @@ def _sources(m: StoredMessage) -> None:
     others = [src for src in m.sources if not src.cited]
     for src in cited:
         where = f" · {src.location}" if src.location else ""
-        label = f"[{src.rank}] {_plain(src.document_name)}{_plain(where)}"
+        label = f"[{src.rank}] {plain(src.document_name)}{plain(where)}"
         with st.expander(label, icon=":material/format_quote:"):
             st.text(src.text)
     if others:
@@ -305,13 +306,8 @@ def _sources(m: StoredMessage) -> None:
         with st.expander(f"{label} ({len(others)})", icon=":material/library_books:"):
             for src in others:
                 where = f" · {src.location}" if src.location else ""
-                st.markdown(f"**[{src.rank}] {_plain(src.document_name)}{_plain(where)}**")
+                st.markdown(f"**[{src.rank}] {plain(src.document_name)}{plain(where)}**")
                 st.text(src.text)
-
-
-def _plain(text: str) -> str:
-    """Escape Markdown so that a file name renders as the text it is."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~" else ch for ch in text)
 
 
 def _answer(service: ChatService, m: StoredMessage) -> None:

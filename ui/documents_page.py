@@ -9,6 +9,7 @@ import streamlit as st
 from assistant.errors import AssistantError
 from assistant.parsing import SUPPORTED_SUFFIXES
 from ui import resources
+from ui.text import plain
 from ui.uploads import ingest_uploads
 
 FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
@@ -45,7 +46,7 @@ def render() -> None:
     for d in docs:
         cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
         status = "indexed" if chunk_ids.get(d.id, set()) <= indexed else "not in index"
-        cols[0].markdown(f"**{d.name}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
+        cols[0].markdown(f"**{plain(d.name)}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
         cols[1].caption(f"{d.chunk_count} chunks · {status}")
         cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
         cols[3].button(
@@ -65,7 +66,7 @@ def render() -> None:
             st.info("No matching chunks.")
         for n, hit in enumerate(hits, start=1):
             where = f" · {hit.location}" if hit.location else ""
-            with st.expander(f"{n}. {hit.document_name}{where} — score {hit.score:.4f}"):
+            with st.expander(f"{n}. {plain(hit.document_name + where)} — score {hit.score:.4f}"):
                 st.caption(f"dense rank {hit.dense_rank or '-'} · lexical rank {hit.lexical_rank or '-'}")
                 st.text(hit.text)
 

@@ -15,6 +15,7 @@ from assistant.storage.comparisons import ComparisonStore
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
 from ui import resources
+from ui.text import plain
 
 
 def render() -> None:
@@ -82,7 +83,7 @@ def _pairs(db) -> None:  # noqa: ANN001
         st.caption("No pairs yet: regenerate an answer and mark the best, or edit one.")
         return
     for p in pairs:
-        label = f"{p.kind} · {p.created_at:%Y-%m-%d %H:%M} · {' '.join(p.question.split())[:80]}"
+        label = f"{p.kind} · {p.created_at:%Y-%m-%d %H:%M} · {plain(' '.join(p.question.split())[:80])}"
         with st.expander(label):
             st.caption("Chosen")
             st.text(p.chosen)

@@ -17,17 +17,8 @@ import click
 
 from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
 from alignment.importers import import_hh_rlhf
-from assistant.errors import AssistantError
 
 MALFORMED_SHOWN = 20
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except AssistantError as err:
-            raise click.ClickException(str(err)) from err
 
 
 def _open_database():  # noqa: ANN202
@@ -60,7 +51,8 @@ class _Date(click.ParamType):
         return parsed
 
 
-@click.group(cls=_Group)
+# Domain errors become one-line messages in the `assistant` group this is added to.
+@click.group()
 def data() -> None:
     """Training data: export feedback for TRL, import public preference data."""
 
@@ -97,7 +89,7 @@ def data_export(kind, out, fmt, test_fraction, seed, since, until, model_version
     click.echo(f"Wrote {path}")
 
 
-@data.group("import", cls=_Group)
+@data.group("import")
 def data_import() -> None:
     """Import public preference data as conversations with a chosen answer."""
 

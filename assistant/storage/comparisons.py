@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
 
 from assistant.errors import AlreadyVoted, ComparisonNotFound
+from assistant.storage.conversations import show_only
 from assistant.storage.db import Database
 from assistant.storage.schema import Choice, Comparison, Message, utcnow
 
@@ -93,10 +94,7 @@ class ComparisonStore:
             if vote in ("a", "b"):
                 winner = row.a_id if vote == "a" else row.b_id
                 s.add(Choice(question_id=row.question_id, chosen_id=winner))
-                s.execute(
-                    update(Message).where(Message.reply_to_id == row.question_id)
-                    .values(active=Message.id == winner)
-                )
+                show_only(s, row.question_id, winner)
             return _cmp(row)
 
     def outcomes(self) -> list[Outcome]:

@@ -130,6 +130,14 @@ def _msg(
     )
 
 
+def show_only(session, question_id: int, answer_id: int) -> None:  # noqa: ANN001
+    """Make ``answer_id`` the one alternative of ``question_id`` that is shown."""
+    session.execute(
+        update(Message).where(Message.reply_to_id == question_id)
+        .values(active=Message.id == answer_id)
+    )
+
+
 def thread_key(message_id: int, role: str, reply_to_id: int | None) -> tuple[int, int, int]:
     """Sort key of a conversation thread: each question, then its answers. Ids alone would
     put an answer regenerated later after the turns that followed its question."""
@@ -248,10 +256,7 @@ class ConversationStore:
                 raise MessageNotFound(message_id)
             if row.role != "assistant" or row.reply_to_id is None:
                 raise ValueError("only answers to a question have alternatives")
-            s.execute(
-                update(Message).where(Message.reply_to_id == row.reply_to_id)
-                .values(active=Message.id == message_id)
-            )
+            show_only(s, row.reply_to_id, message_id)
 
     def set_document_choice(self, conversation_id: int, choice: DocumentChoice) -> None:
         with self.db.write() as s:
@@ -350,10 +355,7 @@ class ConversationStore:
             if row.role != "assistant" or row.reply_to_id is None:
                 raise ValueError("only answers to a question can be chosen")
             s.add(Choice(question_id=row.reply_to_id, chosen_id=message_id))
-            s.execute(
-                update(Message).where(Message.reply_to_id == row.reply_to_id)
-                .values(active=Message.id == message_id)
-            )
+            show_only(s, row.reply_to_id, message_id)
 
     def edit(self, message_id: int, text: str) -> None:
         """Record the user's better version of an answer (the original stays as it was)."""

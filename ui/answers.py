@@ -1,0 +1,147 @@
+"""One answer in the chat: text with citations, sources, provenance, rating, tags and the
+actions (regenerate, flip versions, best, edit); and the A/B ballot of compare mode."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.chat import ChatService, trim_notice
+from assistant.citations import annotate
+from assistant.errors import AssistantError
+from assistant.storage import StoredMessage
+from ui.state import EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
+from ui.text import plain
+
+TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
+
+
+def _sources(m: StoredMessage) -> None:
+    """The cited sources under an answer (expandable), then the others it was shown."""
+    cited = [src for src in m.sources if src.cited]
+    others = [src for src in m.sources if not src.cited]
+    for src in cited:
+        where = f" · {src.location}" if src.location else ""
+        label = f"[{src.rank}] {plain(src.document_name)}{plain(where)}"
+        with st.expander(label, icon=":material/format_quote:"):
+            st.text(src.text)
+    if others:
+        label = "Sources shown to the model" if not cited else "Other sources shown to the model"
+        with st.expander(f"{label} ({len(others)})", icon=":material/library_books:"):
+            for src in others:
+                where = f" · {src.location}" if src.location else ""
+                st.markdown(f"**[{src.rank}] {plain(src.document_name)}{plain(where)}**")
+                st.text(src.text)
+
+
+def answer(service: ChatService, m: StoredMessage) -> None:
+    shown = m.edited or m.content
+    st.markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown)
+    if m.edited:
+        with st.expander("Edited by you: the model's original answer", icon=":material/edit_note:"):
+            st.text(m.content)
+    if m.sources:
+        _sources(m)
+    _answer_footer(service, m)
+
+
+def _answer_footer(service: ChatService, m: StoredMessage) -> None:
+    r = m.record
+    if r is not None:
+        if r.trimmed_turns:
+            st.caption(":material/info: " + trim_notice(r.trimmed_turns, service.generator.context_window))
+        bits = [
+            f"{r.model_version}",
+            f"{r.completion_tokens} tokens",
+            f"{r.latency_ms / 1000:.1f} s",
+            f"T={r.params.get('temperature')}",
+        ]
+        if r.stopped:
+            bits.insert(0, ":material/stop_circle: stopped")
+        st.caption(" · ".join(bits), help=f"Model: {r.model_id}\n\nPrompt tokens: {r.prompt_tokens}")
+    key = f"fb_{m.id}"
+    default = {1: 1, -1: 0}.get(m.rating)
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    with row:
+        st.feedback("thumbs", key=key, default=default, on_change=_rate, args=(service, m.id))
+        st.text_input(
+            "Comment", value=m.comment or "", key=f"comment_{m.id}",
+            placeholder="Why? (optional, saved with your rating)",
+            label_visibility="collapsed", on_change=_rate, args=(service, m.id),
+        )
+    st.pills(
+        "Tags", TAGS, selection_mode="multi", default=[t for t in m.tags if t in TAGS],
+        key=f"tags_{m.id}", label_visibility="collapsed", on_change=_rate, args=(service, m.id),
+    )
+    _actions(service, m)
+
+
+def _actions(service: ChatService, m: StoredMessage) -> None:
+    """Regenerate, flip between the versions of this answer, mark the best, edit."""
+    # A horizontal container keeps the row on one line at phone width too (columns stack).
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    row.button(
+        "", key=f"regen_{m.id}", icon=":material/refresh:", help="Answer again (keeps this one)",
+        on_click=set_state, args=(REGENERATE, m.id), disabled=m.reply_to_id is None,
+    )
+    alts = m.alternatives
+    if len(alts) > 1:
+        i = alts.index(m.id)
+        row.button(
+            "", key=f"alt_prev_{m.id}", icon=":material/chevron_left:", disabled=i == 0,
+            help="Previous version", on_click=guard_cb, args=(service.store.set_active, alts[i - 1]),
+        )
+        row.caption(f"{i + 1} / {len(alts)}", width="content")
+        row.button(
+            "", key=f"alt_next_{m.id}", icon=":material/chevron_right:",
+            disabled=i == len(alts) - 1, help="Next version",
+            on_click=guard_cb, args=(service.store.set_active, alts[min(i + 1, len(alts) - 1)]),
+        )
+        row.button(
+            "Best" if not m.chosen else "Best ✓", key=f"best_{m.id}",
+            type="primary" if m.chosen else "secondary", disabled=m.chosen,
+            help="Mark this version the best: the others become 'rejected' in training data",
+            on_click=guard_cb, args=(service.store.choose, m.id),
+        )
+    with row.popover("", icon=":material/edit:", help="Write a better answer"):
+        st.text_area("Your better answer", value=m.edited or m.content, key=f"edit_text_{m.id}")
+        st.button("Save edit", key=f"edit_save_{m.id}", on_click=_save_edit, args=(service, m.id))
+
+
+def _save_edit(service: ChatService, message_id: int) -> None:
+    try:
+        service.store.edit(message_id, st.session_state.get(f"edit_text_{message_id}", ""))
+    except (AssistantError, ValueError) as err:
+        st.session_state[EDIT_ERROR] = str(err)
+
+
+def _rate(service: ChatService, message_id: int) -> None:
+    value = st.session_state.get(f"fb_{message_id}")
+    rating = None if value is None else (1 if value == 1 else -1)
+    comment = st.session_state.get(f"comment_{message_id}") or None
+    tags = st.session_state.get(f"tags_{message_id}") or ()
+    guard(service.store.rate, message_id, rating, comment, tags)
+
+
+# -- compare mode --------------------------------------------------------------------------------
+def ballot(service: ChatService, cmp, every: dict) -> None:  # noqa: ANN001
+    """Two answers side by side, model names hidden until the vote."""
+    left, right = st.columns(2)
+    for col, label, mid in ((left, "A", cmp.a_id), (right, "B", cmp.b_id)):
+        with col, st.chat_message("assistant"):
+            st.caption(f"Answer {label}")
+            st.markdown(every[mid].content)
+    row = st.container(horizontal=True, gap="small")
+    for vote, text in (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both bad")):
+        row.button(text, key=f"vote_{vote}_{cmp.id}", on_click=guard_cb,
+                   args=(service.comparisons.vote, cmp.id, vote))
+
+
+def verdict(cmp, every: dict) -> None:  # noqa: ANN001
+    a, b = every[cmp.a_id], every[cmp.b_id]
+    result = {"a": "A won", "b": "B won", "tie": "a tie", "both_bad": "both bad"}[cmp.vote]
+    versions = f"A: {_version(a)}, B: {_version(b)}"
+    st.caption(f":material/balance: Compared: {result} ({versions})")
+
+
+def _version(m: StoredMessage) -> str:
+    return m.record.model_version if m.record else "?"

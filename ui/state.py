@@ -1,0 +1,32 @@
+"""Session-state keys shared by the chat page's parts, and the error guard for callbacks."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.errors import AssistantError
+
+CONV = "conversation_id"  # the open conversation
+PENDING = "_pending_reply"  # the answer an interrupted run was streaming
+REGENERATE = "_regenerate"  # an answer to generate again on this run
+EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
+
+FAILED = object()
+
+
+def guard(fn, *args):  # noqa: ANN001, ANN202
+    """Call a store function; show a domain error instead of raising it."""
+    try:
+        return fn(*args)
+    except (AssistantError, ValueError) as err:
+        st.error(str(err))
+        return FAILED
+
+
+def guard_cb(fn, *args) -> None:  # noqa: ANN001
+    """``guard`` for widget callbacks (which must not return a value)."""
+    guard(fn, *args)
+
+
+def set_state(key: str, value) -> None:  # noqa: ANN001
+    st.session_state[key] = value

@@ -1,3 +1,7 @@
-from ui import chat_page
+import streamlit as st
+
+# The first import loads torch, transformers and FAISS (seconds): say so instead of a blank page.
+with st.spinner("Starting the assistant..."):
+    from ui import chat_page
 
 chat_page.render()

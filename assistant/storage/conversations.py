@@ -251,11 +251,8 @@ class ConversationStore:
     def set_active(self, message_id: int) -> None:
         """Show this alternative for its question (the others are kept, hidden)."""
         with self.db.write() as s:
-            row = s.get(Message, message_id)
-            if row is None:
-                raise MessageNotFound(message_id)
-            if row.role != "assistant" or row.reply_to_id is None:
-                raise ValueError("only answers to a question have alternatives")
+            row = self._answer(s, message_id, "only answers to a question have alternatives",
+                               needs_question=True)
             show_only(s, row.reply_to_id, message_id)
 
     def set_document_choice(self, conversation_id: int, choice: DocumentChoice) -> None:
@@ -333,11 +330,7 @@ class ConversationStore:
             raise ValueError(f"rating must be +1, -1 or None, not {rating!r}")
         comment = (comment or "").strip() or None
         with self.db.write() as s:
-            msg = s.get(Message, message_id)
-            if msg is None:
-                raise MessageNotFound(message_id)
-            if msg.role != "assistant":
-                raise ValueError("only assistant messages can be rated")
+            self._answer(s, message_id, "only assistant messages can be rated")
             tag_list = sorted({t.strip().lower() for t in tags if t.strip()}) or None
             latest = self._latest_feedback(s, [message_id]).get(message_id)
             if latest is not None and (latest.rating, latest.comment, latest.tags) == (
@@ -349,11 +342,8 @@ class ConversationStore:
     def choose(self, message_id: int) -> None:
         """Mark an answer the best of its alternatives (and show it)."""
         with self.db.write() as s:
-            row = s.get(Message, message_id)
-            if row is None:
-                raise MessageNotFound(message_id)
-            if row.role != "assistant" or row.reply_to_id is None:
-                raise ValueError("only answers to a question can be chosen")
+            row = self._answer(s, message_id, "only answers to a question can be chosen",
+                               needs_question=True)
             s.add(Choice(question_id=row.reply_to_id, chosen_id=message_id))
             show_only(s, row.reply_to_id, message_id)
 
@@ -363,11 +353,7 @@ class ConversationStore:
         if not text:
             raise ValueError("the edited answer is empty")
         with self.db.write() as s:
-            row = s.get(Message, message_id)
-            if row is None:
-                raise MessageNotFound(message_id)
-            if row.role != "assistant":
-                raise ValueError("only answers can be edited")
+            row = self._answer(s, message_id, "only answers can be edited")
             newest = s.scalar(
                 select(Edit.text).where(Edit.message_id == message_id).order_by(Edit.id.desc())
             )
@@ -396,6 +382,17 @@ class ConversationStore:
         row = s.get(Conversation, conversation_id)
         if row is None:
             raise ConversationNotFound(conversation_id)
+        return row
+
+    @staticmethod
+    def _answer(s, message_id: int, refusal: str, needs_question: bool = False) -> Message:  # noqa: ANN001
+        """The assistant message ``message_id``; ``refusal`` is the error for other roles
+        (and, with ``needs_question``, for answers not tied to a question)."""
+        row = s.get(Message, message_id)
+        if row is None:
+            raise MessageNotFound(message_id)
+        if row.role != "assistant" or (needs_question and row.reply_to_id is None):
+            raise ValueError(refusal)
         return row
 
     @staticmethod

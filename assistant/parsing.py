@@ -57,11 +57,15 @@ class Section:
 
     @property
     def location(self) -> str | None:
-        """Where the text is, for a citation: "page 3", "Install > Linux", "page 3 · Install"."""
-        parts = [f"page {self.page}"] if self.page is not None else []
-        if self.heading:
-            parts.append(self.heading)
-        return " · ".join(parts) or None
+        return format_location(self.page, self.heading)
+
+
+def format_location(page: int | None, heading: str | None) -> str | None:
+    """Where a text is, for a citation: "page 3", "Install > Linux", "page 3 · Install"."""
+    parts = [f"page {page}"] if page is not None else []
+    if heading:
+        parts.append(heading)
+    return " · ".join(parts) or None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from assistant.chunking import Chunk
 from assistant.errors import DocumentNotFound
+from assistant.parsing import format_location
 from assistant.storage.db import Database
 from assistant.storage.schema import Document, DocumentChunk
 from assistant.words import WORD, content_words
@@ -41,8 +42,7 @@ class StoredChunk:
 
     @property
     def location(self) -> str | None:
-        parts = [f"page {self.page}" if self.page else None, self.heading]
-        return " · ".join(p for p in parts if p) or None
+        return format_location(self.page, self.heading)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,12 @@ def open_library(settings: Settings, db: Database, repair: bool = True) -> Libra
     )
 
 
+def open_registry(settings: Settings, db: Database):  # noqa: ANN201 - Registry
+    from assistant.registry import Registry
+
+    return Registry(db, settings.versions_dir)
+
+
 def build_chat_service(
     settings: Settings,
     db: Database | None = None,
@@ -85,7 +91,10 @@ def build_chat_service(
     loaded = loaded or load_model(settings)
     library = library or open_library(settings, db)
     generator = TransformersGenerator(loaded, workers=settings.generation_workers)
-    return ChatService(
+    service = ChatService(
         ConversationStore(db), generator, settings,
         notices=loaded.notices + library.notices, retriever=library.retriever,
+        registry=open_registry(settings, db), base_fingerprint=loaded.fingerprint,
     )
+    service.sync_version()  # start on the active version
+    return service

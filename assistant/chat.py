@@ -8,12 +8,14 @@ user stops it, what was produced so far, marked ``stopped``).
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from assistant.config import Settings
-from assistant.errors import EmptyMessage, MessageTooLong
+from assistant.errors import AssistantError, EmptyMessage, MessageTooLong
 from assistant.generation import GenerationParams, Generator, TokenStream
 from assistant.citations import annotate
 from assistant.prompting import SOURCES_INSTRUCTION, FittedPrompt, Turn, fit_history, with_sources
@@ -21,6 +23,9 @@ from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
 from assistant.storage.conversations import AnswerRecord, DocumentChoice, SourceRecord
+
+if TYPE_CHECKING:
+    from assistant.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +127,59 @@ class ChatService:
         settings: Settings,
         notices: list[str] | None = None,
         retriever: Retriever | None = None,
+        registry: Registry | None = None,
+        base_fingerprint: str = "",
     ) -> None:
         self.store = store
         self.comparisons = ComparisonStore(store.db)
         self.generator = generator
         self.settings = settings
         self.retriever = retriever
+        #: Trained versions; the chat follows the registry's active one (None: base only).
+        self.registry = registry
+        self.base_fingerprint = base_fingerprint
         #: Things the user should know about start-up (e.g. a corrupt cache was rebuilt).
         self.notices = list(notices or [])
+        self._switch_lock = threading.Lock()
+        self._failed_versions: set[str] = set()
+
+    # -- model versions ------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.generator.model_version
+
+    def sync_version(self) -> str:
+        """Follow the registry's active version: another session, the Models page or
+        ``assistant models activate`` may have switched it since the last answer. A version
+        that cannot be loaded leaves the chat on the one it was using, with a notice."""
+        if self.registry is None:
+            return self.generator.model_version
+        active = self.registry.active()
+        with self._switch_lock:
+            if active != self.generator.model_version and active not in self._failed_versions:
+                try:
+                    self.load_version(active)
+                    self.generator.activate(active)
+                    log.info("The chat now answers with version %s", active)
+                except AssistantError as err:
+                    self._failed_versions.add(active)
+                    self.notices.append(
+                        f"Version {active} is active but could not be loaded ({err}); the chat "
+                        f"keeps answering with {self.generator.model_version}."
+                    )
+                    log.warning(self.notices[-1])
+        return self.generator.model_version
+
+    def load_version(self, name: str) -> None:
+        """Load ``name``'s adapter onto the base model (once); "base" needs nothing."""
+        if name in self.generator.loaded_versions():
+            return
+        if self.registry is None:
+            from assistant.registry import VersionNotFound
+
+            raise VersionNotFound(name, [])
+        version = self.registry.check_servable(name, self.base_fingerprint)
+        self.generator.load_adapter(name, version.adapter_dir)
 
     def default_params(self) -> GenerationParams:
         g = self.settings.generation
@@ -144,14 +194,17 @@ class ChatService:
         text: str,
         params: GenerationParams | None = None,
         documents: DocumentChoice | None = None,
+        version: str | None = None,
     ) -> Reply:
         """Store ``text`` as the next user turn and start answering it.
 
         ``documents`` (stored on the conversation when given) says whether to search the
         documents and which; otherwise the conversation's stored choice applies. Raises
-        before anything is stored when the message is empty or cannot fit.
+        before anything is stored when the message is empty or cannot fit. ``version``
+        (loaded with :meth:`load_version`) answers instead of the active one.
         """
         params = params or self.default_params()
+        self.sync_version()
         if not text or not text.strip():
             raise EmptyMessage()
         if len(text) > self.settings.max_message_chars:
@@ -166,7 +219,7 @@ class ChatService:
         hits = self.retrieve(text, choice)
         fitted, hits = self._fit(params, history, text, hits)
         question = self.store.add_user_message(conversation_id, text, documents)
-        stream = self.generator.stream(fitted.messages, params)
+        stream = self._stream(fitted.messages, params, version)
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
 
     def regenerate(self, answer_id: int, params: GenerationParams | None = None) -> Reply:
@@ -183,17 +236,27 @@ class ChatService:
         text: str,
         params: GenerationParams | None = None,
         documents: DocumentChoice | None = None,
+        versions: tuple[str, str] | None = None,
+        rng: random.Random | None = None,
     ) -> tuple[Reply, Reply]:
         """Compare mode: two answers to one question, to be shown side by side as A and B.
 
-        With one model version the two are samples of it; greedy decoding would make
-        them identical, so they are sampled at a temperature of at least 0.7.
+        ``versions`` pits two model versions against each other (in random order, so that
+        the side does not give the version away); without it, or with one version twice,
+        the two are samples of the active version, and since greedy decoding would make
+        them identical they are sampled at a temperature of at least 0.7.
         """
         params = params or self.default_params()
-        if params.temperature < 0.7:
+        self.sync_version()
+        a, b = versions or (self.version, self.version)
+        if a == b and params.temperature < 0.7:
             params = replace(params, temperature=0.7)
-        first = self.send(conversation_id, text, params, documents)
-        second = self.answer_again(first.question.id, params)
+        for name in {a, b}:
+            self.load_version(name)
+        if (rng or random).random() < 0.5:
+            a, b = b, a
+        first = self.send(conversation_id, text, params, documents, version=a)
+        second = self.answer_again(first.question.id, params, version=b)
         return first, second
 
     def record_comparison(self, a: Reply, b: Reply) -> StoredComparison:
@@ -202,8 +265,11 @@ class ChatService:
             raise ValueError("both answers must be complete to compare them")
         return self.comparisons.create(a.question.id, a.message.id, b.message.id)
 
-    def answer_again(self, question_id: int, params: GenerationParams | None = None) -> Reply:
+    def answer_again(
+        self, question_id: int, params: GenerationParams | None = None, version: str | None = None
+    ) -> Reply:
         params = params or self.default_params()
+        self.sync_version()
         question = self.store.get_message(question_id)
         if question.role != "user":
             raise ValueError("only a question can be answered again")
@@ -211,8 +277,14 @@ class ChatService:
         choice = self.store.get_conversation(question.conversation_id).documents
         hits = self.retrieve(question.content, choice)
         fitted, hits = self._fit(params, history, question.content, hits)
-        stream = self.generator.stream(fitted.messages, params)
+        stream = self._stream(fitted.messages, params, version)
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
+
+    def _stream(self, messages, params: GenerationParams, version: str | None) -> TokenStream:  # noqa: ANN001
+        if version is None or version == self.generator.model_version:
+            return self.generator.stream(messages, params)
+        self.load_version(version)
+        return self.generator.stream(messages, params, version=version)
 
     def retrieve(self, text: str, choice: DocumentChoice) -> list[Hit]:
         if self.retriever is None or not choice.use_documents:
@@ -245,7 +317,7 @@ class ChatService:
         stats = reply._stream.stats
         record = AnswerRecord(
             model_id=self.generator.model_id,
-            model_version=self.generator.model_version,
+            model_version=getattr(reply._stream, "version", None) or self.generator.model_version,
             params=reply.params.as_dict(),
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,

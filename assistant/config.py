@@ -106,6 +106,16 @@ class Settings(BaseSettings):
         return self.data_dir / "index"
 
     @property
+    def versions_dir(self) -> Path:
+        """Trained model versions (adapters with their data, logs and curves)."""
+        return self.data_dir / "versions"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Training runs started from the UI (logs and progress of background processes)."""
+        return self.data_dir / "runs"
+
+    @property
     def resolved_model_cache_dir(self) -> Path:
         return self.model_cache_dir or (self.data_dir / "models")
 

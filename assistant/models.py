@@ -55,6 +55,32 @@ class LoadedModel:
     source: str  # "gguf" (converted now), "cache", "path" or "hub"
     load_seconds: float
     notices: list[str] = field(default_factory=list)
+    #: Where the weights were loaded from (a folder, or a hub id): what training loads too.
+    path: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.model)
+
+
+_ARCH_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size", "vocab_size")
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Identifies a base model's architecture and weights, the same in fp32 and bf16: an
+    adapter trained on one base model must not be switched onto another. Reads a few rows of
+    the input embeddings (rounded to bf16), not the whole model."""
+    import hashlib
+
+    config = getattr(model, "config", None)
+    arch = {k: getattr(config, k, None) for k in _ARCH_FIELDS}
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embeddings = base.get_input_embeddings().weight
+    sample = embeddings[: min(8, embeddings.shape[0])].detach().to("cpu", torch.bfloat16).float()
+    h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -196,13 +222,16 @@ def load_model(settings: Settings) -> LoadedModel:
     spec = settings.model
 
     if spec == EMBEDDED_MODEL:
-        model, tokenizer, source = _load_gguf(embedded_gguf(), settings, dtype, device, notices)
+        gguf = embedded_gguf()
+        model, tokenizer, source = _load_gguf(gguf, settings, dtype, device, notices)
         model_id = f"{EMBEDDED_NAME} (embedded {EMBEDDED_FILE})"
+        path = cache_dir_for(gguf, settings.resolved_model_cache_dir)
     else:
         path = Path(spec).expanduser()
         model_id = spec
         if path.is_file() and path.suffix == ".gguf":
             model, tokenizer, source = _load_gguf(path, settings, dtype, device, notices)
+            path = cache_dir_for(path, settings.resolved_model_cache_dir)
         elif path.exists():
             if not (path / "config.json").is_file():
                 raise ModelNotFound(
@@ -230,6 +259,7 @@ def load_model(settings: Settings) -> LoadedModel:
                     "set ASSISTANT_MODEL to its folder, or use ASSISTANT_MODEL=embedded."
                 ) from err
             source = "hub"
+            path = spec
         else:
             raise ModelNotFound(
                 f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint "
@@ -247,6 +277,7 @@ def load_model(settings: Settings) -> LoadedModel:
         source=source,
         load_seconds=time.perf_counter() - started,
         notices=notices,
+        path=str(path),
     )
     log.info(
         "Loaded %s from %s on %s/%s in %.1f s",

@@ -20,8 +20,10 @@ def count_words(messages: Messages) -> int:
 
 
 class FakeStream:
-    def __init__(self, answer: str, prompt_tokens: int, delay: float, fail_after: int | None):
+    def __init__(self, answer: str, prompt_tokens: int, delay: float, fail_after: int | None,
+                 version: str = "fake-v1"):
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self.version = version
         self._words = answer.split()
         self._delay = delay
         self._fail_after = fail_after
@@ -66,11 +68,27 @@ class FakeGenerator:
         self.delay = delay
         self.fail_after = fail_after
         self.prompts: list[Messages] = []
+        #: version name -> adapter folder ("loaded" like the real generator's adapters).
+        self.adapters: dict[str, object] = {}
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return count_words(messages)
 
-    def stream(self, messages: Messages, params: GenerationParams) -> FakeStream:
+    def load_adapter(self, name: str, path) -> None:  # noqa: ANN001
+        self.adapters[name] = path
+
+    def loaded_versions(self) -> list[str]:
+        return [self.model_version, *self.adapters]
+
+    def activate(self, name: str) -> None:
+        if name not in self.loaded_versions() and name != "base":
+            raise KeyError(name)
+        self.model_version = name
+
+    def stream(self, messages: Messages, params: GenerationParams, version: str | None = None) -> FakeStream:
         self.prompts.append(messages)
+        version = version or self.model_version
         words = self.answer.split()[: params.max_new_tokens]
-        return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after)
+        if version != self.model_version:  # another version answers differently
+            words = [version, *words]
+        return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after, version)

@@ -233,3 +233,56 @@ class Comparison(Base):
     vote: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     voted_at: Mapped[datetime | None] = mapped_column()
+
+
+class ModelVersion(Base):
+    """A trained LoRA adapter (or reward model) in the registry, named ``v<id>``. Written
+    once, after its files are complete; its lineage, data and config never change."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint("kind IN ('sft', 'dpo', 'kto', 'rl', 'reward')", name="ck_version_kind"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The base model's id (as the chat names it) and a fingerprint of its architecture.
+    base_model: Mapped[str] = mapped_column(String(500))
+    base_fingerprint: Mapped[str] = mapped_column(String(64))
+    #: The version trained on top of ("base" for the bare base model).
+    parent: Mapped[str] = mapped_column(String(40))
+    #: Folder under ``data_dir/versions`` with adapter/, data/, curve.png, logs.
+    path: Mapped[str] = mapped_column(String(300))
+    #: {"kind", "rows", "sha256", "export": report}: exactly what it was trained on.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Activation(Base):
+    """Append-only log of which version the chat uses; the newest row is the active one
+    (none: the base model). One INSERT switches versions atomically."""
+
+    __tablename__ = "activations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(40))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Evaluation(Base):
+    """``assistant eval``: a candidate version measured against a baseline version."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate: Mapped[str] = mapped_column(String(40), index=True)
+    baseline: Mapped[str] = mapped_column(String(40))
+    reward_model: Mapped[str | None] = mapped_column(String(40))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

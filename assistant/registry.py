@@ -1,0 +1,318 @@
+"""The model registry: trained versions, which one the chat uses, and their evaluations.
+
+A version is a folder under ``data_dir/versions/<name>/`` (``adapter/`` written by peft,
+``data/`` the exact export it was trained on, ``curve.png``, ``log_history.json``) and a row
+in ``model_versions`` (lineage, data hash, config, metrics). Training writes into a staging
+folder; :meth:`Registry.register` renames it into place inside the transaction that inserts
+the row, so a crash leaves either no version or a complete one, never a half-written one
+that the chat could switch to.
+
+Activation is one INSERT into the append-only ``activations`` log: the newest row names the
+active version (none: ``base``, the bare base model). A running chat reads it before each
+answer, so ``assistant models activate`` in a terminal switches a running app too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from assistant.errors import AssistantError
+from assistant.storage import Database
+from assistant.storage.schema import Activation, Evaluation, ModelVersion
+
+BASE = "base"
+POLICY_KINDS = ("sft", "dpo", "kto", "rl")
+KINDS = (*POLICY_KINDS, "reward")
+STAGING_PREFIX = ".staging-"
+#: Default eval gate: a candidate whose win rate against the active version is below
+#: 0.5 - threshold, or whose QA accuracy drops by more than threshold, is refused.
+DEFAULT_GATE = 0.05
+
+
+class VersionNotFound(AssistantError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        names = ", ".join(known[-10:]) if known else "none yet; train one with `assistant train ...`"
+        super().__init__(
+            f"There is no model version {name!r}. Known versions: {BASE}, {names}. "
+            "`assistant models list` shows them all."
+        )
+
+
+class ActivationRefused(AssistantError):
+    """The version cannot or should not serve the chat; the active version is unchanged."""
+
+
+class NothingToRollBack(AssistantError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Nothing to roll back: no version was ever activated (the chat uses the base model)."
+        )
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    kind: str  # sft | dpo | kto | rl | reward, or "base"
+    base_model: str
+    base_fingerprint: str
+    parent: str | None
+    path: Path | None
+    data: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self.path / "adapter" if self.path else None
+
+    @property
+    def curve(self) -> Path | None:
+        return self.path / "curve.png" if self.path else None
+
+    @property
+    def is_base(self) -> bool:
+        return self.name == BASE
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    candidate: str
+    baseline: str
+    reward_model: str | None
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    version: str
+    forced: bool
+    reason: str
+    created_at: datetime
+
+
+class Registry:
+    def __init__(self, db: Database, root: Path) -> None:
+        self.db = db
+        self.root = Path(root)
+
+    # -- versions ------------------------------------------------------------------------------
+    def staging_dir(self) -> Path:
+        """A fresh folder to write a version into before :meth:`register`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{STAGING_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def register(
+        self,
+        staging: Path,
+        *,
+        kind: str,
+        base_model: str,
+        base_fingerprint: str,
+        parent: str,
+        data: dict[str, Any],
+        config: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> Version:
+        """Insert the row, name it ``v<id>`` and move ``staging`` to that name, in one
+        transaction: if the move fails, no row is left; if the process dies before the
+        commit, the folder has no row and is set aside next time (or by ``doctor``)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        if not (staging / "adapter").is_dir():
+            raise ValueError(f"{staging} holds no adapter/ folder")
+        with self.db.write() as s:
+            row = ModelVersion(
+                name=f".pending-{uuid.uuid4().hex}", kind=kind, base_model=base_model,
+                base_fingerprint=base_fingerprint, parent=parent, path="", data=data,
+                config=config, metrics=metrics,
+            )
+            s.add(row)
+            s.flush()
+            row.name = row.path = f"v{row.id}"
+            target = self.root / row.name
+            if target.exists():  # left by a crash between rename and commit: never registered
+                os.replace(target, self.root / f".orphaned-{row.name}-{time.time_ns()}")
+            os.replace(staging, target)
+            try:
+                s.flush()
+            except BaseException:
+                os.replace(target, staging)
+                raise
+            version = self._version(row)
+        return version
+
+    def get(self, name: str, base: Version | None = None) -> Version:
+        if name == BASE:
+            return base or Version(BASE, BASE, "", "", None, None)
+        with self.db.read() as s:
+            row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
+            if row is None:
+                raise VersionNotFound(name, [v.name for v in self._all(s)])
+            return self._version(row)
+
+    def list(self) -> list[Version]:
+        with self.db.read() as s:
+            return [self._version(r) for r in self._all(s)]
+
+    def newest(self, kind: str) -> Version | None:
+        with self.db.read() as s:
+            row = s.scalar(
+                select(ModelVersion).where(ModelVersion.kind == kind).order_by(ModelVersion.id.desc())
+            )
+            return self._version(row) if row else None
+
+    def _all(self, s) -> list[ModelVersion]:  # noqa: ANN001
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+    def _version(self, row: ModelVersion) -> Version:
+        return Version(
+            row.name, row.kind, row.base_model, row.base_fingerprint, row.parent,
+            self.root / row.path, dict(row.data), dict(row.config), dict(row.metrics), row.created_at,
+        )
+
+    def lineage(self, name: str) -> list[str]:
+        """``name``, its parent, its parent's parent, ... down to ``base``."""
+        chain = [name]
+        while chain[-1] != BASE and len(chain) < 1000:
+            chain.append(self.get(chain[-1]).parent or BASE)
+        return chain
+
+    # -- activation ----------------------------------------------------------------------------
+    def history(self) -> list[ActivationRecord]:
+        with self.db.read() as s:
+            rows = s.scalars(select(Activation).order_by(Activation.id))
+            return [ActivationRecord(r.version, r.forced, r.reason, r.created_at) for r in rows]
+
+    def _stack(self) -> list[str]:
+        """Replay the log: an activation pushes, a rollback pops."""
+        stack: list[str] = []
+        for record in self.history():
+            if record.reason == "rollback":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(record.version)
+        return stack
+
+    def active(self) -> str:
+        with self.db.read() as s:
+            return s.scalar(select(Activation.version).order_by(Activation.id.desc()).limit(1)) or BASE
+
+    def check_servable(self, name: str, base_fingerprint: str) -> Version:
+        """The version, if the chat can use it on the base model with ``base_fingerprint``."""
+        version = self.get(name)
+        if version.is_base:
+            return version
+        if version.kind == "reward":
+            raise ActivationRefused(
+                f"{name} is a reward model (it scores answers, it does not write them): "
+                "activate a version trained with sft, dpo, kto or rl."
+            )
+        if version.base_fingerprint != base_fingerprint:
+            raise ActivationRefused(
+                f"{name} was trained on another base model ({version.base_model}); the chat runs "
+                "a different one. Set ASSISTANT_MODEL to that base model, or train a new version "
+                "on this one."
+            )
+        adapter = version.adapter_dir
+        if adapter is None or not (adapter / "adapter_config.json").is_file():
+            raise ActivationRefused(
+                f"{name}'s adapter files are missing ({adapter}). Run `assistant doctor` or "
+                "restore a backup; the active version is unchanged."
+            )
+        return version
+
+    def activate(self, name: str, *, forced: bool = False, reason: str = "activate") -> str:
+        """Record ``name`` as the active version (callers check it first: see
+        :func:`assistant.registry.gate` and :meth:`check_servable`)."""
+        self.get(name)
+        with self.db.write() as s:
+            s.add(Activation(version=name, forced=forced, reason=reason[:200]))
+        return name
+
+    def rollback(self) -> str:
+        """Go back to the version active before the newest activation."""
+        stack = self._stack()
+        if not stack:
+            raise NothingToRollBack()
+        target = stack[-2] if len(stack) >= 2 else BASE
+        with self.db.write() as s:
+            s.add(Activation(version=target, forced=False, reason="rollback"))
+        return target
+
+    # -- evaluations ---------------------------------------------------------------------------
+    def record_evaluation(
+        self, candidate: str, baseline: str, reward_model: str | None, metrics: dict[str, Any]
+    ) -> EvalRecord:
+        with self.db.write() as s:
+            row = Evaluation(candidate=candidate, baseline=baseline, reward_model=reward_model,
+                             metrics=metrics)
+            s.add(row)
+            s.flush()
+            return EvalRecord(candidate, baseline, reward_model, dict(metrics), row.created_at)
+
+    def evaluations(self, candidate: str | None = None) -> list[EvalRecord]:
+        with self.db.read() as s:
+            q = select(Evaluation).order_by(Evaluation.id)
+            if candidate is not None:
+                q = q.where(Evaluation.candidate == candidate)
+            return [EvalRecord(r.candidate, r.baseline, r.reward_model, dict(r.metrics), r.created_at)
+                    for r in s.scalars(q)]
+
+    def latest_evaluation(self, candidate: str, baseline: str) -> EvalRecord | None:
+        evals = [e for e in self.evaluations(candidate) if e.baseline == baseline]
+        return evals[-1] if evals else None
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def stray_folders(self) -> list[Path]:
+        """Folders under the root that no row refers to (staging left by a crash, orphans)."""
+        if not self.root.is_dir():
+            return []
+        known = {v.path for v in self.list()}
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p not in known)
+
+    def remove_stray(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the eval gate -----------------------------------------------------------------------------
+def gate(registry: Registry, candidate: str, threshold: float = DEFAULT_GATE) -> list[str]:
+    """Reasons to refuse activating ``candidate`` over the active version (empty: go).
+
+    It needs an evaluation of ``candidate`` against the active version (``assistant eval``);
+    it refuses when the reward model prefers the active version's answers (win rate below
+    0.5 - threshold) or when QA accuracy drops by more than ``threshold``.
+    """
+    active = registry.active()
+    if candidate == active or candidate == BASE:
+        return []
+    record = registry.latest_evaluation(candidate, active)
+    if record is None:
+        return [f"{candidate} has not been evaluated against the active version {active}: "
+                f"run `assistant eval {candidate}` first"]
+    m = record.metrics
+    reasons = []
+    win = m.get("win_rate")
+    if win is not None and win < 0.5 - threshold:
+        reasons.append(f"its answers won only {win:.0%} of the comparisons against {active}'s "
+                       f"(judged by reward model {record.reward_model}; the gate is "
+                       f"{0.5 - threshold:.0%})")
+    qa, qa_base = m.get("qa_accuracy"), m.get("baseline_qa_accuracy")
+    if qa is not None and qa_base is not None and qa < qa_base - threshold:
+        reasons.append(f"its QA accuracy fell from {qa_base:.0%} to {qa:.0%} "
+                       f"(more than {threshold:.0%})")
+    return reasons

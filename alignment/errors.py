@@ -29,3 +29,34 @@ class ImportFileError(AlignmentError):
     def __init__(self, path: Path, reason: str) -> None:
         self.path, self.reason = Path(path), reason
         super().__init__(f"Cannot import {path}: {reason}. Nothing was imported.")
+
+
+class NotEnoughTrainingData(AlignmentError):
+    def __init__(self, kind: str, what: str, have: int, need: int, hint: str) -> None:
+        self.kind, self.have, self.need = kind, have, need
+        super().__init__(
+            f"`train {kind}` needs at least {need} {what} in the training split; the feedback "
+            f"export has {have}. {hint} Nothing was trained; the active version is unchanged."
+        )
+
+
+class RewardModelMissing(AlignmentError):
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} Train one first with `assistant train reward` (or name one with "
+            "--reward VERSION). Nothing was trained; the active version is unchanged."
+        )
+
+
+class TrainingOutOfMemory(AlignmentError):
+    def __init__(self, device: str, batch: int, max_length: int | None, detail: str) -> None:
+        super().__init__(
+            f"Training ran out of memory on {device} (batch size {batch}, max length "
+            f"{max_length or 'default'}): {detail[:200]}. Nothing was registered; the active "
+            "version is unchanged. Lower --batch-size (add --grad-accum to keep the effective "
+            "batch), --max-length or --lora-r, or turn on --gradient-checkpointing."
+        )
+
+
+class IncompatibleVersion(AlignmentError):
+    """A version that cannot be used for what was asked (wrong kind, other base model)."""

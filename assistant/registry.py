@@ -316,3 +316,26 @@ def gate(registry: Registry, candidate: str, threshold: float = DEFAULT_GATE) ->
         reasons.append(f"its QA accuracy fell from {qa_base:.0%} to {qa:.0%} "
                        f"(more than {threshold:.0%})")
     return reasons
+
+
+def activate_version(
+    registry: Registry,
+    name: str,
+    base_fingerprint: str,
+    *,
+    force: bool = False,
+    threshold: float = DEFAULT_GATE,
+) -> str:
+    """Make ``name`` the chat's version, if it can serve this base model and passes the eval
+    gate (``force`` skips the gate, not the checks that it can be loaded). Raises
+    :class:`ActivationRefused` with the reasons, leaving the active version as it was."""
+    registry.check_servable(name, base_fingerprint)
+    reasons = gate(registry, name, threshold)
+    if reasons and not force:
+        raise ActivationRefused(
+            f"Refused to activate {name}: {'; '.join(reasons)}. The chat stays on "
+            f"{registry.active()}. Pass --force (or tick 'force' on the Models page) to "
+            "activate it anyway."
+        )
+    reason = "forced: " + "; ".join(reasons) if reasons else "activate"
+    return registry.activate(name, forced=bool(reasons), reason=reason)

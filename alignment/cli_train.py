@@ -1,0 +1,296 @@
+"""``assistant train ...``, ``assistant models ...`` and ``assistant eval``.
+
+    assistant train reward --steps 200              # reward model on the preference pairs
+    assistant train dpo --epochs 1 --set beta=0.1   # any TRL DPOConfig field with --set
+    assistant train kto | sft | rl --algo grpo|rloo --reward v1
+    assistant eval v2                               # against the active version
+    assistant models list | show v2 | activate v2 [--force] | rollback
+
+Thin: builds TRL configs and calls :mod:`alignment.training`, :mod:`alignment.evaluate` and
+:mod:`assistant.registry`. Domain errors become one-line messages (exit status 1).
+"""
+
+from __future__ import annotations
+
+import ast
+import signal
+from pathlib import Path
+
+import click
+
+from assistant.config import get_settings
+
+
+def _settings_db_registry():  # noqa: ANN202
+    from assistant.bootstrap import open_database, open_registry
+
+    settings = get_settings()
+    db = open_database(settings)
+    return settings, db, open_registry(settings, db)
+
+
+def _value(text: str):  # noqa: ANN202
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _train_options(f):  # noqa: ANN001, ANN202
+    options = [
+        click.option("--steps", type=int, help="Optimizer steps (default: one epoch)."),
+        click.option("--epochs", type=float, help="Epochs over the training rows [1]."),
+        click.option("--batch-size", type=int, help="Rows per device per step [4]."),
+        click.option("--grad-accum", type=int, help="Steps accumulated per update [1]."),
+        click.option("--lr", "learning_rate", type=float, help="Learning rate (kind's default)."),
+        click.option("--max-length", type=int, help="Longest row in tokens [512]."),
+        click.option("--lora-r", type=int, help="LoRA rank [16]."),
+        click.option("--parent", help="Version to continue (default: the active one)."),
+        click.option("--limit", type=int, help="Use at most N training rows."),
+        click.option("--test-fraction", type=float, help="Conversations held out [0.1]."),
+        click.option("--min-rows", type=int, help="Refuse with fewer training rows."),
+        click.option("--eval-rows", type=int, help="Held-out rows evaluated after training [200]."),
+        click.option("--gradient-checkpointing", is_flag=True, default=None,
+                     help="Trade compute for memory (large models)."),
+        click.option("--seed", type=int, help="Training seed [0]."),
+        click.option("--set", "extra", multiple=True, metavar="FIELD=VALUE",
+                     help="Any field of TRL's config for this trainer (repeatable)."),
+        click.option("--run-dir", type=click.Path(path_type=Path), hidden=True,
+                     help="Folder for progress.json/result.json (background runs)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run(kind: str, options: dict, algo: str = "grpo") -> None:
+    from alignment import runs
+    from alignment.training import make_config, train
+
+    run_dir: Path | None = options.pop("run_dir")
+    items = options.pop("extra")
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise click.BadParameter(f"--set takes FIELD=VALUE, not {bad[0]!r}")
+    extra = dict(item.split("=", 1) for item in items)
+    renamed = {"steps": "max_steps", "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+               "grad_accum": "gradient_accumulation_steps"}
+    overrides = {renamed.get(k, k): v for k, v in options.items()}
+    overrides.update({k: _value(v) for k, v in extra.items()})
+    settings = get_settings()
+    out = run_dir or settings.data_dir / "runs" / "cli"
+    try:
+        config = make_config(kind, str(Path(out) / "trainer"), algo=algo, **overrides)
+    except TypeError as err:
+        raise click.ClickException(f"Unknown training option: {err}") from err
+    # SIGTERM (cancel from the UI, a scheduler) unwinds like Ctrl-C: nothing half-registered.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = train(settings, kind, config, algo=algo,
+                       progress=(run_dir / runs.PROGRESS) if run_dir else None)
+    except BaseException as err:
+        if run_dir:
+            status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
+            runs.finish(run_dir, status, error=str(err) or type(err).__name__)
+        raise
+    if result.version is None:  # a non-main process of a distributed run
+        return
+    v, m = result.version, result.metrics
+    if run_dir:
+        runs.finish(run_dir, "done", version=v.name)
+    click.echo(f"Registered {v.name}: {kind}{f' ({algo})' if kind == 'rl' else ''} from {v.parent}, "
+               f"{m.get('steps')} steps in {result.seconds:.0f} s on {v.data['train_rows']} rows "
+               f"(data sha256 {v.data['sha256'][:12]}).")
+    if m.get("first_loss") is not None:
+        click.echo(f"  loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}")
+    if m.get("heldout_accuracy") is not None:
+        click.echo(f"  held-out accuracy {m['heldout_accuracy']:.1%} on {v.data['test_rows']} rows")
+    if m.get("final_reward") is not None:
+        click.echo(f"  mean reward {m['first_reward']:.3f} -> {m['final_reward']:.3f}")
+    click.echo(f"  curve: {v.curve}")
+    if kind != "reward":
+        click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
+
+
+def _interrupt(signum, frame):  # noqa: ANN001, ANN202
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+@click.group()
+def train() -> None:
+    """Train a reward model or a new LoRA version from the feedback (TRL trainers).
+
+    Runs on CUDA with bf16 when present, else on the CPU in fp32. Multi-GPU:
+    `accelerate launch --config_file alignment/accelerate/ddp.yaml -m assistant.cli train dpo`.
+    """
+
+
+@train.command("reward")
+@_train_options
+def train_reward(**options) -> None:
+    """Reward model: the base model with a scalar head + LoRA, on preference pairs
+    (RewardTrainer); reports accuracy on the held-out pairs."""
+    _run("reward", options)
+
+
+@train.command("sft")
+@_train_options
+def train_sft(**options) -> None:
+    """Supervised fine-tuning on answers rated 👍, chosen or edited (SFTTrainer)."""
+    _run("sft", options)
+
+
+@train.command("dpo")
+@_train_options
+def train_dpo(**options) -> None:
+    """Direct preference optimization on chosen/rejected pairs (DPOTrainer)."""
+    _run("dpo", options)
+
+
+@train.command("kto")
+@_train_options
+def train_kto(**options) -> None:
+    """KTO on unpaired 👍 / 👎 (KTOTrainer)."""
+    _run("kto", options)
+
+
+@train.command("rl")
+@_train_options
+@click.option("--algo", type=click.Choice(["grpo", "rloo"]), default="grpo", show_default=True,
+              help="TRL's online RL trainer (TRL has no PPOTrainer since 2026: these replace it).")
+@click.option("--reward", "reward_version", help="Reward model version (default: the newest).")
+@click.option("--num-generations", type=int, help="Samples per prompt [4].")
+@click.option("--max-completion-length", type=int, help="Tokens per sample [64].")
+def train_rl(algo: str, **options) -> None:
+    """Online RL against a trained reward model: GRPOTrainer or RLOOTrainer sample answers
+    to the feedback's prompts and learn from the reward model's scores."""
+    _run("rl", options, algo=algo)
+
+
+# -- models ------------------------------------------------------------------------------------
+@click.group()
+def models() -> None:
+    """Model versions: list, show, activate (with the eval gate), roll back."""
+
+
+def _headline(metrics: dict) -> str:
+    for key, label in (("heldout_accuracy", "held-out acc"), ("final_reward", "reward"),
+                       ("final_loss", "loss")):
+        if metrics.get(key) is not None:
+            return f"{label} {metrics[key]:.3f}"
+    return ""
+
+
+@models.command("list")
+def models_list() -> None:
+    """All versions; * marks the one the chat uses."""
+    _, _, registry = _settings_db_registry()
+    active = registry.active()
+    click.echo(f"{'':2}{'version':8} {'kind':7} {'parent':7} {'created (UTC)':17} {'rows':>6}  metric")
+    click.echo(f"{'*' if active == 'base' else ' '} {'base':8} {'base':7} {'':7} {'':17} {'':>6}")
+    for v in registry.list():
+        click.echo(f"{'*' if v.name == active else ' '} {v.name:8} {v.kind:7} {v.parent:7} "
+                   f"{v.created_at:%Y-%m-%d %H:%M}  {v.data.get('train_rows', 0):>6}  {_headline(v.metrics)}")
+
+
+@models.command("show")
+@click.argument("name")
+def models_show(name: str) -> None:
+    """A version's lineage, data, config, metrics and evaluations."""
+    import json
+
+    _, _, registry = _settings_db_registry()
+    v = registry.get(name)
+    if v.is_base:
+        click.echo("base: the base model without an adapter.")
+        return
+    c = v.config
+    click.echo(f"{v.name} ({v.kind}{', ' + c['algo'] if c.get('algo') else ''})"
+               f"{'  [active]' if registry.active() == v.name else ''}")
+    click.echo(f"  lineage:  {' <- '.join(registry.lineage(v.name))}")
+    click.echo(f"  base:     {v.base_model}")
+    click.echo(f"  created:  {v.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    click.echo(f"  folder:   {v.path}")
+    d = v.data
+    click.echo(f"  data:     {d['kind']}, {d['train_rows']} train / {d['test_rows']} test rows, "
+               f"sha256 {d['sha256']}")
+    keys = ("trl_config", "max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+            "max_length", "lora_r", "lora_alpha", "beta", "bf16", "use_cpu", "reward_version")
+    click.echo("  config:   " + ", ".join(f"{k}={c[k]}" for k in keys if c.get(k) is not None))
+    click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
+                                            for k, x in v.metrics.items()}))
+    for e in registry.evaluations(v.name):
+        from alignment.evaluate import summarize
+
+        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(summarize(e)))
+    if v.curve and v.curve.is_file():
+        click.echo(f"  curve:    {v.curve}")
+
+
+def _base_fingerprint(settings) -> str:  # noqa: ANN001
+    from assistant.models import load_model
+
+    return load_model(settings).fingerprint
+
+
+@models.command("activate")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Activate even if the eval gate refuses it.")
+@click.option("--threshold", type=float, default=None, help="Gate tolerance [0.05].")
+def models_activate(name: str, force: bool, threshold: float | None) -> None:
+    """Make NAME the chat's version (a running app switches before its next answer)."""
+    from assistant.registry import DEFAULT_GATE, activate_version
+
+    settings, _, registry = _settings_db_registry()
+    registry.get(name)  # an unknown name fails before the model loads
+    before = registry.active()
+    activate_version(registry, name, _base_fingerprint(settings), force=force,
+                     threshold=DEFAULT_GATE if threshold is None else threshold)
+    click.echo(f"The chat now uses {name} (was {before}).")
+
+
+@models.command("rollback")
+def models_rollback() -> None:
+    """Go back to the version active before the last activation."""
+    _, _, registry = _settings_db_registry()
+    before = registry.active()
+    now = registry.rollback()
+    click.echo(f"Rolled back: the chat now uses {now} (was {before}).")
+
+
+# -- eval --------------------------------------------------------------------------------------
+@click.command("eval")
+@click.argument("candidate")
+@click.option("--against", "baseline", help="Baseline version (default: the active one).")
+@click.option("--reward", help="Reward model that judges (default: the newest).")
+@click.option("--pairs", type=int, default=200, show_default=True, help="Held-out pairs for the reward model.")
+@click.option("--prompts", type=int, default=16, show_default=True, help="Held-out prompts both answer.")
+@click.option("--qa", type=int, default=24, show_default=True, help="Retrieval QA questions (<= 24).")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
+def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, run_dir) -> None:
+    """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
+    the reward model, QA accuracy. Stored for the activation gate."""
+    from alignment import runs
+    from alignment.evaluate import EvalOptions, summarize
+    from alignment.evaluate import evaluate as run_eval
+
+    options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
+                          max_new_tokens=max_new_tokens)
+    try:
+        record = run_eval(get_settings(), candidate, options)
+    except BaseException as err:
+        if run_dir:
+            runs.finish(run_dir, "failed", error=str(err) or type(err).__name__)
+        raise
+    if run_dir:
+        runs.finish(run_dir, "done", version=candidate)
+    for line in summarize(record):
+        click.echo(line)
+
+
+def register(main: click.Group) -> None:
+    for command in (train, models, evaluate):
+        main.add_command(command)
+
+

@@ -1,0 +1,74 @@
+"""A trained reward model (a ``reward`` version) as a scorer: the base model with a scalar
+head and the version's LoRA, merged. Used by `train rl` (as TRL's reward function) and by
+`assistant eval` (to judge answers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification
+
+from alignment.errors import IncompatibleVersion
+from assistant.models import LoadedModel
+from assistant.prompting import Messages
+from assistant.registry import Version
+
+
+def load_sequence_classifier(loaded: LoadedModel):  # noqa: ANN201
+    """The base checkpoint with a fresh one-output head (``num_labels=1``; transformers'
+    report that the head is new is expected and silenced)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            loaded.path, num_labels=1, dtype=loaded.dtype
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.pad_token_id = loaded.tokenizer.pad_token_id
+    return model.to(loaded.device)
+
+
+@dataclass
+class RewardScorer:
+    model: torch.nn.Module
+    tokenizer: object
+    version: str
+    max_length: int = 1024
+
+    @torch.inference_mode()
+    def score(self, prompts: list[Messages], completions: list[str], batch_size: int = 8) -> list[float]:
+        """One scalar per (prompt, answer): higher is better."""
+        tok = self.tokenizer
+        texts = [
+            tok.apply_chat_template([*p, {"role": "assistant", "content": c}], tokenize=False)
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        out: list[float] = []
+        device = next(self.model.parameters()).device
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i:i + batch_size], padding=True, truncation=True,
+                      max_length=self.max_length, return_tensors="pt", add_special_tokens=False)
+            out.extend(self.model(**enc.to(device)).logits[:, 0].float().tolist())
+        return out
+
+
+def load_reward_model(loaded: LoadedModel, version: Version) -> RewardScorer:
+    if version.kind != "reward":
+        raise IncompatibleVersion(
+            f"{version.name} is a {version.kind} version, not a reward model: name a version "
+            "trained with `assistant train reward` (`assistant models list` shows the kinds)."
+        )
+    if version.base_fingerprint != loaded.fingerprint:
+        raise IncompatibleVersion(
+            f"Reward model {version.name} was trained on another base model "
+            f"({version.base_model}); the configured base is {loaded.model_id}."
+        )
+    model = load_sequence_classifier(loaded)
+    model = PeftModel.from_pretrained(model, str(version.adapter_dir)).merge_and_unload()
+    model.eval()
+    return RewardScorer(model, loaded.tokenizer, version.name)

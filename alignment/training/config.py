@@ -1,0 +1,130 @@
+"""Training configuration: TRL's own config dataclasses, extended with what the assistant
+adds (where the data and the starting version come from, the LoRA shape). Everything TRL
+accepts (``learning_rate``, ``beta``, ``max_length``, ``num_generations``, ...) is set the
+TRL way; ``make_config`` only changes defaults that are wrong for this project:
+
+* fp32 on CPU (TRL defaults to ``bf16=True``; bf16 matmul on these CPUs is ~13x slower,
+  see DESIGN.md), bf16 on CUDA when supported;
+* no gradient checkpointing for small models (TRL turns it on: ~20% slower), no hub, no
+  intermediate checkpoints (a version is registered whole or not at all), log every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
+
+TRAIN_KINDS = ("reward", "sft", "dpo", "kto", "rl")
+#: Which export feeds which trainer.
+DATA_KIND = {"reward": "preference", "dpo": "preference", "rl": "preference", "kto": "kto", "sft": "sft"}
+
+
+@dataclass
+class RunArgs:
+    """The assistant's additions to a TRL config."""
+
+    #: Version to continue from (its adapter keeps training; TRL keeps a frozen copy as the
+    #: reference). None: the active version. Reward models always start from the base.
+    parent: str | None = field(default=None, metadata={"help": "Version to start from."})
+    #: rl: the reward model version that judges the samples (None: the newest).
+    reward_version: str | None = field(default=None, metadata={"help": "Reward model version."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA targets."})
+    #: Training rows used at most (the first N of the export's train split).
+    limit: int | None = field(default=None, metadata={"help": "Use at most N training rows."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Conversations held out."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train/test split."})
+    #: Fewer training rows than this is refused with a message (None: the kind's default).
+    min_rows: int | None = field(default=None, metadata={"help": "Refuse with fewer rows."})
+    #: Held-out rows evaluated after training (0: none; None: all).
+    eval_rows: int | None = field(default=200, metadata={"help": "Held-out rows to evaluate."})
+
+
+@dataclass
+class RewardRunConfig(RunArgs, RewardConfig):
+    pass
+
+
+@dataclass
+class SFTRunConfig(RunArgs, SFTConfig):
+    pass
+
+
+@dataclass
+class DPORunConfig(RunArgs, DPOConfig):
+    pass
+
+
+@dataclass
+class KTORunConfig(RunArgs, KTOConfig):
+    pass
+
+
+@dataclass
+class GRPORunConfig(RunArgs, GRPOConfig):
+    pass
+
+
+@dataclass
+class RLOORunConfig(RunArgs, RLOOConfig):
+    pass
+
+
+CONFIGS = {
+    "reward": RewardRunConfig, "sft": SFTRunConfig, "dpo": DPORunConfig, "kto": KTORunConfig,
+    "grpo": GRPORunConfig, "rloo": RLOORunConfig,
+}
+MIN_ROWS = {"reward": 8, "dpo": 8, "kto": 8, "sft": 4, "rl": 4}
+RUN_ARG_NAMES = frozenset(f.name for f in fields(RunArgs))
+
+
+def device_defaults() -> dict[str, Any]:
+    if torch.cuda.is_available():
+        return {"bf16": torch.cuda.is_bf16_supported(), "fp16": False, "use_cpu": False}
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any):
+    """The TRL config for ``kind`` with this project's defaults; ``overrides`` win (any
+    field of the TRL config or of :class:`RunArgs`)."""
+    key = algo if kind == "rl" else kind
+    if key not in CONFIGS:
+        raise ValueError(f"unknown training kind {kind!r} (algo {algo!r})")
+    values: dict[str, Any] = {
+        **device_defaults(),
+        "output_dir": output_dir,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "gradient_checkpointing": False,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "num_train_epochs": 1.0,
+        "seed": 0,
+    }
+    if kind in ("dpo", "kto", "reward", "sft"):
+        values["max_length"] = 512
+    if kind == "dpo":
+        values["learning_rate"] = 5e-5  # TRL's 1e-6 is tuned for full fine-tuning, not LoRA
+    if kind == "kto":
+        values["learning_rate"] = 5e-5
+    if kind == "rl":
+        values.update(learning_rate=1e-5, num_generations=4, max_completion_length=64,
+                      per_device_train_batch_size=4)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return CONFIGS[key](**values)
+
+
+def config_record(config) -> dict[str, Any]:  # noqa: ANN001
+    """The config as stored with a version: TRL's ``to_dict`` (JSON-safe), no paths of
+    this machine's temporary folders."""
+    record = config.to_dict()
+    record.pop("output_dir", None)
+    record.pop("logging_dir", None)
+    record["trl_config"] = type(config).__mro__[2].__name__
+    return record

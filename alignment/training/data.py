@@ -1,0 +1,80 @@
+"""The rows a run trains on: the feedback export (the same code as `assistant data export`),
+cut to ``limit``, checked against a minimum, and written into the version's folder so that
+the version records exactly what it learned from (with a SHA-256 of the files)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from alignment.errors import NotEnoughTrainingData
+from alignment.export import ExportOptions, ExportResult, export, write_export
+from alignment.training.config import DATA_KIND, MIN_ROWS
+from assistant.storage import Database
+
+_HINTS = {
+    "preference": "Preference pairs come from regenerating an answer and choosing the best, "
+    "editing an answer, 👍/👎 on two answers to one question, or compare-mode votes; "
+    "`assistant data import hh-rlhf FILE` adds public pairs.",
+    "kto": "KTO learns from 👍 and 👎 on single answers (it needs both kinds).",
+    "sft": "SFT learns from answers rated 👍, chosen as the best, or edited.",
+}
+
+
+@dataclass
+class TrainingData:
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    #: Stored with the version: kind, rows, sha256, the export report.
+    record: dict[str, Any]
+
+
+def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # noqa: ANN001
+    data_kind = DATA_KIND[kind]
+    options = ExportOptions(test_fraction=config.test_fraction, seed=config.split_seed)
+    result = export(db, data_kind, options)  # raises NoTrainingData when there is none
+    train_rows = result.train[: config.limit] if config.limit else list(result.train)
+    test_rows = result.test if config.eval_rows is None else result.test[: config.eval_rows]
+    if kind == "rl":  # online RL samples its own answers: only the prompts are used
+        train_rows, test_rows = _prompts(train_rows), _prompts(test_rows)
+
+    need = config.min_rows if config.min_rows is not None else MIN_ROWS[kind]
+    what = {"preference": "preference pairs", "kto": "rated answers", "sft": "good answers"}[data_kind]
+    if kind == "rl":
+        what = "distinct prompts"
+    if len(train_rows) < need:
+        raise NotEnoughTrainingData(kind, what, len(train_rows), need, _HINTS[data_kind])
+    if kind == "kto":
+        labels = {bool(r["label"]) for r in train_rows}
+        if labels != {True, False}:
+            have = sum(r["label"] == (True in labels) for r in train_rows)
+            missing = "👎" if True in labels else "👍"
+            raise NotEnoughTrainingData(
+                kind, f"rows of each label (it has {have} of one and none {missing})", 0, 1,
+                _HINTS["kto"],
+            )
+
+    used = ExportResult(train_rows, test_rows, replace(result.report, train=len(train_rows), test=len(test_rows)))
+    write_export(used, folder, "jsonl")
+    digest = hashlib.sha256()
+    for name in ("train.jsonl", "test.jsonl"):
+        digest.update((folder / name).read_bytes())
+    record = {
+        "kind": data_kind, "train_rows": len(train_rows), "test_rows": len(test_rows),
+        "sha256": digest.hexdigest(), "limit": config.limit, "test_fraction": config.test_fraction,
+        "split_seed": config.split_seed, "export": vars(result.report),
+    }
+    return TrainingData(train_rows, test_rows, record)
+
+
+def _prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = repr(row["prompt"])
+        if key not in seen:
+            seen.add(key)
+            out.append({"prompt": row["prompt"]})
+    return out

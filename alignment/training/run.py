@@ -1,0 +1,209 @@
+"""The path every training run takes: export -> base model (+ parent adapter) -> TRL trainer
+-> adapter in a staging folder -> registered version.
+
+Nothing is registered unless the whole run succeeds; the staging folder is removed on any
+failure (out of memory, Ctrl-C, a bad row), and activation is a separate step with its own
+gate, so a run never changes what the chat is answering with.
+
+Under ``accelerate launch`` (DDP, DeepSpeed, FSDP: see ``alignment/accelerate/``) every
+process runs this; only the main process writes files and registers the version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel
+
+from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
+from alignment.training.config import config_record
+from alignment.training.data import prepare
+from alignment.training.progress import ProgressFile, plot_curve, write_json
+from alignment.training.trainers import build_trainer
+from assistant.bootstrap import open_database, open_registry
+from assistant.config import Settings
+from assistant.models import LoadedModel, load_model
+from assistant.registry import BASE, Registry, Version
+from assistant.storage import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    version: Version | None  # None on a non-main process of a distributed run
+    metrics: dict[str, Any]
+    log_history: list[dict[str, Any]]
+    seconds: float
+    #: The trainer (its model holds the trained adapter): for tests and benchmarks.
+    trainer: Any = None
+
+
+def train(
+    settings: Settings,
+    kind: str,
+    config,  # noqa: ANN001 - a config from alignment.training.config.make_config
+    *,
+    algo: str = "grpo",
+    db: Database | None = None,
+    progress: Path | None = None,
+    callbacks: Sequence[Any] = (),
+    loaded: LoadedModel | None = None,
+) -> TrainResult:
+    """Train ``kind`` (reward, sft, dpo, kto, rl) and register the result as a version."""
+    started = time.perf_counter()
+    db = db or open_database(settings)
+    registry = open_registry(settings, db)
+    parent = _parent(registry, kind, config)
+    reward_version = _reward_version(registry, config) if kind == "rl" else None
+
+    staging = registry.staging_dir()
+    try:
+        data = prepare(db, kind, config, staging / "data")
+        loaded = loaded or load_model(settings)
+        for needed in filter(None, (parent, reward_version)):
+            if not needed.is_base and needed.base_fingerprint != loaded.fingerprint:
+                raise IncompatibleVersion(
+                    f"{needed.name} was trained on another base model ({needed.base_model}); "
+                    f"the configured base is {loaded.model_id}. Set ASSISTANT_MODEL to that "
+                    "model, or start from --parent base."
+                )
+        model, peft_config = _model(kind, loaded, parent, config)
+        reward_model = None
+        if reward_version is not None:
+            from alignment.reward_model import load_reward_model
+
+            reward_model = load_reward_model(loaded, reward_version).model
+        extra = [ProgressFile(progress, kind)] if progress else []
+        trainer = build_trainer(
+            kind, algo, model, config, data.train, data.test, loaded.tokenizer,
+            peft_config=peft_config, reward_model=reward_model, callbacks=[*extra, *callbacks],
+        )
+        with _out_of_memory_is_a_message(loaded, config):
+            output = trainer.train()
+            eval_metrics = trainer.evaluate() if data.test and kind != "rl" else {}
+
+        history = trainer.state.log_history
+        metrics = _metrics(output.metrics, eval_metrics, history)
+        trainer.save_model(str(staging / "adapter"))
+        if not trainer.is_world_process_zero():
+            return TrainResult(None, metrics, history, time.perf_counter() - started, trainer)
+        shutil.rmtree(staging / "adapter" / "ref", ignore_errors=True)  # TRL's frozen reference copy
+        write_json(staging / "log_history.json", history)
+        plot_curve(history, staging / "curve.png", f"{kind}{f' ({algo})' if kind == 'rl' else ''}")
+        record = config_record(config)
+        record.update(algo=algo if kind == "rl" else None, reward_version=getattr(reward_version, "name", None))
+        version = registry.register(
+            staging, kind=kind, base_model=loaded.model_id, base_fingerprint=loaded.fingerprint,
+            parent=parent.name, data=data.record, config=json.loads(json.dumps(record, default=str)),
+            metrics=metrics,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
+    return TrainResult(version, metrics, history, seconds, trainer)
+
+
+# -- steps -------------------------------------------------------------------------------------
+def _parent(registry: Registry, kind: str, config) -> Version:  # noqa: ANN001
+    if kind == "reward":
+        if config.parent not in (None, BASE):
+            raise IncompatibleVersion(
+                "A reward model starts from the base model (it gets a new scalar head): "
+                "leave out --parent."
+            )
+        return registry.get(BASE)
+    name = config.parent or registry.active()
+    version = registry.get(name)  # VersionNotFound lists the known ones
+    if version.kind == "reward":
+        raise IncompatibleVersion(
+            f"{name} is a reward model: a chat version cannot be trained on top of it. "
+            "Choose an sft, dpo, kto or rl version (or base) with --parent."
+        )
+    if not version.is_base and not (version.adapter_dir / "adapter_config.json").is_file():
+        raise IncompatibleVersion(f"{name}'s adapter files are missing ({version.adapter_dir}).")
+    return version
+
+
+def _reward_version(registry: Registry, config) -> Version:  # noqa: ANN001
+    if config.reward_version:
+        version = registry.get(config.reward_version)
+        if version.kind != "reward":
+            raise RewardModelMissing(f"{version.name} is a {version.kind} version, not a reward model.")
+        return version
+    version = registry.newest("reward")
+    if version is None:
+        raise RewardModelMissing("Online RL needs a trained reward model to score the samples, "
+                                 "and the registry has none.")
+    return version
+
+
+def _lora(config, task_type: str) -> LoraConfig:  # noqa: ANN001
+    targets = config.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type=task_type)
+
+
+def _model(kind: str, loaded: LoadedModel, parent: Version, config):  # noqa: ANN001, ANN202
+    """The model to train and, for a new adapter, the LoRA config TRL should wrap it with."""
+    if kind == "reward":
+        from alignment.reward_model import load_sequence_classifier
+
+        return load_sequence_classifier(loaded), _lora(config, "SEQ_CLS")
+    model = loaded.model
+    if parent.is_base:
+        return model, _lora(config, "CAUSAL_LM")
+    # Continue the parent's adapter (named "default"): TRL's DPO/KTO/GRPO/RLOO keep a frozen
+    # copy of it as the reference, so the new version is a complete adapter on the base.
+    return PeftModel.from_pretrained(model, str(parent.adapter_dir), is_trainable=True), None
+
+
+def _metrics(train: dict, evaluation: dict, history: list[dict]) -> dict[str, Any]:
+    losses = [h["loss"] for h in history if "loss" in h]
+    out: dict[str, Any] = {
+        "steps": max((h.get("step", 0) for h in history), default=0),
+        "train_loss": train.get("train_loss"),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_seconds": train.get("train_runtime"),
+    }
+    for key in ("reward", "accuracy", "rewards/accuracies", "rewards/margins"):
+        values = [h[key] for h in history if key in h and "loss" in h]
+        if values:
+            out[f"first_{key}"], out[f"final_{key}"] = values[0], values[-1]
+    for key, value in evaluation.items():
+        if isinstance(value, int | float):
+            out[key] = value
+    # The reward model's held-out accuracy under one name (TRL logs it as eval_accuracy).
+    if "eval_accuracy" in evaluation:
+        out["heldout_accuracy"] = evaluation["eval_accuracy"]
+    elif "eval_rewards/accuracies" in evaluation:
+        out["heldout_accuracy"] = evaluation["eval_rewards/accuracies"]
+    return out
+
+
+@contextmanager
+def _out_of_memory_is_a_message(loaded: LoadedModel, config) -> Iterator[None]:  # noqa: ANN001
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        raise TrainingOutOfMemory(str(loaded.device), config.per_device_train_batch_size,
+                                  getattr(config, "max_length", None), str(err) or type(err).__name__) from err
+    except RuntimeError as err:
+        text = str(err).lower()
+        if "out of memory" in text or "can't allocate memory" in text:
+            raise TrainingOutOfMemory(str(loaded.device), config.per_device_train_batch_size,
+                                      getattr(config, "max_length", None), str(err)) from err
+        raise

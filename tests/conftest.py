@@ -84,6 +84,35 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def tiny_settings(tmp_path, tiny_model_dir, monkeypatch) -> Settings:
+    """Settings on the tiny model (also exported as ASSISTANT_* for the CLI and children)."""
+    settings = Settings(model=str(tiny_model_dir), data_dir=tmp_path / "data",
+                        model_cache_dir=tmp_path / "models", db_busy_timeout_s=2)
+    settings.data_dir.mkdir(parents=True)
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ASSISTANT_MODEL", settings.model)
+    monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(settings.model_cache_dir))
+    return settings
+
+
+@pytest.fixture
+def feedback_db(tiny_settings, tmp_path):
+    """The tiny settings' database with 39 short real hh-rlhf pairs imported (of 40 lines) (preference
+    pairs, KTO rows with both labels, SFT rows)."""
+    from alignment.importers import import_hh_rlhf
+    from assistant.bootstrap import open_database
+    from tests.shared_data import HH_FILE, shared_file
+
+    lines = shared_file(HH_FILE).read_text(encoding="utf-8").splitlines()
+    short = tmp_path / "hh-short.jsonl"
+    short.write_text("\n".join([line for line in lines if len(line) < 700][:40]) + "\n")
+    db = open_database(tiny_settings)
+    assert import_hh_rlhf(db, short).imported == 39  # one has an empty chosen answer
+    yield db
+    db.dispose()
+
+
 _LOCKER = textwrap.dedent(
     """
     import sqlite3, sys

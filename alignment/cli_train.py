@@ -79,10 +79,17 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
     overrides.update({k: _value(v) for k, v in extra.items()})
     settings = get_settings()
     out = run_dir or settings.data_dir / "runs" / "cli"
+    if kind == "rl" and overrides.get("max_length") is not None:
+        raise click.BadParameter("online RL has no --max-length: use --max-completion-length "
+                                 "for the sampled answers", param_hint="--max-length")
     try:
         config = make_config(kind, str(Path(out) / "trainer"), algo=algo, **overrides)
     except TypeError as err:
-        raise click.ClickException(f"Unknown training option: {err}") from err
+        field = str(err).rsplit(" ", 1)[-1]
+        raise click.ClickException(
+            f"Unknown training option {field}: not a field of TRL's "
+            f"{type_name(kind, algo)} (see its documentation) nor of the assistant's RunArgs."
+        ) from err
     # SIGTERM (cancel from the UI, a scheduler) unwinds like Ctrl-C: nothing half-registered.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -110,6 +117,12 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
     click.echo(f"  curve: {v.curve}")
     if kind != "reward":
         click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
+
+
+def type_name(kind: str, algo: str) -> str:
+    from alignment.training.config import CONFIGS
+
+    return CONFIGS[algo if kind == "rl" else kind].__mro__[2].__name__
 
 
 def _interrupt(signum, frame):  # noqa: ANN001, ANN202

@@ -1,0 +1,137 @@
+"""The model registry on the real SQLite file: registration is all-or-nothing, activation is a
+log with rollback, and the eval gate refuses regressions unless forced."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from assistant.registry import (
+    BASE, ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
+)
+
+FP = "f" * 32
+
+
+@pytest.fixture
+def registry(db, settings) -> Registry:
+    return Registry(db, settings.versions_dir)
+
+
+def make_version(registry: Registry, kind: str = "dpo", parent: str = BASE, fingerprint: str = FP):
+    staging = registry.staging_dir()
+    (staging / "adapter").mkdir()
+    (staging / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    return registry.register(
+        staging, kind=kind, base_model="tiny", base_fingerprint=fingerprint, parent=parent,
+        data={"kind": "preference", "train_rows": 10, "test_rows": 2, "sha256": "ab"},
+        config={"lora_r": 4}, metrics={"final_loss": 0.5},
+    )
+
+
+def test_register_names_versions_and_moves_the_folder(registry):
+    v1 = make_version(registry)
+    v2 = make_version(registry, "sft", parent=v1.name)
+    assert (v1.name, v2.name) == ("v1", "v2")
+    assert v2.path == registry.root / "v2" and (v2.adapter_dir / "adapter_config.json").is_file()
+    assert [v.name for v in registry.list()] == ["v1", "v2"]
+    assert registry.get("v2").parent == "v1" and registry.lineage("v2") == ["v2", "v1", "base"]
+    assert registry.newest("sft").name == "v2" and registry.newest("reward") is None
+    assert registry.stray_folders() == []
+
+
+def test_a_failed_registration_leaves_no_row(registry, monkeypatch):
+    staging = registry.staging_dir()
+    (staging / "adapter").mkdir()
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        registry.register(staging, kind="dpo", base_model="t", base_fingerprint=FP, parent=BASE,
+                          data={}, config={}, metrics={})
+    monkeypatch.undo()
+    assert registry.list() == []
+    assert registry.stray_folders() == [staging]  # left for `assistant doctor`, never served
+
+
+def test_a_folder_left_by_a_crash_before_commit_is_set_aside(registry):
+    # A crash between the rename and the commit leaves v1/ without a row; the next
+    # registration gets the name v1 again and must not mix the two.
+    crashed = registry.root / "v1"
+    (crashed / "adapter").mkdir(parents=True)
+    (crashed / "adapter" / "marker").write_text("old")
+    v = make_version(registry)
+    assert v.name == "v1" and not (v.adapter_dir / "marker").exists()
+    assert any(p.name.startswith(".orphaned-v1") for p in registry.stray_folders())
+
+
+def test_unknown_version_lists_the_known_ones(registry):
+    make_version(registry)
+    with pytest.raises(VersionNotFound, match="no model version 'v7'.*base, v1"):
+        registry.get("v7")
+    assert registry.get(BASE).is_base
+
+
+def test_activation_log_and_rollback(registry):
+    v1, v2 = make_version(registry), make_version(registry)
+    assert registry.active() == BASE
+    with pytest.raises(NothingToRollBack):
+        registry.rollback()
+    registry.activate(v1.name)
+    registry.activate(v2.name)
+    assert registry.active() == "v2"
+    assert registry.rollback() == "v1" and registry.active() == "v1"
+    assert registry.rollback() == BASE and registry.active() == BASE
+    with pytest.raises(NothingToRollBack):
+        registry.rollback()
+    assert [(r.version, r.reason) for r in registry.history()] == [
+        ("v1", "activate"), ("v2", "activate"), ("v1", "rollback"), ("base", "rollback"),
+    ]
+
+
+def test_servable_checks(registry):
+    reward = make_version(registry, "reward")
+    other = make_version(registry, fingerprint="0" * 32)
+    broken = make_version(registry)
+    (broken.adapter_dir / "adapter_config.json").unlink()
+    with pytest.raises(ActivationRefused, match="reward model"):
+        activate_version(registry, reward.name, FP)
+    with pytest.raises(ActivationRefused, match="trained on another base model"):
+        activate_version(registry, other.name, FP)
+    with pytest.raises(ActivationRefused, match="adapter files are missing"):
+        activate_version(registry, broken.name, FP, force=True)
+    assert registry.active() == BASE and registry.history() == []
+
+
+def test_gate_needs_an_evaluation_and_refuses_regressions(registry):
+    v1 = make_version(registry)
+    assert "has not been evaluated against the active version base" in gate(registry, v1.name)[0]
+    with pytest.raises(ActivationRefused, match="assistant eval v1"):
+        activate_version(registry, v1.name, FP)
+
+    registry.record_evaluation(v1.name, BASE, "v9", {"win_rate": 0.30, "qa_accuracy": 0.40,
+                                                     "baseline_qa_accuracy": 0.50})
+    reasons = gate(registry, v1.name)
+    assert len(reasons) == 2 and "won only 30%" in reasons[0] and "fell from 50% to 40%" in reasons[1]
+    with pytest.raises(ActivationRefused, match="Refused to activate v1"):
+        activate_version(registry, v1.name, FP)
+    assert registry.active() == BASE
+    # A looser threshold lets the same numbers through; so does --force, which is logged.
+    assert gate(registry, v1.name, threshold=0.25) == []
+    activate_version(registry, v1.name, FP, force=True)
+    assert registry.active() == "v1"
+    last = registry.history()[-1]
+    assert last.forced and last.reason.startswith("forced: ")
+
+    # An evaluation against another baseline does not count for the new active version.
+    v2 = make_version(registry)
+    registry.record_evaluation(v2.name, BASE, "v9", {"win_rate": 0.9})
+    assert "against the active version v1" in gate(registry, v2.name)[0]
+    registry.record_evaluation(v2.name, "v1", "v9", {"win_rate": 0.62, "qa_accuracy": 0.5,
+                                                     "baseline_qa_accuracy": 0.5})
+    assert activate_version(registry, v2.name, FP) == "v2"
+    assert not registry.history()[-1].forced

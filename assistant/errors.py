@@ -116,3 +116,9 @@ class AlreadyVoted(AssistantError):
 class ComparisonNotFound(AssistantError):
     def __init__(self, comparison_id: int) -> None:
         super().__init__(f"Comparison {comparison_id} does not exist (its conversation was deleted?).")
+
+
+# -- adapters ----------------------------------------------------------------------------------
+class AdapterError(AssistantError):
+    """A LoRA adapter that cannot be loaded, switched to or unloaded. The model is left as it
+    was before the call: the previous version keeps answering."""

@@ -94,8 +94,9 @@ def train(
 
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
-        trainer.save_model(str(staging / "adapter"))
+        trainer.save_model(str(staging / "adapter"))  # on every process: ZeRO-3 gathers here
         if not trainer.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)  # only the main process registers
             return TrainResult(None, metrics, history, time.perf_counter() - started, trainer)
         shutil.rmtree(staging / "adapter" / "ref", ignore_errors=True)  # TRL's frozen reference copy
         write_json(staging / "log_history.json", history)

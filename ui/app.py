@@ -8,5 +8,6 @@ st.navigation(
         st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
         st.Page("views/documents.py", title="Documents", icon=":material/description:"),
         st.Page("views/feedback.py", title="Feedback", icon=":material/thumbs_up_down:"),
+        st.Page("views/models.py", title="Models", icon=":material/model_training:"),
     ]
 ).run()

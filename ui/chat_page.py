@@ -105,7 +105,8 @@ def _conversation(
     compare = st.session_state.get("compare_mode", False)
     try:
         if compare:
-            a, b = service.compare(current, prompt, params, documents)
+            a, b = service.compare(current, prompt, params, documents,
+                                   versions=sidebar.compare_versions())
         else:
             reply = service.send(current, prompt, params, documents)
     except AssistantError as err:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.bootstrap import Library, build_chat_service, open_database, open_library
+from assistant.bootstrap import Library, build_chat_service, open_database, open_library, open_registry
 from assistant.chat import ChatService
 from assistant.config import Settings, get_settings
 from assistant.errors import AssistantError
+from assistant.registry import Registry
 from assistant.storage import Database
 
 
@@ -19,6 +20,11 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner=False)
 def database() -> Database:
     return open_database(settings())
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> Registry:
+    return open_registry(settings(), database())
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,3 +55,14 @@ def library() -> Library:
 
 def chat_service() -> ChatService:
     return _or_stop(_chat_service, "Loading the model (the first start converts it once, ~30 s)...")
+
+
+def try_chat_service() -> ChatService | None:
+    """The chat service, or None after showing why it could not be built: for pages that
+    are still useful without the model (the Models page lists versions and runs)."""
+    try:
+        with st.spinner("Loading the model (the first start converts it once, ~30 s)..."):
+            return _chat_service()
+    except AssistantError as err:
+        st.error(str(err))
+        return None

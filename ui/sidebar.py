@@ -12,6 +12,13 @@ from ui import resources
 from ui.state import CONV, FAILED, guard
 from ui.text import plain
 
+COMPARE_VERSIONS = "_compare_versions"  # the (first, second) versions compare mode pits
+
+
+def compare_versions() -> tuple[str, str] | None:
+    """The two versions picked for compare mode (None: two samples of the active one)."""
+    return st.session_state.get(COMPARE_VERSIONS)
+
 
 def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     sb = st.sidebar
@@ -60,6 +67,9 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
         help="Each message gets two answers side by side; vote for the better one. "
         "Model versions stay hidden until you vote.",
     )
+    st.session_state[COMPARE_VERSIONS] = (
+        _compare_versions(service) if st.session_state.get("compare_mode") else None
+    )
     d = service.default_params()
     with sb.expander("Generation settings"):
         temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, d.temperature, 0.05, key="temperature")
@@ -95,6 +105,33 @@ def _document_choice(service: ChatService, conv: StoredConversation | None) -> D
     if conv is not None and choice != stored:
         guard(service.store.set_document_choice, conv.id, choice)
     return choice
+
+
+def _compare_versions(service: ChatService) -> tuple[str, str] | None:
+    """Two pickers when there are trained chat versions; by default the active one twice."""
+    if service.registry is None:
+        return None
+    try:
+        names = [v.name for v in service.registry.list() if v.kind != "reward"]
+    except AssistantError as err:
+        st.sidebar.error(str(err))
+        return None
+    if not names:
+        return None
+    options = ["base", *reversed(names)]
+    current = options.index(service.version) if service.version in options else 0
+    with st.sidebar.container(border=True):
+        st.caption("A/B versions")
+        pick = dict(
+            options=options, index=current,
+            help="The versions that answer. Which one is A and which B is shuffled, and "
+            "stays hidden until you vote.",
+        )
+        first = st.selectbox("First version", key="compare_version_1", **pick)
+        second = st.selectbox("Second version", key="compare_version_2", **pick)
+        if first == second:
+            st.caption("The same version twice: two samples of it (temperature at least 0.7).")
+    return first, second
 
 
 def _open(conversation_id: int | None) -> None:

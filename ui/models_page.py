@@ -1,0 +1,531 @@
+"""The Models page: the trained versions (lineage, data, config, metrics, evaluations, loss
+curve), which one the chat answers with (activate through the eval gate, roll back), and
+training or evaluation runs in background processes, followed live."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from alignment import runs
+from assistant.chat import ChatService
+from assistant.config import Settings
+from assistant.errors import AssistantError
+from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate
+from ui import resources
+from ui.text import plain
+
+SELECTED = "models_version"  # the version whose details are shown
+_SELECT_NEXT = "_models_select_next"  # a version to select on the next full run
+_NOTICE = "_models_notice"  # {place: (level, text)} left by a callback for this run
+
+RUN_REFRESH_S = 2.0
+RUNS_SHOWN = 8
+
+#: Config values worth a glance (the whole config is one click further).
+CONFIG_KEYS = (
+    "trl_config", "algo", "reward_version", "max_steps", "num_train_epochs", "learning_rate",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "lora_r",
+    "lora_alpha", "beta", "bf16", "use_cpu", "seed",
+)
+#: Trainer bookkeeping left out of the metrics table.
+NOISE = ("_runtime", "_samples_per_second", "_steps_per_second")
+HEADLINE = (("heldout_accuracy", "held-out accuracy"), ("final_reward", "reward"), ("final_loss", "loss"))
+TRAIN_KINDS = {
+    "dpo": "DPO: learns from preference pairs (regenerate and mark the best, edits, compare "
+           "votes, imported pairs).",
+    "kto": "KTO: learns from unpaired 👍 / 👎 ratings.",
+    "sft": "SFT: imitates answers rated 👍, marked best or edited.",
+    "reward": "Reward model: learns to score answers from preference pairs. It does not chat; "
+              "online RL and `assistant eval` use it as the judge.",
+    "rl": "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
+          "from a reward model's scores.",
+}
+STATUS_COLORS = {"running": "blue", "done": "green", "failed": "red", "died": "red", "cancelled": "gray"}
+
+
+def render() -> None:
+    st.title("Models")
+    settings = resources.settings()
+    registry = resources.registry()
+    service = resources.try_chat_service()
+    try:
+        if service is not None:
+            service.sync_version()  # activated elsewhere (a terminal, another tab) since?
+        versions = registry.list()
+        active = registry.active()
+        history = registry.history()
+    except AssistantError as err:
+        st.error(str(err))
+        return
+    _in_use(service, registry, versions, active, history)
+    if versions:
+        _table(versions, active, service)
+        _details(settings, registry, service, versions, active)
+    else:
+        st.info(
+            "No trained versions yet: the chat answers with the base model. Collect feedback "
+            "first (rate answers with 👍 / 👎, regenerate and mark the best, edit answers, vote "
+            "in compare mode, or import public pairs with `assistant data import hh-rlhf FILE`), "
+            "then train a version below, or run `assistant train dpo` in a terminal.",
+            icon=":material/model_training:",
+        )
+    _train(settings, versions, active)
+    _runs(settings)
+
+
+# -- notices left by callbacks -----------------------------------------------------------------
+def _notify(place: str, level: str, text: str) -> None:
+    st.session_state.setdefault(_NOTICE, {})[place] = (level, text)
+
+
+def _show_notice(place: str) -> None:
+    notice = st.session_state.get(_NOTICE, {}).pop(place, None)
+    if notice is not None:
+        level, text = notice
+        {"error": st.error, "success": st.success, "info": st.info}[level](text)
+
+
+# -- which version answers ---------------------------------------------------------------------
+def _in_use(service: ChatService | None, registry: Registry, versions: list[Version], active: str,
+            history: list) -> None:
+    kinds = {v.name: v for v in versions}
+    row = st.container(horizontal=True, vertical_alignment="center")
+    what = f" ({plain(kinds[active].kind)}, from {plain(kinds[active].parent or BASE)})" if active in kinds else ""
+    row.markdown(f"The chat answers with **{plain(active)}**{what}.")
+    row.button(
+        "Roll back", key="models_rollback", icon=":material/undo:", disabled=not history,
+        help="Go back to the version that was active before the last activation.",
+        on_click=_rollback, args=(registry, service),
+    )
+    if service is not None and service.version != active:
+        st.warning(
+            f"{active} is the active version, but this app could not load it and keeps "
+            f"answering with {service.version}. {plain(' '.join(service.notices[-1:]))}"
+        )
+    _show_notice("top")
+
+
+def _rollback(registry: Registry, service: ChatService | None) -> None:
+    before = registry.active()
+    try:
+        now = registry.rollback()
+    except AssistantError as err:
+        _notify("top", "error", str(err))
+        return
+    _switched("top", service, now, f"Rolled back: the chat now answers with {now} (was {before}).")
+
+
+def _switched(place: str, service: ChatService | None, name: str, message: str) -> None:
+    """Switch this app's chat to the now active version (the base model stays loaded; peft
+    switches the adapter) and say whether it worked."""
+    if service is None:
+        _notify(place, "success", message + " It takes effect once the model loads.")
+        return
+    try:
+        now = service.sync_version()
+    except AssistantError as err:
+        now, reason = service.version, str(err)
+    else:
+        reason = service.notices[-1] if service.notices else ""
+    if now == name:
+        _notify(place, "success", message)
+    else:
+        _notify(place, "error", f"{name} is now the active version, but the chat could not load "
+                                f"it and keeps answering with {now}. {reason}")
+
+
+# -- the list ----------------------------------------------------------------------------------
+def headline(metrics: dict) -> str:
+    for key, label in HEADLINE:
+        value = metrics.get(key)
+        if isinstance(value, int | float):
+            return f"{label} {value:.3f}"
+    return ""
+
+
+def _table(versions: list[Version], active: str, service: ChatService | None) -> None:
+    st.subheader("Versions")
+    base_model = service.generator.model_id if service is not None else "the base model"
+    # The columns that tell versions apart come first: a phone shows only those.
+    rows = [{
+        "in use": v.name == active, "version": v.name, "kind": v.kind, "metric": headline(v.metrics),
+        "parent": v.parent or "", "rows": str(v.data.get("train_rows", "")),
+        "created (UTC)": f"{v.created_at:%Y-%m-%d %H:%M}" if v.created_at else "",
+    } for v in reversed(versions)]
+    rows.append({"in use": active == BASE, "version": BASE, "kind": "base", "metric": "",
+                 "parent": "", "rows": "", "created (UTC)": ""})
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, key="models_table", height=_fit(len(rows)),
+        column_config={
+            "in use": st.column_config.CheckboxColumn("in use", width="small",
+                                                      help="The version the chat answers with"),
+            "rows": st.column_config.TextColumn("rows", help="Training rows"),
+            "metric": st.column_config.TextColumn(
+                "metric", help="Held-out accuracy (reward models), final reward (RL) or final loss"),
+        },
+    )
+    st.caption(f"base: {plain(base_model)} without an adapter.")
+
+
+def _fit(rows: int) -> int:
+    """A dataframe height that shows every row (the default scrolls after 10)."""
+    return 35 * (rows + 1) + 3
+
+
+# -- one version -------------------------------------------------------------------------------
+def _details(settings: Settings, registry: Registry, service: ChatService | None,
+             versions: list[Version], active: str) -> None:
+    by_name = {v.name: v for v in versions}
+    options = [v.name for v in reversed(versions)] + [BASE]
+    pending = st.session_state.pop(_SELECT_NEXT, None)
+    if pending in options:
+        st.session_state[SELECTED] = pending
+    if st.session_state.get(SELECTED) not in options:
+        st.session_state[SELECTED] = options[0]
+
+    def label(name: str) -> str:
+        v = by_name.get(name)
+        bits = [name, v.kind if v else "the base model"]
+        if v and headline(v.metrics):
+            bits.append(headline(v.metrics))
+        return " · ".join(bits) + ("  (in use)" if name == active else "")
+
+    st.selectbox("Details of", options, format_func=label, key=SELECTED)
+    name = st.session_state[SELECTED]
+    with st.container(border=True):
+        if name == BASE:
+            model = service.generator.model_id if service is not None else "(not loaded)"
+            st.markdown(f"**base**: the base model {plain(model)} without an adapter.")
+            _actions(settings, registry, service, None, active)
+            return
+        v = by_name[name]
+        try:
+            lineage = " ← ".join(registry.lineage(name))
+        except AssistantError as err:
+            lineage = f"(unknown: {err})"
+        algo = f", {v.config['algo']}" if v.config.get("algo") else ""
+        st.markdown(f"**{plain(v.name)}** · {plain(v.kind + algo)}"
+                    + (" · :green-badge[in use]" if name == active else ""))
+        created = f" · created {v.created_at:%Y-%m-%d %H:%M} UTC" if v.created_at else ""
+        st.caption(f"Lineage: {plain(lineage)}{created} · base model {plain(v.base_model)}")
+        _actions(settings, registry, service, v, active)
+        evaluations = _evaluations_of(registry, name)
+        training, evals = st.tabs(["Training", f"Evaluations ({len(evaluations)})"])
+        with training:
+            _training_details(v)
+        with evals:
+            _evaluations(v, evaluations)
+
+
+def _actions(settings: Settings, registry: Registry, service: ChatService | None,
+             v: Version | None, active: str) -> None:
+    name = v.name if v else BASE
+    reasons: list[str] = []
+    if v is not None and v.kind != "reward" and name != active:
+        try:
+            reasons = gate(registry, name)
+        except AssistantError as err:
+            reasons = [str(err)]
+    row = st.container(horizontal=True, vertical_alignment="center")
+    reward = v is not None and v.kind == "reward"
+    row.button(
+        f"Activate {name}", key=f"activate_{name}", icon=":material/rocket_launch:",
+        type="secondary" if reward else "primary", disabled=service is None or name == active,
+        help="Make the chat answer with this version (after the eval gate).",
+        on_click=_activate, args=(registry, service, name),
+    )
+    if reasons:
+        row.checkbox(
+            "Force (skip the eval gate)", key=f"force_{name}",
+            help="Activate even though the evaluation does not show it at least as good as "
+                 "the version in use.",
+        )
+    if v is not None and v.kind in POLICY_KINDS:
+        row.button(
+            "Evaluate", key=f"evaluate_{name}", icon=":material/query_stats:",
+            disabled=name == active,
+            help=f"Compare {name} with {active} in the background (reward-model win rate, QA "
+                 "accuracy): what the eval gate reads.",
+            on_click=_evaluate, args=(settings, name),
+        )
+    if service is None:
+        st.caption("The model did not load (see above), so versions cannot be activated here.")
+    elif name == active:
+        st.caption(":material/check_circle: The chat answers with this version.")
+    elif reward:
+        st.caption(":material/info: A reward model scores answers (for online RL and "
+                   "evaluations); the chat cannot answer with it.")
+    elif reasons:
+        st.caption(":material/gpp_maybe: Eval gate: " + "; ".join(reasons) + ".")
+    elif v is not None:
+        st.caption(f":material/verified: Passes the eval gate against {plain(active)}.")
+    _show_notice("details")
+
+
+def _activate(registry: Registry, service: ChatService | None, name: str) -> None:
+    if service is None:
+        return
+    force = bool(st.session_state.get(f"force_{name}"))
+    before = registry.active()
+    try:
+        activate_version(registry, name, service.base_fingerprint, force=force)
+    except AssistantError as err:
+        _notify("details", "error", str(err))
+        return
+    _switched("details", service, name, f"The chat now answers with {name} (was {before}).")
+
+
+def _evaluate(settings: Settings, name: str) -> None:
+    try:
+        run = runs.start(settings, ["eval", name], "eval")
+    except (AssistantError, OSError) as err:
+        _notify("details", "error", f"Could not start the evaluation: {err}")
+        return
+    _notify("details", "info", f"Evaluating {name} in the background (run {run.id}): follow it "
+                               "under Runs below.")
+
+
+def _training_details(v: Version) -> None:
+    _headline_metrics(v.metrics)
+    d = v.data
+    if d:
+        st.markdown(
+            f"**Data**: {plain(str(d.get('kind', '?')))}, {d.get('train_rows', '?')} training / "
+            f"{d.get('test_rows', '?')} held-out rows"
+        )
+        if d.get("sha256"):
+            st.code(f"sha256 {d['sha256']}", language=None)
+    shown = {k: v.config[k] for k in CONFIG_KEYS if v.config.get(k) is not None}
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Config**")
+        if shown:
+            st.dataframe(_key_values(shown), hide_index=True, key=f"config_{v.name}",
+                         height=_fit(len(shown)), column_config=_NAME_VALUE)
+    with right:
+        if v.curve is not None and v.curve.is_file():
+            st.image(str(v.curve), caption=f"{v.name}: loss per step")
+        else:
+            st.caption("No training curve (the trainer logged no loss).")
+    metrics = {k: x for k, x in v.metrics.items()
+               if not isinstance(x, dict | list) and not k.endswith(NOISE)}
+    with st.expander(f"All metrics ({len(metrics)})"):
+        if metrics:
+            st.dataframe(_key_values(metrics), hide_index=True, key=f"metrics_{v.name}",
+                         height=_fit(len(metrics)), column_config=_NAME_VALUE)
+        else:
+            st.caption("No metrics recorded.")
+    with st.expander("Full config"):
+        st.json(v.config, expanded=True)
+
+
+def _headline_metrics(m: dict) -> None:
+    """The few numbers that say how training went, first to last."""
+    def number(key: str) -> float | None:
+        x = m.get(key)
+        return float(x) if isinstance(x, int | float) else None
+
+    row = st.container(horizontal=True, gap="medium")
+    if number("steps") is not None:
+        row.metric("Steps", f"{int(m['steps'])}", width="content")
+    if number("final_loss") is not None:
+        first = number("first_loss")
+        row.metric("Loss", f"{m['final_loss']:.4f}", width="content", delta_color="inverse",
+                   delta=f"{m['final_loss'] - first:+.4f} from {first:.4f}" if first is not None else None)
+    if number("heldout_accuracy") is not None:
+        row.metric("Held-out accuracy", f"{m['heldout_accuracy']:.1%}", width="content")
+    if number("final_reward") is not None:
+        first = number("first_reward")
+        row.metric("Reward", f"{m['final_reward']:.3f}", width="content",
+                   delta=f"{m['final_reward'] - first:+.3f} from {first:.3f}" if first is not None else None)
+    if number("train_seconds") is not None:
+        row.metric("Training time", duration(m["train_seconds"]), width="content")
+
+
+_NAME_VALUE = {"name": st.column_config.TextColumn(width="medium"),
+               "value": st.column_config.TextColumn(width="medium")}
+
+
+def _key_values(values: dict) -> pd.DataFrame:
+    def show(x: object) -> str:
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+    return pd.DataFrame({"name": list(values), "value": [show(x) for x in values.values()]})
+
+
+def _evaluations_of(registry: Registry, name: str) -> list:
+    try:
+        return registry.evaluations(name)
+    except AssistantError as err:
+        st.error(str(err))
+        return []
+
+
+def _evaluations(v: Version, evaluations: list) -> None:
+    if not evaluations:
+        st.caption(f"Not evaluated yet: press Evaluate (or run `assistant eval {plain(v.name)}`).")
+        return
+    from alignment.evaluate import summarize  # imports torch: only when there is one to show
+
+    for i, e in enumerate(reversed(evaluations)):
+        st.caption(f"{e.created_at:%Y-%m-%d %H:%M} UTC · against {plain(e.baseline)}"
+                   + (f" · judged by {plain(e.reward_model)}" if e.reward_model else ""))
+        try:
+            st.text("\n".join(summarize(e)))
+        except (KeyError, TypeError, ValueError):  # an older or partial record
+            st.json(e.metrics, expanded=False)
+        examples = e.metrics.get("examples") or []
+        if examples:
+            with st.expander(f"Example answers ({len(examples)})"):
+                for ex in examples:
+                    st.caption("Prompt")
+                    st.text(str(ex.get("prompt", "")))
+                    left, right = st.columns(2)
+                    left.caption(plain(v.name))
+                    left.text(str(ex.get("candidate", "")))
+                    right.caption(plain(e.baseline))
+                    right.text(str(ex.get("baseline", "")))
+        if i < len(evaluations) - 1:
+            st.divider()
+
+
+# -- training ----------------------------------------------------------------------------------
+def _train(settings: Settings, versions: list[Version], active: str) -> None:
+    st.subheader("Train a new version")
+    kinds = list(TRAIN_KINDS)
+    cols = st.columns(3)
+    kind = cols[0].selectbox("Kind", kinds, key="train_kind")
+    steps = cols[1].number_input("Steps", 1, 100_000, 50, 10, key="train_steps",
+                                 help="Optimizer steps; each sees 'batch size' rows.")
+    batch = cols[2].number_input("Batch size", 1, 512, 4, 1, key="train_batch_size")
+    st.caption(TRAIN_KINDS[kind])
+    cols = st.columns(3)
+    lr = cols[0].number_input("Learning rate", min_value=0.0, max_value=1.0, value=None, step=1e-5,
+                              format="%g", key="train_lr", placeholder="the kind's default",
+                              help="Empty: the kind's default (5e-5 for LoRA; 1e-5 for RL).")
+    args = ["train", kind, "--steps", str(int(steps)), "--batch-size", str(int(batch))]
+    if lr:
+        args += ["--lr", f"{lr:g}"]
+    ready = True
+    if kind != "reward":
+        parents = [BASE] + [v.name for v in reversed(versions) if v.kind in POLICY_KINDS]
+        start = parents.index(active) if active in parents else 0
+        parent = cols[1].selectbox("Start from", parents, index=start, key="train_parent",
+                                   help="The version whose adapter training continues (base: a new one).")
+        args += ["--parent", parent]
+    if kind == "rl":
+        algo = cols[2].selectbox("Algorithm", ["grpo", "rloo"], key="train_algo",
+                                 help="TRL's online RL trainers (TRL has no PPOTrainer since 2026).")
+        judges = [v.name for v in reversed(versions) if v.kind == "reward"]
+        if judges:
+            judge = st.selectbox("Reward model", judges, key="train_reward")
+            args += ["--algo", algo, "--reward", judge]
+        else:
+            ready = False
+            st.warning("Online RL needs a reward model: train one with kind 'reward' first.")
+    st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
+              help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
+                   "keeps answering meanwhile.",
+              on_click=_start_training, args=(settings, args, kind))
+    _show_notice("train")
+
+
+def _start_training(settings: Settings, args: list[str], kind: str) -> None:
+    try:
+        run = runs.start(settings, args, kind)
+    except (AssistantError, OSError) as err:
+        _notify("train", "error", f"Could not start training: {err}")
+        return
+    _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def _runs(settings: Settings) -> None:
+    st.subheader("Runs")
+    running = {r.id for r in runs.list_runs(settings) if r.status == "running"}
+    # Refresh only this panel, and only while something runs: the rest of the page (and the
+    # chat, in other tabs) stays usable, and an idle page does no polling.
+    panel = st.fragment(_runs_panel, run_every=RUN_REFRESH_S if running else None)
+    panel(settings, frozenset(running))
+
+
+def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
+    listed = runs.list_runs(settings)
+    running = {r.id for r in listed if r.status == "running"}
+    if running_at_start - running:
+        # A run ended: rerun the whole page, to list the version it registered and to stop
+        # refreshing when nothing runs any more.
+        st.rerun(scope="app")
+    if not listed:
+        st.caption("No runs yet: start one above. Runs from the command line do not show here.")
+        return
+    for run in listed[:RUNS_SHOWN]:
+        _run(run)
+    if len(listed) > RUNS_SHOWN:
+        st.caption(f"{len(listed) - RUNS_SHOWN} older runs are in {plain(str(settings.runs_dir))}.")
+
+
+def _run(run: runs.Run) -> None:
+    with st.container(border=True):
+        head = st.container(horizontal=True, vertical_alignment="center")
+        if run.kind == "eval":
+            title = f"Evaluation of {run.args[1] if len(run.args) > 1 else '?'}"
+        else:
+            title = f"{run.kind} training"
+        head.markdown(f"**{plain(title)}**")
+        head.badge(run.status, color=STATUS_COLORS.get(run.status, "gray"))
+        started = datetime.fromtimestamp(run.started, UTC) if run.started else None
+        when = f"started {started:%Y-%m-%d %H:%M} UTC · " if started else ""
+        st.caption(when + plain("assistant " + " ".join(run.args)))
+        if run.status == "running":
+            _progress(run)
+            st.button("Cancel", key=f"cancel_run_{run.id}", icon=":material/cancel:",
+                      on_click=runs.cancel, args=(run,))
+        elif run.status == "done" and run.version:
+            what = "evaluated" if run.kind == "eval" else "registered"
+            head.markdown(f":material/check_circle: {what} **{plain(run.version)}**")
+            if head.button(f"Show {run.version}", key=f"show_run_{run.id}",
+                           help="Show this version's details above"):
+                st.session_state[_SELECT_NEXT] = run.version
+                st.rerun(scope="app")
+        elif run.error:
+            (st.warning if run.status == "cancelled" else st.error)(plain(run.error))
+        with st.expander("Log"):
+            st.code(run.log_tail(40) or "(nothing logged yet)", language=None)
+
+
+def _progress(run: runs.Run) -> None:
+    p = run.progress
+    now = time.time()
+    elapsed = f" · {duration(now - run.started)} elapsed" if run.started else ""
+    if run.fraction is None:
+        st.progress(0, text=("Evaluating: both versions answer, the reward model judges"
+                             if run.kind == "eval" else
+                             "Preparing: exporting the data and loading the model") + elapsed)
+        return
+    bits = [f"step {p.get('step', 0)}/{p.get('max_steps')}"]
+    if isinstance(p.get("loss"), int | float):
+        bits.append(f"loss {p['loss']:.4f}")
+    # progress.json is written once a step (which can take minutes): count the time from
+    # the run's start and the ETA from the moment it was written, so that both move.
+    if run.started:
+        bits.append(f"{duration(now - run.started)} elapsed")
+    if isinstance(p.get("eta_s"), int | float):
+        since = now - p["updated"] if isinstance(p.get("updated"), int | float) else 0.0
+        bits.append(f"about {duration(max(0.0, p['eta_s'] - since))} left")
+    if p.get("phase") == "saving":
+        bits = ["saving and registering the version"]
+    st.progress(run.fraction, text=" · ".join(bits))
+
+
+def duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

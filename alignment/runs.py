@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignment.training.progress import write_json
 from assistant.config import Settings
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
@@ -40,6 +39,7 @@ class Run:
     status: str  # running | done | failed | died | cancelled
     version: str | None = None
     error: str | None = None
+    ended: float | None = None
     progress: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,6 +56,13 @@ class Run:
             return ""
         # tqdm redraws with carriage returns: keep the last state of each line
         return "\n".join(line.split("\r")[-1] for line in text.splitlines()[-lines:])
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -126,6 +133,7 @@ def load(path: Path) -> Run:
     )
     if result:
         run.status, run.version, run.error = result["status"], result.get("version"), result.get("error")
+        run.ended = result.get("ended")
     elif not _alive(run.id, run.pid):
         run.status = "died"
         run.error = "The training process ended without a result (killed, or out of memory)."
@@ -154,4 +162,4 @@ def cancel(run: Run) -> None:
             os.killpg(run.pid, signal.SIGKILL)
             proc.wait()
     if not (run.path / RESULT).exists():
-        finish(run.path, "cancelled", error="Cancelled by the user; nothing was registered.")
+        finish(run.path, "cancelled", error="Cancelled by the user.")

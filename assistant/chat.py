@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
-from assistant.errors import AssistantError, EmptyMessage, MessageTooLong
+from assistant.errors import AnswerTooLong, AssistantError, EmptyMessage, MessageTooLong
 from assistant.generation import GenerationParams, Generator, TokenStream
 from assistant.citations import annotate
 from assistant.prompting import SOURCES_INSTRUCTION, FittedPrompt, Turn, fit_history, with_sources
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from assistant.registry import Registry
 
 log = logging.getLogger(__name__)
+#: A version that failed to load is tried again after this long (its files may be restored).
+RETRY_FAILED_S = 30.0
 
 
 def trim_notice(dropped: int, context_window: int) -> str:
@@ -141,7 +144,8 @@ class ChatService:
         #: Things the user should know about start-up (e.g. a corrupt cache was rebuilt).
         self.notices = list(notices or [])
         self._switch_lock = threading.Lock()
-        self._failed_versions: set[str] = set()
+        #: Versions that failed to load -> when; retried after RETRY_FAILED_S (files restored?).
+        self._failed_versions: dict[str, float] = {}
 
     # -- model versions ------------------------------------------------------------------------
     @property
@@ -156,18 +160,23 @@ class ChatService:
             return self.generator.model_version
         active = self.registry.active()
         with self._switch_lock:
-            if active != self.generator.model_version and active not in self._failed_versions:
+            failed_at = self._failed_versions.get(active)
+            retry = failed_at is None or time.monotonic() - failed_at > RETRY_FAILED_S
+            if active != self.generator.model_version and retry:
                 try:
                     self.load_version(active)
                     self.generator.activate(active)
+                    self._failed_versions.pop(active, None)
                     log.info("The chat now answers with version %s", active)
                 except AssistantError as err:
-                    self._failed_versions.add(active)
-                    self.notices.append(
+                    self._failed_versions[active] = time.monotonic()
+                    notice = (
                         f"Version {active} is active but could not be loaded ({err}); the chat "
                         f"keeps answering with {self.generator.model_version}."
                     )
-                    log.warning(self.notices[-1])
+                    if notice not in self.notices:
+                        self.notices.append(notice)
+                    log.warning(notice)
         return self.generator.model_version
 
     def load_version(self, name: str) -> None:
@@ -298,6 +307,8 @@ class ChatService:
         """Fit history and sources into the window: old history goes first, then the
         lowest-ranked sources; the question itself always stays."""
         budget = self.generator.context_window - params.max_new_tokens
+        if budget <= 0:
+            raise AnswerTooLong(params.max_new_tokens, self.generator.context_window)
         while True:
             system = params.system_prompt
             if hits:

@@ -120,7 +120,7 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 conversation_id, last_answer_id = None, None
                 click.echo("New conversation.")
             elif cmd == "/list":
-                for c in service.store.list_conversations():
+                for c in service.store.list_conversations(chats_only=True):
                     click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
             elif cmd == "/open":
                 conv = service.store.get_conversation(int(arg))

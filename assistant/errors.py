@@ -26,6 +26,15 @@ class MessageTooLong(AssistantError):
         )
 
 
+class AnswerTooLong(AssistantError):
+    def __init__(self, max_new_tokens: int, context_window: int) -> None:
+        super().__init__(
+            f"'Max new tokens' is {max_new_tokens:,}, but the model reads and writes at most "
+            f"{context_window:,} tokens in all: lower it well below {context_window:,} to leave "
+            "room for the question. Nothing was saved."
+        )
+
+
 class ConversationNotFound(AssistantError):
     def __init__(self, conversation_id: int) -> None:
         self.conversation_id = conversation_id

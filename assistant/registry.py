@@ -244,6 +244,9 @@ class Registry:
             s.add(Activation(version=name, forced=forced, reason=reason[:200]))
         return name
 
+    def can_rollback(self) -> bool:
+        return bool(self._stack())
+
     def rollback(self) -> str:
         """Go back to the version active before the newest activation."""
         stack = self._stack()

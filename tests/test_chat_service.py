@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from assistant.chat import ChatService
-from assistant.errors import DatabaseLocked, EmptyMessage, GenerationFailed, MessageTooLong
+from assistant.errors import (
+    AnswerTooLong, DatabaseLocked, EmptyMessage, GenerationFailed, MessageTooLong,
+)
 from assistant.generation import GenerationParams
 from tests.fakes import FakeGenerator
 
@@ -151,3 +155,10 @@ def test_closing_an_unstarted_reply_stops_generation(store, settings):
     reply.close()
     assert reply.done.is_set() and list(reply) == []
     assert [m.role for m in store.messages(reply.conversation_id)] == ["user"]
+
+
+def test_max_new_tokens_beyond_the_context_window_is_a_clear_error(service, store):
+    params = replace(service.default_params(), max_new_tokens=service.generator.context_window)
+    with pytest.raises(AnswerTooLong, match="lower it well below 200"):
+        service.send(None, "Hello", params)
+    assert store.list_conversations() == []

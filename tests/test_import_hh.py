@@ -138,3 +138,12 @@ def test_cli_import_prints_counts_and_malformed_lines(env_settings, hh_lines):
 
     missing = runner.invoke(main, ["data", "import", "hh-rlhf", "nope.jsonl"])
     assert missing.exit_code == 1 and "Error: Cannot import nope.jsonl: no such file" in missing.output
+
+
+def test_imported_conversations_stay_out_of_the_chat_list(store, db, tmp_path):
+    chat = store.add_user_message(None, "My own question").conversation_id
+    f = tmp_path / "one.jsonl"
+    f.write_text(pair(("How do I boil an egg?",), "Simmer it.", "Fry it.") + "\n")
+    assert import_hh_rlhf(db, f).imported == 1
+    assert len(store.list_conversations()) == 2
+    assert [c.id for c in store.list_conversations(chats_only=True)] == [chat]

@@ -97,7 +97,7 @@ def _in_use(service: ChatService | None, registry: Registry, versions: list[Vers
     what = f" ({plain(kinds[active].kind)}, from {plain(kinds[active].parent or BASE)})" if active in kinds else ""
     row.markdown(f"The chat answers with **{plain(active)}**{what}.")
     row.button(
-        "Roll back", key="models_rollback", icon=":material/undo:", disabled=not history,
+        "Roll back", key="models_rollback", icon=":material/undo:", disabled=not registry.can_rollback(),
         help="Go back to the version that was active before the last activation.",
         on_click=_rollback, args=(registry, service),
     )

@@ -28,7 +28,7 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     )
 
     try:
-        conversations = service.store.list_conversations()
+        conversations = service.store.list_conversations(chats_only=True)
     except AssistantError as err:
         sb.error(str(err))
         conversations = []

@@ -3,23 +3,16 @@ page while a background run is going), ``log_history.json`` and ``curve.png``.""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from alignment.runs import write_json
+
 #: Logged values drawn beside the loss, when the trainer logs them.
 SECONDARY = ("rewards/accuracies", "accuracy", "reward", "rewards/margins", "kl")
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 class ProgressFile(TrainerCallback):

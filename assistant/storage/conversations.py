@@ -163,12 +163,13 @@ class ConversationStore:
             s.flush()
             return _conv(row)
 
-    def list_conversations(self) -> list[StoredConversation]:
+    def list_conversations(self, chats_only: bool = False) -> list[StoredConversation]:
+        """Newest first; ``chats_only`` leaves out imported conversations (e.g. hh-rlhf)."""
         with self.db.read() as s:
-            rows = s.scalars(
-                select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-            )
-            return [_conv(r) for r in rows]
+            q = select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+            if chats_only:
+                q = q.where(Conversation.source.is_(None))
+            return [_conv(r) for r in s.scalars(q)]
 
     def get_conversation(self, conversation_id: int) -> StoredConversation:
         with self.db.read() as s:

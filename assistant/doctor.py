@@ -1,0 +1,799 @@
+"""Check that the database, the FAISS index and the model registry agree, and repair what a
+crash (a kill, a power cut, a full disk) can leave behind.
+
+    assistant doctor                 # report; exit status 1 while a problem remains
+    assistant doctor --repair        # and repair what can be repaired
+    assistant doctor --scan exports  # also look for leftovers of interrupted exports there
+
+Every write path of the app is built to survive a kill: the database commits whole
+transactions, the index and exports are written beside their target and renamed into place,
+a trained version is renamed into ``versions/`` inside the transaction that registers it.
+What can still be left is a cache behind the database (the index), a temporary file or
+folder beside its target, a staging folder of a training run, or a background run that
+died without a result. :func:`diagnose` looks for each of these and, with ``repair``, fixes
+what it can without losing anything that was committed: the database is the source of
+truth and is never rewritten from the caches.
+
+Each check gives one :class:`Finding` (``ok``, ``problem`` or ``repaired``); the
+:class:`DoctorReport` holds them in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from assistant.config import EMBEDDED_MODEL, Settings
+from assistant.errors import AssistantError, DatabaseLocked
+from assistant.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "problem", "repaired"]
+OK: Status = "ok"
+PROBLEM: Status = "problem"
+REPAIRED: Status = "repaired"
+
+#: Checks in the order they run (each gives at most one finding).
+CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
+          "active", "runs", "temp")
+
+#: Reason recorded on an activation that the doctor makes.
+DOCTOR_REASON = "doctor"
+#: Written by :func:`assistant.backup.restore` while it moves files into place.
+RESTORE_MARKER = ".restore-in-progress.json"
+#: A temporary file or folder whose name carries no process id is left alone this long
+#: (another process may be writing it right now).
+STALE_AFTER_S = 600.0
+RESTORE_BACKUP_HINT = "restore a backup with `assistant restore BACKUP` (made by `assistant backup`)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    message: str
+    #: The things found (paths, version names, ...), one per entry.
+    items: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return f"{self.status:<9} {self.check:<10} {self.message}"
+
+
+@dataclass
+class DoctorReport:
+    data_dir: Path
+    repair: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No problem remains (everything was fine, or has been repaired)."""
+        return all(f.status != PROBLEM for f in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == PROBLEM]
+
+    @property
+    def repaired(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == REPAIRED]
+
+    def get(self, check: str) -> Finding | None:
+        return next((f for f in self.findings if f.check == check), None)
+
+    def status(self, check: str) -> Status | None:
+        found = self.get(check)
+        return found.status if found else None
+
+    def add(self, check: str, status: Status, message: str, items: Iterable[str] = ()) -> Finding:
+        finding = Finding(check, status, message, tuple(items))
+        self.findings.append(finding)
+        return finding
+
+    def lines(self) -> list[str]:
+        out = [f"Data folder {self.data_dir}"]
+        for f in self.findings:
+            out.append("  " + f.line())
+            out.extend(f"{'':13}- {item}" for item in f.items[:20])
+            if len(f.items) > 20:
+                out.append(f"{'':13}- ... and {len(f.items) - 20} more")
+        if self.ok:
+            fixed = len(self.repaired)
+            out.append(f"All checks pass{f' ({fixed} repaired)' if fixed else ''}.")
+        elif self.repair:
+            out.append(f"{len(self.problems)} problem(s) could not be repaired here; see above.")
+        else:
+            out.append(f"{len(self.problems)} problem(s) found: run `assistant doctor --repair` "
+                       "to repair what can be repaired.")
+        return out
+
+
+def diagnose(
+    settings: Settings,
+    *,
+    repair: bool = False,
+    scan: Sequence[Path] = (),
+    embedder=None,  # noqa: ANN001 - an Embedder, only needed to re-embed (loaded when needed)
+) -> DoctorReport:
+    """Run every check on the data of ``settings``; with ``repair``, repair what can be.
+
+    ``scan``: more folders to look in for leftovers of interrupted exports (they are written
+    wherever ``--out`` pointed). The embedding model is loaded only when the stored vectors
+    must be made again (another embedding model, or damaged vectors).
+    """
+    doctor = _Doctor(settings, repair, [Path(p) for p in scan], embedder)
+    doctor.run()
+    return doctor.report
+
+
+class _Doctor:
+    def __init__(self, settings: Settings, repair: bool, scan: list[Path], embedder) -> None:  # noqa: ANN001
+        self.settings = settings
+        self.repair = repair
+        self.scan = scan
+        self._embedder = embedder
+        self.report = DoctorReport(Path(settings.data_dir), repair)
+        url = make_url(settings.resolved_database_url)
+        self.sqlite = url.get_backend_name() == "sqlite"
+        self.db_file = (Path(url.database) if self.sqlite and url.database
+                        and url.database != ":memory:" else None)
+        self.db: Database | None = None
+        #: Size of a stored vector in bytes (the most common one), and how many differ.
+        self.vector_bytes: int | None = None
+        self.bad_vectors = 0
+
+    def run(self) -> None:
+        try:
+            if self._open_database() and self._integrity() and self._schema():
+                self._fts()
+                self._documents()
+                self._index()
+                self._registry()
+        finally:
+            if self.db is not None:
+                self.db.dispose()
+        self._runs()
+        self._temp()
+
+    # -- database --------------------------------------------------------------------------
+    def _open_database(self) -> bool:
+        r = self.report
+        if self.db_file is not None and not self.db_file.exists():
+            r.add("database", OK, f"no database yet at {self.db_file} (the app creates it when "
+                  "it first starts); nothing to check against")
+            return False
+        self.db = Database(self.settings.resolved_database_url, self.settings.db_busy_timeout_s)
+        try:
+            with self.db.read() as s:
+                s.execute(text("SELECT 1"))
+        except (AssistantError, sa_exc.DBAPIError) as err:
+            r.add("database", PROBLEM, f"cannot open {self.db.where}: {_reason(err)}. "
+                  f"If the file is damaged, {RESTORE_BACKUP_HINT}.")
+            return False
+        r.add("database", OK, f"{self.db.engine.dialect.name} database at {self.db.where}")
+        return True
+
+    def _integrity(self) -> bool:
+        """SQLite's own page-level check, plus dangling foreign keys."""
+        r = self.report
+        if not self.sqlite:
+            r.add("integrity", OK, "not checked here (not SQLite: use the server's own tools)")
+            return True
+        try:
+            with self.db.read() as s:
+                errors = [row[0] for row in s.execute(text("PRAGMA integrity_check")).all()]
+                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
+        except DatabaseLocked as err:
+            r.add("integrity", PROBLEM, f"could not check: {err}")
+            return False
+        except (AssistantError, sa_exc.DBAPIError) as err:
+            r.add("integrity", PROBLEM, f"the database file is damaged ({_reason(err)}): "
+                  f"{RESTORE_BACKUP_HINT}. Nothing else was checked.")
+            return False
+        if errors != ["ok"]:
+            r.add("integrity", PROBLEM, "SQLite's integrity check failed: the file is damaged. "
+                  f"Copy it somewhere safe, then {RESTORE_BACKUP_HINT}. Nothing else was checked.",
+                  errors)
+            return False
+        if dangling:
+            items = [f"{table} row {rowid} points at a missing {parent} row"
+                     for table, rowid, parent, _ in dangling]
+            r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not exist "
+                  "(written with foreign keys off, by another tool?). They are left as they are: "
+                  f"delete them by hand or {RESTORE_BACKUP_HINT}.", items)
+            return True
+        r.add("integrity", OK, "SQLite integrity check passed, no dangling references")
+        return True
+
+    def _schema(self) -> bool:
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        from assistant.storage.migrate import alembic_config, current_revision, head_revision, upgrade
+
+        r = self.report
+        try:
+            current, head = current_revision(self.db), head_revision()
+        except (AssistantError, sa_exc.DBAPIError) as err:
+            r.add("schema", PROBLEM, f"could not read the schema revision: {_reason(err)}")
+            return False
+        if current == head:
+            r.add("schema", OK, f"at the newest revision ({head})")
+            return True
+        if current is not None:
+            try:
+                ScriptDirectory.from_config(alembic_config(self.db)).get_revision(current)
+            except CommandError:
+                r.add("schema", PROBLEM, f"the database is at revision {current}, which this "
+                      f"version of the assistant does not know (its newest is {head}): it was "
+                      "written by a newer version. Run that version, or restore an older backup.")
+                return False
+        was = current or "empty"
+        if not self.repair:
+            r.add("schema", PROBLEM, f"at revision {was}, not the newest ({head}): "
+                  "`assistant doctor --repair` (or `assistant db upgrade`) migrates it")
+            return False
+        try:
+            upgrade(self.db)
+        except (AssistantError, sa_exc.DBAPIError) as err:
+            r.add("schema", PROBLEM, f"migrating from {was} to {head} failed: {_reason(err)}")
+            return False
+        r.add("schema", REPAIRED, f"migrated from revision {was} to {head}")
+        return True
+
+    # -- documents and the index -----------------------------------------------------------
+    def _fts(self) -> None:
+        """The FTS5 table is kept in step by triggers; check it against the chunks."""
+        r = self.report
+        if not self.sqlite:
+            return
+        try:
+            with self.db.write() as s:
+                s.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
+            r.add("fts", OK, "full-text index agrees with the chunks")
+            return
+        except DatabaseLocked as err:
+            r.add("fts", PROBLEM, f"could not check the full-text index: {err}")
+            return
+        except (AssistantError, sa_exc.DBAPIError) as err:
+            why = _reason(err)
+        if not self.repair:
+            r.add("fts", PROBLEM, f"the full-text index disagrees with the chunks ({why}); "
+                  "`assistant doctor --repair` rebuilds it from the chunk text")
+            return
+        with self.db.write() as s:
+            s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')"))
+        r.add("fts", REPAIRED, "the full-text index disagreed with the chunks; rebuilt it "
+              "from the chunk text")
+
+    def _documents(self) -> None:
+        """Documents are stored with all their chunks in one transaction; one without chunks,
+        or a chunk whose vector has the wrong size, did not come from this app's ingest."""
+        from sqlalchemy import delete
+
+        from assistant.storage.schema import Document, DocumentChunk
+
+        r = self.report
+        with self.db.read() as s:
+            empty = s.execute(
+                select(Document.id, Document.name)
+                .where(~select(DocumentChunk.id).where(DocumentChunk.document_id == Document.id).exists())
+                .order_by(Document.id)
+            ).all()
+            sizes = dict(s.execute(
+                select(func.length(DocumentChunk.embedding), func.count()).group_by(
+                    func.length(DocumentChunk.embedding))
+            ).all())
+            documents = s.scalar(select(func.count()).select_from(Document)) or 0
+        self.vector_bytes = max(sizes, key=sizes.get) if sizes else None
+        bad_vectors = sum(n for size, n in sizes.items() if size != self.vector_bytes or not size)
+        if self.vector_bytes is not None and (self.vector_bytes % 4 or not self.vector_bytes):
+            bad_vectors = sum(sizes.values())
+        self.bad_vectors = bad_vectors
+        items = [f"#{i} {name}: no chunks" for i, name in empty]
+        if bad_vectors:
+            items.append(f"{bad_vectors} chunk(s) with a damaged vector")
+        if not items:
+            r.add("documents", OK, f"{documents} document(s), each with its chunks and vectors")
+            return
+        if not self.repair:
+            r.add("documents", PROBLEM, "half-stored documents: `assistant doctor --repair` "
+                  "removes documents without chunks (ingest them again) and embeds damaged "
+                  "vectors again", items)
+            return
+        if empty:
+            with self.db.write() as s:
+                s.execute(delete(Document).where(Document.id.in_([i for i, _ in empty])))
+        if bad_vectors:
+            from assistant.storage.documents import DocumentStore
+
+            embedder = self._load_embedder()
+            DocumentStore(self.db).replace_embeddings(embedder.encode, embedder.name)
+            self.vector_bytes, self.bad_vectors = embedder.dim * 4, 0
+        r.add("documents", REPAIRED, "removed documents without chunks (ingest those files "
+              "again)" + (" and embedded every chunk again" if bad_vectors else ""), items)
+
+    def _index(self) -> None:
+        from assistant.index import INDEX_FILE, META_FILE, VectorIndex
+        from assistant.ingest import reembed
+        from assistant.storage.documents import DocumentStore
+
+        r = self.report
+        store = DocumentStore(self.db)
+        ids, models = store.chunk_ids(), store.embed_models()
+        directory = self.settings.index_dir
+        meta = _read_json(directory / META_FILE)
+        if not ids and not (directory / INDEX_FILE).exists():
+            r.add("index", OK, "no documents and no index yet")
+            return
+        if self.bad_vectors:
+            r.add("index", PROBLEM, "not checked: some stored vectors are damaged (see documents)")
+            return
+        name = _embedder_name(self.settings)
+        kind = self.settings.retrieval.index_type
+        dim = self.vector_bytes // 4 if self.vector_bytes else int(meta.get("dim") or 0)
+        if not dim:
+            r.add("index", PROBLEM, f"the index files in {directory} are unreadable and the "
+                  "database holds no vectors to rebuild them from; delete the folder")
+            return
+        index = VectorIndex(directory, dim, kind, name)
+        report = index.check(ids, models)
+        if report.ok:
+            r.add("index", OK, f"FAISS index ({kind}) agrees with the database: "
+                  f"{report.in_db} chunks")
+            return
+        what = (f"the stored vectors were made by another embedding model ({', '.join(sorted(models))}; "
+                f"configured: {name})" if report.model_mismatch else
+                f"{report.missing} chunk(s) of the database are missing from it and "
+                f"{report.stale} in it are no longer in the database")
+        if not self.repair:
+            r.add("index", PROBLEM, f"the FAISS index disagrees with the database: {what}. "
+                  "`assistant doctor --repair` rebuilds it from the vectors in the database")
+            return
+        if report.model_mismatch:
+            embedder = self._load_embedder()
+            index = VectorIndex(directory, embedder.dim, kind, embedder.name)
+            n = reembed(store, index, embedder)
+            how = f"embedded all {n} chunks again with {embedder.name}"
+        else:
+            n = index.rebuild(store.iter_vectors())
+            index.save()
+            how = f"rebuilt it from the {n} vectors stored in the database"
+        r.add("index", REPAIRED, f"the FAISS index disagreed with the database ({what}); {how}")
+
+    def _load_embedder(self):  # noqa: ANN202
+        if self._embedder is None:
+            from assistant.embedding import Embedder
+
+            self._embedder = Embedder(self.settings.retrieval.embedding_model)
+        return self._embedder
+
+    # -- model registry --------------------------------------------------------------------
+    def _registry(self) -> None:
+        from assistant.registry import BASE, Registry
+
+        r = self.report
+        registry = Registry(self.db, self.settings.versions_dir)
+        versions = registry.list()
+        broken = {v.name: why for v in versions if (why := _version_problem(v))}
+        if broken:
+            r.add("versions", PROBLEM, f"{len(broken)} of {len(versions)} version(s) have "
+                  f"missing or damaged files; the chat will not switch to them. This cannot be "
+                  f"repaired here: {RESTORE_BACKUP_HINT}, or train them again",
+                  [f"{name}: {why}" for name, why in broken.items()])
+        else:
+            r.add("versions", OK, f"{len(versions)} version(s), all with their adapter files")
+
+        self._stray(registry)
+
+        active = registry.active()
+        known = {v.name: v for v in versions}
+        why = None
+        if active != BASE:
+            if active not in known:
+                why = "is not a registered version"
+            elif known[active].kind == "reward":
+                why = "is a reward model, which cannot answer chats"
+            elif active in broken:
+                why = broken[active]
+        if why is None:
+            r.add("active", OK, f"the chat uses {active}")
+            return
+        target = _last_good(registry, known, broken)
+        if not self.repair:
+            r.add("active", PROBLEM, f"the active version {active} {why}. "
+                  f"`assistant doctor --repair` switches the chat back to {target}")
+            return
+        registry.activate(target, reason=DOCTOR_REASON)
+        r.add("active", REPAIRED, f"the active version {active} {why}; switched the chat back "
+              f"to {target} (the last good version; logged with reason {DOCTOR_REASON!r})")
+
+    def _stray(self, registry) -> None:  # noqa: ANN001
+        r = self.report
+        strays = registry.stray_folders()
+        if not strays:
+            r.add("stray", OK, "no folders left by interrupted training runs")
+            return
+        live = _live_trainings(self.settings)
+        oldest_live = min((started for _, started in live), default=None)
+        in_use = [p for p in strays
+                  if oldest_live is not None and not p.name.startswith(".orphaned-")
+                  and _created(p) >= oldest_live - 2]
+        stale = [p for p in strays if p not in in_use]
+        busy = (f"; {len(in_use)} belong to training still running (pid "
+                f"{', '.join(str(pid) for pid, _ in live)}) and are left alone") if in_use else ""
+        if not stale:
+            r.add("stray", OK, f"no folders left by interrupted training runs{busy}",
+                  [p.name for p in in_use])
+            return
+        if not self.repair:
+            r.add("stray", PROBLEM, f"{len(stale)} folder(s) in {registry.root} belong to no "
+                  "version (left by a training run that was killed, or set aside by a "
+                  f"registration); `assistant doctor --repair` removes them{busy}",
+                  [p.name for p in stale])
+            return
+        for p in stale:
+            registry.remove_stray(p)
+        left = [p for p in stale if p.exists()]
+        if left:
+            r.add("stray", PROBLEM, f"could not remove {len(left)} folder(s); remove them by hand",
+                  [str(p) for p in left])
+            return
+        r.add("stray", REPAIRED, f"removed {len(stale)} folder(s) that belonged to no version{busy}",
+              [p.name for p in stale])
+
+    # -- background runs and temporary files -----------------------------------------------
+    def _runs(self) -> None:
+        r = self.report
+        root = self.settings.runs_dir
+        pending = [p for p in sorted(root.iterdir())
+                   if (p / "run.json").is_file() and not (p / "result.json").exists()] if root.is_dir() else []
+        if not pending:
+            r.add("runs", OK, "no background run died without a result")
+            return
+        # alignment.runs imports the training stack (seconds): only when there is a run to look at.
+        from alignment import runs
+
+        died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
+        if not died:
+            r.add("runs", OK, f"{len(pending)} background run(s) still running")
+            return
+        items = [f"{run.id} (pid {run.pid}, step {run.progress.get('step', 0)} of "
+                 f"{run.progress.get('max_steps', '?')})" for run in died]
+        if not self.repair:
+            r.add("runs", PROBLEM, f"{len(died)} background run(s) are marked running but their "
+                  "process is gone (killed, or out of memory); nothing of them was registered. "
+                  "`assistant doctor --repair` records them as died", items)
+            return
+        for run in died:
+            runs.finish(run.path, "died", error="The training process ended without a result "
+                        "(killed, or out of memory); nothing was registered. Found by `assistant doctor`.")
+        r.add("runs", REPAIRED, f"recorded {len(died)} background run(s) whose process was gone "
+              "as died (nothing of them was registered)", items)
+
+    def _temp(self) -> None:
+        r = self.report
+        found = list(_leftovers(self._temp_places()))
+        marker = Path(self.settings.data_dir) / RESTORE_MARKER
+        restore = _read_json(marker) if marker.exists() else None
+        if not found and restore is None:
+            r.add("temp", OK, "no temporary files left by interrupted writes")
+            return
+        stale = [t for t in found if t.stale]
+        busy = [t for t in found if not t.stale]
+        items = [t.describe() for t in found]
+        restore_msg = ""
+        if restore is not None:
+            restore_msg = (f"; a restore from {restore.get('source', '?')} was interrupted: run "
+                           "`assistant restore` with that backup again")
+            items.append(f"{marker.name}: restore from {restore.get('source', '?')} "
+                         f"started {restore.get('started', '?')}")
+        if not self.repair or not stale:
+            status = PROBLEM if stale or restore is not None else OK
+            what = (f"{len(stale)} temporary file(s) or folder(s) left by interrupted writes"
+                    + (": `assistant doctor --repair` removes them (an earlier export set aside "
+                       "is put back)" if stale else ""))
+            if busy:
+                what += f"; {len(busy)} may still be in use and are left alone"
+            r.add("temp", status, what + restore_msg, items)
+            return
+        done = [t.clean() for t in stale]
+        failed = [t for t, ok in zip(stale, done, strict=True) if not ok]
+        status = PROBLEM if failed or restore is not None else REPAIRED
+        r.add("temp", status, f"cleaned up {len(stale) - len(failed)} temporary file(s) or "
+              f"folder(s) left by interrupted writes"
+              + (f"; could not remove {len(failed)}" if failed else "")
+              + (f"; {len(busy)} may still be in use and were left alone" if busy else "")
+              + restore_msg, items)
+
+    def _temp_places(self) -> list[tuple[Path, int, bool]]:
+        """(folder, depth, mkstemp names too) to look in."""
+        s = self.settings
+        data = Path(s.data_dir)
+        places = [(data, 2, False), (s.index_dir, 1, True), (s.resolved_model_cache_dir, 1, True),
+                  (s.runs_dir, 2, False)]
+        if self.db_file is not None:
+            places.append((self.db_file.parent, 1, False))
+        places += [(p, 1, False) for p in self.scan]
+        return places
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _reason(err: BaseException) -> str:
+    orig = getattr(err, "orig", None)
+    return str(orig or err).splitlines()[0][:300]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _embedder_name(settings: Settings) -> str:
+    """The name the configured embedding model stamps on its vectors (as Embedder.name),
+    without loading the model."""
+    from assistant.embedding import EMBEDDED_NAME
+
+    model = settings.retrieval.embedding_model
+    return EMBEDDED_NAME if model == EMBEDDED_MODEL else model
+
+
+def _version_problem(version) -> str | None:  # noqa: ANN001
+    """Why ``version``'s files cannot serve, or None."""
+    if version.path is None or not version.path.is_dir():
+        return f"its folder {version.path} is missing"
+    adapter = version.adapter_dir
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        return f"{config} is missing"
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError):
+        return f"{config} is unreadable"
+    weights = [adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin")]
+    present = [w for w in weights if w.is_file()]
+    if not present:
+        return f"its adapter weights (adapter_model.safetensors) are missing in {adapter}"
+    if present[0].suffix == ".safetensors" and not safetensors_complete(present[0]):
+        return f"{present[0]} is truncated or damaged"
+    return None
+
+
+def safetensors_complete(path: Path) -> bool:
+    """The file holds a readable header and every byte the header promises (a cheap check
+    that catches truncation, without reading the tensors)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return False
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False
+
+
+def _replay(history) -> list[str]:  # noqa: ANN001
+    """The activation stack, replayed as Registry does: an activation pushes, a rollback pops."""
+    stack: list[str] = []
+    for record in history:
+        if record.reason == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(record.version)
+    return stack
+
+
+def _last_good(registry, known: dict, broken: dict) -> str:  # noqa: ANN001
+    from assistant.registry import BASE
+
+    for name in reversed(_replay(registry.history())):
+        if name == BASE or (name in known and name not in broken and known[name].kind != "reward"):
+            return name
+    return BASE
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child that nobody has reaped yet is a zombie: dead for our purposes
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _proc_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds; Linux)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _processes() -> Iterator[tuple[int, list[str], dict[str, str], Path]]:
+    """(pid, argv, environment, cwd) of the processes this user may look at (Linux)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = entry.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
+            if "train" not in argv:
+                continue
+            env = dict(
+                item.split("=", 1) for item in
+                entry.joinpath("environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in item
+            )
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        yield int(entry.name), argv, env, cwd
+
+
+def _live_trainings(settings: Settings) -> list[tuple[int, float]]:
+    """(pid, start time) of training processes that write into this data folder: runs
+    started from the Models page, and `assistant train ...` found among the processes."""
+    data = Path(settings.data_dir).resolve()
+    found: dict[int, float] = {}
+    runs_dir = settings.runs_dir
+    if runs_dir.is_dir():
+        for run_json in runs_dir.glob("*/run.json"):
+            if (run_json.parent / "result.json").exists():
+                continue
+            meta = _read_json(run_json)
+            pid = int(meta.get("pid") or 0)
+            if pid_alive(pid):
+                found[pid] = float(meta.get("started") or 0)
+    for pid, argv, env, cwd in _processes():
+        if not any(a == "assistant.cli" or a.endswith("/assistant") or a == "assistant" for a in argv):
+            continue
+        where = Path(env.get("ASSISTANT_DATA_DIR", "data"))
+        if (cwd / where).resolve() == data and pid_alive(pid):
+            found.setdefault(pid, _proc_start(pid) or 0.0)
+    return sorted(found.items())
+
+
+_STAGING_TIME = re.compile(r"^\.staging-(\d{8}-\d{6})-")
+
+
+def _created(path: Path) -> float:
+    """When a staging folder was made (its name says, in local time), else its mtime."""
+    m = _STAGING_TIME.match(path.name)
+    if m:
+        try:
+            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+# Names of what the app's atomic writes leave beside their target when killed halfway.
+_WITH_PID = (
+    # alignment.export.write_export, assistant.backup: the new folder, before its rename
+    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)-\d+$"), False),
+    # alignment.export._replace_dir: the earlier export, set aside while the new one moves in
+    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)\.old-(?P<pid>\d+)-\d+$"), True),
+    # assistant.models._replace_dir: the earlier converted checkpoint
+    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)-old-(?P<pid>\d+)-\d+$"), True),
+    # alignment.training.progress.write_json
+    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.tmp$"), False),
+    # assistant.backup.restore: files extracted or copied before they move into place
+    ("unfinished restore", re.compile(r"^\.(?P<target>.+)\.restore-(?P<pid>\d+)-\d+$"), False),
+)
+# tempfile.mkstemp / mkdtemp (index files, model conversion): no pid in the name.
+_NO_PID = re.compile(r"^\.(?P<target>.+)-[a-z0-9_]{8}$")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    path: Path
+    what: str
+    target: Path
+    pid: int | None
+    #: Put back in place of ``target`` (when that is missing) rather than removed.
+    restore: bool
+    stale: bool
+
+    def describe(self) -> str:
+        owner = f"process {self.pid}" if self.pid is not None else "unknown process"
+        state = "ended" if self.stale else "may still be writing it"
+        return f"{self.path} ({self.what} of {self.target.name}; {owner} {state})"
+
+    def clean(self) -> bool:
+        try:
+            if self.restore and not self.target.exists():
+                os.replace(self.path, self.target)
+                log.info("Put %s back as %s", self.path, self.target)
+            elif self.path.is_dir() and not self.path.is_symlink():
+                shutil.rmtree(self.path)
+            else:
+                self.path.unlink()
+        except OSError as err:
+            log.warning("Could not clean up %s: %s", self.path, err)
+            return False
+        return True
+
+
+def _leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
+    seen: set[Path] = set()
+    now = time.time()
+    for folder, depth, mkstemp in places:
+        for path in _walk(Path(folder), depth):
+            if path in seen or not path.name.startswith("."):
+                continue
+            found = _leftover(path, mkstemp, now)
+            if found is not None:
+                seen.add(path)
+                yield found
+
+
+def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
+    for what, pattern, restore in _WITH_PID:
+        m = pattern.match(path.name)
+        if m:
+            pid = int(m.group("pid"))
+            return Leftover(path, what, path.with_name(m.group("target")), pid, restore,
+                            stale=not pid_alive(pid))
+    m = _NO_PID.match(path.name) if mkstemp else None
+    if m is None or path.name.startswith(".staging-"):
+        return None
+    try:
+        age = now - path.stat().st_mtime
+    except OSError:
+        return None
+    return Leftover(path, "temporary copy", path.with_name(m.group("target")), None, False,
+                    stale=age > STALE_AFTER_S)
+
+
+def _walk(folder: Path, depth: int) -> Iterator[Path]:
+    """Entries of ``folder`` down to ``depth`` levels, without entering the versions folder
+    (the stray check owns it) or dot-folders (a leftover's insides are not leftovers)."""
+    if depth <= 0 or not folder.is_dir():
+        return
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        yield entry
+        if (entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
+                and entry.name != "versions"):
+            yield from _walk(entry, depth - 1)
+

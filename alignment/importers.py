@@ -96,8 +96,10 @@ def parse_hh_line(line: str) -> HHPair:
     """One JSONL line -> :class:`HHPair`, or :class:`MalformedPair` saying why not."""
     try:
         obj = json.loads(line)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         raise MalformedPair(f"not JSON ({err.msg})") from None
+    except (ValueError, RecursionError) as err:  # e.g. a 5,000-digit number, deep nesting
+        raise MalformedPair(f"not JSON ({type(err).__name__}: {str(err)[:80]})") from None
     if not isinstance(obj, dict):
         raise MalformedPair("not a JSON object")
     missing = [k for k in ("chosen", "rejected") if not isinstance(obj.get(k), str)]

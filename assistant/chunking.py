@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from assistant.parsing import Section
 
-# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
+# A sentence ends at . ! ? (optionally followed by a quote or bracket, kept with it) before
+# whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?][\"'”’)\]])\s+|(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)

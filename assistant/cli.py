@@ -279,8 +279,11 @@ def index_rebuild(reembed: bool) -> None:
 from alignment.cli import data as _data  # noqa: E402
 from alignment.cli_train import register as _register_training  # noqa: E402
 
+from assistant.cli_ops import register as _register_ops  # noqa: E402
+
 main.add_command(_data)
 _register_training(main)
+_register_ops(main)
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001

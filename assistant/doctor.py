@@ -212,12 +212,43 @@ class _Doctor:
         if dangling:
             items = [f"{table} row {rowid} points at a missing {parent} row"
                      for table, rowid, parent, _ in dangling]
-            r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not exist "
-                  "(written with foreign keys off, by another tool?). They are left as they are: "
-                  f"delete them by hand or {RESTORE_BACKUP_HINT}.", items)
+            if not self.repair:
+                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
+                      "exist (deleted with foreign keys off, by another tool?). `assistant doctor "
+                      "--repair` finishes those deletions as the schema declares them", items)
+                return True
+            try:
+                self._finish_deletions()
+            except (AssistantError, sa_exc.DBAPIError) as err:
+                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
+                      f"exist, and finishing their deletion failed: {_reason(err)}", items)
+                return True
+            r.add("integrity", REPAIRED, f"{len(dangling)} row(s) pointed at rows that do not "
+                  "exist; finished their deletion as the schema declares (ON DELETE CASCADE / "
+                  "SET NULL)", items)
             return True
         r.add("integrity", OK, "SQLite integrity check passed, no dangling references")
         return True
+
+    def _finish_deletions(self) -> None:
+        """Do what each dangling row's foreign key says happens when its parent is deleted
+        (rows of a deleted document, ratings of a deleted message, ...). Deleting can leave
+        new dangling rows where foreign keys were off; repeat until none are left."""
+        for _ in range(10):
+            with self.db.write() as s:
+                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
+                if not dangling:
+                    return
+                for table, rowid, _parent, fkid in dangling:
+                    keys = {row[0]: row for row in s.execute(text(f'PRAGMA foreign_key_list("{table}")'))}
+                    _, _, _, column, _, _, on_delete, _ = keys[fkid]
+                    if on_delete == "CASCADE":
+                        s.execute(text(f'DELETE FROM "{table}" WHERE rowid = :r'), {"r": rowid})
+                    elif on_delete == "SET NULL":
+                        s.execute(text(f'UPDATE "{table}" SET "{column}" = NULL WHERE rowid = :r'),
+                                  {"r": rowid})
+                    else:
+                        raise AssistantError(f"{table}.{column} has no ON DELETE action to apply")
 
     def _schema(self) -> bool:
         from alembic.script import ScriptDirectory
@@ -465,7 +496,7 @@ class _Doctor:
         if not pending:
             r.add("runs", OK, "no background run died without a result")
             return
-        # alignment.runs imports the training stack (seconds): only when there is a run to look at.
+        # Only now: most data folders have no run to look at.
         from alignment import runs
 
         died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
@@ -488,37 +519,49 @@ class _Doctor:
     def _temp(self) -> None:
         r = self.report
         found = list(_leftovers(self._temp_places()))
-        marker = Path(self.settings.data_dir) / RESTORE_MARKER
-        restore = _read_json(marker) if marker.exists() else None
-        if not found and restore is None:
-            r.add("temp", OK, "no temporary files left by interrupted writes")
-            return
         stale = [t for t in found if t.stale]
         busy = [t for t in found if not t.stale]
         items = [t.describe() for t in found]
-        restore_msg = ""
+        marker = Path(self.settings.data_dir) / RESTORE_MARKER
+        restore = _read_json(marker) if marker.exists() else None
+        interrupted = restore is not None and not pid_alive(int(restore.get("pid") or 0))
         if restore is not None:
-            restore_msg = (f"; a restore from {restore.get('source', '?')} was interrupted: run "
-                           "`assistant restore` with that backup again")
-            items.append(f"{marker.name}: restore from {restore.get('source', '?')} "
-                         f"started {restore.get('started', '?')}")
-        if not self.repair or not stale:
-            status = PROBLEM if stale or restore is not None else OK
-            what = (f"{len(stale)} temporary file(s) or folder(s) left by interrupted writes"
-                    + (": `assistant doctor --repair` removes them (an earlier export set aside "
-                       "is put back)" if stale else ""))
-            if busy:
-                what += f"; {len(busy)} may still be in use and are left alone"
-            r.add("temp", status, what + restore_msg, items)
+            items.append(f"{marker.name}: restore from {restore.get('source', '?')} started "
+                         f"{restore.get('started', '?')}"
+                         + ("" if interrupted else f" (still running, pid {restore.get('pid')})"))
+        if not found and not interrupted:
+            r.add("temp", OK, "no temporary files left by interrupted writes", items)
             return
-        done = [t.clean() for t in stale]
-        failed = [t for t, ok in zip(stale, done, strict=True) if not ok]
-        status = PROBLEM if failed or restore is not None else REPAIRED
-        r.add("temp", status, f"cleaned up {len(stale) - len(failed)} temporary file(s) or "
-              f"folder(s) left by interrupted writes"
-              + (f"; could not remove {len(failed)}" if failed else "")
-              + (f"; {len(busy)} may still be in use and were left alone" if busy else "")
-              + restore_msg, items)
+        cleaned = failed = put_back = 0
+        if self.repair:
+            for t in stale:
+                back = t.restore and not t.target.exists()
+                if t.clean():
+                    cleaned += 1
+                    put_back += back
+                else:
+                    failed += 1
+        parts = []
+        if cleaned:
+            parts.append(f"cleaned up {cleaned} temporary file(s) or folder(s) left by "
+                         "interrupted writes" + (f" ({put_back} earlier version(s) set aside "
+                                                 "were put back in place)" if put_back else ""))
+        if failed:
+            parts.append(f"could not remove {failed}: remove them by hand")
+        if stale and not self.repair:
+            parts.append(f"{len(stale)} temporary file(s) or folder(s) left by interrupted "
+                         "writes: `assistant doctor --repair` removes them (an earlier export "
+                         "set aside is put back)")
+        if busy:
+            parts.append(f"{len(busy)} may still be being written and are left alone")
+        if interrupted:
+            parts.append(f"a restore from {restore.get('source', '?')} was interrupted: run "
+                         "`assistant restore` with that backup again")
+        if failed or interrupted or (stale and not self.repair):
+            status = PROBLEM
+        else:
+            status = REPAIRED if cleaned else OK
+        r.add("temp", status, "; ".join(parts), items)
 
     def _temp_places(self) -> list[tuple[Path, int, bool]]:
         """(folder, depth, mkstemp names too) to look in."""

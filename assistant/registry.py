@@ -204,6 +204,11 @@ class Registry:
             if record.reason == "rollback":
                 if stack:
                     stack.pop()
+            elif record.reason == "doctor":  # replaces a broken active version
+                if stack:
+                    stack.pop()
+                if not stack or stack[-1] != record.version:
+                    stack.append(record.version)
             else:
                 stack.append(record.version)
         return stack
@@ -229,7 +234,10 @@ class Registry:
                 "on this one."
             )
         adapter = version.adapter_dir
-        if adapter is None or not (adapter / "adapter_config.json").is_file():
+        weights = adapter / "adapter_model.safetensors" if adapter else None
+        if adapter is None or not (adapter / "adapter_config.json").is_file() or not (
+            weights.is_file() and weights.stat().st_size > 0
+        ):
             raise ActivationRefused(
                 f"{name}'s adapter files are missing ({adapter}). Run `assistant doctor` or "
                 "restore a backup; the active version is unchanged."

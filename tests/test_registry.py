@@ -24,6 +24,7 @@ def make_version(registry: Registry, kind: str = "dpo", parent: str = BASE, fing
     staging = registry.staging_dir()
     (staging / "adapter").mkdir()
     (staging / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (staging / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
     return registry.register(
         staging, kind=kind, base_model="tiny", base_fingerprint=fingerprint, parent=parent,
         data={"kind": "preference", "train_rows": 10, "test_rows": 2, "sha256": "ab"},
@@ -98,12 +99,16 @@ def test_servable_checks(registry):
     other = make_version(registry, fingerprint="0" * 32)
     broken = make_version(registry)
     (broken.adapter_dir / "adapter_config.json").unlink()
+    no_weights = make_version(registry)
+    (no_weights.adapter_dir / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(ActivationRefused, match="reward model"):
         activate_version(registry, reward.name, FP)
     with pytest.raises(ActivationRefused, match="trained on another base model"):
         activate_version(registry, other.name, FP)
     with pytest.raises(ActivationRefused, match="adapter files are missing"):
         activate_version(registry, broken.name, FP, force=True)
+    with pytest.raises(ActivationRefused, match="adapter files are missing"):
+        activate_version(registry, no_weights.name, FP, force=True)
     assert registry.active() == BASE and registry.history() == []
 
 
@@ -135,3 +140,12 @@ def test_gate_needs_an_evaluation_and_refuses_regressions(registry):
                                                      "baseline_qa_accuracy": 0.5})
     assert activate_version(registry, v2.name, FP) == "v2"
     assert not registry.history()[-1].forced
+
+
+def test_rollback_after_doctor_does_not_return_to_the_broken_version(registry):
+    v1, v2 = make_version(registry), make_version(registry)
+    registry.activate(v1.name)
+    registry.activate(v2.name)  # then v2's files break, and doctor moves the chat back to v1
+    registry.activate(v1.name, reason="doctor")
+    assert registry.active() == "v1"
+    assert registry.rollback() == BASE

@@ -2,7 +2,7 @@
 
 The page is the subject here, not the model: the app runs on the real settings, database and
 registry, with the FakeGenerator standing in for the model (it "loads" adapters by name), so
-registered versions need only an ``adapter/adapter_config.json``.
+registered versions need only an ``adapter/`` with a config and a weights file.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def add_version(registry, kind: str = "dpo", parent: str = "base", metrics: dict
     staging = registry.staging_dir()
     (staging / "adapter").mkdir()
     (staging / "adapter" / "adapter_config.json").write_text("{}")
+    (staging / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
     if curve:
         Image.new("RGB", (64, 36), "white").save(staging / "curve.png")
     return registry.register(

@@ -6,7 +6,11 @@ STAMP  := $(VENV)/.installed
 # No model hub by default; `make run HF_HUB_OFFLINE=0` lets a hub id in ASSISTANT_MODEL download.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast bench clean
+# The browser tests (tests/e2e) drive Debian's chromium: Playwright cannot download its own.
+CHROMIUM ?= /usr/bin/chromium
+APT_PACKAGES := chromium chromium-driver
+
+.PHONY: setup browser run test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +23,30 @@ $(STAMP): pyproject.toml requirements/embedded-model.txt
 
 setup: $(STAMP)
 
+# Installs chromium with apt-get when it is missing (as root, or through sudo); a no-op when
+# it is there. Without root or sudo it says how to install it and the browser tests skip.
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then \
+		: ; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing $(APT_PACKAGES) with apt-get (for the browser tests)"; \
+		apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	elif command -v sudo >/dev/null 2>&1; then \
+		echo "Installing $(APT_PACKAGES) with sudo apt-get (for the browser tests)"; \
+		sudo apt-get update && \
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	else \
+		echo "$(CHROMIUM) is missing and neither root nor sudo can install it: the browser" \
+		     "tests (tests/e2e) will be skipped. As root: apt-get update &&" \
+		     "apt-get install -y --no-install-recommends $(APT_PACKAGES)" >&2; \
+	fi
+
 run: setup
 	$(BIN)/assistant db upgrade
 	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -20,16 +20,17 @@ def _sources(m: StoredMessage) -> None:
     cited = [src for src in m.sources if src.cited]
     others = [src for src in m.sources if not src.cited]
     for src in cited:
-        where = f" · {src.location}" if src.location else ""
-        label = f"[{src.rank}] {plain(src.document_name)}{plain(where)}"
+        # plain() trims its text: the separator goes outside it, or the space before it is lost.
+        where = f" · {plain(src.location)}" if src.location else ""
+        label = f"[{src.rank}] {plain(src.document_name)}{where}"
         with st.expander(label, icon=":material/format_quote:"):
             st.text(src.text)
     if others:
         label = "Sources shown to the model" if not cited else "Other sources shown to the model"
         with st.expander(f"{label} ({len(others)})", icon=":material/library_books:"):
             for src in others:
-                where = f" · {src.location}" if src.location else ""
-                st.markdown(f"**[{src.rank}] {plain(src.document_name)}{plain(where)}**")
+                where = f" · {plain(src.location)}" if src.location else ""
+                st.markdown(f"**[{src.rank}] {plain(src.document_name)}{where}**")
                 st.text(src.text)
 
 
@@ -65,7 +66,7 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         st.feedback("thumbs", key=key, default=default, on_change=_rate, args=(service, m.id))
         st.text_input(
             "Comment", value=m.comment or "", key=f"comment_{m.id}",
-            placeholder="Why? (optional, saved with your rating)",
+            placeholder="Why? (optional)",
             label_visibility="collapsed", on_change=_rate, args=(service, m.id),
         )
     st.pills(

@@ -58,8 +58,10 @@ def _conversation(
         except AssistantError as err:
             st.error(str(err))
     if not messages:
-        st.title("💬 Assistant")
-        st.caption("Ask anything. Answers stream from the local model; rate them with 👍 / 👎.")
+        # Material icons, not emoji: browsers without an emoji font showed empty boxes.
+        st.title(":material/forum: Assistant")
+        st.caption("Ask anything. Answers stream from the local model; rate them with "
+                   ":material/thumb_up: / :material/thumb_down:.")
 
     for m in messages:
         pending = comparisons.get(m.reply_to_id) if m.role == "assistant" else None
@@ -84,7 +86,8 @@ def _conversation(
             _stream(reply)
 
     submitted = st.chat_input(
-        "Message the assistant (attach documents with the clip)",
+        # Short enough to show whole at phone width; the attach button is a "+", not a clip.
+        "Ask anything; + attaches documents",
         key="chat_input",
         max_chars=service.settings.max_message_chars,
         accept_file="multiple",

@@ -47,7 +47,7 @@ def render() -> None:
         cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
         status = "indexed" if chunk_ids.get(d.id, set()) <= indexed else "not in index"
         cols[0].markdown(f"**{plain(d.name)}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
-        cols[1].caption(f"{d.chunk_count} chunks · {status}")
+        cols[1].caption(f"{d.chunk_count} chunk{'s' if d.chunk_count != 1 else ''} · {status}")
         cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
         cols[3].button(
             "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {d.name}",

@@ -28,9 +28,9 @@ def render() -> None:
         return
     if not stats.by_kind:
         st.info(
-            "No feedback yet: rate answers with 👍 / 👎, regenerate and pick the best, edit "
-            "an answer, or vote in compare mode. `assistant data import hh-rlhf FILE` "
-            "seeds public preference data."
+            "No feedback yet: rate answers with :material/thumb_up: / :material/thumb_down:, "
+            "regenerate and pick the best, edit an answer, or vote in compare mode. "
+            "`assistant data import hh-rlhf FILE` seeds public preference data."
         )
     else:
         _counts(stats)

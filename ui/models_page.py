@@ -37,8 +37,8 @@ HEADLINE = (("heldout_accuracy", "held-out accuracy"), ("final_reward", "reward"
 TRAIN_KINDS = {
     "dpo": "DPO: learns from preference pairs (regenerate and mark the best, edits, compare "
            "votes, imported pairs).",
-    "kto": "KTO: learns from unpaired 👍 / 👎 ratings.",
-    "sft": "SFT: imitates answers rated 👍, marked best or edited.",
+    "kto": "KTO: learns from unpaired :material/thumb_up: / :material/thumb_down: ratings.",
+    "sft": "SFT: imitates answers rated :material/thumb_up:, marked best or edited.",
     "reward": "Reward model: learns to score answers from preference pairs. It does not chat; "
               "online RL and `assistant eval` use it as the judge.",
     "rl": "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
@@ -68,9 +68,10 @@ def render() -> None:
     else:
         st.info(
             "No trained versions yet: the chat answers with the base model. Collect feedback "
-            "first (rate answers with 👍 / 👎, regenerate and mark the best, edit answers, vote "
-            "in compare mode, or import public pairs with `assistant data import hh-rlhf FILE`), "
-            "then train a version below, or run `assistant train dpo` in a terminal.",
+            "first (rate answers with :material/thumb_up: / :material/thumb_down:, regenerate "
+            "and mark the best, edit answers, vote in compare mode, or import public pairs with "
+            "`assistant data import hh-rlhf FILE`), then train a version below, or run "
+            "`assistant train dpo` in a terminal.",
             icon=":material/model_training:",
         )
     _train(settings, versions, active)

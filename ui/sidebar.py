@@ -51,7 +51,7 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
 
     if current is not None:
         conv = next(c for c in conversations if c.id == current)
-        with sb.expander("Rename or delete this conversation"):
+        with sb.expander("Rename or delete", icon=":material/edit:"):
             st.text_input("Title", value=conv.title, key=f"rename_title_{conv.id}", max_chars=200)
             st.button("Rename", key="rename", on_click=_rename, args=(service, conv.id))
             st.button(

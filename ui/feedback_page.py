@@ -126,4 +126,5 @@ def _export(db) -> None:  # noqa: ANN001
             path = folder / f"{split}.jsonl"
             if path.exists():
                 row.download_button(f"{split}.jsonl", path.read_bytes(), file_name=f"{kind}-{split}.jsonl",
-                                    mime="application/jsonl", key=f"download_{split}")
+                                    mime="application/jsonl", key=f"download_{split}",
+                                    on_click="ignore")  # a rerun would hide the other file

@@ -193,17 +193,18 @@ class Meter(TrainerCallback):
         if self._handle is not None:
             self._handle.remove()
 
-    def window(self, warmup: int) -> dict:
-        """Totals over the steps after ``warmup`` (times from the end of step ``warmup``)."""
+    def window(self, warmup: int, count: int | None = None) -> dict:
+        """Totals over ``count`` steps after ``warmup`` (times from the end of step ``warmup``)."""
         if len(self.steps) <= warmup:
             raise RuntimeError(f"only {len(self.steps)} steps ran; need more than --warmup {warmup}")
+        last = len(self.steps) if count is None else min(len(self.steps), warmup + count)
         ends = [self.started] + [t for t, _ in self.steps]
         t0 = ends[warmup]
         p, lora, _ = self.params
-        timed = self.steps[warmup:]
+        timed = self.steps[warmup:last]
         fw = [f for _, fs in timed for f in fs]
         per_tok = {True: 4 * p + 6 * lora, False: 2 * p}
-        step_times = [ends[i + 1] - ends[i] for i in range(warmup, len(self.steps))]
+        step_times = [ends[i + 1] - ends[i] for i in range(warmup, last)]
         return {
             "steps": len(timed),
             "seconds": timed[-1][0] - t0,
@@ -229,6 +230,7 @@ class ProfileStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         if self.prof is not None and state.global_step == self.step:
             self.prof.__exit__(None, None, None)
+            print(f"torch.profiler, step {self.step} (sorted by self CPU time):")
             print(self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=self.rows))
 
 
@@ -340,9 +342,10 @@ VARIANTS = {
 
 def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile: bool = False):  # noqa: ANN001, ANN201
     meter = Meter()
-    callbacks = [meter] + ([ProfileStep(args.warmup + 1)] if profile else [])
+    # The profiled step runs after the timed ones (the profiler slows the step it watches).
+    callbacks = [meter] + ([ProfileStep(args.warmup + args.steps + 1)] if profile else [])
     overrides = dict(
-        max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps + profile, per_device_train_batch_size=args.batch_size,
         max_length=args.max_length, eval_rows=0, limit=args.limit, seed=args.seed,
         **device_overrides(device),
     )
@@ -350,7 +353,7 @@ def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile:
     if overrides.get("lora_target_modules") == "top8":
         overrides["lora_target_modules"] = top_layers(ws.layers, 8)
     result, config = run(ws, kind, callbacks, **overrides)
-    w = meter.window(args.warmup)
+    w = meter.window(args.warmup, args.steps)
     w["params"] = meter.params
     w["batch"] = config.per_device_train_batch_size
     w["max_length"] = config.max_length
@@ -362,8 +365,14 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
     ws = workspace(args.data, args.model_cache_dir, device)
     peak, how = matmul_peak(device)
     dtype = "fp32" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
-    print(f"\ndevice     {device.type} ({dtype}), {torch.get_num_threads()} threads, {load_text()}")
-    print(f"peak       {peak:.1f} GFLOP/s ({how})")
+    threads = torch.get_num_threads()
+    print(f"\ndevice     {device.type} ({dtype}), {threads} threads, {load_text()}")
+    print(f"peak       {peak:.1f} GFLOP/s ({how}, {threads} threads): the reference for every %peak")
+    if device.type == "cpu" and threads > 1:
+        torch.set_num_threads(1)
+        one, _ = matmul_peak(device)
+        torch.set_num_threads(threads)
+        print(f"           {one:.1f} GFLOP/s with 1 thread ({one / peak:.0%} of the {threads}-thread peak)")
     kinds = [k for k in ("dpo", "reward") if k in args.kinds]
     variants = [None] + ([VARIANTS[v] for v in (VARIANTS if args.variants == ["all"] else args.variants)]
                          if args.variants else [])
@@ -403,8 +412,11 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
         print(f"{kind:7} {name:26} {w['batch']:>5} {w['max_length']:>7} {w['tokens'] / w['steps']:>8.0f} "
               f"{pad:>5.0%} {w['step_s']:>6.1f} {tps:>7.0f} {gflops:>8.1f} {gflops / peak:>6.1%} "
               f"{executed / peak:>8.1%} {ratio:>6.2f}x")
+    after, _ = matmul_peak(device)
     print("%peak: useful FLOPs (non-pad tokens); exec %pk: FLOPs of the padded batch. "
           "Target (issue): >= 30% of peak.")
+    print(f"peak measured again after the runs: {after:.1f} GFLOP/s ({load_text()}); a big gap to "
+          f"{peak:.1f} means other processes took the cores in between.")
 
 
 def main() -> None:

@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,6 +328,24 @@ class Variant:
     name: str
     overrides: dict
     threads: int | None = None
+    #: An experiment on TRL itself, not a setting: see ``compact_lm_head``.
+    patch: bool = False
+
+
+@contextmanager
+def compact_lm_head():
+    """TRL's fused LM head scores only the positions that have a label (the completion) on
+    Triton devices, but every position (prompt and padding included) elsewhere, CPU included,
+    where the reason it gives (tile shapes changing per batch recompile on Neuron) does not
+    apply. This runs the compact path on the CPU too (the torch tile code is unchanged)."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 VARIANTS = {
@@ -337,6 +356,7 @@ VARIANTS = {
     "top8": Variant("LoRA on top 8 layers only", {"lora_target_modules": "top8"}),
     "threads1": Variant("1 thread", {}, threads=1),
     "ckpt": Variant("gradient checkpointing on", {"gradient_checkpointing": True}),
+    "compact": Variant("TRL patch: LM head on labels", {}, patch=True),
 }
 
 
@@ -383,9 +403,12 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
             threads_before = torch.get_num_threads()
             if variant and variant.threads:
                 torch.set_num_threads(variant.threads)
+            if variant and variant.patch and kind != "dpo":
+                continue  # the LM head patch only concerns trainers with an LM head
             try:
-                w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
-                                   profile=args.profile and variant is None)
+                with compact_lm_head() if variant and variant.patch else nullcontext():
+                    w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
+                                       profile=args.profile and variant is None)
             finally:
                 torch.set_num_threads(threads_before)
             tps = w["tokens"] / w["seconds"]

@@ -32,13 +32,16 @@ whether autograd was on (policy) or off (DPO's reference pass, adapter disabled)
                                        = 4P + 6 P_lora   (no weight gradient of the frozen P)
     reference forward (DPO), per token:  2P
     useful FLOPs = sum over forwards of non-pad tokens x the above
+    (LoRA on the top K layers only: the backward stops at the lowest adapted layer, so
+    the backward term counts only the weights from there up.)
 
 Attention's score/value matmuls (4 x seq x hidden per token per layer, ~5-8% at these
 lengths) are left out, so the fraction is a slight underestimate. ``executed`` counts
 padded tokens instead: the gap between the two is padding. ``--variants`` re-runs the
 measurement with one change at a time (batch size, max_length, threads, gradient
-checkpointing) and prints each as a ratio to the baseline run; ``--profile`` prints
-torch.profiler's top operators for one training step of each trainer.
+checkpointing, LoRA placement, and one patch of TRL: ``compact``) and prints each as a
+ratio to the baseline run, which runs again at the end to show drift; ``--profile``
+prints torch.profiler's top operators for one more training step of each baseline.
 
 Runs on CUDA with bf16 when present (``make_config`` sets it), fp32 on CPU; ``--device``
 forces one. This machine is shared: the load average is printed with each result.
@@ -50,6 +53,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -145,22 +149,50 @@ def _body(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(base, base.base_model_prefix)
 
 
-def count_params(model: torch.nn.Module) -> tuple[int, int, int]:
-    """(P matmul weights incl. the head, P_lora, P_embedding) as defined in the docstring."""
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Params:
+    p: int  # matmul weights incl. the head (see the module docstring)
+    p_backward: int  # the part of p the backward pass goes through
+    lora: int
+    embedding: int
+
+    def per_token(self, grad: bool) -> int:
+        if not grad:  # DPO's reference forward: adapter disabled
+            return 2 * self.p
+        return 2 * (self.p + self.lora) + 2 * (self.p_backward + self.lora) + 2 * self.lora
+
+
+def count_params(model: torch.nn.Module) -> Params:
+    """P, P_lora as defined in the module docstring. With LoRA on the top layers only, the
+    backward pass stops at the lowest adapted layer: only the weights from there up count
+    in it (P_backward); with LoRA on every layer P_backward = P."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     embed = base.get_input_embeddings().weight
     p = lora = 0
+    by_layer: dict[int | None, int] = {}
+    lora_layers: list[int] = []
     for name, param in model.named_parameters():
+        match = _LAYER.search(name)
+        layer = int(match.group(1)) if match else None
         if "lora_" in name:
             lora += param.numel()
+            if layer is not None:
+                lora_layers.append(layer)
         elif param is embed or "original_module" in name:  # lookup; PEFT's frozen head copy
             continue
         else:
             p += param.numel()
+            by_layer[layer] = by_layer.get(layer, 0) + param.numel()
     out = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if out is not None and out.weight is embed:  # tied: the lm_head matmul still runs
         p += embed.numel()
-    return p, lora, embed.numel()
+        by_layer[None] = by_layer.get(None, 0) + embed.numel()
+    lowest = min(lora_layers, default=0)
+    p_backward = sum(n for layer, n in by_layer.items() if layer is None or layer >= lowest)
+    return Params(p, p_backward, lora, embed.numel())
 
 
 class Meter(TrainerCallback):
@@ -169,7 +201,7 @@ class Meter(TrainerCallback):
     def __init__(self) -> None:
         self.forwards: list[tuple[bool, int, int]] = []
         self.steps: list[tuple[float, list[tuple[bool, int, int]]]] = []
-        self.params = (0, 0, 0)
+        self.params = Params(0, 0, 0, 0)
         self._handle = None
 
     def _hook(self, module, args, kwargs):  # noqa: ANN001, ANN202
@@ -201,10 +233,9 @@ class Meter(TrainerCallback):
         last = len(self.steps) if count is None else min(len(self.steps), warmup + count)
         ends = [self.started] + [t for t, _ in self.steps]
         t0 = ends[warmup]
-        p, lora, _ = self.params
         timed = self.steps[warmup:last]
         fw = [f for _, fs in timed for f in fs]
-        per_tok = {True: 4 * p + 6 * lora, False: 2 * p}
+        per_tok = {True: self.params.per_token(True), False: self.params.per_token(False)}
         step_times = [ends[i + 1] - ends[i] for i in range(warmup, last)]
         return {
             "steps": len(timed),
@@ -356,8 +387,19 @@ VARIANTS = {
     "top8": Variant("LoRA on top 8 layers only", {"lora_target_modules": "top8"}),
     "threads1": Variant("1 thread", {}, threads=1),
     "ckpt": Variant("gradient checkpointing on", {"gradient_checkpointing": True}),
-    "compact": Variant("TRL patch: LM head on labels", {}, patch=True),
+    "compact": Variant("TRL patch: LM head on labels only", {}, patch=True),
 }
+
+
+def combine(spec: str) -> Variant:
+    """``nodrop+compact``: several variants' changes at once."""
+    parts = [VARIANTS[name] for name in spec.split("+")]
+    if len(parts) == 1:
+        return parts[0]
+    return Variant(" + ".join(v.name.split(" (")[0] for v in parts),
+                   {k: v for part in parts for k, v in part.overrides.items()},
+                   threads=next((v.threads for v in parts if v.threads), None),
+                   patch=any(v.patch for v in parts))
 
 
 def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile: bool = False):  # noqa: ANN001, ANN201
@@ -394,8 +436,10 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
         torch.set_num_threads(threads)
         print(f"           {one:.1f} GFLOP/s with 1 thread ({one / peak:.0%} of the {threads}-thread peak)")
     kinds = [k for k in ("dpo", "reward") if k in args.kinds]
-    variants = [None] + ([VARIANTS[v] for v in (VARIANTS if args.variants == ["all"] else args.variants)]
+    variants = [None] + ([combine(v) for v in (VARIANTS if args.variants == ["all"] else args.variants)]
                          if args.variants else [])
+    if len(variants) > 1:
+        variants.append(None)  # the baseline again at the end: drift shows as a gap between the two
     rows = []
     base_tps: dict[str, float] = {}
     for kind in kinds:
@@ -408,31 +452,35 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
             try:
                 with compact_lm_head() if variant and variant.patch else nullcontext():
                     w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
-                                       profile=args.profile and variant is None)
+                                       profile=args.profile and i == 0)
             finally:
                 torch.set_num_threads(threads_before)
             tps = w["tokens"] / w["seconds"]
             gflops = w["useful_flop"] / w["seconds"] / 1e9
-            if variant is None:
+            if i == 0:
                 base_tps[kind] = tps
-                p, lora, emb = w["params"]
+                prm = w["params"]
                 ref = " + 2P per reference token" if kind == "dpo" else ""
-                print(f"\n{kind}: P = {p / 1e6:.1f}M (matmul weights incl. head), P_lora = {lora / 1e6:.2f}M, "
-                      f"embedding lookup {emb / 1e6:.1f}M not counted; FLOP = (4P + 6 P_lora) per trained token{ref}")
-            rows.append((kind, variant.name if variant else "baseline", w, tps, gflops,
-                         tps / base_tps[kind], load_text()))
-            print(f"  {kind:6} {rows[-1][1]:26} {tps:7.0f} tok/s  {gflops:6.1f} GFLOP/s  "
-                  f"{gflops / peak:6.1%} of peak  ({w['steps']} steps, {w['step_s']:.1f} s/step, {load_text()})",
+                print(f"\n{kind}: P = {prm.p / 1e6:.1f}M (matmul weights incl. head), P_lora = "
+                      f"{prm.lora / 1e6:.2f}M, embedding lookup {prm.embedding / 1e6:.1f}M not counted; "
+                      f"FLOP = (4P + 6 P_lora) per trained token{ref}")
+            prm = w["params"]
+            note = f" (backward through {prm.p_backward / 1e6:.1f}M of P)" if prm.p_backward != prm.p else ""
+            name = variant.name if variant else ("baseline" if i == 0 else "baseline, again")
+            rows.append((kind, name, w, tps, gflops, tps / base_tps[kind], load_text()))
+            print(f"  {kind:6} {rows[-1][1]:34} {tps:7.0f} tok/s  {gflops:6.1f} GFLOP/s  "
+                  f"{gflops / peak:6.1%} of peak  ({w['steps']} steps, {w['step_s']:.1f} s/step, {load_text()})"
+                  f"{note}",
                   flush=True)
 
     print(f"\nSummary ({device.type}, {dtype}; peak {peak:.1f} GFLOP/s measured in this run; "
           f"{args.steps} timed steps after {args.warmup} warm-up)")
-    print(f"{'trainer':7} {'run':26} {'batch':>5} {'max_len':>7} {'tok/step':>8} {'pad %':>5} "
+    print(f"{'trainer':7} {'run':34} {'batch':>5} {'max_len':>7} {'tok/step':>8} {'pad %':>5} "
           f"{'s/step':>6} {'tok/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'exec %pk':>8} {'vs base':>7}")
     for kind, name, w, tps, gflops, ratio, _ in rows:
         pad = 1 - w["tokens"] / w["padded"] if w["padded"] else 0
         executed = w["executed_flop"] / w["seconds"] / 1e9
-        print(f"{kind:7} {name:26} {w['batch']:>5} {w['max_length']:>7} {w['tokens'] / w['steps']:>8.0f} "
+        print(f"{kind:7} {name:34} {w['batch']:>5} {w['max_length']:>7} {w['tokens'] / w['steps']:>8.0f} "
               f"{pad:>5.0%} {w['step_s']:>6.1f} {tps:>7.0f} {gflops:>8.1f} {gflops / peak:>6.1%} "
               f"{executed / peak:>8.1%} {ratio:>6.2f}x")
     after, _ = matmul_peak(device)
@@ -476,7 +524,8 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=1, help="Untimed first steps.")
     t.add_argument("--kinds", nargs="+", default=["dpo", "reward"], choices=["dpo", "reward"])
     t.add_argument("--variants", nargs="*", default=None,
-                   help=f"One change at a time vs the baseline: {' '.join(VARIANTS)} or all.")
+                   help=f"One change at a time vs the baseline: {' '.join(VARIANTS)} or all; "
+                   "join names with + to combine them (nodrop+compact).")
     t.add_argument("--profile", action="store_true", help="torch.profiler table of one step.")
     args = ap.parse_args()
     if not (args.reward or args.throughput):

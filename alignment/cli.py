@@ -17,6 +17,7 @@ import click
 
 from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
 from alignment.importers import import_hh_rlhf
+from assistant.cli_auth import needs
 
 MALFORMED_SHOWN = 20
 
@@ -75,6 +76,7 @@ def data() -> None:
 @click.option("--source", type=click.Choice(SOURCE_FILTERS), default="all", show_default=True,
               help="chats (from the app), imports (e.g. hh-rlhf) or all.")
 @click.option("--mask-pii", is_flag=True, help="Replace e-mail addresses and phone numbers.")
+@needs("export")
 def data_export(kind, out, fmt, test_fraction, seed, since, until, model_versions, tags,
                 source, mask_pii) -> None:
     """Export the feedback in the database as a TRL dataset (conversational format)."""
@@ -96,6 +98,7 @@ def data_import() -> None:
 
 @data_import.command("hh-rlhf")
 @click.argument("file", type=click.Path(path_type=Path))
+@needs("import")
 def data_import_hh(file: Path) -> None:
     """Import Anthropic hh-rlhf pairs (JSONL of {"chosen", "rejected"}). A file imported
     again adds nothing; malformed lines are listed and the rest goes in."""

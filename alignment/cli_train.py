@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from assistant.cli_auth import needs
 from assistant.config import get_settings
 
 
@@ -140,6 +141,7 @@ def train() -> None:
 
 @train.command("reward")
 @_train_options
+@needs("train")
 def train_reward(**options) -> None:
     """Reward model: the base model with a scalar head + LoRA, on preference pairs
     (RewardTrainer); reports accuracy on the held-out pairs."""
@@ -148,6 +150,7 @@ def train_reward(**options) -> None:
 
 @train.command("sft")
 @_train_options
+@needs("train")
 def train_sft(**options) -> None:
     """Supervised fine-tuning on answers rated 👍, chosen or edited (SFTTrainer)."""
     _run("sft", options)
@@ -155,6 +158,7 @@ def train_sft(**options) -> None:
 
 @train.command("dpo")
 @_train_options
+@needs("train")
 def train_dpo(**options) -> None:
     """Direct preference optimization on chosen/rejected pairs (DPOTrainer)."""
     _run("dpo", options)
@@ -162,6 +166,7 @@ def train_dpo(**options) -> None:
 
 @train.command("kto")
 @_train_options
+@needs("train")
 def train_kto(**options) -> None:
     """KTO on unpaired 👍 / 👎 (KTOTrainer)."""
     _run("kto", options)
@@ -174,6 +179,7 @@ def train_kto(**options) -> None:
 @click.option("--reward", "reward_version", help="Reward model version (default: the newest).")
 @click.option("--num-generations", type=int, help="Samples per prompt [4].")
 @click.option("--max-completion-length", type=int, help="Tokens per sample [64].")
+@needs("train")
 def train_rl(algo: str, **options) -> None:
     """Online RL against a trained reward model: GRPOTrainer or RLOOTrainer sample answers
     to the feedback's prompts and learn from the reward model's scores."""
@@ -195,6 +201,7 @@ def _headline(metrics: dict) -> str:
 
 
 @models.command("list")
+@needs()
 def models_list() -> None:
     """All versions; * marks the one the chat uses."""
     _, _, registry = _settings_db_registry()
@@ -208,6 +215,7 @@ def models_list() -> None:
 
 @models.command("show")
 @click.argument("name")
+@needs()
 def models_show(name: str) -> None:
     """A version's lineage, data, config, metrics and evaluations."""
     import json
@@ -250,6 +258,7 @@ def _base_fingerprint(settings) -> str:  # noqa: ANN001
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Activate even if the eval gate refuses it.")
 @click.option("--threshold", type=float, default=None, help="Gate tolerance [0.05].")
+@needs("activate")
 def models_activate(name: str, force: bool, threshold: float | None) -> None:
     """Make NAME the chat's version (a running app switches before its next answer)."""
     from assistant.registry import DEFAULT_GATE, activate_version
@@ -263,6 +272,7 @@ def models_activate(name: str, force: bool, threshold: float | None) -> None:
 
 
 @models.command("rollback")
+@needs("activate")
 def models_rollback() -> None:
     """Go back to the version active before the last activation."""
     _, _, registry = _settings_db_registry()
@@ -281,6 +291,7 @@ def models_rollback() -> None:
 @click.option("--qa", type=int, default=24, show_default=True, help="Retrieval QA questions (<= 24).")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
+@needs("evaluate")
 def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, run_dir) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy. Stored for the activation gate."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assistant.auth import TOKEN_ENV, User, issue_token
 from assistant.config import Settings
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
@@ -65,8 +66,14 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
+def _child_env(settings: Settings, user: User | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    # Login on: the child logs in as the app's admin with a short-lived token, never with
+    # a password (the app does not keep one).
+    env.pop("ASSISTANT_PASSWORD", None)
+    env.pop(TOKEN_ENV, None)
+    if user is not None:
+        env[TOKEN_ENV] = issue_token(Path(settings.data_dir), user)
     env["ASSISTANT_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     env["ASSISTANT_MODEL"] = settings.model
     env["ASSISTANT_MODEL_CACHE_DIR"] = str(settings.resolved_model_cache_dir.resolve())
@@ -77,9 +84,10 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start(settings: Settings, command: list[str], kind: str) -> Run:
+def start(settings: Settings, command: list[str], kind: str, user: User | None = None) -> Run:
     """Start ``assistant <command...> --run-dir <folder>`` as a child process (in its own
-    session, so that stopping the app does not kill it and it can be cancelled whole)."""
+    session, so that stopping the app does not kill it and it can be cancelled whole),
+    logged in as ``user`` when login is on."""
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:4]}"
     path = settings.runs_dir / run_id
     path.mkdir(parents=True)
@@ -87,7 +95,7 @@ def start(settings: Settings, command: list[str], kind: str) -> Run:
     with open(path / LOG, "wb") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_child_env(settings), start_new_session=True,
+            env=_child_env(settings, user), start_new_session=True,
         )
     _children[run_id] = proc
     write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": proc.pid,

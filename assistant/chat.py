@@ -7,6 +7,7 @@ user stops it, what was produced so far, marked ``stopped``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
@@ -146,6 +147,14 @@ class ChatService:
         self._switch_lock = threading.Lock()
         #: Versions that failed to load -> when; retried after RETRY_FAILED_S (files restored?).
         self._failed_versions: dict[str, float] = {}
+
+    def for_owner(self, owner) -> ChatService:  # noqa: ANN001
+        """The same service (model, retriever, version state) seeing only ``owner``'s
+        conversations (login on; see ``storage.ownership``). Cheap: one per page run."""
+        scoped = copy.copy(self)
+        scoped.store = self.store.for_owner(owner)
+        scoped.comparisons = ComparisonStore(self.store.db, owner)
+        return scoped
 
     # -- model versions ------------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
 
@@ -31,7 +32,10 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("-u", "--user", envvar="ASSISTANT_USER", metavar="NAME",
+              help="Log in as NAME when login is on (ASSISTANT_AUTH=password); the password "
+              "is prompted, or read from ASSISTANT_PASSWORD.")
+def main(verbose: int, user: str | None) -> None:
     """Self-hosted chat assistant with retrieval and RLHF tooling.
 
     Settings come from ASSISTANT_* environment variables (ASSISTANT_MODEL,
@@ -82,8 +86,9 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
     from assistant.generation import GenerationParams
 
     settings = get_settings()
+    user = login()
     click.echo("Loading the model...", err=True)
-    service = build_chat_service(settings)
+    service = build_chat_service(settings).for_owner(user)
     d = service.default_params()
     params = GenerationParams(
         temperature=d.temperature if temperature is None else temperature,
@@ -166,6 +171,7 @@ def _library(repair: bool = True):  # noqa: ANN202
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@needs("upload")
 def ingest(paths: tuple[Path, ...]) -> None:
     """Add documents (files, or folders searched recursively) to the searchable library.
 
@@ -199,6 +205,7 @@ def ingest(paths: tuple[Path, ...]) -> None:
 @click.option("-k", "--top-k", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), help="Default: setting.")
 @click.option("-d", "--document", "document_ids", type=int, multiple=True, help="Only these document ids.")
+@needs()
 def search(query: str, top_k: int, mode: str | None, document_ids: tuple[int, ...]) -> None:
     """Search the documents without chatting: ranked chunks with their scores."""
     library = _library()
@@ -221,6 +228,7 @@ def documents() -> None:
 
 
 @documents.command("list")
+@needs()
 def documents_list() -> None:
     from assistant.bootstrap import open_database
     from assistant.storage.documents import DocumentStore
@@ -235,6 +243,7 @@ def documents_list() -> None:
 
 @documents.command("delete")
 @click.argument("document_id", type=int)
+@needs("upload")
 def documents_delete(document_id: int) -> None:
     """Delete a document; its chunks leave the index."""
     library = _library()
@@ -249,6 +258,7 @@ def index() -> None:
 
 
 @index.command("check")
+@needs()
 def index_check() -> None:
     """Compare the index with the database (exit status 1 when they disagree)."""
     library = _library(repair=False)
@@ -263,6 +273,7 @@ def index_check() -> None:
 
 @index.command("rebuild")
 @click.option("--reembed", is_flag=True, help="Embed all chunks again (after changing the model).")
+@needs("maintain")
 def index_rebuild(reembed: bool) -> None:
     """Rebuild the index from the vectors stored in the database."""
     from assistant.ingest import reembed as reembed_all
@@ -279,9 +290,11 @@ def index_rebuild(reembed: bool) -> None:
 from alignment.cli import data as _data  # noqa: E402
 from alignment.cli_train import register as _register_training  # noqa: E402
 
+from assistant.cli_auth import users as _users  # noqa: E402
 from assistant.cli_ops import register as _register_ops  # noqa: E402
 
 main.add_command(_data)
+main.add_command(_users)
 _register_training(main)
 _register_ops(main)
 

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(
         100_000, ge=1, description="Longest user message accepted before tokenizing."
     )
+    auth: Literal["off", "password"] = Field(
+        "off",
+        description="off: no login (one user on their own machine); password: users log "
+        "in, see only their own chats, and only admins upload, export, train and activate. "
+        "Add the first admin with `assistant users add NAME --role admin`.",
+    )
     generation: GenerationDefaults = GenerationDefaults()
     retrieval: RetrievalSettings = RetrievalSettings()
 

@@ -2,12 +2,15 @@
 
 import streamlit as st
 
+from ui import login
+
 st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
-st.navigation(
-    [
-        st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
-        st.Page("views/documents.py", title="Documents", icon=":material/description:"),
-        st.Page("views/feedback.py", title="Feedback", icon=":material/thumbs_up_down:"),
-        st.Page("views/models.py", title="Models", icon=":material/model_training:"),
-    ]
-).run()
+login.gate()  # login off: None; on: the form until someone logs in
+pages = [
+    st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
+    st.Page("views/documents.py", title="Documents", icon=":material/description:"),
+    st.Page("views/feedback.py", title="Feedback", icon=":material/thumbs_up_down:"),
+]
+if login.may("train"):  # training, evaluating and activating versions: admins only
+    pages.append(st.Page("views/models.py", title="Models", icon=":material/model_training:"))
+st.navigation(pages).run()

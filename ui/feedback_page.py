@@ -1,5 +1,8 @@
 """The Feedback page: what has been collected, a leaderboard of model versions from
-compare votes, the pairs behind the training data (delete a bad one), and export."""
+compare votes, the pairs behind the training data (delete a bad one), and export.
+
+With login on, a user sees their own feedback and pairs only; the leaderboard (everyone's
+votes) and export are for admins."""
 
 from __future__ import annotations
 
@@ -14,15 +17,16 @@ from assistant.leaderboard import leaderboard
 from assistant.storage.comparisons import ComparisonStore
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
-from ui import resources
+from ui import login, resources
 from ui.text import plain
 
 
 def render() -> None:
     st.title("Feedback")
     db = resources.database()
+    owner = login.feedback_owner()
     try:
-        stats = feedback_stats(db)
+        stats = feedback_stats(db, owner)
     except AssistantError as err:
         st.error(str(err))
         return
@@ -34,9 +38,12 @@ def render() -> None:
         )
     else:
         _counts(stats)
-    _leaderboard(db)
-    _pairs(db)
-    _export(db)
+    admin = login.may("export")
+    if admin:
+        _leaderboard(db)
+    _pairs(db, owner)
+    if admin:
+        _export(db)
 
 
 def _counts(stats) -> None:  # noqa: ANN001
@@ -53,7 +60,7 @@ def _counts(stats) -> None:  # noqa: ANN001
         st.subheader("Over time")
         st.bar_chart(pd.DataFrame.from_dict(stats.by_day, orient="index").fillna(0))
     if stats.tags:
-        st.caption("Tags: " + ", ".join(f"{t} ({n})" for t, n in stats.tags.items()))
+        st.caption("Tags: " + ", ".join(f"{plain(t)} ({n})" for t, n in stats.tags.items()))
 
 
 def _leaderboard(db) -> None:  # noqa: ANN001
@@ -75,10 +82,10 @@ def _leaderboard(db) -> None:  # noqa: ANN001
     st.caption("Bradley-Terry strengths on the Elo scale (mean 1000); ties count half.")
 
 
-def _pairs(db) -> None:  # noqa: ANN001
+def _pairs(db, owner) -> None:  # noqa: ANN001
     st.subheader("Preference pairs")
     source = st.segmented_control("Source", ["all", "chats", "imports"], default="all", key="pairs_source")
-    pairs = list_pairs(db, source=source or "all", limit=50)
+    pairs = list_pairs(db, source=source or "all", limit=50, owner=owner)
     if not pairs:
         st.caption("No pairs yet: regenerate an answer and mark the best, or edit one.")
         return
@@ -91,7 +98,7 @@ def _pairs(db) -> None:  # noqa: ANN001
                 st.caption("Rejected")
                 st.text(r)
             st.button("Delete this pair", key=f"del_pair_{p.kind}_{p.id}", icon=":material/delete:",
-                      on_click=delete_pair, args=(db, p.kind, p.id))
+                      on_click=delete_pair, args=(db, p.kind, p.id, owner))
 
 
 def _export(db) -> None:  # noqa: ANN001

@@ -15,7 +15,7 @@ from assistant.chat import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
 from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate
-from ui import resources
+from ui import login, resources
 from ui.text import plain
 
 SELECTED = "models_version"  # the version whose details are shown
@@ -49,6 +49,9 @@ STATUS_COLORS = {"running": "blue", "done": "green", "failed": "red", "died": "r
 
 def render() -> None:
     st.title("Models")
+    if not login.may("train"):  # the page is not in a user's navigation; a stale link
+        st.error("Only an admin can train, evaluate and activate model versions.")
+        return
     settings = resources.settings()
     registry = resources.registry()
     service = resources.try_chat_service()
@@ -111,6 +114,8 @@ def _in_use(service: ChatService | None, registry: Registry, versions: list[Vers
 
 
 def _rollback(registry: Registry, service: ChatService | None) -> None:
+    if not login.may("activate"):
+        return
     before = registry.active()
     try:
         now = registry.rollback()
@@ -268,7 +273,7 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
 
 
 def _activate(registry: Registry, service: ChatService | None, name: str) -> None:
-    if service is None:
+    if service is None or not login.may("activate"):
         return
     force = bool(st.session_state.get(f"force_{name}"))
     before = registry.active()
@@ -282,7 +287,7 @@ def _activate(registry: Registry, service: ChatService | None, name: str) -> Non
 
 def _evaluate(settings: Settings, name: str) -> None:
     try:
-        run = runs.start(settings, ["eval", name], "eval")
+        run = runs.start(settings, ["eval", name], "eval", user=login.current_user())
     except (AssistantError, OSError) as err:
         _notify("details", "error", f"Could not start the evaluation: {err}")
         return
@@ -437,7 +442,7 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
 
 def _start_training(settings: Settings, args: list[str], kind: str) -> None:
     try:
-        run = runs.start(settings, args, kind)
+        run = runs.start(settings, args, kind, user=login.current_user())
     except (AssistantError, OSError) as err:
         _notify("train", "error", f"Could not start training: {err}")
         return

@@ -54,15 +54,21 @@ def library() -> Library:
 
 
 def chat_service() -> ChatService:
-    return _or_stop(_chat_service, "Loading the model (the first start converts it once, ~30 s)...")
+    """The chat service, seeing only this session's user's conversations (login on)."""
+    from ui.login import current_user
+
+    service = _or_stop(_chat_service, "Loading the model (the first start converts it once, ~30 s)...")
+    return service.for_owner(current_user())
 
 
 def try_chat_service() -> ChatService | None:
     """The chat service, or None after showing why it could not be built: for pages that
     are still useful without the model (the Models page lists versions and runs)."""
+    from ui.login import current_user
+
     try:
         with st.spinner("Loading the model (the first start converts it once, ~30 s)..."):
-            return _chat_service()
+            return _chat_service().for_owner(current_user())
     except AssistantError as err:
         st.error(str(err))
         return None

@@ -16,7 +16,8 @@ from sqlalchemy.orm import aliased
 from assistant.errors import AlreadyVoted, ComparisonNotFound
 from assistant.storage.conversations import show_only
 from assistant.storage.db import Database
-from assistant.storage.schema import Choice, Comparison, Message, utcnow
+from assistant.storage.ownership import Owner, can_see, visible
+from assistant.storage.schema import Choice, Comparison, Conversation, Message, utcnow
 
 VOTES = ("a", "b", "tie", "both_bad")
 
@@ -48,11 +49,20 @@ def _cmp(row: Comparison) -> StoredComparison:
 
 
 class ComparisonStore:
-    def __init__(self, db: Database) -> None:
+    """Comparisons as ``owner`` sees them (those in their conversations; see ``ownership``)."""
+
+    def __init__(self, db: Database, owner: Owner | None = None) -> None:
         self.db = db
+        self.owner = owner
+
+    def _check(self, s, question_id: int, comparison_id: int) -> None:  # noqa: ANN001
+        question = s.get(Message, question_id)
+        if question is None or not can_see(self.owner, question.conversation):
+            raise ComparisonNotFound(comparison_id)
 
     def create(self, question_id: int, a_id: int, b_id: int) -> StoredComparison:
         with self.db.write() as s:
+            self._check(s, question_id, 0)
             row = Comparison(question_id=question_id, a_id=a_id, b_id=b_id)
             s.add(row)
             s.flush()
@@ -63,6 +73,7 @@ class ComparisonStore:
             row = s.get(Comparison, comparison_id)
             if row is None:
                 raise ComparisonNotFound(comparison_id)
+            self._check(s, row.question_id, comparison_id)
             return _cmp(row)
 
     def for_conversation(self, conversation_id: int) -> dict[int, StoredComparison]:
@@ -71,7 +82,8 @@ class ComparisonStore:
             rows = s.scalars(
                 select(Comparison)
                 .join(Message, Message.id == Comparison.question_id)
-                .where(Message.conversation_id == conversation_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.conversation_id == conversation_id, visible(self.owner))
                 .order_by(Comparison.id)
             )
             return {r.question_id: _cmp(r) for r in rows}
@@ -80,14 +92,15 @@ class ComparisonStore:
         if vote not in VOTES:
             raise ValueError(f"vote must be one of {', '.join(VOTES)}, not {vote!r}")
         with self.db.write() as s:
+            row = s.get(Comparison, comparison_id)
+            if row is None:
+                raise ComparisonNotFound(comparison_id)
+            self._check(s, row.question_id, comparison_id)
             done = s.execute(
                 update(Comparison)
                 .where(Comparison.id == comparison_id, Comparison.vote.is_(None))
                 .values(vote=vote, voted_at=utcnow())
             )
-            row = s.get(Comparison, comparison_id)
-            if row is None:
-                raise ComparisonNotFound(comparison_id)
             if done.rowcount == 0:
                 s.refresh(row)
                 raise AlreadyVoted(comparison_id, row.vote or "?")
@@ -104,7 +117,9 @@ class ComparisonStore:
                 select(a.model_version, b.model_version, Comparison.vote)
                 .join(a, a.id == Comparison.a_id)
                 .join(b, b.id == Comparison.b_id)
-                .where(Comparison.vote.is_not(None))
+                .join(Message, Message.id == Comparison.question_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Comparison.vote.is_not(None), visible(self.owner))
                 .order_by(Comparison.id)
             ).all()
         return [Outcome(av or "?", bv or "?", v) for av, bv, v in rows]

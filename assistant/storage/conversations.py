@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from assistant.errors import ConversationNotFound, MessageNotFound
 from assistant.storage.db import Database
+from assistant.storage.ownership import Owner, can_see, owner_id, visible
 from assistant.storage.schema import (
     Choice,
     Conversation,
@@ -152,13 +153,20 @@ def title_from(text: str) -> str:
 
 
 class ConversationStore:
-    def __init__(self, db: Database) -> None:
+    """Conversations as ``owner`` sees them (see ``ownership``): with an owner, others'
+    conversations and messages do not exist (ConversationNotFound / MessageNotFound)."""
+
+    def __init__(self, db: Database, owner: Owner | None = None) -> None:
         self.db = db
+        self.owner = owner
+
+    def for_owner(self, owner: Owner | None) -> ConversationStore:
+        return ConversationStore(self.db, owner)
 
     # -- conversations -------------------------------------------------------------------
     def create_conversation(self, title: str = DEFAULT_TITLE) -> StoredConversation:
         with self.db.write() as s:
-            row = Conversation(title=_clean_title(title))
+            row = Conversation(title=_clean_title(title), owner_id=owner_id(self.owner))
             s.add(row)
             s.flush()
             return _conv(row)
@@ -166,7 +174,11 @@ class ConversationStore:
     def list_conversations(self, chats_only: bool = False) -> list[StoredConversation]:
         """Newest first; ``chats_only`` leaves out imported conversations (e.g. hh-rlhf)."""
         with self.db.read() as s:
-            q = select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+            q = (
+                select(Conversation)
+                .where(visible(self.owner))
+                .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+            )
             if chats_only:
                 q = q.where(Conversation.source.is_(None))
             return [_conv(r) for r in s.scalars(q)]
@@ -183,7 +195,9 @@ class ConversationStore:
 
     def delete_conversation(self, conversation_id: int) -> None:
         with self.db.write() as s:
-            result = s.execute(delete(Conversation).where(Conversation.id == conversation_id))
+            result = s.execute(
+                delete(Conversation).where(Conversation.id == conversation_id, visible(self.owner))
+            )
             if result.rowcount == 0:
                 raise ConversationNotFound(conversation_id)
 
@@ -234,7 +248,7 @@ class ConversationStore:
     def get_message(self, message_id: int) -> StoredMessage:
         with self.db.read() as s:
             row = s.get(Message, message_id)
-            if row is None:
+            if row is None or not can_see(self.owner, row.conversation):
                 raise MessageNotFound(message_id)
         return next(
             m for m in self.messages(row.conversation_id, include_inactive=True) if m.id == message_id
@@ -271,7 +285,7 @@ class ConversationStore:
         """
         with self.db.write() as s:
             if conversation_id is None:
-                conv = Conversation(title=title_from(text))
+                conv = Conversation(title=title_from(text), owner_id=owner_id(self.owner))
                 s.add(conv)
                 s.flush()
             else:
@@ -364,6 +378,9 @@ class ConversationStore:
 
     def feedback_history(self, message_id: int) -> list[tuple[int | None, str | None]]:
         with self.db.read() as s:
+            row = s.get(Message, message_id)
+            if row is None or not can_see(self.owner, row.conversation):
+                raise MessageNotFound(message_id)
             rows = s.scalars(
                 select(Feedback).where(Feedback.message_id == message_id).order_by(Feedback.id)
             )
@@ -371,26 +388,29 @@ class ConversationStore:
 
     def counts(self) -> dict[str, int]:
         with self.db.read() as s:
+            def count(q):  # noqa: ANN001, ANN202
+                return s.scalar(q.where(visible(self.owner))) or 0
+
             return {
-                "conversations": s.scalar(select(func.count()).select_from(Conversation)) or 0,
-                "messages": s.scalar(select(func.count()).select_from(Message)) or 0,
-                "feedback": s.scalar(select(func.count()).select_from(Feedback)) or 0,
+                "conversations": count(select(func.count(Conversation.id))),
+                "messages": count(select(func.count(Message.id)).join(Message.conversation)),
+                "feedback": count(
+                    select(func.count(Feedback.id)).join(Feedback.message).join(Message.conversation)
+                ),
             }
 
     # -- helpers -------------------------------------------------------------------------
-    @staticmethod
-    def _get(s, conversation_id: int) -> Conversation:  # noqa: ANN001
+    def _get(self, s, conversation_id: int) -> Conversation:  # noqa: ANN001
         row = s.get(Conversation, conversation_id)
-        if row is None:
+        if row is None or not can_see(self.owner, row):
             raise ConversationNotFound(conversation_id)
         return row
 
-    @staticmethod
-    def _answer(s, message_id: int, refusal: str, needs_question: bool = False) -> Message:  # noqa: ANN001
+    def _answer(self, s, message_id: int, refusal: str, needs_question: bool = False) -> Message:  # noqa: ANN001
         """The assistant message ``message_id``; ``refusal`` is the error for other roles
         (and, with ``needs_question``, for answers not tied to a question)."""
         row = s.get(Message, message_id)
-        if row is None:
+        if row is None or not can_see(self.owner, row.conversation):
             raise MessageNotFound(message_id)
         if row.role != "assistant" or (needs_question and row.reply_to_id is None):
             raise ValueError(refusal)

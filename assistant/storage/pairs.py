@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import aliased
 
 from assistant.storage.db import Database
+from assistant.storage.ownership import Owner, visible
 from assistant.storage.schema import Choice, Conversation, Edit, Message
 
 
@@ -27,9 +28,11 @@ class PairSignal:
 
 
 def list_pairs(
-    db: Database, source: str = "all", model_version: str | None = None, limit: int = 200
+    db: Database, source: str = "all", model_version: str | None = None, limit: int = 200,
+    owner: Owner | None = None,
 ) -> list[PairSignal]:
-    """The newest signals first. ``source``: "chats", "imports" or "all"."""
+    """The newest signals first, of the conversations ``owner`` sees. ``source``: "chats",
+    "imports" or "all"."""
     q, a = aliased(Message), aliased(Message)
     out: list[PairSignal] = []
     with db.read() as s:
@@ -38,6 +41,7 @@ def list_pairs(
             .join(q, q.id == Choice.question_id)
             .join(a, a.id == Choice.chosen_id)
             .join(Conversation, Conversation.id == q.conversation_id)
+            .where(visible(owner))
             .order_by(Choice.id.desc())
             .limit(limit)
         ).all()
@@ -55,6 +59,7 @@ def list_pairs(
             .join(a, a.id == Edit.message_id)
             .outerjoin(q, q.id == a.reply_to_id)
             .join(Conversation, Conversation.id == a.conversation_id)
+            .where(visible(owner))
             .order_by(Edit.id.desc())
             .limit(limit)
         ).all()
@@ -70,9 +75,18 @@ def list_pairs(
     return sorted(out, key=lambda p: p.created_at, reverse=True)[:limit]
 
 
-def delete_pair(db: Database, kind: str, signal_id: int) -> bool:
-    """Delete one bad signal (the user's explicit decision). Returns whether it existed.
-    For a choice, an earlier choice of the same question (if any) counts again."""
+def delete_pair(db: Database, kind: str, signal_id: int, owner: Owner | None = None) -> bool:
+    """Delete one bad signal (the user's explicit decision) of a conversation ``owner``
+    sees. Returns whether it existed. For a choice, an earlier choice of the same question
+    (if any) counts again."""
     table = {"choice": Choice, "edit": Edit}[kind]
+    message = Choice.question_id if kind == "choice" else Edit.message_id
+    mine = (
+        select(Message.id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(visible(owner))
+    )
     with db.write() as s:
-        return s.execute(delete(table).where(table.id == signal_id)).rowcount > 0
+        return s.execute(
+            delete(table).where(table.id == signal_id, message.in_(mine))
+        ).rowcount > 0

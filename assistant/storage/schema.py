@@ -48,6 +48,25 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
 
 
+class User(Base):
+    """A login (only used when ``ASSISTANT_AUTH=password``). Users are disabled, never
+    deleted, so what they wrote keeps its owner."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'admin')", name="ck_users_role"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: argon2id, in the PHC string format (algorithm, parameters, salt and hash).
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 
@@ -61,6 +80,8 @@ class Conversation(Base):
     # Retrieval choices of this conversation: use documents at all, and which (None = all).
     use_documents: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     document_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    #: Who it belongs to when login is on; NULL: made with login off (or imported).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",

@@ -9,6 +9,7 @@ from datetime import date
 from sqlalchemy import func, select
 
 from assistant.storage.db import Database
+from assistant.storage.ownership import Owner, visible
 from assistant.storage.schema import Choice, Comparison, Conversation, Edit, Feedback, Message
 
 
@@ -22,9 +23,11 @@ class FeedbackStats:
     tags: dict[str, int] = field(default_factory=dict)
 
 
-def feedback_stats(db: Database) -> FeedbackStats:
-    """Current ratings (the newest per answer) and every edit, choice and vote."""
+def feedback_stats(db: Database, owner: Owner | None = None) -> FeedbackStats:
+    """Current ratings (the newest per answer) and every edit, choice and vote (of the
+    conversations ``owner`` sees: see ``ownership``)."""
     stats = FeedbackStats()
+    mine = visible(owner)
     with db.read() as s:
         newest = (
             select(func.max(Feedback.id)).group_by(Feedback.message_id).scalar_subquery()
@@ -33,19 +36,31 @@ def feedback_stats(db: Database) -> FeedbackStats:
             select(Feedback.rating, Feedback.comment, Feedback.tags, Feedback.created_at,
                    Message.model_version)
             .join(Message, Message.id == Feedback.message_id)
-            .where(Feedback.id.in_(newest))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Feedback.id.in_(newest), mine)
         ).all()
-        edits = s.scalars(select(Edit.created_at)).all()
+        edits = s.scalars(
+            select(Edit.created_at)
+            .join(Message, Message.id == Edit.message_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(mine)
+        ).all()
         choices = s.execute(
             select(Choice.created_at, Conversation.source)
             .join(Message, Message.id == Choice.question_id)
             .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(mine)
         ).all()
-        votes = s.scalars(select(Comparison.voted_at).where(Comparison.vote.is_not(None))).all()
+        votes = s.scalars(
+            select(Comparison.voted_at)
+            .join(Message, Message.id == Comparison.question_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Comparison.vote.is_not(None), mine)
+        ).all()
         answers = s.execute(
             select(Message.model_version, func.count())
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.role == "assistant", Conversation.source.is_(None))
+            .where(Message.role == "assistant", Conversation.source.is_(None), mine)
             .group_by(Message.model_version)
         ).all()
 

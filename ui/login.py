@@ -1,0 +1,108 @@
+"""Login in the browser (``ASSISTANT_AUTH=password``): the form, the session's user, and
+what the user's role lets each page show.
+
+``gate()`` runs first on every page run (``ui/app.py``): with login off it does nothing;
+with login on it shows the form and stops the page until the session has a user. The
+user is read again from the database on every run, so a role change or a disabled login
+takes effect at the next click. Pages ask :func:`may` before showing admin actions, and
+the stores they get are scoped to the user (``assistant.storage.ownership``).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.auth import AuthError, User, UserStore
+from assistant.auth import may as _may
+from ui import resources
+from ui.text import plain
+
+USER = "_user_name"  # session state: the logged-in user's name
+
+
+@st.cache_resource(show_spinner=False)
+def users() -> UserStore:
+    # One store per process: its failed-login throttle is shared by every session.
+    return UserStore(resources.database())
+
+
+def enabled() -> bool:
+    return resources.settings().auth != "off"
+
+
+def gate() -> User | None:
+    """The logged-in user (None with login off); otherwise show the form and stop."""
+    if not enabled():
+        return None
+    name = st.session_state.get(USER)
+    if name is not None:
+        try:
+            user = users().get(name)
+        except AuthError:
+            user = None
+        if user is not None and not user.disabled:
+            _account(user)
+            return user
+        st.session_state.pop(USER, None)
+        st.warning("Your login was disabled or removed: log in again.")
+    _form()
+    st.stop()
+    return None  # unreachable: st.stop() raises
+
+
+def current_user() -> User | None:
+    """The session's user for pages (None with login off). Fails closed: with login on and
+    no user, the page stops (``gate`` shows the form)."""
+    if not enabled():
+        return None
+    name = st.session_state.get(USER)
+    if name is None:
+        st.stop()
+    return users().get(name)
+
+
+def may(action: str) -> bool:
+    """Whether this session may do an admin action (always, with login off)."""
+    return _may(current_user(), action)
+
+
+def feedback_owner() -> User | None:
+    """Whose feedback the Feedback page shows: all (None) for admins and with login off,
+    the user's own otherwise."""
+    user = current_user()
+    return None if user is None or user.is_admin else user
+
+
+def _form() -> None:
+    st.title("Log in")
+    if users().count() == 0:
+        st.info(
+            "No users yet: add the first admin in a terminal with "
+            "`assistant users add NAME --role admin`, then log in here.",
+            icon=":material/person_add:",
+        )
+    with st.form("login_form"):
+        name = st.text_input("User name", key="login_name", autocomplete="username")
+        password = st.text_input("Password", type="password", key="login_password",
+                                 autocomplete="current-password")
+        go = st.form_submit_button("Log in", icon=":material/login:", type="primary")
+    if go:
+        try:
+            user = users().authenticate(name.strip(), password)
+        except AuthError as err:
+            st.error(str(err))
+            return
+        st.session_state.clear()  # nothing of a previous login carries over
+        st.session_state[USER] = user.name
+        st.rerun()
+
+
+def _account(user: User) -> None:
+    with st.sidebar:
+        row = st.container(horizontal=True, vertical_alignment="center")
+        row.caption(f":material/person: {plain(user.name)} · {user.role}")
+        row.button("Log out", key="logout", icon=":material/logout:", on_click=_logout)
+
+
+def _logout() -> None:
+    st.session_state.clear()

@@ -23,6 +23,7 @@ from typing import Any
 
 from assistant.auth import TOKEN_ENV, User, issue_token
 from assistant.config import Settings
+from assistant.doctor import pid_alive
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
 #: Popen handles of the runs this process started (polled so that they are reaped).
@@ -113,12 +114,8 @@ def _alive(run_id: str, pid: int) -> bool:
     proc = _children.get(run_id)
     if proc is not None:
         return proc.poll() is None  # also reaps it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a reused pid is not our run
         return run_id in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
     except OSError:

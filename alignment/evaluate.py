@@ -33,6 +33,7 @@ from alignment.errors import NoTrainingData
 from alignment.export import ExportOptions, export
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
+from assistant.generation import template_input
 from assistant.models import LoadedModel, load_model
 from assistant.prompting import SOURCES_INSTRUCTION, Messages, with_sources
 from assistant.registry import BASE, EvalRecord, Registry
@@ -134,8 +135,9 @@ class VersionModels:
         try:
             with self.using(name) as model:
                 for i in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False):
+                    batch = [template_input(tok, c) for c in conversations[i:i + batch_size]]
                     enc = tok.apply_chat_template(
-                        conversations[i:i + batch_size], add_generation_prompt=True, padding=True,
+                        batch, add_generation_prompt=True, padding=True,
                         return_tensors="pt", return_dict=True,
                     ).to(self.loaded.device)
                     ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

@@ -29,7 +29,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from assistant.errors import AdapterError, GenerationFailed
 from assistant.models import BASE_VERSION, LoadedModel
-from assistant.prompting import Messages
+from assistant.prompting import Messages, defuse_special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,14 @@ class Generator(Protocol):
         ...
 
 
+def template_input(tokenizer, messages: Messages) -> Messages:  # noqa: ANN001
+    """``messages`` as they go into the chat template: no text in them can become one of
+    the tokenizer's special tokens (see :func:`~assistant.prompting.defuse_special_tokens`);
+    only the template's own markers are."""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    return defuse_special_tokens(messages, specials | set(tokenizer.all_special_tokens))
+
+
 class _StopOnEvent(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
@@ -123,7 +131,8 @@ class TransformersTokenStream:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         enc = tok.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            template_input(tok, messages), add_generation_prompt=True, return_tensors="pt",
+            return_dict=True,
         ).to(loaded.device)
         self.stats.prompt_tokens = int(enc["input_ids"].shape[1])
         self._streamer = _CountingStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -335,8 +344,10 @@ class TransformersGenerator:
         self._gate = _VersionGate(self._switch)
 
     def count_prompt_tokens(self, messages: Messages) -> int:
-        ids = self.loaded.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        tok = self.loaded.tokenizer
+        ids = tok.apply_chat_template(
+            template_input(tok, messages), add_generation_prompt=True, tokenize=True,
+            return_dict=False,
         )
         return len(ids)
 

@@ -3,11 +3,15 @@
 The system prompt and the new user message always go in; earlier turns are dropped oldest
 first, a whole user/assistant exchange at a time, until the prompt plus the room reserved
 for the answer fits.
+
+Retrieved documents go into the user turn as numbered, delimited sources (data, never
+instructions), and no text in a message can pass for one of the tokenizer's special tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,9 +91,21 @@ class SourceLike(Protocol):
     text: str
 
 
+# The tags that delimit a source, in any case and spacing: "<source>", "</Source >", "< /source".
+_DELIMITER = re.compile(r"<\s*(/?)\s*(source)", re.IGNORECASE)
+
+
 def _quote(text: str) -> str:
-    # A document must not be able to close its own quotation and speak as the user.
-    return text.replace("</source>", "</ source>")
+    """Document text as data: it cannot close its own block ("</source>") or open another
+    ("<source>"), so whatever it says (a fake "[2] other.md" header, "Question: ...",
+    "Ignore previous instructions") stays inside the block it came in."""
+    # A space after the "<" (or "</"): the exact tags never occur inside a block.
+    return _DELIMITER.sub(lambda m: f"<{m.group(1)} {m.group(2)}", text)
+
+
+def _label(text: str) -> str:
+    """A document's name or location for its one header line: one line, no delimiters."""
+    return _quote(" ".join(text.split()))
 
 
 def with_sources(question: str, sources: Sequence[SourceLike]) -> str:
@@ -98,6 +114,37 @@ def with_sources(question: str, sources: Sequence[SourceLike]) -> str:
         return question
     blocks = []
     for n, src in enumerate(sources, start=1):
-        where = f", {src.location}" if src.location else ""
-        blocks.append(f"[{n}] {src.document_name}{where}\n<source>\n{_quote(src.text)}\n</source>")
+        where = f", {_label(src.location)}" if src.location else ""
+        blocks.append(
+            f"[{n}] {_label(src.document_name)}{where}\n<source>\n{_quote(src.text)}\n</source>"
+        )
     return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+
+
+# -- special tokens -------------------------------------------------------------------------------
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def defuse_special_tokens(messages: Messages, specials: Iterable[str]) -> Messages:
+    """``messages`` with every special token's string in their text broken by a zero-width
+    space after its first character.
+
+    A Hugging Face tokenizer turns a special token's string into that token wherever it
+    occurs, message text included: a message, a document or an earlier answer holding
+    ``<|im_end|>\\n<|im_start|>system`` would end its turn and open a system turn of its
+    own. Broken, it is read as the ordinary characters it is.
+    """
+    # One character cannot be broken, and one that holds the space would never stop breaking.
+    specials = sorted({s for s in specials if len(s) > 1 and ZERO_WIDTH_SPACE not in s},
+                      key=len, reverse=True)
+    if not specials:
+        return messages
+    pattern = re.compile("|".join(map(re.escape, specials)))
+
+    def defuse(text: str) -> str:
+        # Again until none is left: breaking one could leave a shorter one inside it.
+        while pattern.search(text):
+            text = pattern.sub(lambda m: m.group()[0] + ZERO_WIDTH_SPACE + m.group()[1:], text)
+        return text
+
+    return [{**m, "content": defuse(m["content"])} for m in messages]

@@ -10,7 +10,7 @@ from assistant.citations import annotate
 from assistant.errors import AssistantError
 from assistant.storage import StoredMessage
 from ui.state import EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
-from ui.text import plain
+from ui.text import plain, safe_markdown
 
 TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
 
@@ -36,7 +36,7 @@ def _sources(m: StoredMessage) -> None:
 
 def answer(service: ChatService, m: StoredMessage) -> None:
     shown = m.edited or m.content
-    st.markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown)
+    st.markdown(safe_markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown))
     if m.edited:
         with st.expander("Edited by you: the model's original answer", icon=":material/edit_note:"):
             st.text(m.content)
@@ -130,7 +130,7 @@ def ballot(service: ChatService, cmp, every: dict) -> None:  # noqa: ANN001
     for col, label, mid in ((left, "A", cmp.a_id), (right, "B", cmp.b_id)):
         with col, st.chat_message("assistant"):
             st.caption(f"Answer {label}")
-            st.markdown(every[mid].content)
+            st.markdown(safe_markdown(every[mid].content))
     row = st.container(horizontal=True, gap="small")
     for vote, text in (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both bad")):
         row.button(text, key=f"vote_{vote}_{cmp.id}", on_click=guard_cb,

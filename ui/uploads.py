@@ -8,20 +8,21 @@ import streamlit as st
 
 from assistant.bootstrap import Library
 from assistant.ingest import IngestResult
+from ui.text import plain
 
 
 def ingest_uploads(library: Library, files: Sequence) -> list[IngestResult]:  # noqa: ANN001
     results = []
     bar = st.progress(0.0, text="Reading documents...")
     for n, f in enumerate(files, start=1):
-        bar.progress((n - 1) / len(files), text=f"Indexing {f.name} ({n}/{len(files)})...")
+        bar.progress((n - 1) / len(files), text=f"Indexing {plain(f.name)} ({n}/{len(files)})...")
         results.append(library.ingestor.ingest_bytes(f.name, f.getvalue()))
     bar.empty()
     for r in results:
         if r.status == "failed":
-            st.error(r.describe(), icon=":material/error:")
+            st.error(plain(r.describe()), icon=":material/error:")
         elif r.status == "duplicate":
-            st.info(r.describe(), icon=":material/content_copy:")
+            st.info(plain(r.describe()), icon=":material/content_copy:")
         else:
-            st.success(r.describe(), icon=":material/check_circle:")
+            st.success(plain(r.describe()), icon=":material/check_circle:")
     return results

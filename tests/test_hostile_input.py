@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import markdown_it  # a dev dependency: CommonMark, to see what a label renders as
 import pytest
 import streamlit as st
 from hypothesis import given
@@ -31,8 +32,6 @@ from assistant.storage.documents import DocumentStore
 from tests.fakes import FakeGenerator
 from ui import resources
 from ui.text import plain, safe_markdown, safe_stream
-
-markdown_it = pytest.importorskip("markdown_it")
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"

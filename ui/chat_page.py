@@ -12,8 +12,9 @@ from assistant.generation import GenerationParams
 from assistant.parsing import SUPPORTED_SUFFIXES
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import DocumentChoice
-from ui import answers, resources, sidebar
+from ui import answers, login, resources, sidebar
 from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
+from ui.text import plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads
 
 
@@ -74,7 +75,7 @@ def _conversation(
                 if pending is not None:
                     answers.verdict(pending, every)
             else:
-                st.markdown(m.content)
+                st.markdown(safe_markdown(m.content))
 
     regenerate = st.session_state.pop(REGENERATE, None)
     if regenerate is not None:
@@ -85,12 +86,13 @@ def _conversation(
         else:
             _stream(reply)
 
+    attach = login.may("upload")  # attached files join the shared library: admins only
     submitted = st.chat_input(
         # Short enough to show whole at phone width; the attach button is a "+", not a clip.
-        "Ask anything; + attaches documents",
+        "Ask anything; + attaches documents" if attach else "Ask anything",
         key="chat_input",
         max_chars=service.settings.max_message_chars,
-        accept_file="multiple",
+        accept_file="multiple" if attach else False,
         max_upload_size=max(1, math.ceil(service.settings.retrieval.max_upload_mb)),
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
@@ -101,7 +103,7 @@ def _conversation(
     files = [] if isinstance(submitted, str) else list(submitted.files)
     if files:
         with st.chat_message("user"):
-            st.caption("Attached: " + ", ".join(f.name for f in files))
+            st.caption("Attached: " + ", ".join(plain(f.name) for f in files))
             ingest_uploads(resources.library(), files)
         if not prompt.strip():
             return
@@ -117,7 +119,7 @@ def _conversation(
         return
     st.session_state[CONV] = (a if compare else reply).conversation_id
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(safe_markdown(prompt))
     if compare:
         _stream_pair(service, a, b)
     else:
@@ -132,7 +134,7 @@ def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
             st.caption(f"Answer {label}")
             st.session_state[PENDING] = reply
             try:
-                st.write_stream(reply)
+                st.write_stream(safe_stream(reply))
             except AssistantError as err:
                 st.error(str(err))
             finally:
@@ -154,7 +156,7 @@ def _stream(reply) -> None:  # noqa: ANN001
         stop.button("Stop", key="stop_generation", icon=":material/stop_circle:")
         st.session_state[PENDING] = reply
         try:
-            st.write_stream(reply)
+            st.write_stream(safe_stream(reply))
         except AssistantError as err:
             st.error(str(err))
             return

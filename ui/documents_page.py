@@ -8,7 +8,7 @@ import streamlit as st
 
 from assistant.errors import AssistantError
 from assistant.parsing import SUPPORTED_SUFFIXES
-from ui import resources
+from ui import login, resources
 from ui.text import plain
 from ui.uploads import ingest_uploads
 
@@ -18,7 +18,41 @@ FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 def render() -> None:
     st.title("Documents")
     library = resources.library()
+    admin = login.may("upload")  # the library is shared: only admins change it
+    if admin:
+        _upload(library)
+    else:
+        st.caption("Only an admin can add or remove documents; you can search them and your "
+                   "answers cite them.")
 
+    try:
+        docs = library.store.list_documents()
+    except AssistantError as err:
+        st.error(str(err))
+        return
+    st.subheader(f"Library ({len(docs)})")
+    if not docs:
+        st.info("No documents yet: upload one above, or run `assistant ingest PATH`."
+                if admin else "No documents yet: ask an admin to add some.")
+        return
+
+    indexed = library.index.ids()
+    chunk_ids = library.store.chunk_ids_by_document()
+    for d in docs:
+        cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
+        status = "indexed" if chunk_ids.get(d.id, set()) <= indexed else "not in index"
+        cols[0].markdown(f"**{plain(d.name)}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
+        cols[1].caption(f"{d.chunk_count} chunk{'s' if d.chunk_count != 1 else ''} · {status}")
+        cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
+        if admin:
+            cols[3].button(
+                "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {plain(d.name)}",
+                on_click=_delete, args=(d.id,),
+            )
+    _search(library)
+
+
+def _upload(library) -> None:  # noqa: ANN001
     with st.form("upload_form", clear_on_submit=True):
         files = st.file_uploader(
             "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
@@ -31,29 +65,8 @@ def render() -> None:
     if submitted and files:
         ingest_uploads(library, files)
 
-    try:
-        docs = library.store.list_documents()
-    except AssistantError as err:
-        st.error(str(err))
-        return
-    st.subheader(f"Library ({len(docs)})")
-    if not docs:
-        st.info("No documents yet: upload one above, or run `assistant ingest PATH`.")
-        return
 
-    indexed = library.index.ids()
-    chunk_ids = library.store.chunk_ids_by_document()
-    for d in docs:
-        cols = st.columns([5, 2, 2, 1], vertical_alignment="center")
-        status = "indexed" if chunk_ids.get(d.id, set()) <= indexed else "not in index"
-        cols[0].markdown(f"**{plain(d.name)}**  \n{d.kind} · {d.created_at:%Y-%m-%d %H:%M}")
-        cols[1].caption(f"{d.chunk_count} chunk{'s' if d.chunk_count != 1 else ''} · {status}")
-        cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
-        cols[3].button(
-            "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {d.name}",
-            on_click=_delete, args=(d.id,),
-        )
-
+def _search(library) -> None:  # noqa: ANN001
     st.subheader("Search")
     query = st.text_input("Search the documents", key="doc_search", placeholder="e.g. Who ruled Normandy?")
     mode = st.segmented_control(
@@ -72,6 +85,8 @@ def render() -> None:
 
 
 def _delete(document_id: int) -> None:
+    if not login.may("upload"):
+        return
     try:
         resources.library().ingestor.delete(document_id)
     except AssistantError as err:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,20 +77,22 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory, model_cache) -> Iterator[AppServer]:
-    """``streamlit run ui/app.py`` on a fresh data dir, after ``assistant db upgrade`` (as
-    ``make run`` does). The model cache is the test run's, so the GGUF conversion happens
-    once per run, whichever test needs the model first."""
-    root = tmp_path_factory.mktemp("e2e")
+@contextmanager
+def _serve(root: Path, model_cache: Path, extra_env: dict[str, str] | None = None,
+           setup: list[list[str]] = (), setup_env: dict[str, str] | None = None,
+           ) -> Iterator[AppServer]:
+    """``streamlit run ui/app.py`` on a fresh data dir under ``root``, after ``assistant db
+    upgrade`` (as ``make run`` does) and any ``setup`` commands (``assistant`` arguments,
+    run with ``setup_env`` added)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     env |= APP_ENV | {
         "ASSISTANT_DATA_DIR": str(root / "data"),
         "ASSISTANT_MODEL_CACHE_DIR": str(model_cache),
-    }
-    upgrade = subprocess.run([str(BIN / "assistant"), "db", "upgrade"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert upgrade.returncode == 0, f"assistant db upgrade failed:\n{upgrade.stdout}{upgrade.stderr}"
+    } | (extra_env or {})
+    for args in (["db", "upgrade"], *setup):
+        done = subprocess.run([str(BIN / "assistant"), *args], cwd=ROOT, env=env | (setup_env or {}),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"assistant {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
 
     port = _free_port()
     url = f"http://localhost:{port}"
@@ -114,6 +117,31 @@ def app_server(tmp_path_factory, model_cache) -> Iterator[AppServer]:
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, model_cache) -> Iterator[AppServer]:
+    """The app as ``make run`` starts it: login off. The model cache is the test run's, so
+    the GGUF conversion happens once per run, whichever test needs the model first."""
+    with _serve(tmp_path_factory.mktemp("e2e"), model_cache) as server:
+        yield server
+
+
+#: The users of ``login_server`` (name, role); all have LOGIN_PASSWORD.
+LOGIN_USERS = (("root", "admin"), ("alice", "user"), ("bob", "user"))
+LOGIN_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def login_server(tmp_path_factory, model_cache) -> Iterator[AppServer]:
+    """A second app with login on (ASSISTANT_AUTH=password) and three users, added with
+    ``assistant users add`` as an admin would."""
+    new = {"ASSISTANT_NEW_PASSWORD": LOGIN_PASSWORD}
+    admin = {"ASSISTANT_USER": "root", "ASSISTANT_PASSWORD": LOGIN_PASSWORD}
+    setup = [["users", "add", name, "--role", role] for name, role in LOGIN_USERS]
+    with _serve(tmp_path_factory.mktemp("e2e-login"), model_cache, {"ASSISTANT_AUTH": "password"},
+                setup, setup_env=new | admin) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -148,9 +176,10 @@ def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
     if not report.failed:
         return
     funcargs = getattr(item, "funcargs", {})
-    server = funcargs.get("app_server")
-    if isinstance(server, AppServer):
-        report.sections.append(("streamlit server log (tail)", server.log_tail()))
+    for name in ("app_server", "login_server"):
+        server = funcargs.get(name)
+        if isinstance(server, AppServer):
+            report.sections.append((f"{name} log (tail)", server.log_tail()))
     browser = funcargs.get("browser")
     if browser is not None and browser.is_connected():
         for i, context in enumerate(browser.contexts):

@@ -11,6 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from alignment.errors import IncompatibleVersion
+from assistant.generation import template_input
 from assistant.models import LoadedModel
 from assistant.prompting import Messages
 from assistant.registry import Version
@@ -45,7 +46,8 @@ class RewardScorer:
         """One scalar per (prompt, answer): higher is better."""
         tok = self.tokenizer
         texts = [
-            tok.apply_chat_template([*p, {"role": "assistant", "content": c}], tokenize=False)
+            tok.apply_chat_template(template_input(tok, [*p, {"role": "assistant", "content": c}]),
+                                    tokenize=False)
             for p, c in zip(prompts, completions, strict=True)
         ]
         out: list[float] = []

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import NotEnoughTrainingData
-from alignment.export import ExportOptions, ExportResult, export, write_export
+from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
 from alignment.training.config import DATA_KIND, MIN_ROWS
+from assistant.generation import template_input
 from assistant.storage import Database
 
 _HINTS = {
@@ -29,6 +30,7 @@ class TrainingData:
     test: list[dict[str, Any]]
     #: Stored with the version: kind, rows, sha256, the export report.
     record: dict[str, Any]
+    report: ExportReport
 
 
 def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # noqa: ANN001
@@ -66,7 +68,31 @@ def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # n
         "sha256": digest.hexdigest(), "limit": config.limit, "test_fraction": config.test_fraction,
         "split_seed": config.split_seed, "export": vars(result.report),
     }
-    return TrainingData(train_rows, test_rows, record)
+    return TrainingData(train_rows, test_rows, record, used.report)
+
+
+def defuse(data: TrainingData, tokenizer, folder: Path) -> TrainingData:  # noqa: ANN001
+    """The rows as the chat gives text to the model: no message text becomes a special token
+    (``generation.template_input``; TRL would read a literal ``<|im_end|>`` in a message as a
+    turn boundary). When that changes a row, the version's files are written again, so that
+    they stay exactly what it learned from."""
+    def fix(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: template_input(tokenizer, v) if _is_messages(v) else v for k, v in row.items()}
+
+    train, test = [fix(r) for r in data.train], [fix(r) for r in data.test]
+    if (train, test) == (data.train, data.test):
+        return data
+    write_export(ExportResult(train, test, data.report), folder, "jsonl")
+    digest = hashlib.sha256()
+    for name in ("train.jsonl", "test.jsonl"):
+        digest.update((folder / name).read_bytes())
+    return TrainingData(train, test, {**data.record, "sha256": digest.hexdigest(),
+                                      "special_tokens_defused": True}, data.report)
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and "content" in m for m in value)
 
 
 def _prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

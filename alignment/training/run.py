@@ -26,7 +26,7 @@ from peft import LoraConfig, PeftModel
 
 from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
 from alignment.training.config import config_record
-from alignment.training.data import prepare
+from alignment.training.data import defuse, prepare
 from alignment.training.progress import ProgressFile, plot_curve, write_json
 from alignment.training.trainers import build_trainer
 from assistant.bootstrap import open_database, open_registry
@@ -70,6 +70,7 @@ def train(
     try:
         data = prepare(db, kind, config, staging / "data")
         loaded = loaded or load_model(settings)
+        data = defuse(data, loaded.tokenizer, staging / "data")
         for needed in filter(None, (parent, reward_version)):
             if not needed.is_base and needed.base_fingerprint != loaded.fingerprint:
                 raise IncompatibleVersion(

@@ -15,6 +15,7 @@ from assistant.storage.ownership import Owner, can_see, owner_id, visible
 from assistant.storage.schema import (
     Choice,
     Conversation,
+    DocumentChunk,
     Edit,
     Feedback,
     Message,
@@ -323,7 +324,16 @@ class ConversationStore:
             )
             s.add(row)
             s.flush()
-            s.add_all(MessageSource(message_id=row.id, **asdict(src)) for src in sources)
+            # A source's document may have been replaced or deleted while the answer streamed:
+            # keep the snapshot unlinked, as its later deletion would (SET NULL).
+            ids = {src.chunk_id for src in sources if src.chunk_id is not None}
+            live = set(s.scalars(select(DocumentChunk.id).where(DocumentChunk.id.in_(ids)))) if ids else set()
+            s.add_all(
+                MessageSource(message_id=row.id, **{
+                    **asdict(src), "chunk_id": src.chunk_id if src.chunk_id in live else None,
+                })
+                for src in sources
+            )
             conv.updated_at = utcnow()
             new_id = row.id
         return self.get_message(new_id)

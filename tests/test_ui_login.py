@@ -149,3 +149,22 @@ def test_log_out_and_disabled_logins(people, users):
     run_ok(bob)
     assert bob.title[0].value == "Log in"
     assert "disabled" in bob.warning[0].value
+
+
+def test_change_password(people, users):
+    alice = log_in("alice")
+
+    def change(old: str, new: str, again: str | None = None) -> AppTest:
+        alice.text_input(key="pw_old").set_value(old)
+        alice.text_input(key="pw_new").set_value(new)
+        alice.text_input(key="pw_again").set_value(new if again is None else again)
+        next(b for b in alice.button if b.label == "Change password").click()
+        return run_ok(alice)
+
+    assert "differ" in change(PASSWORD, "new horse 1", "new horse 2").error[0].value
+    assert "current password is wrong" in change("guess guess", "new horse 1").error[0].value
+    assert "too short" in change(PASSWORD, "short").error[0].value
+    users.authenticate("alice", PASSWORD)  # none of these changed it
+    assert change(PASSWORD, "new horse 1").success[0].value == "Password changed."
+    users.authenticate("alice", "new horse 1")
+    assert log_in("alice", PASSWORD).error[0].value == "Wrong user name or password."

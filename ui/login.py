@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.auth import AuthError, User, UserStore
+from assistant.auth import MIN_PASSWORD, AuthError, LoginFailed, User, UserStore
 from assistant.auth import may as _may
 from ui import resources
 from ui.text import plain
@@ -102,6 +102,30 @@ def _account(user: User) -> None:
         row = st.container(horizontal=True, vertical_alignment="center")
         row.caption(f":material/person: {plain(user.name)} · {user.role}")
         row.button("Log out", key="logout", icon=":material/logout:", on_click=_logout)
+        with st.expander("Change password", icon=":material/key:"):
+            with st.form("password_form", clear_on_submit=True, border=False):
+                old = st.text_input("Current password", type="password", key="pw_old",
+                                    autocomplete="current-password")
+                new = st.text_input("New password", type="password", key="pw_new",
+                                    autocomplete="new-password", help=f"At least {MIN_PASSWORD} characters.")
+                again = st.text_input("New password again", type="password", key="pw_again",
+                                      autocomplete="new-password")
+                go = st.form_submit_button("Change password")
+            if go:
+                _change_password(user, old, new, again)
+
+
+def _change_password(user: User, old: str, new: str, again: str) -> None:
+    if new != again:
+        st.error("The new passwords differ: type the same one twice.")
+        return
+    try:
+        users().authenticate(user.name, old)
+        users().set_password(user.name, new)
+    except AuthError as err:
+        st.error("The current password is wrong." if isinstance(err, LoginFailed) else str(err))
+        return
+    st.success("Password changed.")
 
 
 def _logout() -> None:

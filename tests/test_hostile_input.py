@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
-from assistant.bootstrap import Library, open_database, open_library
+from assistant.bootstrap import open_database, open_library
 from assistant.chat import ChatService
 from assistant.errors import GenerationFailed
 from assistant.generation import GenerationParams, TransformersGenerator, template_input
@@ -28,7 +28,7 @@ from assistant.models import load_model
 from assistant.prompting import ZERO_WIDTH_SPACE, defuse_special_tokens, with_sources
 from assistant.storage import ConversationStore
 from assistant.storage.conversations import AnswerRecord, SourceRecord
-from assistant.storage.documents import DocumentStore
+from tests.fake_app import fake_app
 from tests.fakes import FakeGenerator
 from ui import resources
 from ui.text import plain, safe_markdown, safe_stream
@@ -301,17 +301,8 @@ HOSTILE_TITLE = "![t](https://attacker.example/t) <script>alert(5)</script> # :m
 @pytest.fixture
 def service(env_settings, monkeypatch):
     """The app's own wiring with the FakeGenerator answering HOSTILE_ANSWER."""
-    st.cache_resource.clear()
-    env_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(env_settings)
-    svc = ChatService(ConversationStore(db), FakeGenerator(HOSTILE_ANSWER, context_window=8192),
-                      env_settings)
-    monkeypatch.setattr(resources, "_chat_service", lambda: svc)
-    library = Library(DocumentStore(db), None, None, None, None, None)
-    monkeypatch.setattr(resources, "_library", lambda: library)
-    yield svc
-    st.cache_resource.clear()
-    db.dispose()
+    with fake_app(env_settings, monkeypatch, FakeGenerator(HOSTILE_ANSWER, context_window=8192)) as svc:
+        yield svc
 
 
 def run_ok(at: AppTest) -> AppTest:

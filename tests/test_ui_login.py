@@ -6,19 +6,13 @@ The app's own wiring with the FakeGenerator for the model (the login is the subj
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.auth import UserStore
-from assistant.bootstrap import Library, open_database, open_registry
-from assistant.chat import ChatService
-from assistant.storage import ConversationStore
-from assistant.storage.documents import DocumentStore
-from tests.fakes import FakeGenerator
-from ui import login, resources
+from tests.fake_app import fake_app
+from ui import login
 from ui.state import CONV
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
@@ -28,20 +22,9 @@ PASSWORD = "correct horse"
 @pytest.fixture
 def users(env_settings, monkeypatch):
     monkeypatch.setenv("ASSISTANT_AUTH", "password")
-    st.cache_resource.clear()
-    env_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(env_settings)
     settings = env_settings.model_copy(update={"auth": "password"})
-    svc = ChatService(ConversationStore(db), FakeGenerator(context_window=4096), settings,
-                      registry=open_registry(settings, db), base_fingerprint="fake")
-    monkeypatch.setattr(resources, "_chat_service", lambda: svc)
-    # Listing documents needs no embedding model; the upload form reads only the limits.
-    library = Library(DocumentStore(db), None, None, SimpleNamespace(settings=settings.retrieval),
-                      None, None)
-    monkeypatch.setattr(resources, "_library", lambda: library)
-    yield UserStore(db)
-    st.cache_resource.clear()
-    db.dispose()
+    with fake_app(settings, monkeypatch, fingerprint="fake") as svc:
+        yield UserStore(svc.store.db)
 
 
 @pytest.fixture

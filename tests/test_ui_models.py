@@ -16,17 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from alignment import runs
-from assistant.bootstrap import Library, open_database, open_registry
-from assistant.chat import ChatService
 from assistant.errors import ModelNotFound
-from assistant.storage import ConversationStore
-from assistant.storage.documents import DocumentStore
-from tests.fakes import FakeGenerator
+from tests.fake_app import fake_app
 from ui import resources
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
@@ -37,19 +32,8 @@ FINGERPRINT = "fake-fingerprint"
 def service(env_settings, monkeypatch):
     """The app's chat service, built by the test (FakeGenerator) and handed to the app
     through its resource functions; everything else is the app's own wiring."""
-    st.cache_resource.clear()
-    env_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(env_settings)
-    svc = ChatService(ConversationStore(db), FakeGenerator(context_window=4096), env_settings,
-                      registry=open_registry(env_settings, db), base_fingerprint=FINGERPRINT)
-    svc.sync_version()
-    monkeypatch.setattr(resources, "_chat_service", lambda: svc)
-    # The sidebar lists documents; no embedding model is needed for that.
-    library = Library(DocumentStore(db), None, None, None, None, None)
-    monkeypatch.setattr(resources, "_library", lambda: library)
-    yield svc
-    st.cache_resource.clear()
-    db.dispose()
+    with fake_app(env_settings, monkeypatch, fingerprint=FINGERPRINT) as svc:
+        yield svc
 
 
 @pytest.fixture

@@ -57,6 +57,12 @@ class VectorIndex:
         self.dim, self.kind, self.model_name = dim, kind, model_name
         self._lock = threading.RLock()
         self._index = self._load() or self._empty()
+        #: Held while the chunks in the database and this index change together (an ingest
+        #: in this process) or are compared (``ingest.catch_up``), so neither sees half of
+        #: the other's change.
+        self.sync_lock = threading.RLock()
+        #: The database's chunk signature this index last caught up with (``catch_up``).
+        self.synced_to: tuple[int, int] | None = None
 
     # -- construction ----------------------------------------------------------------------
     def _empty(self, train: np.ndarray | None = None) -> faiss.Index:

@@ -113,8 +113,9 @@ class Ingestor:
         return int(self.settings.max_upload_mb * 1024 * 1024)
 
     def delete(self, document_id: int) -> None:
-        removed = self.store.delete(document_id)
-        self.index.remove(removed, rebuild_from=self.store.iter_vectors())
+        with self.index.sync_lock:
+            removed = self.store.delete(document_id)
+            self.index.remove(removed, rebuild_from=self.store.iter_vectors())
         self.index.save()
 
     def _ingest(self, name: str, data: bytes) -> IngestResult:
@@ -139,18 +140,19 @@ class Ingestor:
             raise NoExtractableText(name, "contains no extractable text")
         vectors = self.embedder.encode([c.text for c in chunks])
         previous = self.store.find_by_name(parsed.name)
-        change = self.store.add(
-            name=parsed.name,
-            kind=parsed.kind,
-            content_hash=digest,
-            size_bytes=len(data),
-            embed_model=self.embedder.name,
-            chunks=chunks,
-            vectors=vectors,
-            replaces=previous.id if previous else None,
-        )
-        self.index.add(change.added_ids, vectors)
-        self.index.remove(change.removed_ids, rebuild_from=self.store.iter_vectors())
+        with self.index.sync_lock:
+            change = self.store.add(
+                name=parsed.name,
+                kind=parsed.kind,
+                content_hash=digest,
+                size_bytes=len(data),
+                embed_model=self.embedder.name,
+                chunks=chunks,
+                vectors=vectors,
+                replaces=previous.id if previous else None,
+            )
+            self.index.add(change.added_ids, vectors)
+            self.index.remove(change.removed_ids, rebuild_from=self.store.iter_vectors())
         self.index.save()
         return IngestResult(
             parsed.name,
@@ -192,6 +194,28 @@ def sync_index(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> 
         index.rebuild(store.iter_vectors())
         index.save()
     return report
+
+
+def catch_up(store: DocumentStore, index: VectorIndex) -> tuple[int, int]:
+    """Bring this process's index up to the database when another process (``assistant
+    ingest`` while the app runs, another app server) added or deleted chunks: the database
+    holds every chunk's vector, so the difference is added or dropped from there. Cheap when
+    nothing changed (one count and max query); returns (added, dropped)."""
+    if store.chunk_signature() == index.synced_to:
+        return 0, 0
+    with index.sync_lock:
+        signature = store.chunk_signature()  # before the ids: a later change is seen next time
+        db_ids, have = store.chunk_ids(), index.ids()
+        add, drop = sorted(db_ids - have), sorted(have - db_ids)
+        if add:
+            ids, vectors = store.vectors_of(add)
+            index.add(ids, vectors)
+        if drop:
+            index.remove(drop, rebuild_from=store.iter_vectors())
+        index.synced_to = signature
+    if add or drop:
+        log.info("Index caught up with the database: %d chunks added, %d dropped", len(add), len(drop))
+    return len(add), len(drop)
 
 
 def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from assistant.config import RetrievalSettings
 from assistant.embedding import Embedder
 from assistant.index import VectorIndex
+from assistant.ingest import catch_up
 from assistant.storage.documents import DocumentStore, StoredChunk
 
 
@@ -66,6 +67,7 @@ class Retriever:
 
         dense: list[tuple[int, float]] = []
         if mode in ("dense", "hybrid"):
+            catch_up(self.store, self.index)  # another process may have ingested since
             allowed = self.store.chunk_ids_of(document_ids) if document_ids is not None else None
             dense = self.index.search(self.embedder.encode([query])[0], n, allowed=allowed)
         lexical: list[tuple[int, float]] = []

@@ -4,6 +4,8 @@ FTS5 table) and FAISS in a temp dir, wired by ``open_library`` as the app does."
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from assistant.config import Settings
 from assistant.embedding import Embedder
 from assistant.errors import DocumentNotFound
 from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-from assistant.ingest import Ingestor, find_files, sync_index
+from assistant.ingest import Ingestor, catch_up, find_files, sync_index
 from assistant.storage.documents import DocumentStore
 from tests.test_parsing import encrypt_pdf, make_pdf
 
@@ -418,3 +420,42 @@ def test_settings_limit_is_checked_before_reading_a_large_file(settings, open_li
     [result] = lib.ingestor.ingest_paths([big])
     assert result.status == "failed" and "over the 0.001 MB limit" in result.error
     assert lib.store.chunk_count() == 0 and document_count(lib.store.db) == 0
+
+
+# -- another process changes the documents -----------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_documents_ingested_by_another_process_are_found_by_the_app(env_settings, open_lib, tmp_path):
+    """`assistant ingest` in a terminal while the app runs: the app's in-memory FAISS index
+    catches up from the database (which holds every vector) at its next search, and drops
+    what the other process deleted."""
+    app = open_lib()
+    app.ingestor.ingest_bytes("bread.txt", COOKING.encode())
+    (tmp_path / "space.txt").write_text(ASTRONOMY, encoding="utf-8")
+    before = len(app.index)
+
+    _cli("ingest", str(tmp_path / "space.txt"))  # another process, same database
+
+    [hit] = app.retriever.search("telescopes and Jupiter's moons", k=1, mode="dense")
+    assert hit.document_name == "space.txt"
+    assert len(app.index) > before and app.index.ids() == app.store.chunk_ids()
+    assert catch_up(app.store, app.index) == (0, 0)  # caught up: nothing more to do
+
+    [doc] = [d for d in app.store.list_documents() if d.name == "space.txt"]
+    _cli("documents", "delete", str(doc.id))
+    hits = app.retriever.search("telescopes and Jupiter's moons", k=5, mode="dense")
+    assert hits and all(h.document_name == "bread.txt" for h in hits)
+    assert app.index.ids() == app.store.chunk_ids()
+
+
+def test_catching_up_after_an_own_ingest_adds_nothing_twice(lib):
+    lib.ingestor.ingest_bytes("bread.txt", COOKING.encode())
+    assert catch_up(lib.store, lib.index) == (0, 0)
+    lib.ingestor.ingest_bytes("space.txt", ASTRONOMY.encode())
+    catch_up(lib.store, lib.index)
+    assert len(lib.index) == len(lib.store.chunk_ids())  # no id in the index twice

@@ -159,6 +159,26 @@ class DocumentStore:
         with self.db.read() as s:
             return set(s.scalars(select(DocumentChunk.id)))
 
+    def chunk_signature(self) -> tuple[int, int]:
+        """(count, highest id) of the chunks: changes with every add or delete, since chunk
+        ids are never reused (``sqlite_autoincrement``)."""
+        with self.db.read() as s:
+            count, top = s.execute(select(func.count(DocumentChunk.id), func.max(DocumentChunk.id))).one()
+            return int(count or 0), int(top or 0)
+
+    def vectors_of(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of these chunks (those that still exist), in id order."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(DocumentChunk.id, DocumentChunk.embedding)
+                .where(DocumentChunk.id.in_(list(ids)))
+                .order_by(DocumentChunk.id)
+            ).all()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+
     def chunk_count(self) -> int:
         with self.db.read() as s:
             return s.scalar(select(func.count()).select_from(DocumentChunk)) or 0

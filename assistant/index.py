@@ -62,7 +62,7 @@ class VectorIndex:
         #: the other's change.
         self.sync_lock = threading.RLock()
         #: The database's chunk signature this index last caught up with (``catch_up``).
-        self.synced_to: tuple[int, int] | None = None
+        self.synced_to: tuple[int, ...] | None = None
 
     # -- construction ----------------------------------------------------------------------
     def _empty(self, train: np.ndarray | None = None) -> faiss.Index:

@@ -280,7 +280,10 @@ def index_rebuild(reembed: bool) -> None:
 
     library = _library(repair=False)
     if reembed:
-        n = reembed_all(library.store, library.index, library.embedder)
+        from tqdm import tqdm
+
+        n = reembed_all(library.store, library.index, library.embedder,
+                        progress=lambda docs: tqdm(docs, desc="Re-embedding", unit="document"))
     else:
         n = library.index.rebuild(library.store.iter_vectors())
         library.index.save()

@@ -218,9 +218,9 @@ def catch_up(store: DocumentStore, index: VectorIndex) -> tuple[int, int]:
     return len(add), len(drop)
 
 
-def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> int:
+def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder, progress=None) -> int:  # noqa: ANN001
     """Embed every stored chunk again with ``embedder`` and rebuild the index."""
-    n = store.replace_embeddings(embedder.encode, embedder.name)
+    n = store.replace_embeddings(embedder.encode, embedder.name, progress=progress)
     index.rebuild(store.iter_vectors())
     index.save()
     return n

@@ -459,3 +459,27 @@ def test_catching_up_after_an_own_ingest_adds_nothing_twice(lib):
     lib.ingestor.ingest_bytes("space.txt", ASTRONOMY.encode())
     catch_up(lib.store, lib.index)
     assert len(lib.index) == len(lib.store.chunk_ids())  # no id in the index twice
+
+
+def test_reembedding_leaves_the_database_writable(settings, lib):
+    """`assistant index rebuild --reembed` embeds one document at a time outside any write
+    transaction: another process saving an answer meanwhile is not locked out (with one
+    transaction for the whole corpus it waited out its busy timeout: DatabaseLocked)."""
+    from assistant.storage import ConversationStore, Database
+
+    for name, text_ in (("bread.txt", COOKING), ("space.txt", ASTRONOMY)):
+        lib.ingestor.ingest_bytes(name, text_.encode())
+    other_process = Database(settings.resolved_database_url, busy_timeout_s=0.3)
+    saved = []
+
+    def embed(texts):  # the other process writes while each document is being embedded
+        saved.append(ConversationStore(other_process).add_user_message(None, "still here").id)
+        return lib.embedder.encode(texts) * -1.0  # other vectors, so the change shows
+
+    before = dict(zip(*next(lib.store.iter_vectors())))
+    n = lib.store.replace_embeddings(embed, "other-model")
+    assert n == len(lib.store.chunk_ids()) and len(saved) == 2
+    assert lib.store.embed_models() == {"other-model"}
+    after = dict(zip(*next(lib.store.iter_vectors())))
+    assert all(np.allclose(after[i], -before[i], atol=1e-6) for i in before)
+    other_process.dispose()

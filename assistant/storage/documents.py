@@ -201,20 +201,36 @@ class DocumentStore:
                 out.setdefault(did, set()).add(cid)
             return out
 
-    def replace_embeddings(self, embed, model_name: str, batch: int = 512) -> int:  # noqa: ANN001
-        """Embed every chunk's text again with ``embed`` (texts -> vectors), in one
-        transaction, and record ``model_name`` on every document."""
-        with self.db.write() as s:
-            rows = s.execute(select(DocumentChunk.id, DocumentChunk.text).order_by(DocumentChunk.id)).all()
-            for start in range(0, len(rows), batch):
-                part = rows[start : start + batch]
-                for (cid, _), vec in zip(part, embed([r[1] for r in part]), strict=True):
+    def replace_embeddings(self, embed, model_name: str, progress=None) -> int:  # noqa: ANN001
+        """Embed every chunk's text again with ``embed`` (texts -> vectors) and record
+        ``model_name`` on its document: one document at a time, each in a short transaction
+        of its own, embedded before the transaction starts. One transaction for the whole
+        corpus would hold the write lock for as long as embedding it takes, and every other
+        writer (the app saving answers) would give up after the busy timeout. A document
+        deleted meanwhile is skipped; after a crash, ``embed_models`` still shows both models
+        and the next start finishes the job. ``progress`` wraps the documents (tqdm)."""
+        with self.db.read() as s:
+            doc_ids = list(s.scalars(select(Document.id).order_by(Document.id)))
+        done = 0
+        for doc_id in progress(doc_ids) if progress else doc_ids:
+            with self.db.read() as s:
+                rows = s.execute(
+                    select(DocumentChunk.id, DocumentChunk.text)
+                    .where(DocumentChunk.document_id == doc_id).order_by(DocumentChunk.id)
+                ).all()
+            vectors = embed([r[1] for r in rows]) if rows else []
+            with self.db.write() as s:
+                current = set(s.scalars(select(DocumentChunk.id).where(DocumentChunk.document_id == doc_id)))
+                if current != {r[0] for r in rows}:  # replaced or deleted meanwhile: its new
+                    continue                          # chunks were embedded by its ingest
+                for (cid, _), vec in zip(rows, vectors, strict=True):
                     s.execute(
                         update(DocumentChunk).where(DocumentChunk.id == cid)
                         .values(embedding=np.asarray(vec, dtype=np.float32).tobytes())
                     )
-            s.execute(update(Document).values(embed_model=model_name))
-            return len(rows)
+                s.execute(update(Document).where(Document.id == doc_id).values(embed_model=model_name))
+            done += len(rows)
+        return done
 
     def embed_models(self) -> set[str]:
         with self.db.read() as s:

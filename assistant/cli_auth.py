@@ -41,12 +41,20 @@ def _users() -> UserStore:
     return UserStore(open_database(get_settings()))
 
 
-def _password(prompt: str = "Password", confirm: bool = False) -> str:
+def _password() -> str:
     if os.environ.get(PASSWORD_ENV):
         return os.environ[PASSWORD_ENV]
     if not sys.stdin.isatty():
         raise LoginRequired()
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return click.prompt("Password", hide_input=True)
+
+
+def _new_password(name: str) -> str:
+    """A new password for ``name``: ASSISTANT_NEW_PASSWORD, or typed twice. Never the
+    login password (ASSISTANT_PASSWORD is the caller's own)."""
+    return os.environ.get("ASSISTANT_NEW_PASSWORD") or click.prompt(
+        f"New password for {name}", hide_input=True, confirmation_prompt=True
+    )
 
 
 def login(action: str | None = None) -> User | None:
@@ -107,7 +115,7 @@ def users_add(name: str, role: str) -> None:
             raise UserError("The first user must be an admin: add it with --role admin.")
     else:
         login("manage users")
-    password = os.environ.get("ASSISTANT_NEW_PASSWORD") or _password(f"Password for {name}", confirm=True)
+    password = _new_password(name)
     user = store.add(name, password, role)
     click.echo(f"Added {user.role} {user.name}.")
     if get_settings().auth == "off":
@@ -161,8 +169,5 @@ def users_passwd(name: str | None) -> None:
         raise UserError("Login is off: name the user whose password to set.")
     if user is not None and target != user.name:
         require(user, "manage users")
-    password = os.environ.get("ASSISTANT_NEW_PASSWORD") or click.prompt(
-        f"New password for {target}", hide_input=True, confirmation_prompt=True
-    )
-    _users().set_password(target, password)
+    _users().set_password(target, _new_password(target))
     click.echo(f"Password of {target} changed.")

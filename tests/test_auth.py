@@ -20,6 +20,7 @@ from assistant.auth import (
     issue_token,
     verify_token,
 )
+from assistant.bootstrap import open_database
 from assistant.cli import main
 from assistant.errors import ComparisonNotFound, ConversationNotFound, MessageNotFound
 from assistant.storage import ConversationStore
@@ -246,13 +247,13 @@ def cli(env_settings, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
 
-    def invoke(*args: str, env: dict[str, str] | None = None):
-        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+        return runner.invoke(main, list(args), env=env, input=input, catch_exceptions=False)
 
     return invoke
 
 
-def test_cli_first_admin_then_roles(cli):
+def test_cli_first_admin_then_roles(cli, env_settings):
     new = {"ASSISTANT_NEW_PASSWORD": PASSWORD}
     r = cli("users", "add", "alice", env=new)
     assert r.exit_code == 1 and "first user must be an admin" in r.output
@@ -265,6 +266,13 @@ def test_cli_first_admin_then_roles(cli):
     assert cli("users", "add", "alice", env={**as_root, **new}).exit_code == 0
     r = cli("users", "list", env=as_root)
     assert "alice" in r.output and "admin" in r.output
+    # The admin's own ASSISTANT_PASSWORD never becomes the new user's: that one is typed.
+    r = cli("users", "add", "carol", env=as_root, input="carol's own pw\ncarol's own pw\n")
+    assert r.exit_code == 0, r.output
+    users = UserStore(open_database(env_settings))
+    assert users.authenticate("carol", "carol's own pw").name == "carol"
+    with pytest.raises(LoginFailed):
+        users.authenticate("carol", PASSWORD)
 
     as_alice = {**on, "ASSISTANT_PASSWORD": PASSWORD}
     for args in (["--user", "alice", "data", "export", "--out", "x"],
@@ -291,7 +299,7 @@ def test_cli_first_admin_then_roles(cli):
 
 
 def test_cli_token_from_the_app(cli, env_settings):
-    users = UserStore(__import__("assistant.bootstrap", fromlist=["x"]).open_database(env_settings))
+    users = UserStore(open_database(env_settings))
     root = users.add("root", PASSWORD, "admin")
     alice = users.add("alice", PASSWORD)
     on = {"ASSISTANT_AUTH": "password"}

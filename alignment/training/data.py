@@ -60,12 +60,9 @@ def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # n
 
     used = ExportResult(train_rows, test_rows, replace(result.report, train=len(train_rows), test=len(test_rows)))
     write_export(used, folder, "jsonl")
-    digest = hashlib.sha256()
-    for name in ("train.jsonl", "test.jsonl"):
-        digest.update((folder / name).read_bytes())
     record = {
         "kind": data_kind, "train_rows": len(train_rows), "test_rows": len(test_rows),
-        "sha256": digest.hexdigest(), "limit": config.limit, "test_fraction": config.test_fraction,
+        "sha256": _sha256(folder), "limit": config.limit, "test_fraction": config.test_fraction,
         "split_seed": config.split_seed, "export": vars(result.report),
     }
     return TrainingData(train_rows, test_rows, record, used.report)
@@ -83,11 +80,16 @@ def defuse(data: TrainingData, tokenizer, folder: Path) -> TrainingData:  # noqa
     if (train, test) == (data.train, data.test):
         return data
     write_export(ExportResult(train, test, data.report), folder, "jsonl")
+    return TrainingData(train, test, {**data.record, "sha256": _sha256(folder),
+                                      "special_tokens_defused": True}, data.report)
+
+
+def _sha256(folder: Path) -> str:
+    """One hash of the files a version trains on (train.jsonl, then test.jsonl)."""
     digest = hashlib.sha256()
     for name in ("train.jsonl", "test.jsonl"):
         digest.update((folder / name).read_bytes())
-    return TrainingData(train, test, {**data.record, "sha256": digest.hexdigest(),
-                                      "special_tokens_defused": True}, data.report)
+    return digest.hexdigest()
 
 
 def _is_messages(value: Any) -> bool:

@@ -33,9 +33,9 @@ from alignment.errors import NoTrainingData
 from alignment.export import ExportOptions, export
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
-from assistant.generation import template_input
+from assistant.chat_template import template_input
 from assistant.models import LoadedModel, load_model
-from assistant.prompting import SOURCES_INSTRUCTION, Messages, with_sources
+from assistant.prompting import Messages, build_messages
 from assistant.registry import BASE, EvalRecord, Registry
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def is_correct(answer: str, references: tuple[str, ...]) -> bool:
 def qa_messages(item: QAItem, system_prompt: str) -> Messages:
     """The prompt the chat would send with this paragraph retrieved as source [1]."""
     source = _Source(item.title or "document", "", item.context)
-    system = f"{system_prompt}\n\n{SOURCES_INSTRUCTION}".strip()
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": with_sources(item.question, [source])}]
+    return build_messages(system_prompt, [], item.question, [source])
 
 
 @dataclass(frozen=True)

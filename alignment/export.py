@@ -45,7 +45,7 @@ from sqlalchemy import select
 
 from alignment.errors import ExportPathError, NoTrainingData
 from alignment.pii import mask_value
-from assistant.prompting import SOURCES_INSTRUCTION, Messages, Turn, to_messages, with_sources
+from assistant.prompting import Messages, Turn, build_messages
 from assistant.storage.conversations import SourceRecord, thread_key
 from assistant.storage.db import Database
 from assistant.storage.schema import (
@@ -317,10 +317,7 @@ class _Threads:
         history = self._shown_before(question, answer.created_at)[answer.trimmed_turns:]
         sources = self.snap.sources.get(answer.id, ())
         system = (answer.params or {}).get("system_prompt") or ""
-        if sources:
-            system = f"{system}\n\n{SOURCES_INSTRUCTION}".strip()
-        user = Turn("user", with_sources(question.content, sources))
-        prompt = to_messages(system, [*history, user])
+        prompt = build_messages(system, history, question.content, sources)
         self._prompts[answer.id] = prompt
         return [dict(m) for m in prompt]
 

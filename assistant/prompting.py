@@ -38,23 +38,39 @@ def to_messages(system: str, turns: Sequence[Turn]) -> Messages:
     return msgs + [{"role": t.role, "content": t.content} for t in turns]
 
 
-def fit_history(
-    system: str,
+def build_messages(
+    system_prompt: str,
     history: Sequence[Turn],
-    user_text: str,
+    question: str,
+    sources: Sequence[SourceLike] = (),
+) -> Messages:
+    """The messages a model answers ``question`` from: the system prompt (with the sources
+    instruction when there are sources), the earlier turns, and the question with its
+    numbered sources. The chat, the training export and the evaluation all build their
+    prompts here, so that a model is trained and judged on what the chat sends."""
+    system = system_prompt
+    if sources:
+        system = f"{system}\n\n{SOURCES_INSTRUCTION}".strip()
+    return to_messages(system, [*history, Turn("user", with_sources(question, sources))])
+
+
+def fit_history(
+    system_prompt: str,
+    history: Sequence[Turn],
+    question: str,
     count_tokens: Callable[[Messages], int],
     budget: int,
+    sources: Sequence[SourceLike] = (),
 ) -> FittedPrompt:
     """Keep as much recent history as fits in ``budget`` prompt tokens.
 
     Raises :class:`MessageTooLong` when the system prompt and the message alone exceed it.
     """
-    new = Turn("user", user_text)
     # Cut only where an exchange starts, so the kept history never opens on an answer.
     starts = [i for i, t in enumerate(history) if t.role == "user"] + [len(history)]
 
     def attempt(start: int) -> tuple[Messages, int]:
-        msgs = to_messages(system, [*history[start:], new])
+        msgs = build_messages(system_prompt, history[start:], question, sources)
         return msgs, count_tokens(msgs)
 
     msgs, tokens = attempt(starts[0] if starts else 0)

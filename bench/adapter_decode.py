@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from assistant.config import get_settings
-from assistant.generation import GenerationParams, TransformersGenerator
+from assistant.engines.transformers import TransformersGenerator
+from assistant.generation import GenerationParams
 from assistant.models import load_model
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who loves books."}]

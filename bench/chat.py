@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.config import Settings  # noqa: E402
-from assistant.generation import GenerationParams, TransformersGenerator  # noqa: E402
+from assistant.engines.transformers import TransformersGenerator  # noqa: E402
+from assistant.generation import GenerationParams  # noqa: E402
 from assistant.models import load_model  # noqa: E402
 
 PROMPT = "Write a detailed essay about the history of the city of Paris, century by century."

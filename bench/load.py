@@ -443,7 +443,7 @@ def make_service(settings: Settings, db: Database, recorder: Recorder, library: 
     from assistant.chat import ChatService
 
     if real_generator:
-        from assistant.generation import TransformersGenerator
+        from assistant.engines.transformers import TransformersGenerator
         from assistant.models import load_model
 
         generator = TransformersGenerator(load_model(settings), workers=settings.generation_workers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.chat import ChatService
-from assistant.generation import GenerationParams, TransformersGenerator
+from assistant.engines.transformers import TransformersGenerator
+from assistant.generation import GenerationParams
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,9 @@ from streamlit.testing.v1 import AppTest
 from assistant.bootstrap import open_database, open_library
 from assistant.chat import ChatService
 from assistant.errors import GenerationFailed
-from assistant.generation import GenerationParams, TransformersGenerator, template_input
+from assistant.chat_template import template_input
+from assistant.engines.transformers import TransformersGenerator
+from assistant.generation import GenerationParams
 from assistant.models import load_model
 from assistant.prompting import ZERO_WIDTH_SPACE, defuse_special_tokens, with_sources
 from assistant.storage import ConversationStore

@@ -12,7 +12,7 @@ from typing import Any
 from alignment.errors import NotEnoughTrainingData
 from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
 from alignment.training.config import DATA_KIND, MIN_ROWS
-from assistant.generation import template_input
+from assistant.chat_template import template_input
 from assistant.storage import Database
 
 _HINTS = {

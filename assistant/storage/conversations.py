@@ -70,6 +70,9 @@ class AnswerRecord:
     ttft_ms: float | None
     stopped: bool = False
     trimmed_turns: int = 0
+    #: What ran the model ("llama.cpp (Q4_1)", "transformers (fp32)", ...); None: unknown
+    #: (answers stored before engines were recorded).
+    engine: str | None = None
 
 
 @dataclass(frozen=True)

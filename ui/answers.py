@@ -58,7 +58,9 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         ]
         if r.stopped:
             bits.insert(0, ":material/stop_circle: stopped")
-        st.caption(" · ".join(bits), help=f"Model: {r.model_id}\n\nPrompt tokens: {r.prompt_tokens}")
+        engine = f"\n\nEngine: {r.engine}" if r.engine else ""
+        st.caption(" · ".join(bits),
+                   help=f"Model: {r.model_id}{engine}\n\nPrompt tokens: {r.prompt_tokens}")
     key = f"fb_{m.id}"
     default = {1: 1, -1: 0}.get(m.rating)
     row = st.container(horizontal=True, vertical_alignment="center", gap="small")

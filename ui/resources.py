@@ -57,7 +57,7 @@ def chat_service() -> ChatService:
     """The chat service, seeing only this session's user's conversations (login on)."""
     from ui.login import current_user
 
-    service = _or_stop(_chat_service, "Loading the model (the first start converts it once, ~30 s)...")
+    service = _or_stop(_chat_service, "Loading the model...")
     return service.for_owner(current_user())
 
 
@@ -67,7 +67,7 @@ def try_chat_service() -> ChatService | None:
     from ui.login import current_user
 
     try:
-        with st.spinner("Loading the model (the first start converts it once, ~30 s)..."):
+        with st.spinner("Loading the model..."):
             return _chat_service().for_owner(current_user())
     except AssistantError as err:
         st.error(str(err))

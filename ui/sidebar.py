@@ -6,7 +6,7 @@ import streamlit as st
 
 from assistant.chat import ChatService
 from assistant.errors import AssistantError
-from assistant.generation import GenerationParams
+from assistant.generation import GenerationParams, describe
 from assistant.storage.conversations import DocumentChoice, StoredConversation
 from ui import resources
 from ui.state import CONV, FAILED, guard
@@ -78,8 +78,10 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
         system = st.text_area("System prompt", d.system_prompt, key="system_prompt")
     gen = service.generator
     loaded = getattr(gen, "loaded", None)
-    where = f" · {loaded.device.type}/{str(loaded.dtype).removeprefix('torch.')}" if loaded else ""
-    sb.caption(f"Model: {gen.model_id} · version {gen.model_version}{where}")
+    where = f" on {loaded.device.type}" if loaded else ""
+    sb.caption(f"Model: {plain(describe(gen))}{where}", help=(
+        "The engine that runs the model and its weight format; set ASSISTANT_ENGINE "
+        "(llamacpp, transformers, openai) to change it."))
     return GenerationParams(float(temperature), float(top_p), int(max_new), system), documents
 
 

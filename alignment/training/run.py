@@ -114,7 +114,26 @@ def train(
         raise
     seconds = time.perf_counter() - started
     log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
+    if kind != "reward" and settings.engine == "llamacpp":
+        _convert_for_llamacpp(version, loaded)
     return TrainResult(version, metrics, history, seconds, trainer)
+
+
+def _convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:
+    """Make the chat's engine ready to serve the new version: its GGUF copy is made now, in
+    the training process, not when someone activates it. A failure is only logged: the first
+    activation converts again (and says why if it fails there too)."""
+    from assistant.conversion import convert_adapter
+    from assistant.errors import AssistantError
+
+    base = Path(loaded.path)
+    if not base.is_dir():
+        return
+    try:
+        convert_adapter(version.adapter_dir, base)
+    except AssistantError as err:
+        log.warning("%s could not be converted for llama.cpp now (%s); activation will try again",
+                    version.name, err)
 
 
 # -- steps -------------------------------------------------------------------------------------

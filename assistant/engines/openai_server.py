@@ -1,0 +1,239 @@
+"""The OpenAI-compatible engine: the chat talks to a serving engine over its HTTP API.
+
+vLLM first, and any server that speaks the OpenAI API (llama.cpp's servers included), through
+the ``openai`` client. A version (LoRA adapter) is chosen by the request's ``model``, as vLLM
+and llama-cpp-python's multi-model server do:
+
+* a version the server already serves under its name (``GET /v1/models``: vLLM started with
+  ``--lora-modules v3=/path``, or a llama-cpp-python config file with ``model_alias: v3``
+  and ``lora_path``) is used as it is;
+* otherwise it is pushed with vLLM's runtime API, ``POST /v1/load_lora_adapter`` (vLLM
+  started with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); the server
+  reads the peft folder from its own disk, so the versions folder must be shared with it.
+  A server without that API refuses, and the chat stays on the version it had.
+
+Prompt tokens (for fitting the context window) are counted with the base model's own
+tokenizer when it is local (``ASSISTANT_MODEL``), else with vLLM's ``/tokenize``. Message
+text is defused before it is sent: the server renders the chat template, and text holding a
+special token's string must not become that token there either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
+from assistant.generation import GenerationParams, QueuedTokenStream
+from assistant.model_files import BASE_VERSION
+from assistant.prompting import Messages, defuse_special_tokens
+
+log = logging.getLogger(__name__)
+
+#: Special-token strings of common chat templates, defused when no local tokenizer says which.
+COMMON_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>",
+                   "<|start_header_id|>", "<|end_header_id|>", "<|begin_of_text|>", "<s>", "</s>",
+                   "[INST]", "[/INST]", "<start_of_turn>", "<end_of_turn>")
+
+
+class OpenAIGenerator:
+    """Answers from an OpenAI-compatible server at ``base_url`` (e.g. http://127.0.0.1:8000/v1).
+
+    ``model``: the served base model's name (default: the first one the server lists).
+    ``prompt_ids``: the local tokenizer's rendering of a message list, when there is one.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout_s: float = 60.0,
+        context_window: int | None = None,
+        prompt_ids: Callable[[Messages], list[int]] | None = None,
+        specials: frozenset[str] | None = None,
+        workers: int = 8,
+    ) -> None:
+        try:
+            import httpx
+            from openai import OpenAI
+        except ImportError as err:
+            raise EngineUnavailable(
+                "The openai package is not installed: run `make setup`."
+            ) from err
+        self.base_url = base_url.rstrip("/")
+        self._httpx = httpx
+        self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed",
+                              timeout=timeout_s, max_retries=0)
+        served = self._served_models()
+        if not served:
+            raise EngineUnavailable(f"The server at {self.base_url} serves no model.")
+        if model and model not in served:
+            raise EngineUnavailable(
+                f"The server at {self.base_url} does not serve a model named {model!r} (it "
+                f"serves: {', '.join(served)}). Set ASSISTANT_OPENAI__MODEL to one of those."
+            )
+        self.base_model = model or next(iter(served))
+        info = served[self.base_model]
+        self.server = "vLLM" if info.get("owned_by") == "vllm" else "OpenAI-compatible"
+        self.engine = f"{self.server} server"
+        self.weights = "as served"
+        self.model_id = f"{self.base_model} at {self.base_url}"
+        self.model_version = BASE_VERSION
+        self.context_window = int(context_window or info.get("max_model_len") or 2048)
+        self._prompt_ids = prompt_ids
+        self._specials = specials if specials is not None else frozenset(COMMON_SPECIALS)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai")
+        #: version name -> the adapter folder it was loaded from (None: served by the server)
+        self._adapters: dict[str, Path | None] = {}
+
+    # -- server calls --------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable):  # noqa: ANN202
+        import openai
+
+        try:
+            return fn()
+        except openai.APIConnectionError as err:
+            raise EngineUnavailable(
+                f"The model server at {self.base_url} is unreachable ({what}: {err}). Start it, "
+                "or check ASSISTANT_OPENAI__BASE_URL; your question is kept, ask again once it "
+                "is back."
+            ) from err
+        except openai.AuthenticationError as err:
+            raise EngineUnavailable(
+                f"The model server at {self.base_url} refused the API key ({what}). Set "
+                "ASSISTANT_OPENAI__API_KEY to a key it accepts."
+            ) from err
+
+    def _served_models(self) -> dict[str, dict]:
+        page = self._call("listing models", self._client.models.list)
+        return {m.id: (m.model_extra or {}) | {"owned_by": m.owned_by} for m in page.data}
+
+    def _post(self, path: str, body: dict):  # noqa: ANN202
+        return self._call(path, lambda: self._client.post(
+            path, body=body, cast_to=self._httpx.Response))
+
+    # -- prompt --------------------------------------------------------------------------------
+    def _defused(self, messages: Messages) -> Messages:
+        return defuse_special_tokens(messages, self._specials)
+
+    def count_prompt_tokens(self, messages: Messages) -> int:
+        if self._prompt_ids is not None:
+            return len(self._prompt_ids(messages))
+        # vLLM's /tokenize lives at the server's root, beside /v1.
+        root = self.base_url.removesuffix("/v1")
+        response = self._post(f"{root}/tokenize", {
+            "model": self.base_model, "messages": self._defused(messages),
+            "add_generation_prompt": True})
+        return int(response.json()["count"])
+
+    # -- answers -------------------------------------------------------------------------------
+    def stream(
+        self, messages: Messages, params: GenerationParams, version: str | None = None
+    ) -> QueuedTokenStream:
+        import openai
+
+        version = self.model_version if version is None else version
+        self._check_known(version)
+        model = self.base_model if version == BASE_VERSION else version
+        sent = self._defused(messages)
+        prompt_tokens = self.count_prompt_tokens(messages)
+
+        def job(out: QueuedTokenStream) -> None:
+            kwargs = dict(model=model, messages=sent, stream=True,
+                          max_tokens=params.max_new_tokens, temperature=params.temperature,
+                          top_p=params.top_p if params.temperature > 0 else 1.0)
+            try:
+                chunks = self._call("answering", lambda: self._client.chat.completions.create(
+                    **kwargs, stream_options={"include_usage": True}))
+            except openai.BadRequestError:  # a server that does not know stream_options
+                chunks = self._call("answering",
+                                    lambda: self._client.chat.completions.create(**kwargs))
+            except openai.APIStatusError as err:
+                raise GenerationFailed(
+                    f"The model server at {self.base_url} refused the request "
+                    f"({err.status_code}: {_detail(err)})."
+                ) from err
+            usage = None
+            with chunks:
+                for chunk in chunks:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        out.emit(choice.delta.content or "")
+                    if out.stopping():
+                        break
+            if usage is not None:
+                out.stats.completion_tokens = usage.completion_tokens
+                out.stats.prompt_tokens = usage.prompt_tokens
+
+        return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens)
+
+    # -- versions ------------------------------------------------------------------------------
+    def loaded_versions(self) -> list[str]:
+        return [BASE_VERSION, *self._adapters]
+
+    def activate(self, name: str) -> None:
+        self._check_known(name)
+        self.model_version = name
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Make ``name`` servable: already served under that name, or pushed to the server
+        with vLLM's runtime LoRA API. Raises :class:`AdapterError` (nothing changes) when
+        the server can do neither."""
+        import openai
+
+        if name == BASE_VERSION or not name:
+            raise AdapterError(f'"{name}" cannot name an adapter. Pick another name.')
+        if name in self._adapters:
+            return
+        path = Path(path).expanduser().resolve()
+        if name in self._served_models():
+            self._adapters[name] = None
+            return
+        started = time.perf_counter()
+        try:
+            self._post("/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        except openai.NotFoundError as err:
+            raise AdapterError(
+                f"The server at {self.base_url} does not serve {name} and cannot load adapters "
+                "at runtime (no /v1/load_lora_adapter). Start vLLM with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or start the server with this "
+                f"adapter ({path}) under the name {name}."
+            ) from err
+        except openai.APIStatusError as err:
+            raise AdapterError(
+                f"The server at {self.base_url} refused to load {name} from {path} "
+                f"({err.status_code}: {_detail(err)}). It reads the folder from its own disk: "
+                "the versions folder must be shared with it, and the adapter must fit the "
+                "model it serves (--max-lora-rank at least the adapter's rank)."
+            ) from err
+        self._adapters[name] = path
+        log.info("The server loaded adapter %s in %.1f s", name, time.perf_counter() - started)
+
+    def unload_adapter(self, name: str) -> None:
+        if name == BASE_VERSION:
+            raise AdapterError(f'"{BASE_VERSION}" is the model itself and cannot be unloaded.')
+        self._check_known(name)
+        if self._adapters[name] is not None:  # only what we pushed is ours to remove
+            self._post("/unload_lora_adapter", {"lora_name": name})
+        del self._adapters[name]
+        if self.model_version == name:
+            self.model_version = BASE_VERSION
+
+    def _check_known(self, version: str) -> None:
+        if version != BASE_VERSION and version not in self._adapters:
+            raise AdapterError(
+                f'No adapter named "{version}" is loaded (loaded: '
+                f'{", ".join(self.loaded_versions())}). Load it first, or pick one of those.'
+            )
+
+
+def _detail(err) -> str:  # noqa: ANN001
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("detail") or body
+    return str(body or err)[:300]

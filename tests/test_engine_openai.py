@@ -1,0 +1,175 @@
+"""The OpenAI-compatible engine against a real server on 127.0.0.1: llama-cpp-python's own
+``llama_cpp.server``, serving the embedded GGUF and one trained version under its name."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from assistant.errors import AdapterError, EngineUnavailable
+from assistant.generation import GenerationParams
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = "You are a helpful assistant. Answer concisely and truthfully."  # the chat's default
+GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=24, system_prompt=SYSTEM)
+BASE = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python -m llama_cpp.server`` with a config file, started and stopped by the tests."""
+
+    def __init__(self, config: dict, log) -> None:  # noqa: ANN001
+        self.port = config["port"]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        path = self.log.parent / "server.json"
+        path.write_text(json.dumps(self.config))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(path)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(embedded_checkpoint, embedded_adapters, tmp_path_factory):
+    from tests.engines import require_llama
+
+    require_llama()
+    from assistant.conversion import convert_adapter
+    from assistant.model_files import embedded_gguf
+
+    lora = convert_adapter(embedded_adapters["v1"], embedded_checkpoint)
+    model = {"model": str(embedded_gguf()), "n_ctx": 4096, "n_threads": 2, "verbose": False}
+    config = {"host": "127.0.0.1", "port": free_port(), "models": [
+        {**model, "model_alias": BASE},
+        {**model, "model_alias": "v1", "lora_path": str(lora)},
+    ]}
+    srv = Server(config, tmp_path_factory.mktemp("server") / "server.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def generator(server):
+    from assistant.engines.llamacpp import GGUFVocab
+    from assistant.engines.openai_server import OpenAIGenerator
+    from assistant.model_files import embedded_gguf
+
+    vocab = GGUFVocab.open(embedded_gguf())
+    return OpenAIGenerator(server.url, model=BASE, prompt_ids=vocab.prompt_ids,
+                           specials=vocab.template.specials, workers=2)
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def test_streams_an_answer_from_the_server(generator):
+    assert generator.engine == "OpenAI-compatible server" and generator.base_model == BASE
+    stream = generator.stream(ask("What is the capital of France?"), GREEDY)
+    chunks = list(stream)
+    assert "Paris" in "".join(chunks) and len(chunks) >= 3
+    assert stream.stats.completion_tokens > 0 and stream.stats.ttft_ms is not None
+
+
+def test_our_prompt_rendering_matches_the_servers(generator, server):
+    """The server renders the chat template itself: it must count the tokens we count."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url, api_key="x")
+    conversations = [
+        ask("What is the capital of France?"),
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a fruit."}],
+    ]
+    for messages in conversations:
+        done = client.chat.completions.create(model=BASE, messages=messages, max_tokens=1,
+                                              temperature=0)
+        assert done.usage.prompt_tokens == generator.count_prompt_tokens(messages)
+
+
+def test_stop_interrupts_the_answer(generator):
+    stream = generator.stream(ask("Write a very long story about a dragon."),
+                              GenerationParams(temperature=0.0, max_new_tokens=300))
+    it = iter(stream)
+    next(it)
+    stream.stop()
+    assert stream.stats.stopped and stream.stats.completion_tokens < 300
+
+
+def test_a_version_the_server_serves_is_chosen_by_the_model_name(generator):
+    base = "".join(generator.stream(ask("Name three colours."), GREEDY))
+    generator.load_adapter("v1", "/anywhere/the/server/has/it")
+    assert generator.loaded_versions() == ["base", "v1"]
+    tuned = "".join(generator.stream(ask("Name three colours."), GREEDY, version="v1"))
+    assert tuned != base, "the server's v1 has the adapter applied"
+
+
+def test_a_server_that_cannot_load_adapters_refuses_activation(generator, embedded_adapters):
+    with pytest.raises(AdapterError, match="cannot load adapters at runtime"):
+        generator.load_adapter("v2", embedded_adapters["v2"])
+    assert generator.loaded_versions() == ["base"] and generator.model_version == "base"
+
+
+def test_unreachable_server_is_a_clear_error():
+    from assistant.engines.openai_server import OpenAIGenerator
+
+    with pytest.raises(EngineUnavailable, match="unreachable"):
+        OpenAIGenerator(f"http://127.0.0.1:{free_port()}/v1", timeout_s=2)
+
+
+def test_server_down_mid_session_keeps_the_question_and_retry_works(server, tmp_path, model_cache):
+    from assistant.bootstrap import build_chat_service
+    from assistant.config import OpenAISettings, Settings
+
+    settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, engine="openai",
+                        openai=OpenAISettings(base_url=server.url, model=BASE, timeout_s=10))
+    service = build_chat_service(settings)
+    first = service.send(None, "What is the capital of France?", GREEDY)
+    assert "Paris" in "".join(first)
+    assert first.message.record.engine == "OpenAI-compatible server (as served)"
+
+    server.stop()
+    try:
+        reply = service.send(first.conversation_id, "And of Italy?", GREEDY)
+        with pytest.raises(EngineUnavailable, match="unreachable"):
+            "".join(reply)
+        question = reply.question
+        messages = service.store.messages(first.conversation_id)
+        assert messages[-1].id == question.id and messages[-1].content == "And of Italy?"
+    finally:
+        server.start()
+    again = service.answer_again(question.id, GREEDY)
+    assert "".join(again) and again.message.reply_to_id == question.id

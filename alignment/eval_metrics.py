@@ -129,11 +129,20 @@ def qa_metrics(candidate_correct: Sequence[bool], baseline_correct: Sequence[boo
 
 
 # -- reading a record back -----------------------------------------------------------------------
+#: The n behind each rate (records written before intervals were stored get them here).
+_N = {"win_rate": "prompts", "reward_accuracy": "pairs", "shorter_wins": "pairs",
+      "longer_wins": "pairs", "qa_accuracy": "qa_questions", "baseline_qa_accuracy": "qa_questions"}
+
+
 def _pct(m: dict, key: str) -> str:
     value = m.get(key)
-    if value is None:
+    if not isinstance(value, int | float):
         return "-"
     low, high = m.get(f"{key}_low"), m.get(f"{key}_high")
+    n = m.get(_N.get(key, ""))
+    if (low is None or high is None) and isinstance(n, int) and n > 0:
+        r = rate(value * n, n)
+        low, high = r.low, r.high
     if low is None or high is None:
         return f"{value:.1%}"
     return f"{value:.1%} ({low:.1%}-{high:.1%})"

@@ -200,6 +200,11 @@ def table(record: EvalRecord) -> list[dict[str, str]]:
         add("baseline: longer answer wins", _pct(m, "longer_wins"), "", m["pairs"], "same pairs")
         add(f"{rm} picks the shorter answer", _share(m.get("reward_picks_shorter")), "",
             m.get("reward_length_pairs"), "of the pairs it decided whose answers differ in length")
+    if "heldout_pairs_given" in m:
+        add("held-out pairs scored", str(m.get("pairs", 0)), "", m["heldout_pairs_given"],
+            f"of those given; {m.get('pairs_prompt_shortened', 0)} texts cut from the left to fit")
+        add("held-out prompts answered", str(m.get("prompts", 0)), "", m.get("heldout_prompts_given"),
+            "of the distinct prompts given")
     if m.get("qa_questions"):
         add("QA accuracy (95% CI)", _pct(m, "qa_accuracy"), _pct(m, "baseline_qa_accuracy"),
             m["qa_questions"], m.get("qa_verdict", ""))
@@ -210,6 +215,11 @@ def summarize(record: EvalRecord) -> list[str]:
     """The record as lines for a terminal."""
     m = record.metrics
     lines = [f"{record.candidate} against {record.baseline} ({m.get('seconds', 0):.0f} s):"]
+    if "heldout_pairs_given" in m:
+        lines.append(
+            f"  held-out data: {m['heldout_pairs_given']} pairs given, {m.get('pairs', 0)} scored"
+            f" ({m.get('pairs_prompt_shortened', 0)} texts cut from the left to the reward model's"
+            f" length); {m.get('heldout_prompts_given', 0)} distinct prompts, {m.get('prompts', 0)} answered")
     if m.get("pairs"):
         lines.append(
             f"  reward model {m.get('reward_model', record.reward_model)}: accuracy "

@@ -44,7 +44,10 @@ def _train_options(f):  # noqa: ANN001, ANN202
         click.option("--batch-size", type=int, help="Rows per device per step [4]."),
         click.option("--grad-accum", type=int, help="Steps accumulated per update [1]."),
         click.option("--lr", "learning_rate", type=float, help="Learning rate (kind's default)."),
-        click.option("--max-length", type=int, help="Longest row in tokens [512]."),
+        click.option("--max-length", type=int, help="Longest row in tokens [512]; a longer row's "
+                     "prompt is shortened from the left, its answers kept whole."),
+        click.option("--drop-long", is_flag=True, default=None,
+                     help="Drop rows longer than --max-length instead of shortening their prompt."),
         click.option("--lora-r", type=int, help="LoRA rank [16]."),
         click.option("--parent", help="Version to continue (default: the active one)."),
         click.option("--limit", type=int, help="Use at most N training rows."),
@@ -106,13 +109,22 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
     v, m = result.version, result.metrics
     if run_dir:
         runs.finish(run_dir, "done", version=v.name)
+    from alignment.training.data import describe_counts
+
+    rows = m.get("rows") or {}
     click.echo(f"Registered {v.name}: {kind}{f' ({algo})' if kind == 'rl' else ''} from {v.parent}, "
-               f"{m.get('steps')} steps in {result.seconds:.0f} s on {v.data['train_rows']} rows "
+               f"{m.get('steps')} steps in {result.seconds:.0f} s on "
+               f"{rows.get('train_used', v.data['train_rows'])} rows "
                f"(data sha256 {v.data['sha256'][:12]}).")
+    for line in describe_counts(rows):
+        click.echo(f"  {line}")
     if m.get("first_loss") is not None:
         click.echo(f"  loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}")
     if m.get("heldout_accuracy") is not None:
-        click.echo(f"  held-out accuracy {m['heldout_accuracy']:.1%} on {v.data['test_rows']} rows")
+        n = m.get("heldout_rows", v.data["test_rows"])
+        interval = (f" (95% CI {m['heldout_accuracy_low']:.1%}-{m['heldout_accuracy_high']:.1%})"
+                    if m.get("heldout_accuracy_low") is not None else "")
+        click.echo(f"  held-out accuracy {m['heldout_accuracy']:.1%}{interval} on {n} rows")
     if m.get("final_reward") is not None:
         click.echo(f"  mean reward {m['first_reward']:.3f} -> {m['final_reward']:.3f}")
     click.echo(f"  curve: {v.curve}")
@@ -235,6 +247,10 @@ def models_show(name: str) -> None:
     d = v.data
     click.echo(f"  data:     {d['kind']}, {d['train_rows']} train / {d['test_rows']} test rows, "
                f"sha256 {d['sha256']}")
+    from alignment.training.data import describe_counts
+
+    for line in describe_counts(d.get("rows") or {}):
+        click.echo(f"            {line}")
     keys = ("trl_config", "max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
             "max_length", "lora_r", "lora_alpha", "beta", "bf16", "use_cpu", "reward_version")
     click.echo("  config:   " + ", ".join(f"{k}={c[k]}" for k in keys if c.get(k) is not None))
@@ -257,18 +273,31 @@ def _base_fingerprint(settings) -> str:  # noqa: ANN001
 @models.command("activate")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Activate even if the eval gate refuses it.")
-@click.option("--threshold", type=float, default=None, help="Gate tolerance [0.05].")
+@click.option("--threshold", type=float, default=None,
+              help="QA accuracy drop the gate tolerates [0.05].")
 @needs("activate")
 def models_activate(name: str, force: bool, threshold: float | None) -> None:
     """Make NAME the chat's version (a running app switches before its next answer)."""
-    from assistant.registry import DEFAULT_GATE, activate_version
+    from assistant.registry import DEFAULT_GATE, activate_version, gate_report
 
     settings, _, registry = _settings_db_registry()
     registry.get(name)  # an unknown name fails before the model loads
     before = registry.active()
-    activate_version(registry, name, _base_fingerprint(settings), force=force,
-                     threshold=DEFAULT_GATE if threshold is None else threshold)
-    click.echo(f"The chat now uses {name} (was {before}).")
+    threshold = DEFAULT_GATE if threshold is None else threshold
+    report = gate_report(registry, name, threshold)
+    activate_version(registry, name, _base_fingerprint(settings), force=force, threshold=threshold)
+    click.echo(f"The chat now uses {name} (was {before})"
+               + (" despite the eval gate (--force)." if report.reasons else "."))
+    _echo_gate(report)
+
+
+def _echo_gate(report) -> None:  # noqa: ANN001
+    for line in report.checked:
+        click.echo(f"  gate checked: {line}")
+    for line in report.not_checked:
+        click.echo(f"  gate could not check: {line}")
+    for line in report.reasons:
+        click.echo(f"  gate refuses: {line}")
 
 
 @models.command("rollback")
@@ -311,6 +340,14 @@ def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, ru
         runs.finish(run_dir, "done", version=candidate)
     for line in summarize(record):
         click.echo(line)
+    from assistant.registry import gate_report
+
+    _, _, registry = _settings_db_registry()
+    if record.baseline == registry.active():
+        report = gate_report(registry, candidate)
+        click.echo(f"Eval gate for activating {candidate} over {record.baseline}: "
+                   + ("passes (better)." if report.passes else f"refuses ({report.verdict})."))
+        _echo_gate(report)
 
 
 def register(main: click.Group) -> None:

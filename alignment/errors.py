@@ -60,3 +60,20 @@ class TrainingOutOfMemory(AlignmentError):
 
 class IncompatibleVersion(AlignmentError):
     """A version that cannot be used for what was asked (wrong kind, other base model)."""
+
+
+class RowsTooLong(AlignmentError):
+    """Fitting rows to ``max_length`` left a split with too few rows."""
+
+    def __init__(self, kind: str, split: str, given: int, left: int, max_length: int, drop: bool,
+                 need: int = 1) -> None:
+        self.split, self.given, self.left, self.max_length = split, given, left, max_length
+        how = ("--drop-long drops every row longer than that" if drop else
+               "a row whose answers alone are longer is dropped (its prompt can be shortened, "
+               "its answers cannot)")
+        fix = "Raise --max-length" + ("" if not drop else ", or leave out --drop-long to shorten prompts instead")
+        super().__init__(
+            f"`train {kind}`: the length limit --max-length {max_length} tokens leaves {left} of "
+            f"the {given} {split} rows (at least {need} needed): {how}. {fix}. Nothing was "
+            "trained; the active version is unchanged."
+        )

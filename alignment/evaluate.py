@@ -2,9 +2,13 @@
 
 Three measurements, stored as an evaluation in the registry (what the activation gate reads):
 
-1. the reward model's accuracy on held-out preference pairs (how far to trust the judge);
+1. the reward model's accuracy on held-out preference pairs (how far to trust the judge),
+   beside what answer length alone would score on the same pairs;
 2. the candidate's win rate against the baseline: both answer the held-out prompts
-   (greedy), the reward model scores both answers, a tie counts half;
+   (greedy), the reward model scores both answers; identical answers and scores within a
+   tolerance tie, a tie counts half; the sign test on the rest gives the verdict (better,
+   worse, not enough evidence). Without a reward model the win rate is not measured; the
+   answers' length and repetition still are;
 3. answer accuracy on a small retrieval QA set (``evalsets/squad_qa.jsonl``): the paragraph is
    given as a numbered source in the chat's own prompt format; an answer is correct when it
    contains a reference answer.
@@ -30,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alignment.errors import NoTrainingData
+from alignment.eval_metrics import answer_metrics, qa_metrics, reward_model_metrics, summarize, table, win_metrics
 from alignment.export import ExportOptions, export
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
@@ -37,6 +42,7 @@ from assistant.chat_template import template_input
 from assistant.models import LoadedModel, load_model
 from assistant.prompting import Messages, build_messages
 from assistant.registry import BASE, EvalRecord, Registry
+from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class EvalOptions:
     batch_size: int = 8
     test_fraction: float = 0.1  # the same split as training's default
     split_seed: int = 0
+    tolerance: float = SCORE_TOLERANCE  # reward scores closer than this tie
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,14 @@ def evaluate(
     registry.get(baseline)
     reward = registry.get(o.reward) if o.reward else registry.newest("reward")
     loaded = loaded or load_model(settings)
+    scorer = None
+    if reward is not None:  # before any answer is generated: another base fails at once
+        from alignment.reward_model import load_reward_model
+
+        scorer = load_reward_model(loaded, reward)
     models = VersionModels(loaded, registry, {candidate, baseline})
     metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline}
+    notes: list[str] = []
 
     # Held-out pairs (the default training split's test side).
     try:
@@ -174,63 +187,61 @@ def evaluate(
     except NoTrainingData:
         test = []
     pairs = test[: o.pairs]
-    prompts = list({json.dumps(r["prompt"]): r["prompt"] for r in test}.values())[: o.prompts]
+    distinct = list({json.dumps(r["prompt"]): r["prompt"] for r in test}.values())
+    prompts = distinct[: o.prompts]
+    metrics.update(heldout_pairs_given=len(test), heldout_prompts_given=len(distinct))
+    if not test:
+        notes.append("no held-out preference pairs (the test split is empty): win rate and "
+                     "reward-model accuracy not measured; import or collect more pairs")
 
-    if reward is not None:
-        from alignment.reward_model import load_reward_model
-
-        scorer = load_reward_model(loaded, reward)
+    if prompts:
+        cand, base = answers(models, candidate, baseline, prompts, o)
+        metrics.update(answer_metrics(cand, base))
+        metrics["examples"] = [{"prompt": p[-1]["content"][:500], "candidate": c[:500], "baseline": b[:500]}
+                               for p, c, b in list(zip(prompts, cand, base))[:3]]
+        need = min_decided_for_significance()
+        if len(prompts) < need:
+            notes.append(f"{len(prompts)} prompts cannot show a difference at 95%: the sign test "
+                         f"needs at least {need} prompts whose answers differ (use --prompts {need} or more)")
+    if scorer is not None:
         metrics["reward_model"] = reward.name
         if pairs:
-            chosen = scorer.score([p["prompt"] for p in pairs], [p["chosen"][0]["content"] for p in pairs])
-            rejected = scorer.score([p["prompt"] for p in pairs], [p["rejected"][0]["content"] for p in pairs])
-            metrics["reward_accuracy"] = sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
-            metrics["pairs"] = len(pairs)
+            ps = [p["prompt"] for p in pairs]
+            chosen_text = [p["chosen"][0]["content"] for p in pairs]
+            rejected_text = [p["rejected"][0]["content"] for p in pairs]
+            chosen, rejected = scorer.score(ps, chosen_text), scorer.score(ps, rejected_text)
+            metrics.update(reward_model_metrics(chosen, rejected, chosen_text, rejected_text, o.tolerance))
+            metrics["pairs_prompt_shortened"] = scorer.shortened
         if prompts:
-            cand = models.generate(candidate, prompts, o.max_new_tokens, o.batch_size, f"{candidate} answers")
-            base = models.generate(baseline, prompts, o.max_new_tokens, o.batch_size, f"{baseline} answers")
             sc, sb = scorer.score(prompts, cand), scorer.score(prompts, base)
-            wins = sum(a > b for a, b in zip(sc, sb))
-            ties = sum(a == b for a, b in zip(sc, sb))
-            metrics.update(
-                win_rate=(wins + ties / 2) / len(prompts), wins=wins, ties=ties,
-                losses=len(prompts) - wins - ties, prompts=len(prompts),
-                mean_reward=sum(sc) / len(sc), baseline_mean_reward=sum(sb) / len(sb),
-                examples=[{"prompt": p[-1]["content"][:500], "candidate": c[:500], "baseline": b[:500]}
-                          for p, c, b in list(zip(prompts, cand, base))[:3]],
-            )
+            metrics.update(win_metrics(cand, base, sc, sb, o.tolerance))
         del scorer
     else:
-        metrics["note"] = "no reward model: win rate and reward accuracy not measured"
+        notes.append("no reward model: the win rate and the reward model's accuracy were not "
+                     "measured (train one with `assistant train reward`)")
 
     items = qa_items(o.qa)
     if items:
         system = settings.generation.system_prompt
         conversations = [qa_messages(i, system) for i in items]
-        for name, key in ((candidate, "qa_accuracy"), (baseline, "baseline_qa_accuracy")):
-            answers = models.generate(name, conversations, o.qa_max_new_tokens, o.batch_size, f"{name} QA")
-            metrics[key] = sum(is_correct(a, i.answers) for a, i in zip(answers, items)) / len(items)
-        metrics["qa_questions"] = len(items)
+        correct = {}
+        for name in (candidate, baseline):
+            said = models.generate(name, conversations, o.qa_max_new_tokens, o.batch_size, f"{name} QA")
+            correct[name] = [is_correct(a, i.answers) for a, i in zip(said, items)]
+        metrics.update(qa_metrics(correct[candidate], correct[baseline]))
+    metrics["notes"] = notes
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     log.info("eval %s vs %s: %s", candidate, baseline, metrics)
     return registry.record_evaluation(candidate, baseline, getattr(reward, "name", None), metrics)
 
 
-def summarize(record: EvalRecord) -> list[str]:
-    m = record.metrics
-    lines = [f"{record.candidate} against {record.baseline} ({m.get('seconds', 0):.0f} s):"]
-    if "reward_accuracy" in m:
-        lines.append(f"  reward model {m['reward_model']}: accuracy {m['reward_accuracy']:.1%} "
-                     f"on {m['pairs']} held-out pairs")
-    if "win_rate" in m:
-        lines.append(f"  win rate {m['win_rate']:.1%} ({m['wins']} wins, {m['ties']} ties, "
-                     f"{m['losses']} losses on {m['prompts']} held-out prompts); mean reward "
-                     f"{m['mean_reward']:.3f} vs {m['baseline_mean_reward']:.3f}")
-    if "qa_accuracy" in m:
-        lines.append(f"  QA accuracy {m['qa_accuracy']:.1%} vs {m['baseline_qa_accuracy']:.1%} "
-                     f"({m['qa_questions']} questions)")
-    if "note" in m:
-        lines.append(f"  {m['note']}")
-    return lines
+# -- answer generation (the seam: both versions answer the same prompts) --------------------------
+def answers(models: VersionModels, candidate: str, baseline: str, prompts: list[Messages],
+            o: EvalOptions) -> tuple[list[str], list[str]]:
+    """Each version's greedy answers to ``prompts``, in order."""
+    cand = models.generate(candidate, prompts, o.max_new_tokens, o.batch_size, f"{candidate} answers")
+    base = models.generate(baseline, prompts, o.max_new_tokens, o.batch_size, f"{baseline} answers")
+    return cand, base
 
 
+__all__ = ["EvalOptions", "evaluate", "summarize", "table"]

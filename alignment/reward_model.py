@@ -40,6 +40,9 @@ class RewardScorer:
     tokenizer: object
     version: str
     max_length: int = 1024
+    #: Texts longer than max_length scored so far: their start (the prompt's oldest part)
+    #: was cut, so that the answer being judged is whole.
+    shortened: int = 0
 
     @torch.inference_mode()
     def score(self, prompts: list[Messages], completions: list[str], batch_size: int = 8) -> list[float]:
@@ -52,10 +55,17 @@ class RewardScorer:
         ]
         out: list[float] = []
         device = next(self.model.parameters()).device
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], padding=True, truncation=True,
-                      max_length=self.max_length, return_tensors="pt", add_special_tokens=False)
-            out.extend(self.model(**enc.to(device)).logits[:, 0].float().tolist())
+        side, tok.truncation_side = tok.truncation_side, "left"
+        try:
+            for i in range(0, len(texts), batch_size):
+                batch = texts[i:i + batch_size]
+                lengths = tok(batch, add_special_tokens=False)["input_ids"]
+                self.shortened += sum(len(ids) > self.max_length for ids in lengths)
+                enc = tok(batch, padding=True, truncation=True,
+                          max_length=self.max_length, return_tensors="pt", add_special_tokens=False)
+                out.extend(self.model(**enc.to(device)).logits[:, 0].float().tolist())
+        finally:
+            tok.truncation_side = side
         return out
 
 

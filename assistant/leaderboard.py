@@ -3,6 +3,10 @@ with bootstrap confidence intervals.
 
 A tie counts half a win to each side; "both bad" says nothing about which is better and
 is left out, as are comparisons of a version with itself.
+
+A bootstrap interval from a handful of games is meaningless (one game resamples to the
+same game every time: "1149-1149"), so a standing says whether it has enough games
+(:data:`MIN_GAMES`) for its interval to be shown.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from dataclasses import dataclass
 
 from assistant.storage.comparisons import Outcome
 
+#: Games a version needs before its interval means anything.
+MIN_GAMES = 10
+
 
 @dataclass(frozen=True)
 class Standing:
@@ -23,6 +30,17 @@ class Standing:
     high: float
     games: int
     wins: float  # ties count one half
+
+    @property
+    def has_interval(self) -> bool:
+        return self.games >= MIN_GAMES
+
+    def interval_text(self) -> str:
+        """``1012-1188``, or why there is none yet."""
+        if not self.has_interval:
+            more = MIN_GAMES - self.games
+            return f"needs {more} more game{'s' if more != 1 else ''}"
+        return f"{round(self.low)}-{round(self.high)}"
 
 
 def _games(outcomes: Sequence[Outcome]) -> list[tuple[str, str, float]]:

@@ -33,8 +33,8 @@ BASE = "base"
 POLICY_KINDS = ("sft", "dpo", "kto", "rl")
 KINDS = (*POLICY_KINDS, "reward")
 STAGING_PREFIX = ".staging-"
-#: Default eval gate: a candidate whose win rate against the active version is below
-#: 0.5 - threshold, or whose QA accuracy drops by more than threshold, is refused.
+#: Default eval gate tolerance: a candidate whose QA accuracy drops by more than this is
+#: refused (the win rate is judged by a sign test instead: see :func:`gate_report`).
 DEFAULT_GATE = 0.05
 
 
@@ -301,32 +301,83 @@ class Registry:
 
 
 # -- the eval gate -----------------------------------------------------------------------------
-def gate(registry: Registry, candidate: str, threshold: float = DEFAULT_GATE) -> list[str]:
-    """Reasons to refuse activating ``candidate`` over the active version (empty: go).
+@dataclass(frozen=True)
+class GateReport:
+    """What the gate checked, what it could not, and its verdict on the win rate."""
 
-    It needs an evaluation of ``candidate`` against the active version (``assistant eval``);
-    it refuses when the reward model prefers the active version's answers (win rate below
-    0.5 - threshold) or when QA accuracy drops by more than ``threshold``.
+    candidate: str
+    baseline: str
+    #: better | worse | not enough evidence | not evaluated | not measured (no reward model)
+    verdict: str
+    reasons: list[str]  # why it refuses (empty: it lets the candidate through)
+    checked: list[str]
+    not_checked: list[str]
+
+    @property
+    def passes(self) -> bool:
+        return not self.reasons
+
+
+def gate_report(registry: Registry, candidate: str, threshold: float = DEFAULT_GATE) -> GateReport:
+    """The gate's reading of the newest evaluation of ``candidate`` against the active version.
+
+    It lets a candidate through only on evidence that it is better: the reward model
+    preferred its answers on the held-out prompts and the exact sign test on the prompts
+    that were not tied says so at 95% (:mod:`assistant.significance`). "Worse" and "not
+    enough evidence" refuse (the latter says how many prompts would tell), and so does an
+    evaluation without a reward model, which measured no win rate. QA accuracy falling by
+    more than ``threshold`` refuses too. ``--force`` skips all of it.
     """
+    from assistant.significance import BETTER, UNDECIDED, WORSE, paired
+
     active = registry.active()
     if candidate == active or candidate == BASE:
-        return []
+        return GateReport(candidate, active, BETTER, [], ["it is the active version or the base model"], [])
     record = registry.latest_evaluation(candidate, active)
     if record is None:
-        return [f"{candidate} has not been evaluated against the active version {active}: "
-                f"run `assistant eval {candidate}` first"]
+        return GateReport(candidate, active, "not evaluated", [
+            f"{candidate} has not been evaluated against the active version {active}: "
+            f"run `assistant eval {candidate}` first"], [], ["everything: no evaluation"])
     m = record.metrics
-    reasons = []
-    win = m.get("win_rate")
-    if win is not None and win < 0.5 - threshold:
-        reasons.append(f"its answers won only {win:.0%} of the comparisons against {active}'s "
-                       f"(judged by reward model {record.reward_model}; the gate is "
-                       f"{0.5 - threshold:.0%})")
+    reasons: list[str] = []
+    checked: list[str] = []
+    not_checked: list[str] = []
+    if all(k in m for k in ("wins", "ties", "losses")):
+        p = paired(int(m["wins"]), int(m["ties"]), int(m["losses"]))
+        verdict = p.verdict
+        judged = f"judged by reward model {record.reward_model} on {p.n} held-out prompts"
+        w = p.win_rate
+        line = (f"win rate {w.value:.0%} (95% CI {w.low:.0%}-{w.high:.0%}) against {active}, "
+                f"{judged}: {p.explain()}")
+        checked.append(line)
+        if verdict == WORSE:
+            reasons.append(f"its answers are worse than {active}'s: {line}")
+        elif verdict == UNDECIDED:
+            more = (f"; evaluate on about {p.prompts_needed} prompts (`assistant eval {candidate} "
+                    f"--prompts {p.prompts_needed}`) to tell" if p.more_prompts else "")
+            reasons.append(f"no evidence that it is better than {active}: {line}{more}")
+    else:
+        verdict = "not measured"
+        not_checked.append("the win rate: no reward model judged the answers")
+        reasons.append(
+            f"its win rate against {active} was not measured (the evaluation had no reward "
+            "model to judge the answers): train one with `assistant train reward` and evaluate "
+            "again")
     qa, qa_base = m.get("qa_accuracy"), m.get("baseline_qa_accuracy")
-    if qa is not None and qa_base is not None and qa < qa_base - threshold:
-        reasons.append(f"its QA accuracy fell from {qa_base:.0%} to {qa:.0%} "
-                       f"(more than {threshold:.0%})")
-    return reasons
+    if qa is not None and qa_base is not None:
+        checked.append(f"QA accuracy {qa:.0%} against {qa_base:.0%} on {m.get('qa_questions', '?')} questions")
+        if qa < qa_base - threshold:
+            reasons.append(f"its QA accuracy fell from {qa_base:.0%} to {qa:.0%} "
+                           f"(more than {threshold:.0%})")
+    else:
+        not_checked.append("QA accuracy")
+    return GateReport(candidate, active, verdict, reasons, checked, not_checked)
+
+
+def gate(registry: Registry, candidate: str, threshold: float = DEFAULT_GATE) -> list[str]:
+    """Reasons to refuse activating ``candidate`` over the active version (empty: go);
+    :func:`gate_report` tells the whole story."""
+    return gate_report(registry, candidate, threshold).reasons
 
 
 def activate_version(

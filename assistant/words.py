@@ -21,3 +21,28 @@ def content_words(text: str, min_len: int = 1) -> list[str]:
     return [
         w for w in WORD.findall(text.lower()) if w not in STOPWORDS and len(w) >= min_len
     ]
+
+
+def same_text(a: str, b: str) -> bool:
+    """The same answer, up to whitespace (two versions that wrote the same words tie)."""
+    return a.split() == b.split()
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def repeated_ngrams(text: str, n: int = 3) -> tuple[int, int]:
+    """(repeated, total) word ``n``-grams of ``text``: an n-gram is repeated when it already
+    occurred earlier in the same text (case-insensitive, punctuation ignored)."""
+    words = WORD.findall(text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) - len(set(grams)), len(grams)
+
+
+def repeated_ngram_rate(texts: list[str], n: int = 3) -> float:
+    """Share of repeated word n-grams among all word n-grams of ``texts`` (pooled): 0 for
+    text that never repeats itself, near 1 for "No, no, no, no, ..."."""
+    counts = [repeated_ngrams(t, n) for t in texts]
+    total = sum(c[1] for c in counts)
+    return sum(c[0] for c in counts) / total if total else 0.0

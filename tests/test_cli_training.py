@@ -41,7 +41,13 @@ def test_train_eval_activate_rollback(tiny_settings, feedback_db):
 
     out = cli("eval", "v2", "--prompts", "2", "--qa", "2", "--max-new-tokens", "4").output
     assert "v2 against base" in out and "QA accuracy" in out and "no reward model" in out
-    assert "The chat now uses v2 (was base)" in cli("models", "activate", "v2").output
+    # Without a reward model nothing judged the answers: no "judges", no "passes".
+    assert "win rate not measured" in out and "judges" not in out and "passes" not in out
+    assert "gate could not check: the win rate" in out and "gate checked: QA accuracy" in out
+    refused = cli("models", "activate", "v2", ok=False)
+    assert "win rate against base was not measured" in refused.output
+    out = cli("models", "activate", "v2", "--force").output
+    assert "The chat now uses v2 (was base) despite the eval gate (--force)" in out
     assert registry.active() == "v2"
 
     show = cli("models", "show", "v2").output

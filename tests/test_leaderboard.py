@@ -23,3 +23,14 @@ def test_bradley_terry_matches_the_odds():
 def test_nothing_to_rank():
     assert leaderboard([]) == []
     assert leaderboard([Outcome("a", "b", "both_bad"), Outcome("a", "a", "a")]) == []
+
+
+def test_one_game_shows_no_interval():
+    # One game used to show "1149-1149": a bootstrap of one game is that game every time.
+    (winner, loser) = leaderboard([Outcome("v1", "base", "a")], bootstrap=50)
+    assert winner.games == 1 and not winner.has_interval
+    assert winner.interval_text() == "needs 9 more games"
+    many = leaderboard([Outcome("v1", "base", "a")] * 7 + [Outcome("base", "v1", "a")] * 5, bootstrap=50)
+    assert all(s.has_interval for s in many)
+    assert many[0].interval_text() == f"{round(many[0].low)}-{round(many[0].high)}"
+    assert many[0].low < many[0].high

@@ -10,6 +10,7 @@ import pytest
 
 from assistant.registry import (
     BASE, ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
+    gate_report,
 )
 
 FP = "f" * 32
@@ -118,15 +119,16 @@ def test_gate_needs_an_evaluation_and_refuses_regressions(registry):
     with pytest.raises(ActivationRefused, match="assistant eval v1"):
         activate_version(registry, v1.name, FP)
 
-    registry.record_evaluation(v1.name, BASE, "v9", {"win_rate": 0.30, "qa_accuracy": 0.40,
-                                                     "baseline_qa_accuracy": 0.50})
-    reasons = gate(registry, v1.name)
-    assert len(reasons) == 2 and "won only 30%" in reasons[0] and "fell from 50% to 40%" in reasons[1]
+    registry.record_evaluation(v1.name, BASE, "v9", {"win_rate": 0.2, "wins": 2, "ties": 4, "losses": 14,
+                                                     "qa_accuracy": 0.40, "baseline_qa_accuracy": 0.50})
+    report = gate_report(registry, v1.name)
+    assert report.verdict == "worse" and len(report.reasons) == 2
+    assert "worse than base's" in report.reasons[0] and "fell from 50% to 40%" in report.reasons[1]
     with pytest.raises(ActivationRefused, match="Refused to activate v1"):
         activate_version(registry, v1.name, FP)
     assert registry.active() == BASE
-    # A looser threshold lets the same numbers through; so does --force, which is logged.
-    assert gate(registry, v1.name, threshold=0.25) == []
+    # A looser QA threshold does not let worse answers through; --force does, and is logged.
+    assert len(gate(registry, v1.name, threshold=0.25)) == 1
     activate_version(registry, v1.name, FP, force=True)
     assert registry.active() == "v1"
     last = registry.history()[-1]
@@ -134,12 +136,50 @@ def test_gate_needs_an_evaluation_and_refuses_regressions(registry):
 
     # An evaluation against another baseline does not count for the new active version.
     v2 = make_version(registry)
-    registry.record_evaluation(v2.name, BASE, "v9", {"win_rate": 0.9})
+    registry.record_evaluation(v2.name, BASE, "v9", {"win_rate": 0.9, "wins": 18, "ties": 0, "losses": 2})
     assert "against the active version v1" in gate(registry, v2.name)[0]
-    registry.record_evaluation(v2.name, "v1", "v9", {"win_rate": 0.62, "qa_accuracy": 0.5,
-                                                     "baseline_qa_accuracy": 0.5})
+    registry.record_evaluation(v2.name, "v1", "v9", {"win_rate": 0.8, "wins": 15, "ties": 2, "losses": 3,
+                                                     "qa_accuracy": 0.5, "baseline_qa_accuracy": 0.5})
+    report = gate_report(registry, v2.name)
+    assert report.passes and report.verdict == "better" and len(report.checked) == 2
     assert activate_version(registry, v2.name, FP) == "v2"
     assert not registry.history()[-1].forced
+
+
+def test_gate_has_three_verdicts_and_not_enough_evidence_refuses(registry):
+    v1 = make_version(registry)
+    # The DPO version: 14 wins, 16 ties, 10 losses: a 55% win rate, p = 0.54.
+    registry.record_evaluation(v1.name, BASE, "v9", {"win_rate": 0.55, "wins": 14, "ties": 16, "losses": 10,
+                                                     "prompts": 40})
+    report = gate_report(registry, v1.name)
+    assert report.verdict == "not enough evidence" and not report.passes
+    assert "no evidence that it is better than base" in report.reasons[0]
+    assert "--prompts" in report.reasons[0] and "p = 0.54" in report.reasons[0]
+    with pytest.raises(ActivationRefused, match="no evidence"):
+        activate_version(registry, v1.name, FP)
+    # Too few prompts to tell, even when all were won: it says so instead of passing.
+    registry.record_evaluation(v1.name, BASE, "v9", {"wins": 4, "ties": 0, "losses": 0, "prompts": 4})
+    report = gate_report(registry, v1.name)
+    assert report.verdict == "not enough evidence"
+    assert "needs at least 6 prompts whose answers differ" in report.reasons[0]
+    # Two identical versions: every answer ties. Never "better".
+    registry.record_evaluation(v1.name, BASE, "v9", {"wins": 0, "ties": 40, "losses": 0, "prompts": 40})
+    report = gate_report(registry, v1.name)
+    assert report.verdict == "not enough evidence" and "no difference was seen" in report.reasons[0]
+
+
+def test_gate_without_a_reward_model_says_what_it_could_not_check(registry):
+    v1 = make_version(registry)
+    registry.record_evaluation(v1.name, BASE, None, {"prompts": 16, "identical_answers": 3,
+                                                     "qa_accuracy": 0.5, "baseline_qa_accuracy": 0.5,
+                                                     "qa_questions": 24})
+    report = gate_report(registry, v1.name)
+    assert not report.passes and report.verdict == "not measured"
+    assert report.not_checked == ["the win rate: no reward model judged the answers"]
+    assert report.checked == ["QA accuracy 50% against 50% on 24 questions"]
+    assert "not measured" in report.reasons[0] and "assistant train reward" in report.reasons[0]
+    activate_version(registry, v1.name, FP, force=True)  # --force still exists
+    assert registry.active() == "v1"
 
 
 def test_rollback_after_doctor_does_not_return_to_the_broken_version(registry):

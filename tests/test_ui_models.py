@@ -128,14 +128,21 @@ def test_gate_refuses_then_force_activates(service, registry):
         "examples": [{"prompt": "Name a *fruit*", "candidate": "<b>A rock</b>", "baseline": "An apple"}],
     })
     at = models_page()
-    assert "won only 25%" in texts(at.caption)  # the gate's verdict, before any click
+    # the gate's verdict, before any click: four prompts cannot tell, and it says so
+    assert "no evidence that it is better than base" in texts(at.caption)
+    assert "needs at least 6 prompts whose answers differ" in texts(at.caption)
+    assert "checked win rate 25%" in texts(at.caption)
     at.button(key="activate_v1").click()
     run_ok(at)
-    assert "Refused to activate v1" in at.error[0].value and "won only 25%" in at.error[0].value
+    assert "Refused to activate v1" in at.error[0].value and "no evidence" in at.error[0].value
     assert registry.active() == "base" and service.version == "base"
 
-    # the evaluation, with its examples shown as text
-    assert "win rate 25.0%" in texts(at.text)
+    # the evaluation as a table (not CLI text), with its examples shown as text
+    evaluation = at.dataframe[-1].value
+    rows = dict(zip(evaluation["measure"], evaluation["candidate"]))
+    assert rows["win rate (95% CI)"].startswith("25.0% (")
+    assert rows["QA accuracy (95% CI)"].startswith("50.0% (")
+    assert "**Verdict**: not enough evidence" in texts(at.markdown)
     assert "<b>A rock</b>" in texts(at.text) and "Name a *fruit*" in texts(at.text)
 
     at.checkbox(key="force_v1").check()
@@ -307,3 +314,43 @@ def test_compare_mode_versions_are_picked_and_recorded(service, registry):
     a = store.get_message(cmp.a_id).record.model_version
     b = store.get_message(cmp.b_id).record.model_version
     assert any(f"A won (A: {a}, B: {b})" in c.value for c in at.main.caption)
+
+
+def test_rows_used_and_an_evaluation_without_a_reward_model(service, registry):
+    rows = {"export_rows_in": 1112, "dropped_empty": 1, "dropped_identical": 2, "dropped_duplicate": 3,
+            "train_given": 200, "train_truncated": 31, "train_dropped_too_long": 4, "train_used": 196,
+            "train_seen": 180, "train_row_passes": 0.918, "heldout_given": 116, "heldout_truncated": 20,
+            "heldout_dropped_too_long": 0, "heldout_used": 116, "max_length": 256,
+            "long_rows": "prompt shortened"}
+    v = add_version(registry, kind="reward", metrics={"heldout_accuracy": 0.648, "heldout_accuracy_low": 0.558,
+                                                      "heldout_accuracy_high": 0.729, "heldout_rows": 116,
+                                                      "rows": rows})
+    with registry.db.write() as s:  # the data record carries the same counts
+        from assistant.storage.schema import ModelVersion
+
+        s.get(ModelVersion, 1).data = {**v.data, "rows": rows}
+    policy = add_version(registry)
+    registry.record_evaluation(policy.name, "base", None, {
+        "prompts": 16, "identical_answers": 5, "candidate_words": 12.5, "baseline_words": 30.0,
+        "candidate_repetition": 0.4, "baseline_repetition": 0.1, "repetition_ngram": 3,
+        "qa_accuracy": 0.5, "baseline_qa_accuracy": 0.5, "qa_questions": 4,
+        "notes": ["no reward model: the win rate and the reward model's accuracy were not measured"],
+    })
+    at = models_page()
+    at.selectbox(key="models_version").set_value("v1")
+    run_ok(at)
+    counts = next(d.value for d in at.dataframe if "seen by the run" in d.value.columns)
+    assert list(counts["given"]) == [200, 116] and list(counts["used"]) == [196, 116]
+    assert list(counts["dropped (over 256 tokens)"]) == [4, 0] and counts["seen by the run"][0] == 180
+    assert "Over-long rows: prompt shortened" in texts(at.caption)
+    assert any(m.label == "Held-out accuracy" and "n=116" in str(m.proto.delta) for m in at.metric)
+
+    at.selectbox(key="models_version").set_value("v2")
+    run_ok(at)
+    assert "could not check the win rate: no reward model judged the answers" in texts(at.caption)
+    assert "Passes" not in texts(at.caption)
+    evaluation = at.dataframe[-1].value
+    rows = dict(zip(evaluation["measure"], evaluation["candidate"]))
+    assert rows["win rate"] == "not measured" and rows["repeated 3-grams"] == "40.0%"
+    assert rows["mean answer length (words)"] == "12.5"
+    assert "not measured" in texts(at.markdown) and "judges" not in texts(at.markdown)

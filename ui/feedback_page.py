@@ -13,7 +13,7 @@ import streamlit as st
 
 from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
 from assistant.errors import AssistantError
-from assistant.leaderboard import leaderboard
+from assistant.leaderboard import MIN_GAMES, leaderboard
 from assistant.storage.comparisons import ComparisonStore
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
@@ -74,12 +74,14 @@ def _leaderboard(db) -> None:  # noqa: ANN001
         return
     st.dataframe(
         pd.DataFrame(
-            [{"version": s.version, "rating": round(s.rating), "95% low": round(s.low),
-              "95% high": round(s.high), "games": s.games, "wins": s.wins} for s in board]
+            [{"version": s.version, "rating": round(s.rating), "95% interval": s.interval_text(),
+              "games": s.games, "wins": s.wins} for s in board]
         ),
         hide_index=True, key="leaderboard",
     )
-    st.caption("Bradley-Terry strengths on the Elo scale (mean 1000); ties count half.")
+    st.caption("Bradley-Terry strengths on the Elo scale (mean 1000); ties count half. A 95% "
+               f"interval is shown once a version has played {MIN_GAMES} games: with fewer, "
+               "the ratings are a first guess.")
 
 
 def _pairs(db, owner) -> None:  # noqa: ANN001

@@ -14,7 +14,7 @@ from alignment import runs
 from assistant.chat import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
-from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate
+from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate_report
 from ui import login, resources
 from ui.text import plain
 
@@ -231,9 +231,11 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
              v: Version | None, active: str) -> None:
     name = v.name if v else BASE
     reasons: list[str] = []
+    report = None
     if v is not None and v.kind != "reward" and name != active:
         try:
-            reasons = gate(registry, name)
+            report = gate_report(registry, name)
+            reasons = report.reasons
         except AssistantError as err:
             reasons = [str(err)]
     row = st.container(horizontal=True, vertical_alignment="center")
@@ -266,9 +268,13 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
         st.caption(":material/info: A reward model scores answers (for online RL and "
                    "evaluations); the chat cannot answer with it.")
     elif reasons:
-        st.caption(":material/gpp_maybe: Eval gate: " + "; ".join(reasons) + ".")
+        st.caption(":material/gpp_maybe: Eval gate refuses: " + plain("; ".join(reasons)) + ".")
     elif v is not None:
-        st.caption(f":material/verified: Passes the eval gate against {plain(active)}.")
+        st.caption(f":material/verified: Passes the eval gate against {plain(active)}: better.")
+    if report is not None and (report.checked or report.not_checked):
+        bits = [f"checked {plain(c)}" for c in report.checked]
+        bits += [f"could not check {plain(c)}" for c in report.not_checked]
+        st.caption("Eval gate: " + "; ".join(bits) + ".")
     _show_notice("details")
 
 
@@ -303,6 +309,9 @@ def _training_details(v: Version) -> None:
             f"**Data**: {plain(str(d.get('kind', '?')))}, {d.get('train_rows', '?')} training / "
             f"{d.get('test_rows', '?')} held-out rows"
         )
+        rows = d.get("rows") or {}
+        if rows:
+            _row_counts(v.name, rows)
         if d.get("sha256"):
             st.code(f"sha256 {d['sha256']}", language=None)
     shown = {k: v.config[k] for k in CONFIG_KEYS if v.config.get(k) is not None}
@@ -329,6 +338,25 @@ def _training_details(v: Version) -> None:
         st.json(v.config, expanded=True)
 
 
+def _row_counts(name: str, rows: dict) -> None:
+    """Rows given, used, dropped and why, and seen by the run: training and held-out."""
+    long_rows = f"over {rows['max_length']} tokens" if rows.get("max_length") else "too long"
+    table = pd.DataFrame([
+        {"split": "training", "given": rows.get("train_given"), "used": rows.get("train_used"),
+         "prompt shortened": rows.get("train_truncated"), f"dropped ({long_rows})": rows.get("train_dropped_too_long"),
+         "seen by the run": rows.get("train_seen")},
+        {"split": "held-out", "given": rows.get("heldout_given"), "used": rows.get("heldout_used"),
+         "prompt shortened": rows.get("heldout_truncated"),
+         f"dropped ({long_rows})": rows.get("heldout_dropped_too_long"), "seen by the run": None},
+    ])
+    st.dataframe(table, hide_index=True, key=f"rows_{name}", height=_fit(2))
+    if rows.get("export_rows_in") is not None:
+        st.caption(f"Export: {rows['export_rows_in']} rows built; dropped {rows.get('dropped_empty', 0)} "
+                   f"empty, {rows.get('dropped_identical', 0)} with identical answers, "
+                   f"{rows.get('dropped_duplicate', 0)} duplicates. Over-long rows: "
+                   f"{plain(str(rows.get('long_rows', '')))}.")
+
+
 def _headline_metrics(m: dict) -> None:
     """The few numbers that say how training went, first to last."""
     def number(key: str) -> float | None:
@@ -343,7 +371,10 @@ def _headline_metrics(m: dict) -> None:
         row.metric("Loss", f"{m['final_loss']:.4f}", width="content", delta_color="inverse",
                    delta=f"{m['final_loss'] - first:+.4f} from {first:.4f}" if first is not None else None)
     if number("heldout_accuracy") is not None:
-        row.metric("Held-out accuracy", f"{m['heldout_accuracy']:.1%}", width="content")
+        interval = (f"95% CI {m['heldout_accuracy_low']:.1%}-{m['heldout_accuracy_high']:.1%}, "
+                    f"n={m.get('heldout_rows')}" if number("heldout_accuracy_low") is not None else None)
+        row.metric("Held-out accuracy", f"{m['heldout_accuracy']:.1%}", width="content",
+                   delta=interval, delta_color="off", delta_arrow="off")
     if number("final_reward") is not None:
         first = number("first_reward")
         row.metric("Reward", f"{m['final_reward']:.3f}", width="content",
@@ -375,15 +406,25 @@ def _evaluations(v: Version, evaluations: list) -> None:
     if not evaluations:
         st.caption(f"Not evaluated yet: press Evaluate (or run `assistant eval {plain(v.name)}`).")
         return
-    from alignment.evaluate import summarize  # imports torch: only when there is one to show
+    from alignment.eval_metrics import table, verdict_text
 
     for i, e in enumerate(reversed(evaluations)):
-        st.caption(f"{e.created_at:%Y-%m-%d %H:%M} UTC · against {plain(e.baseline)}"
-                   + (f" · judged by {plain(e.reward_model)}" if e.reward_model else ""))
+        st.caption(f"{e.created_at:%Y-%m-%d %H:%M} UTC · candidate {plain(e.candidate)} against "
+                   f"baseline {plain(e.baseline)}"
+                   + (f" · judged by {plain(e.reward_model)}" if e.reward_model else " · no reward model"))
         try:
-            st.text("\n".join(summarize(e)))
+            rows = table(e)
+            st.markdown(f"**Verdict**: {plain(verdict_text(e.metrics))}")
         except (KeyError, TypeError, ValueError):  # an older or partial record
+            rows = []
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"eval_{v.name}_{i}",
+                         height=_fit(len(rows)),
+                         column_config={"note": st.column_config.TextColumn(width="large")})
+        else:
             st.json(e.metrics, expanded=False)
+        for note in e.metrics.get("notes") or []:
+            st.caption(plain(str(note)))
         examples = e.metrics.get("examples") or []
         if examples:
             with st.expander(f"Example answers ({len(examples)})"):
@@ -509,7 +550,7 @@ def _progress(run: runs.Run) -> None:
     now = time.time()
     elapsed = f" · {duration(now - run.started)} elapsed" if run.started else ""
     if run.fraction is None:
-        st.progress(0, text=("Evaluating: both versions answer, the reward model judges"
+        st.progress(0, text=("Evaluating: both versions answer the held-out prompts"
                              if run.kind == "eval" else
                              "Preparing: exporting the data and loading the model") + elapsed)
         return

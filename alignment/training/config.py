@@ -43,6 +43,9 @@ class RunArgs:
     min_rows: int | None = field(default=None, metadata={"help": "Refuse with fewer rows."})
     #: Held-out rows evaluated after training (0: none; None: all).
     eval_rows: int | None = field(default=200, metadata={"help": "Held-out rows to evaluate."})
+    #: Rows longer than max_length: False shortens their prompt from the left (answers kept
+    #: whole), True drops them. Either way the counts are stored with the version.
+    drop_long: bool = field(default=False, metadata={"help": "Drop over-long rows instead."})
 
 
 @dataclass

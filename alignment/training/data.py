@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from alignment.errors import NotEnoughTrainingData
+from alignment.errors import NotEnoughTrainingData, RowsTooLong
 from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
 from alignment.training.config import DATA_KIND, MIN_ROWS
+from alignment.training.lengths import fit_rows
 from assistant.chat_template import template_input
 from assistant.storage import Database
 
@@ -82,6 +83,88 @@ def defuse(data: TrainingData, tokenizer, folder: Path) -> TrainingData:  # noqa
     write_export(ExportResult(train, test, data.report), folder, "jsonl")
     return TrainingData(train, test, {**data.record, "sha256": _sha256(folder),
                                       "special_tokens_defused": True}, data.report)
+
+
+#: Kinds whose rows are fitted to max_length here (SFT and online RL keep TRL's handling).
+FITTED_KINDS = ("reward", "dpo", "kto")
+
+
+def fit(data: TrainingData, tokenizer, config, kind: str, folder: Path) -> TrainingData:  # noqa: ANN001
+    """Rows fitted to ``config.max_length`` (:mod:`.lengths`): prompts shortened from the left
+    by default, over-long rows dropped with ``config.drop_long``. The counts go into the
+    record under ``lengths``; a split emptied (or the training split left under its minimum)
+    by the limit is refused with a message naming the limit."""
+    max_length = getattr(config, "max_length", None) if kind in FITTED_KINDS else None
+    drop = bool(getattr(config, "drop_long", False))
+    train, train_report = fit_rows(data.train, tokenizer, max_length, drop)
+    test, test_report = fit_rows(data.test, tokenizer, max_length, drop)
+    need = config.min_rows if config.min_rows is not None else MIN_ROWS[kind]
+    if max_length is not None and data.test and not test:
+        raise RowsTooLong(kind, "held-out", len(data.test), 0, max_length, drop)
+    if max_length is not None and len(train) < need <= len(data.train):
+        raise RowsTooLong(kind, "training", len(data.train), len(train), max_length, drop, need)
+    lengths = {"train": train_report.as_dict(), "test": test_report.as_dict()}
+    record = {**data.record, "lengths": lengths, "train_rows": len(train), "test_rows": len(test)}
+    if (train, test) == (data.train, data.test):
+        return TrainingData(train, test, record, data.report)
+    write_export(ExportResult(train, test, data.report), folder, "jsonl")
+    return TrainingData(train, test, {**record, "sha256": _sha256(folder)}, data.report)
+
+
+def row_counts(data: TrainingData, trained_rows: int, heldout_rows: int | None, steps: int,
+               rows_per_step: int, drop_long: bool) -> dict[str, Any]:
+    """Rows given, used and dropped (and why), as every run reports them: the export's own
+    drops (empty, identical, duplicate), the length limit's, the trainer's (``trained_rows``:
+    the rows TRL's dataset kept, which should be all of them), and how many a run of
+    ``steps`` updates of ``rows_per_step`` rows actually saw."""
+    e = data.record.get("export", {})
+    lengths = data.record.get("lengths", {})
+    train_len, test_len = lengths.get("train", {}), lengths.get("test", {})
+    fitted_train = train_len.get("used", len(data.train))
+    fitted_test = test_len.get("used", len(data.test))
+    return {
+        "export_rows_in": e.get("rows_in"),
+        "dropped_empty": e.get("skipped_empty", 0),
+        "dropped_identical": e.get("skipped_identical", 0),
+        "dropped_duplicate": e.get("duplicates_dropped", 0),
+        "train_given": train_len.get("given", len(data.train)),
+        "train_truncated": train_len.get("truncated", 0),
+        "train_dropped_too_long": train_len.get("dropped_too_long", 0)
+        + max(0, fitted_train - trained_rows),
+        "train_used": trained_rows,
+        "train_seen": min(trained_rows, steps * rows_per_step),
+        "train_row_passes": round(steps * rows_per_step / trained_rows, 3) if trained_rows else 0.0,
+        "heldout_given": test_len.get("given", len(data.test)),
+        "heldout_truncated": test_len.get("truncated", 0),
+        "heldout_dropped_too_long": test_len.get("dropped_too_long", 0)
+        + (max(0, fitted_test - heldout_rows) if heldout_rows is not None else 0),
+        "heldout_used": heldout_rows if heldout_rows is not None else 0,
+        "max_length": train_len.get("max_length"),
+        "long_rows": "dropped" if drop_long else "prompt shortened",
+    }
+
+
+def describe_counts(rows: dict[str, Any]) -> list[str]:
+    """The counts as lines for a terminal (and the Models page)."""
+    if not rows:
+        return []
+    long_rule = (f"over {rows['max_length']} tokens" if rows.get("max_length") else "too long")
+    lines = [
+        f"training rows: {rows['train_given']} given, {rows['train_used']} used "
+        f"({rows['train_truncated']} with the prompt shortened, {rows['train_dropped_too_long']} "
+        f"dropped as {long_rule}); {rows['train_seen']} seen by the "
+        f"{'updates' if rows['train_row_passes'] else 'run'}"
+        + (f" ({rows['train_row_passes']:g} passes)" if rows["train_row_passes"] > 1 else ""),
+        f"held-out rows: {rows['heldout_given']} given, {rows['heldout_used']} used "
+        f"({rows['heldout_truncated']} with the prompt shortened, "
+        f"{rows['heldout_dropped_too_long']} dropped as {long_rule})",
+    ]
+    if rows.get("export_rows_in") is not None:
+        lines.append(
+            f"export: {rows['export_rows_in']} rows built, {rows['dropped_empty']} dropped as "
+            f"empty, {rows['dropped_identical']} as identical, {rows['dropped_duplicate']} as duplicates"
+        )
+    return lines
 
 
 def _sha256(folder: Path) -> str:

@@ -26,7 +26,7 @@ from peft import LoraConfig, PeftModel
 
 from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
 from alignment.training.config import config_record
-from alignment.training.data import defuse, prepare
+from alignment.training.data import defuse, describe_counts, fit, prepare, row_counts
 from alignment.training.progress import ProgressFile, plot_curve, write_json
 from alignment.training.trainers import build_trainer
 from assistant.bootstrap import open_database, open_registry
@@ -71,6 +71,7 @@ def train(
         data = prepare(db, kind, config, staging / "data")
         loaded = loaded or load_model(settings)
         data = defuse(data, loaded.tokenizer, staging / "data")
+        data = fit(data, loaded.tokenizer, config, kind, staging / "data")
         for needed in filter(None, (parent, reward_version)):
             if not needed.is_base and needed.base_fingerprint != loaded.fingerprint:
                 raise IncompatibleVersion(
@@ -95,6 +96,11 @@ def train(
 
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
+        rows = _rows(data, trainer, metrics, kind, config)
+        metrics["rows"] = rows
+        data.record["rows"] = rows
+        for line in describe_counts(rows):
+            log.info("%s", line)
         trainer.save_model(str(staging / "adapter"))  # on every process: ZeRO-3 gathers here
         if not trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)  # only the main process registers
@@ -189,6 +195,29 @@ def _model(kind: str, loaded: LoadedModel, parent: Version, config):  # noqa: AN
     # Continue the parent's adapter (named "default"): TRL's DPO/KTO/GRPO/RLOO keep a frozen
     # copy of it as the reference, so the new version is a complete adapter on the base.
     return PeftModel.from_pretrained(model, str(parent.adapter_dir), is_trainable=True), None
+
+
+def _rows(data, trainer, metrics: dict[str, Any], kind: str, config) -> dict[str, Any]:  # noqa: ANN001
+    """The rows the trainer really used and saw (TRL may still drop rows of its own)."""
+    def size(dataset) -> int | None:  # noqa: ANN001
+        try:
+            return len(dataset) if dataset is not None else None
+        except TypeError:  # an iterable dataset
+            return None
+
+    trained = size(getattr(trainer, "train_dataset", None))
+    heldout = size(getattr(trainer, "eval_dataset", None)) if data.test and kind != "rl" else 0
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    rows = row_counts(data, len(data.train) if trained is None else trained, heldout,
+                      int(metrics.get("steps") or 0), per_step, bool(getattr(config, "drop_long", False)))
+    if metrics.get("heldout_accuracy") is not None and rows["heldout_used"]:
+        from assistant.significance import rate
+
+        r = rate(metrics["heldout_accuracy"] * rows["heldout_used"], rows["heldout_used"])
+        metrics.update(heldout_accuracy_low=r.low, heldout_accuracy_high=r.high,
+                       heldout_rows=rows["heldout_used"])
+    return rows
 
 
 def _metrics(train: dict, evaluation: dict, history: list[dict]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Three measurements, stored as an evaluation in the registry (what the activation
 1. the reward model's accuracy on held-out preference pairs (how far to trust the judge),
    beside what answer length alone would score on the same pairs;
 2. the candidate's win rate against the baseline: both answer the held-out prompts
-   (greedy), the reward model scores both answers; identical answers and scores within a
+   (greedy) through the engine the chat uses (what is judged is what serves), the reward model scores both answers; identical answers and scores within a
    tolerance tie, a tie counts half; the sign test on the rest gives the verdict (better,
    worse, not enough evidence). Without a reward model the win rate is not measured; the
    answers' length and repetition still are;
@@ -24,21 +24,18 @@ import logging
 import re
 import string
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from alignment.errors import NoTrainingData
 from alignment.eval_metrics import answer_metrics, qa_metrics, reward_model_metrics, summarize, table, win_metrics
 from alignment.export import ExportOptions, export
-from assistant.bootstrap import open_database, open_registry
+from assistant.bootstrap import build_engine, open_database, open_registry
 from assistant.config import Settings
-from assistant.chat_template import template_input
+from assistant.generation import GenerationParams, Generator, engine_label
 from assistant.models import LoadedModel, load_model
 from assistant.prompting import Messages, build_messages
 from assistant.registry import BASE, EvalRecord, Registry
@@ -101,58 +98,40 @@ class _Source:
     text: str
 
 
-class VersionModels:
-    """The base model with the compared versions' adapters loaded side by side (peft),
-    generating in batches (greedy) with whichever is asked for."""
+class VersionAnswers:
+    """The compared versions answering through the chat's own engine (``bootstrap.build_engine``:
+    llama.cpp, transformers or a server), greedy, with the versions loaded as the chat loads
+    them: what is judged is what serves."""
 
-    def __init__(self, loaded: LoadedModel, registry: Registry, names: set[str]) -> None:
-        from peft import PeftModel
-
-        self.loaded = loaded
-        self.model = loaded.model
-        self.peft = None
+    def __init__(self, generator: Generator, registry: Registry, fingerprint: str,
+                 names: set[str]) -> None:
+        self.generator = generator
+        self.loaded: list[str] = []
         for name in sorted(names - {BASE}):
-            version = registry.check_servable(name, loaded.fingerprint)
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, str(version.adapter_dir), adapter_name=name)
-            else:
-                self.peft.load_adapter(str(version.adapter_dir), adapter_name=name)
-        if self.peft is not None:
-            self.peft.eval()
+            version = registry.check_servable(name, fingerprint)
+            if name not in generator.loaded_versions():
+                generator.load_adapter(name, version.adapter_dir)
+                self.loaded.append(name)
 
-    @contextmanager
-    def using(self, name: str) -> Iterator[torch.nn.Module]:
-        if self.peft is None:
-            yield self.model
-        elif name == BASE:
-            with self.peft.disable_adapter():
-                yield self.peft
-        else:
-            self.peft.set_adapter(name)
-            yield self.peft
-
-    @torch.inference_mode()
     def generate(self, name: str, conversations: list[Messages], max_new_tokens: int,
                  batch_size: int = 8, desc: str = "") -> list[str]:
-        tok = self.loaded.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
+        params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
         out: list[str] = []
-        try:
-            with self.using(name) as model:
-                for i in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False):
-                    batch = [template_input(tok, c) for c in conversations[i:i + batch_size]]
-                    enc = tok.apply_chat_template(
-                        batch, add_generation_prompt=True, padding=True,
-                        return_tensors="pt", return_dict=True,
-                    ).to(self.loaded.device)
-                    ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                         temperature=None, top_p=None, top_k=None,
-                                         pad_token_id=tok.pad_token_id)
-                    new = ids[:, enc["input_ids"].shape[1]:]
-                    out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
-        finally:
-            tok.padding_side = side
+        with tqdm(total=len(conversations), desc=desc, leave=False) as bar:
+            # A window of requests at once: a server batches them, an in-process engine queues.
+            for i in range(0, len(conversations), batch_size):
+                streams = [self.generator.stream(c, params, version=name)
+                           for c in conversations[i:i + batch_size]]
+                for stream in streams:
+                    out.append("".join(stream).strip())
+                    bar.update()
         return out
+
+    def close(self) -> None:
+        """Unload what was loaded for the evaluation (the engine may be shared)."""
+        for name in self.loaded:
+            self.generator.unload_adapter(name)
+        self.loaded = []
 
 
 def evaluate(
@@ -177,8 +156,19 @@ def evaluate(
         from alignment.reward_model import load_reward_model
 
         scorer = load_reward_model(loaded, reward)
-    models = VersionModels(loaded, registry, {candidate, baseline})
-    metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline}
+    engine = build_engine(settings, loaded)
+    models = VersionAnswers(engine.generator, registry, loaded.fingerprint, {candidate, baseline})
+    try:
+        return _evaluate(settings, registry, candidate, baseline, reward, scorer, models, o, db,
+                         started, engine_label(engine.generator))
+    finally:
+        models.close()
+
+
+def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: str, reward,  # noqa: ANN001
+              scorer, models: VersionAnswers, o: EvalOptions, db, started: float,  # noqa: ANN001
+              engine: str) -> EvalRecord:
+    metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline, "engine": engine}
     notes: list[str] = []
 
     # Held-out pairs (the default training split's test side).
@@ -236,7 +226,7 @@ def evaluate(
 
 
 # -- answer generation (the seam: both versions answer the same prompts) --------------------------
-def answers(models: VersionModels, candidate: str, baseline: str, prompts: list[Messages],
+def answers(models: VersionAnswers, candidate: str, baseline: str, prompts: list[Messages],
             o: EvalOptions) -> tuple[list[str], list[str]]:
     """Each version's greedy answers to ``prompts``, in order."""
     cand = models.generate(candidate, prompts, o.max_new_tokens, o.batch_size, f"{candidate} answers")

@@ -110,3 +110,8 @@ def data_import_hh(file: Path) -> None:
         click.echo(f"  {bad}", err=True)
     if len(report.malformed) > MALFORMED_SHOWN:
         click.echo(f"  ... and {len(report.malformed) - MALFORMED_SHOWN} more", err=True)
+
+
+def register(main: click.Group) -> None:
+    """Entry point (``assistant.commands``): adds ``data`` to the ``assistant`` script."""
+    main.add_command(data)

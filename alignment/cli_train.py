@@ -314,6 +314,7 @@ def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, ru
 
 
 def register(main: click.Group) -> None:
+    """Entry point (``assistant.commands``): adds ``train``, ``models`` and ``eval``."""
     for command in (train, models, evaluate):
         main.add_command(command)
 

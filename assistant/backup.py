@@ -41,8 +41,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from assistant.config import Settings
-from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose, pid_alive
+from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose
 from assistant.errors import AssistantError
+from assistant.processes import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import click
 from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
+from assistant.plugins import COMMANDS_GROUP, register_commands
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -28,6 +29,19 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AssistantError as err:
             raise click.ClickException(str(err)) from err
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:
+            if PLUGINS or ctx.resilient_parsing:
+                raise
+            # No entry point added commands: an install made before they were declared.
+            raise click.UsageError(
+                f"{err.format_message()} No commands from entry points ({COMMANDS_GROUP}) are "
+                "installed, so train, models, eval and data are missing: install the package "
+                "again (pip install -e ., or make setup).", ctx,
+            ) from err
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -276,7 +290,7 @@ def index_check() -> None:
 @needs("maintain")
 def index_rebuild(reembed: bool) -> None:
     """Rebuild the index from the vectors stored in the database."""
-    from assistant.ingest import reembed as reembed_all
+    from assistant.index_sync import reembed as reembed_all
 
     library = _library(repair=False)
     if reembed:
@@ -290,16 +304,13 @@ def index_rebuild(reembed: bool) -> None:
     click.echo(f"Index rebuilt: {n} chunks ({library.index.kind}).")
 
 
-from alignment.cli import data as _data  # noqa: E402
-from alignment.cli_train import register as _register_training  # noqa: E402
-
 from assistant.cli_auth import users as _users  # noqa: E402
 from assistant.cli_ops import register as _register_ops  # noqa: E402
 
-main.add_command(_data)
 main.add_command(_users)
-_register_training(main)
 _register_ops(main)
+#: Names of the entry points that added commands (train, models, eval, data come from one).
+PLUGINS = register_commands(main)
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001

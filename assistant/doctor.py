@@ -36,8 +36,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from assistant import run_records as runs
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
+from assistant.processes import pid_alive
 from assistant.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -360,7 +362,7 @@ class _Doctor:
 
     def _index(self) -> None:
         from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-        from assistant.ingest import reembed
+        from assistant.index_sync import reembed
         from assistant.storage.documents import DocumentStore
 
         r = self.report
@@ -492,13 +494,10 @@ class _Doctor:
         r = self.report
         root = self.settings.runs_dir
         pending = [p for p in sorted(root.iterdir())
-                   if (p / "run.json").is_file() and not (p / "result.json").exists()] if root.is_dir() else []
+                   if (p / runs.RUN).is_file() and not (p / runs.RESULT).exists()] if root.is_dir() else []
         if not pending:
             r.add("runs", OK, "no background run died without a result")
             return
-        # Only now: most data folders have no run to look at.
-        from alignment import runs
-
         died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
         if not died:
             r.add("runs", OK, f"{len(pending)} background run(s) still running")
@@ -653,24 +652,6 @@ def _last_good(registry, known: dict, broken: dict) -> str:  # noqa: ANN001
         if name == BASE or (name in known and name not in broken and known[name].kind != "reward"):
             return name
     return BASE
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child that nobody has reaped yet is a zombie: dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _proc_start(pid: int) -> float | None:

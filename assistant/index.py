@@ -58,7 +58,7 @@ class VectorIndex:
         self._lock = threading.RLock()
         self._index = self._load() or self._empty()
         #: Held while the chunks in the database and this index change together (an ingest
-        #: in this process) or are compared (``ingest.catch_up``), so neither sees half of
+        #: in this process) or are compared (``index_sync.catch_up``), so neither sees half of
         #: the other's change.
         self.sync_lock = threading.RLock()
         #: The database's chunk signature this index last caught up with (``catch_up``).

@@ -10,9 +10,8 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import delete, func, select, text, update
 
-from assistant.chunking import Chunk
 from assistant.errors import DocumentNotFound
-from assistant.parsing import format_location
+from assistant.passages import Chunk, format_location
 from assistant.storage.db import Database
 from assistant.storage.schema import Document, DocumentChunk
 from assistant.words import WORD, content_words

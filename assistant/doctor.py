@@ -37,6 +37,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
+from assistant.atomic import parse_temp_name
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
 from assistant.processes import pid_alive
@@ -728,21 +729,13 @@ def _created(path: Path) -> float:
         return time.time()
 
 
-# Names of what the app's atomic writes leave beside their target when killed halfway.
-_WITH_PID = (
-    # alignment.export.write_export, assistant.backup: the new folder, before its rename
-    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)-\d+$"), False),
-    # alignment.export._replace_dir: the earlier export, set aside while the new one moves in
-    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)\.old-(?P<pid>\d+)-\d+$"), True),
-    # assistant.models._replace_dir: the earlier converted checkpoint
-    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)-old-(?P<pid>\d+)-\d+$"), True),
-    # alignment.training.progress.write_json
-    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.tmp$"), False),
-    # assistant.backup.restore: files extracted or copied before they move into place
-    ("unfinished restore", re.compile(r"^\.(?P<target>.+)\.restore-(?P<pid>\d+)-\d+$"), False),
-)
-# tempfile.mkstemp / mkdtemp (index files, model conversion): no pid in the name.
-_NO_PID = re.compile(r"^\.(?P<target>.+)-[a-z0-9_]{8}$")
+# What each kind of temporary name (see assistant.atomic) is, and whether a leftover of it
+# is put back in place of its target (when that is missing) rather than removed.
+_ROLES = {
+    "tmp": ("unfinished write", False),
+    "old": ("earlier version set aside", True),
+    "restore": ("unfinished restore", False),
+}
 
 
 @dataclass(frozen=True)
@@ -789,21 +782,19 @@ def _leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
 
 
 def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
-    for what, pattern, restore in _WITH_PID:
-        m = pattern.match(path.name)
-        if m:
-            pid = int(m.group("pid"))
-            return Leftover(path, what, path.with_name(m.group("target")), pid, restore,
-                            stale=not pid_alive(pid))
-    m = _NO_PID.match(path.name) if mkstemp else None
-    if m is None or path.name.startswith(".staging-"):
+    name = parse_temp_name(path, random_suffix=mkstemp)
+    if name is None:
+        return None
+    if name.pid is not None:
+        what, restore = _ROLES[name.role]
+        return Leftover(path, what, name.target, name.pid, restore, stale=not pid_alive(name.pid))
+    if path.name.startswith(".staging-"):
         return None
     try:
         age = now - path.stat().st_mtime
     except OSError:
         return None
-    return Leftover(path, "temporary copy", path.with_name(m.group("target")), None, False,
-                    stale=age > STALE_AFTER_S)
+    return Leftover(path, "temporary copy", name.target, None, False, stale=age > STALE_AFTER_S)
 
 
 def _walk(folder: Path, depth: int) -> Iterator[Path]:

@@ -10,13 +10,13 @@ does both. Starting and cancelling runs is :mod:`alignment.runs`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assistant import atomic
 from assistant.processes import pid_alive
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
@@ -54,9 +54,7 @@ class Run:
 
 def write_json(path: Path, value: Any) -> None:
     """Atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic.write_json(path, value, indent=1, default=str)
 
 
 def finish(run_dir: Path, status: str, version: str | None = None, error: str | None = None) -> None:

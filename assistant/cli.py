@@ -142,6 +142,9 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 for c in service.store.list_conversations(chats_only=True):
                     click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
             elif cmd == "/open":
+                if not arg.strip().isdigit():
+                    click.echo("Usage: /open ID, a conversation number (/list shows them).", err=True)
+                    continue
                 conv = service.store.get_conversation(int(arg))
                 conversation_id, last_answer_id = conv.id, None
                 _print_history(service, conv.id)
@@ -167,8 +170,6 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 if reply.message is not None:
                     last_answer_id = reply.message.id
         except AssistantError as err:
-            click.echo(f"Error: {err}", err=True)
-        except ValueError as err:
             click.echo(f"Error: {err}", err=True)
 
 

@@ -18,7 +18,7 @@ def guard(fn, *args):  # noqa: ANN001, ANN202
     """Call a store function; show a domain error instead of raising it."""
     try:
         return fn(*args)
-    except (AssistantError, ValueError) as err:
+    except AssistantError as err:
         st.error(str(err))
         return FAILED
 

@@ -292,7 +292,8 @@ def models_rollback() -> None:
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
 @needs("evaluate")
-def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, run_dir) -> None:
+def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: int, prompts: int,
+             qa: int, max_new_tokens: int, run_dir: Path | None) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy. Stored for the activation gate."""
     from alignment import runs

@@ -348,7 +348,7 @@ def _preference(t: _Threads) -> list[Candidate]:
         edited = t.edited(answer)
         if edited is not None:
             out.append(_pair(t, "edit", answer, edited, answer, answer.content))
-    for qid, alts in sorted(t.alternatives.items()):
+    for _qid, alts in sorted(t.alternatives.items()):
         ups = [a for a in alts if _rating(t, a) == 1]
         downs = [a for a in alts if _rating(t, a) == -1]
         out.extend(_pair(t, "thumbs", up, up.content, down, down.content)

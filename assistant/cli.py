@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,13 +25,15 @@ Ctrl-C while an answer streams stops it (the partial answer is kept)."""
 
 
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AssistantError as err:
             raise click.ClickException(str(err)) from err
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         try:
             return super().resolve_command(ctx, args)
         except click.UsageError as err:
@@ -94,7 +97,8 @@ def db_current() -> None:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
 @click.option("-n", "--max-new-tokens", type=click.IntRange(1, 4096))
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
-def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> None:
+def chat(conversation_id: int | None, temperature: float | None, top_p: float | None,
+         max_new_tokens: int | None, system_prompt: str | None) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
     from assistant.generation import GenerationParams

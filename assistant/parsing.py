@@ -538,7 +538,7 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
         opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
     except DependencyError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds here; all mean "not opened"
         logger.info("%s: pypdf could not decrypt it: %r", name, exc)
         opened = False
     if not opened:

@@ -22,7 +22,7 @@ def test_a_failed_file_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("old")
 
-    def half(path):  # noqa: ANN001, ANN202
+    def half(path):
         path.write_text("ne")
         raise OSError(28, "No space left on device")
 
@@ -61,7 +61,7 @@ def test_the_earlier_folder_is_put_back_when_the_new_one_cannot_move_in(tmp_path
     new.mkdir()
     real = os.replace
 
-    def refuse_the_new_one(a, b):  # noqa: ANN001, ANN202
+    def refuse_the_new_one(a, b):
         if a == new:
             raise OSError(13, "Permission denied")
         return real(a, b)

@@ -14,7 +14,7 @@ EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
 FAILED = object()
 
 
-def guard(fn, *args):  # noqa: ANN001, ANN202
+def guard(fn, *args):  # noqa: ANN001, ANN201
     """Call a store function; show a domain error instead of raising it."""
     try:
         return fn(*args)

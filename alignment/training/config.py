@@ -89,7 +89,7 @@ def device_defaults() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any):
+def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any) -> RunArgs:
     """The TRL config for ``kind`` with this project's defaults; ``overrides`` win (any
     field of the TRL config or of :class:`RunArgs`)."""
     key = algo if kind == "rl" else kind

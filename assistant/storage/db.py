@@ -55,7 +55,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
         # Let SQLAlchemy's "begin" event below emit BEGIN instead of the driver.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -66,7 +66,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn) -> None:  # noqa: ANN001
         if conn.get_execution_options().get("sqlite_write"):
             _begin_immediate(conn, busy_timeout_s)
         else:

@@ -20,6 +20,7 @@ import click
 
 from assistant.cli_auth import needs
 from assistant.config import get_settings
+from assistant.versions import BASE_VERSION
 
 
 def _settings_db_registry():  # noqa: ANN202
@@ -207,7 +208,7 @@ def models_list() -> None:
     _, _, registry = _settings_db_registry()
     active = registry.active()
     click.echo(f"{'':2}{'version':8} {'kind':7} {'parent':7} {'created (UTC)':17} {'rows':>6}  metric")
-    click.echo(f"{'*' if active == 'base' else ' '} {'base':8} {'base':7} {'':7} {'':17} {'':>6}")
+    click.echo(f"{'*' if active == BASE_VERSION else ' '} {BASE_VERSION:8} {BASE_VERSION:7} {'':7} {'':17} {'':>6}")
     for v in registry.list():
         click.echo(f"{'*' if v.name == active else ' '} {v.name:8} {v.kind:7} {v.parent:7} "
                    f"{v.created_at:%Y-%m-%d %H:%M}  {v.data.get('train_rows', 0):>6}  {_headline(v.metrics)}")
@@ -241,9 +242,7 @@ def models_show(name: str) -> None:
     click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
                                             for k, x in v.metrics.items()}))
     for e in registry.evaluations(v.name):
-        from alignment.evaluate import summarize
-
-        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(summarize(e)))
+        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(e.lines()))
     if v.curve and v.curve.is_file():
         click.echo(f"  curve:    {v.curve}")
 
@@ -297,7 +296,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy. Stored for the activation gate."""
     from alignment import runs
-    from alignment.evaluate import EvalOptions, summarize
+    from alignment.evaluate import EvalOptions
     from alignment.evaluate import evaluate as run_eval
 
     options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
@@ -310,7 +309,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
         raise
     if run_dir:
         runs.finish(run_dir, "done", version=candidate)
-    for line in summarize(record):
+    for line in record.lines():
         click.echo(line)
 
 

@@ -36,7 +36,8 @@ from assistant.config import Settings
 from assistant.generation import template_input
 from assistant.models import LoadedModel, load_model
 from assistant.prompting import SOURCES_INSTRUCTION, Messages, with_sources
-from assistant.registry import BASE, EvalRecord, Registry
+from assistant.registry import EvalRecord, Registry
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class VersionModels:
         self.loaded = loaded
         self.model = loaded.model
         self.peft = None
-        for name in sorted(names - {BASE}):
+        for name in sorted(names - {BASE_VERSION}):
             version = registry.check_servable(name, loaded.fingerprint)
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(self.model, str(version.adapter_dir), adapter_name=name)
@@ -119,7 +120,7 @@ class VersionModels:
     def using(self, name: str) -> Iterator[torch.nn.Module]:
         if self.peft is None:
             yield self.model
-        elif name == BASE:
+        elif name == BASE_VERSION:
             with self.peft.disable_adapter():
                 yield self.peft
         else:
@@ -216,23 +217,3 @@ def evaluate(
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     log.info("eval %s vs %s: %s", candidate, baseline, metrics)
     return registry.record_evaluation(candidate, baseline, getattr(reward, "name", None), metrics)
-
-
-def summarize(record: EvalRecord) -> list[str]:
-    m = record.metrics
-    lines = [f"{record.candidate} against {record.baseline} ({m.get('seconds', 0):.0f} s):"]
-    if "reward_accuracy" in m:
-        lines.append(f"  reward model {m['reward_model']}: accuracy {m['reward_accuracy']:.1%} "
-                     f"on {m['pairs']} held-out pairs")
-    if "win_rate" in m:
-        lines.append(f"  win rate {m['win_rate']:.1%} ({m['wins']} wins, {m['ties']} ties, "
-                     f"{m['losses']} losses on {m['prompts']} held-out prompts); mean reward "
-                     f"{m['mean_reward']:.3f} vs {m['baseline_mean_reward']:.3f}")
-    if "qa_accuracy" in m:
-        lines.append(f"  QA accuracy {m['qa_accuracy']:.1%} vs {m['baseline_qa_accuracy']:.1%} "
-                     f"({m['qa_questions']} questions)")
-    if "note" in m:
-        lines.append(f"  {m['note']}")
-    return lines
-
-

@@ -45,6 +45,7 @@ from assistant.config import Settings
 from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose
 from assistant.errors import AssistantError
 from assistant.processes import pid_alive
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _fill(settings: Settings, db_file: Path, stage: Path) -> dict[str, Any]:
         versions = (con.execute("SELECT name, path FROM model_versions ORDER BY id").fetchall()
                     if _has_table(con, "model_versions") else [])
         active = ((_scalar(con, "SELECT version FROM activations ORDER BY id DESC LIMIT 1")
-                   if _has_table(con, "activations") else None) or "base")
+                   if _has_table(con, "activations") else None) or BASE_VERSION)
     finally:
         con.close()
 

@@ -42,6 +42,7 @@ from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
 from assistant.processes import pid_alive
 from assistant.storage.db import Database
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +419,7 @@ class _Doctor:
 
     # -- model registry --------------------------------------------------------------------
     def _registry(self) -> None:
-        from assistant.registry import BASE, Registry
+        from assistant.registry import Registry
 
         r = self.report
         registry = Registry(self.db, self.settings.versions_dir)
@@ -437,7 +438,7 @@ class _Doctor:
         active = registry.active()
         known = {v.name: v for v in versions}
         why = None
-        if active != BASE:
+        if active != BASE_VERSION:
             if active not in known:
                 why = "is not a registered version"
             elif known[active].kind == "reward":
@@ -647,12 +648,10 @@ def _replay(history) -> list[str]:  # noqa: ANN001
 
 
 def _last_good(registry, known: dict, broken: dict) -> str:  # noqa: ANN001
-    from assistant.registry import BASE
-
     for name in reversed(_replay(registry.history())):
-        if name == BASE or (name in known and name not in broken and known[name].kind != "reward"):
+        if name == BASE_VERSION or (name in known and name not in broken and known[name].kind != "reward"):
             return name
-    return BASE
+    return BASE_VERSION
 
 
 def _proc_start(pid: int) -> float | None:

@@ -23,7 +23,8 @@ from assistant.cli_ops import register
 from assistant.doctor import CHECKS, DOCTOR_REASON, RESTORE_MARKER, diagnose
 from assistant.embedding import EMBEDDED_NAME
 from assistant.index import INDEX_FILE, VectorIndex
-from assistant.registry import BASE, Registry
+from assistant.registry import Registry
+from assistant.versions import BASE_VERSION as BASE
 from assistant.storage import ConversationStore
 from assistant.storage.migrate import downgrade
 from assistant.storage.documents import DocumentStore

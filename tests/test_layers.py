@@ -5,6 +5,8 @@ never the reverse, and inside the library the stores need no parser. Checked on 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,14 @@ def test_the_check_finds_a_violation(tmp_path):
     assert violations("pkg", ("alignment",), root=tmp_path) == [
         "pkg/m.py imports alignment.runs", "pkg/m.py imports alignment.runs.load",
     ]
+
+
+def test_modules_the_ui_imports_for_data_do_not_load_torch():
+    modules = ["assistant.versions", "assistant.registry", "assistant.run_records", "alignment.runs",
+               "assistant.storage", "assistant.errors", "assistant.passages"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

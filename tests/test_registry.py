@@ -9,8 +9,9 @@ import os
 import pytest
 
 from assistant.registry import (
-    BASE, ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
+    ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
 )
+from assistant.versions import BASE_VERSION as BASE
 
 FP = "f" * 32
 

@@ -49,6 +49,7 @@ run: setup
 	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
 
 test: setup browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -38,7 +38,7 @@ class _Date(click.ParamType):
     def __init__(self, end_of_day: bool = False) -> None:
         self.end_of_day = end_of_day
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN202
         if isinstance(value, datetime):
             return value
         try:
@@ -77,8 +77,9 @@ def data() -> None:
               help="chats (from the app), imports (e.g. hh-rlhf) or all.")
 @click.option("--mask-pii", is_flag=True, help="Replace e-mail addresses and phone numbers.")
 @needs("export")
-def data_export(kind, out, fmt, test_fraction, seed, since, until, model_versions, tags,
-                source, mask_pii) -> None:
+def data_export(kind: str, out: Path, fmt: str, test_fraction: float, seed: int,
+                since: datetime | None, until: datetime | None, model_versions: tuple[str, ...],
+                tags: tuple[str, ...], source: str, mask_pii: bool) -> None:
     """Export the feedback in the database as a TRL dataset (conversational format)."""
     options = ExportOptions(
         test_fraction=test_fraction, seed=seed, since=since, until=until,
@@ -110,3 +111,8 @@ def data_import_hh(file: Path) -> None:
         click.echo(f"  {bad}", err=True)
     if len(report.malformed) > MALFORMED_SHOWN:
         click.echo(f"  ... and {len(report.malformed) - MALFORMED_SHOWN} more", err=True)
+
+
+def register(main: click.Group) -> None:
+    """Entry point (``assistant.commands``): adds ``data`` to the ``assistant`` script."""
+    main.add_command(data)

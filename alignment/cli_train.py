@@ -20,6 +20,7 @@ import click
 
 from assistant.cli_auth import needs
 from assistant.config import get_settings
+from assistant.versions import BASE_VERSION
 
 
 def _settings_db_registry():  # noqa: ANN202
@@ -219,7 +220,7 @@ def models_list() -> None:
     _, _, registry = _settings_db_registry()
     active = registry.active()
     click.echo(f"{'':2}{'version':8} {'kind':7} {'parent':7} {'created (UTC)':17} {'rows':>6}  metric")
-    click.echo(f"{'*' if active == 'base' else ' '} {'base':8} {'base':7} {'':7} {'':17} {'':>6}")
+    click.echo(f"{'*' if active == BASE_VERSION else ' '} {BASE_VERSION:8} {BASE_VERSION:7} {'':7} {'':17} {'':>6}")
     for v in registry.list():
         click.echo(f"{'*' if v.name == active else ' '} {v.name:8} {v.kind:7} {v.parent:7} "
                    f"{v.created_at:%Y-%m-%d %H:%M}  {v.data.get('train_rows', 0):>6}  {_headline(v.metrics)}")
@@ -257,9 +258,7 @@ def models_show(name: str) -> None:
     click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
                                             for k, x in v.metrics.items()}))
     for e in registry.evaluations(v.name):
-        from alignment.evaluate import summarize
-
-        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(summarize(e)))
+        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(e.lines()))
     if v.curve and v.curve.is_file():
         click.echo(f"  curve:    {v.curve}")
 
@@ -321,11 +320,12 @@ def models_rollback() -> None:
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
 @needs("evaluate")
-def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, run_dir) -> None:
+def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: int, prompts: int,
+             qa: int, max_new_tokens: int, run_dir: Path | None) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy. Stored for the activation gate."""
     from alignment import runs
-    from alignment.evaluate import EvalOptions, summarize
+    from alignment.evaluate import EvalOptions
     from alignment.evaluate import evaluate as run_eval
 
     options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
@@ -338,7 +338,7 @@ def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, ru
         raise
     if run_dir:
         runs.finish(run_dir, "done", version=candidate)
-    for line in summarize(record):
+    for line in record.lines():
         click.echo(line)
     from assistant.registry import gate_report
 
@@ -351,6 +351,7 @@ def evaluate(candidate, baseline, reward, pairs, prompts, qa, max_new_tokens, ru
 
 
 def register(main: click.Group) -> None:
+    """Entry point (``assistant.commands``): adds ``train``, ``models`` and ``eval``."""
     for command in (train, models, evaluate):
         main.add_command(command)
 

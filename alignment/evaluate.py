@@ -5,7 +5,8 @@ Three measurements, stored as an evaluation in the registry (what the activation
 1. the reward model's accuracy on held-out preference pairs (how far to trust the judge),
    beside what answer length alone would score on the same pairs;
 2. the candidate's win rate against the baseline: both answer the held-out prompts
-   (greedy) through the engine the chat uses (what is judged is what serves), the reward model scores both answers; identical answers and scores within a
+   (greedy) through the engine the chat uses (what is judged is what serves), the reward
+   model scores both answers; identical answers and scores within a
    tolerance tie, a tie counts half; the sign test on the rest gives the verdict (better,
    worse, not enough evidence). Without a reward model the win rate is not measured; the
    answers' length and repetition still are;
@@ -38,8 +39,9 @@ from assistant.config import Settings
 from assistant.generation import GenerationParams, Generator, engine_label
 from assistant.models import LoadedModel, load_model
 from assistant.prompting import Messages, build_messages
-from assistant.registry import BASE, EvalRecord, Registry
+from assistant.registry import EvalRecord, Registry
 from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class VersionAnswers:
                  names: set[str]) -> None:
         self.generator = generator
         self.loaded: list[str] = []
-        for name in sorted(names - {BASE}):
+        for name in sorted(names - {BASE_VERSION}):
             version = registry.check_servable(name, fingerprint)
             if name not in generator.loaded_versions():
                 generator.load_adapter(name, version.adapter_dir)

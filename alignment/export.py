@@ -31,9 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +42,7 @@ from sqlalchemy import select
 
 from alignment.errors import ExportPathError, NoTrainingData
 from alignment.pii import mask_value
+from assistant import atomic
 from assistant.prompting import Messages, Turn, build_messages
 from assistant.storage.conversations import SourceRecord, thread_key
 from assistant.storage.db import Database
@@ -347,7 +345,7 @@ def _preference(t: _Threads) -> list[Candidate]:
         edited = t.edited(answer)
         if edited is not None:
             out.append(_pair(t, "edit", answer, edited, answer, answer.content))
-    for qid, alts in sorted(t.alternatives.items()):
+    for _qid, alts in sorted(t.alternatives.items()):
         ups = [a for a in alts if _rating(t, a) == 1]
         downs = [a for a in alts if _rating(t, a) == -1]
         out.extend(_pair(t, "thumbs", up, up.content, down, down.content)
@@ -562,30 +560,21 @@ def write_export(result: ExportResult, out: str | Path, format: Format = "jsonl"
     _check_target(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        # Not mkdtemp: its folder is private (0700), and it becomes the export itself.
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{time.time_ns()}")
-        tmp.mkdir()
+        with atomic.new_folder(out) as tmp:
+            if format == "jsonl":
+                _write_jsonl(result, tmp)
+            else:
+                _write_hf(result, tmp)
+            manifest = {
+                "kind": result.report.kind,
+                "format": format,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": sorted(p.name for p in tmp.iterdir()),
+                "report": asdict(result.report),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     except OSError as err:
         raise ExportPathError(out, _reason(err)) from err
-    try:
-        if format == "jsonl":
-            _write_jsonl(result, tmp)
-        else:
-            _write_hf(result, tmp)
-        manifest = {
-            "kind": result.report.kind,
-            "format": format,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "files": sorted(p.name for p in tmp.iterdir()),
-            "report": asdict(result.report),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise ExportPathError(out, _reason(err)) from err
-        raise
     log.info("Wrote %s export (%s) to %s", result.report.kind, format, out)
     return out
 
@@ -623,21 +612,6 @@ def _check_target(out: Path) -> None:
             out, f"the folder is not empty and holds no earlier export (no {MANIFEST}), so it "
             "is not replaced"
         )
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)  # put the earlier export back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _reason(err: OSError) -> str:

@@ -104,7 +104,8 @@ def parse_hh_line(line: str) -> HHPair:
         raise MalformedPair("not a JSON object")
     missing = [k for k in ("chosen", "rejected") if not isinstance(obj.get(k), str)]
     if missing:
-        raise MalformedPair(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} (text expected)")
+        raise MalformedPair(
+            f"missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} (text expected)")
     if obj["chosen"] == obj["rejected"]:
         raise MalformedPair("chosen and rejected are identical")
     chosen, rejected = parse_dialogue(obj["chosen"]), parse_dialogue(obj["rejected"])

@@ -40,9 +40,12 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from assistant import atomic
 from assistant.config import Settings
-from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose, pid_alive
+from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose
 from assistant.errors import AssistantError
+from assistant.processes import pid_alive
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -115,25 +118,21 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
     archive = dest.name.endswith(ARCHIVE_SUFFIXES)
     _check_dest(dest, archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = _temp_name(dest)
+    stage = atomic.temp_name(dest)
     stage.mkdir()
     try:
         manifest = _fill(settings, db_file, stage)
         if archive:
-            tmp = _temp_name(dest)
-            with tarfile.open(tmp, "w:gz") as tar:
-                for entry in sorted(stage.iterdir()):
-                    tar.add(entry, arcname=entry.name)
-            os.replace(tmp, dest)
+            atomic.write_file(dest, lambda tmp: _tar(stage, tmp))
             shutil.rmtree(stage)
         else:
+            atomic.fsync_tree(stage)
             if dest.exists():
                 dest.rmdir()  # empty (checked): the rename needs it gone
             os.replace(stage, dest)
+            atomic.fsync(dest.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        for left in dest.parent.glob(f".{dest.name}.tmp-{os.getpid()}-*"):
-            left.unlink(missing_ok=True)
         raise
     result = BackupResult(dest, manifest, time.perf_counter() - started)
     log.info("Backed up %s to %s in %.1f s", settings.data_dir, dest, result.seconds)
@@ -153,7 +152,7 @@ def _fill(settings: Settings, db_file: Path, stage: Path) -> dict[str, Any]:
         versions = (con.execute("SELECT name, path FROM model_versions ORDER BY id").fetchall()
                     if _has_table(con, "model_versions") else [])
         active = ((_scalar(con, "SELECT version FROM activations ORDER BY id DESC LIMIT 1")
-                   if _has_table(con, "activations") else None) or "base")
+                   if _has_table(con, "activations") else None) or BASE_VERSION)
     finally:
         con.close()
 
@@ -327,7 +326,7 @@ def restore(settings: Settings, src: str | Path, *, force: bool = False) -> Rest
     data_dir.mkdir(parents=True, exist_ok=True)
     _check_not_in_use(db_file, force)
 
-    stage = data_dir / f".backup.restore-{os.getpid()}-{time.time_ns()}"
+    stage = atomic.temp_name(data_dir / "backup", "restore")
     stage.mkdir()
     try:
         if src.is_dir():
@@ -368,7 +367,7 @@ def _swap_in(settings: Settings, stage: Path, db_file: Path, src: Path) -> tuple
     # itself (renames do not cross file systems).
     db_aside = aside if db_file.parent == data_dir else db_file.with_name(
         f"{db_file.name}.pre-restore-{stamp}")
-    db_stage = db_file.with_name(f".{db_file.name}.restore-{os.getpid()}-{time.time_ns()}")
+    db_stage = atomic.temp_name(db_file, "restore")
     targets = [(stage / INDEX, Path(settings.index_dir).absolute()),
                (stage / VERSIONS, Path(settings.versions_dir).absolute())]
     moved: list[tuple[Path, Path]] = []
@@ -505,9 +504,10 @@ def _check_dest(dest: Path, archive: bool) -> None:
                           "(backups are never overwritten).")
 
 
-def _temp_name(dest: Path) -> Path:
-    # The doctor recognises this name (".<target>.tmp-<pid>-<ns>") if the process dies.
-    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{time.time_ns()}")
+def _tar(folder: Path, archive: Path) -> None:
+    with tarfile.open(archive, "w:gz") as tar:
+        for entry in sorted(folder.iterdir()):
+            tar.add(entry, arcname=entry.name)
 
 
 def _files(root: Path) -> list[str]:

@@ -17,7 +17,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
-from assistant.errors import AnswerTooLong, AssistantError, EmptyMessage, MessageTooLong
+from assistant.errors import (
+    AnswerTooLong,
+    AssistantError,
+    EmptyMessage,
+    IncompleteComparison,
+    MessageTooLong,
+    NotAnAnswer,
+    NotAQuestion,
+)
 from assistant.generation import GenerationParams, Generator, TokenStream, engine_label
 from assistant.citations import annotate
 from assistant.prompting import FittedPrompt, Turn, fit_history
@@ -253,7 +261,7 @@ class ChatService:
         alternative of that question and shown; the earlier ones are kept."""
         answer = self.store.get_message(answer_id)
         if answer.role != "assistant" or answer.reply_to_id is None:
-            raise ValueError("only an answer to a question can be regenerated")
+            raise NotAnAnswer(answer_id, "only an answer to a question can be regenerated")
         return self.answer_again(answer.reply_to_id, params)
 
     def compare(
@@ -288,7 +296,7 @@ class ChatService:
     def record_comparison(self, a: Reply, b: Reply) -> StoredComparison:
         """Store A/B once both answers are complete (an interrupted pair is not compared)."""
         if a.message is None or b.message is None:
-            raise ValueError("both answers must be complete to compare them")
+            raise IncompleteComparison()
         return self.comparisons.create(a.question.id, a.message.id, b.message.id)
 
     def answer_again(
@@ -298,7 +306,7 @@ class ChatService:
         self.sync_version()
         question = self.store.get_message(question_id)
         if question.role != "user":
-            raise ValueError("only a question can be answered again")
+            raise NotAQuestion(question_id, "only a question can be answered again")
         history = _turns(self.store.history_before(question.id))
         choice = self.store.get_conversation(question.conversation_id).documents
         hits = self.retrieve(question.content, choice)

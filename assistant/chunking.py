@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from assistant.passages import Chunk
 
 if TYPE_CHECKING:
     from assistant.parsing import Section
@@ -19,15 +20,6 @@ if TYPE_CHECKING:
 # A sentence ends at . ! ? (optionally followed by a quote or bracket, kept with it) before
 # whitespace.
 _SENTENCE_END = re.compile(r"(?<=[.!?][\"'”’)\]])\s+|(?<=[.!?])\s+")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    position: int  # order within the document
-    text: str
-    token_count: int
-    page: int | None = None
-    heading: str | None = None
 
 
 def split_units(text: str) -> list[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
+from assistant.plugins import COMMANDS_GROUP, register_commands
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -23,11 +25,26 @@ Ctrl-C while an answer streams stops it (the partial answer is kept)."""
 
 
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AssistantError as err:
             raise click.ClickException(str(err)) from err
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:
+            if PLUGINS or ctx.resilient_parsing:
+                raise
+            # No entry point added commands: an install made before they were declared.
+            raise click.UsageError(
+                f"{err.format_message()} No commands from entry points ({COMMANDS_GROUP}) are "
+                "installed, so train, models, eval and data are missing: install the package "
+                "again (pip install -e ., or make setup).", ctx,
+            ) from err
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +97,8 @@ def db_current() -> None:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
 @click.option("-n", "--max-new-tokens", type=click.IntRange(1, 4096))
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
-def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> None:
+def chat(conversation_id: int | None, temperature: float | None, top_p: float | None,
+         max_new_tokens: int | None, system_prompt: str | None) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
     from assistant.generation import GenerationParams, describe
@@ -127,6 +145,9 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 for c in service.store.list_conversations(chats_only=True):
                     click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
             elif cmd == "/open":
+                if not arg.strip().isdigit():
+                    click.echo("Usage: /open ID, a conversation number (/list shows them).", err=True)
+                    continue
                 conv = service.store.get_conversation(int(arg))
                 conversation_id, last_answer_id = conv.id, None
                 _print_history(service, conv.id)
@@ -152,8 +173,6 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 if reply.message is not None:
                     last_answer_id = reply.message.id
         except AssistantError as err:
-            click.echo(f"Error: {err}", err=True)
-        except ValueError as err:
             click.echo(f"Error: {err}", err=True)
 
 
@@ -275,7 +294,7 @@ def index_check() -> None:
 @needs("maintain")
 def index_rebuild(reembed: bool) -> None:
     """Rebuild the index from the vectors stored in the database."""
-    from assistant.ingest import reembed as reembed_all
+    from assistant.index_sync import reembed as reembed_all
 
     library = _library(repair=False)
     if reembed:
@@ -289,16 +308,13 @@ def index_rebuild(reembed: bool) -> None:
     click.echo(f"Index rebuilt: {n} chunks ({library.index.kind}).")
 
 
-from alignment.cli import data as _data  # noqa: E402
-from alignment.cli_train import register as _register_training  # noqa: E402
-
 from assistant.cli_auth import users as _users  # noqa: E402
 from assistant.cli_ops import register as _register_ops  # noqa: E402
 
-main.add_command(_data)
 main.add_command(_users)
-_register_training(main)
 _register_ops(main)
+#: Names of the entry points that added commands (train, models, eval, data come from one).
+PLUGINS = register_commands(main)
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001

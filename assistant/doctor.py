@@ -36,9 +36,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from assistant import run_records as runs
+from assistant.atomic import parse_temp_name
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
+from assistant.processes import pid_alive
 from assistant.storage.db import Database
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +364,7 @@ class _Doctor:
 
     def _index(self) -> None:
         from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-        from assistant.ingest import reembed
+        from assistant.index_sync import reembed
         from assistant.storage.documents import DocumentStore
 
         r = self.report
@@ -415,7 +419,7 @@ class _Doctor:
 
     # -- model registry --------------------------------------------------------------------
     def _registry(self) -> None:
-        from assistant.registry import BASE, Registry
+        from assistant.registry import Registry
 
         r = self.report
         registry = Registry(self.db, self.settings.versions_dir)
@@ -434,7 +438,7 @@ class _Doctor:
         active = registry.active()
         known = {v.name: v for v in versions}
         why = None
-        if active != BASE:
+        if active != BASE_VERSION:
             if active not in known:
                 why = "is not a registered version"
             elif known[active].kind == "reward":
@@ -492,13 +496,10 @@ class _Doctor:
         r = self.report
         root = self.settings.runs_dir
         pending = [p for p in sorted(root.iterdir())
-                   if (p / "run.json").is_file() and not (p / "result.json").exists()] if root.is_dir() else []
+                   if (p / runs.RUN).is_file() and not (p / runs.RESULT).exists()] if root.is_dir() else []
         if not pending:
             r.add("runs", OK, "no background run died without a result")
             return
-        # Only now: most data folders have no run to look at.
-        from alignment import runs
-
         died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
         if not died:
             r.add("runs", OK, f"{len(pending)} background run(s) still running")
@@ -647,30 +648,10 @@ def _replay(history) -> list[str]:  # noqa: ANN001
 
 
 def _last_good(registry, known: dict, broken: dict) -> str:  # noqa: ANN001
-    from assistant.registry import BASE
-
     for name in reversed(_replay(registry.history())):
-        if name == BASE or (name in known and name not in broken and known[name].kind != "reward"):
+        if name == BASE_VERSION or (name in known and name not in broken and known[name].kind != "reward"):
             return name
-    return BASE
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child that nobody has reaped yet is a zombie: dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return BASE_VERSION
 
 
 def _proc_start(pid: int) -> float | None:
@@ -747,21 +728,13 @@ def _created(path: Path) -> float:
         return time.time()
 
 
-# Names of what the app's atomic writes leave beside their target when killed halfway.
-_WITH_PID = (
-    # alignment.export.write_export, assistant.backup: the new folder, before its rename
-    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)-\d+$"), False),
-    # alignment.export._replace_dir: the earlier export, set aside while the new one moves in
-    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)\.old-(?P<pid>\d+)-\d+$"), True),
-    # assistant.models._replace_dir: the earlier converted checkpoint
-    ("earlier version set aside", re.compile(r"^\.(?P<target>.+)-old-(?P<pid>\d+)-\d+$"), True),
-    # alignment.training.progress.write_json
-    ("unfinished write", re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.tmp$"), False),
-    # assistant.backup.restore: files extracted or copied before they move into place
-    ("unfinished restore", re.compile(r"^\.(?P<target>.+)\.restore-(?P<pid>\d+)-\d+$"), False),
-)
-# tempfile.mkstemp / mkdtemp (index files, model conversion): no pid in the name.
-_NO_PID = re.compile(r"^\.(?P<target>.+)-[a-z0-9_]{8}$")
+# What each kind of temporary name (see assistant.atomic) is, and whether a leftover of it
+# is put back in place of its target (when that is missing) rather than removed.
+_ROLES = {
+    "tmp": ("unfinished write", False),
+    "old": ("earlier version set aside", True),
+    "restore": ("unfinished restore", False),
+}
 
 
 @dataclass(frozen=True)
@@ -808,21 +781,19 @@ def _leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
 
 
 def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
-    for what, pattern, restore in _WITH_PID:
-        m = pattern.match(path.name)
-        if m:
-            pid = int(m.group("pid"))
-            return Leftover(path, what, path.with_name(m.group("target")), pid, restore,
-                            stale=not pid_alive(pid))
-    m = _NO_PID.match(path.name) if mkstemp else None
-    if m is None or path.name.startswith(".staging-"):
+    name = parse_temp_name(path, random_suffix=mkstemp)
+    if name is None:
+        return None
+    if name.pid is not None:
+        what, restore = _ROLES[name.role]
+        return Leftover(path, what, name.target, name.pid, restore, stale=not pid_alive(name.pid))
+    if path.name.startswith(".staging-"):
         return None
     try:
         age = now - path.stat().st_mtime
     except OSError:
         return None
-    return Leftover(path, "temporary copy", path.with_name(m.group("target")), None, False,
-                    stale=age > STALE_AFTER_S)
+    return Leftover(path, "temporary copy", name.target, None, False, stale=age > STALE_AFTER_S)
 
 
 def _walk(folder: Path, depth: int) -> Iterator[Path]:

@@ -138,6 +138,52 @@ class ComparisonNotFound(AssistantError):
         super().__init__(f"Comparison {comparison_id} does not exist (its conversation was deleted?).")
 
 
+# -- refusals ----------------------------------------------------------------------------------
+class Refused(AssistantError, ValueError):
+    """A request that the stored data does not allow (rating a question, an empty edit, ...);
+    nothing was changed. Also a ``ValueError``: the request's arguments were wrong."""
+
+
+class NotAnAnswer(Refused):
+    """An action for answers, asked of another message."""
+
+    def __init__(self, message_id: int, rule: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"Message {message_id} cannot be used here: {rule}. Nothing was changed.")
+
+
+class NotAQuestion(Refused):
+    """An action for questions, asked of another message."""
+
+    def __init__(self, message_id: int, rule: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"Message {message_id} cannot be used here: {rule}. Nothing was changed.")
+
+
+class EmptyEdit(Refused):
+    def __init__(self) -> None:
+        super().__init__("The edited answer is empty: write the better answer, or leave the "
+                         "original as it is. Nothing was saved.")
+
+
+class InvalidRating(Refused):
+    def __init__(self, rating: object) -> None:
+        super().__init__(f"A rating is +1 (thumbs up), -1 (thumbs down) or None (cleared), "
+                         f"not {rating!r}. Nothing was saved.")
+
+
+class InvalidVote(Refused):
+    def __init__(self, vote: object, votes: tuple[str, ...]) -> None:
+        super().__init__(f"A compare vote is one of {', '.join(votes)}, not {vote!r}. "
+                         "Nothing was saved.")
+
+
+class IncompleteComparison(Refused):
+    def __init__(self) -> None:
+        super().__init__("Both answers must be complete to compare them: an interrupted pair "
+                         "is not recorded. Answer again to compare.")
+
+
 # -- adapters ----------------------------------------------------------------------------------
 class AdapterError(AssistantError):
     """A LoRA adapter that cannot be loaded, switched to or unloaded. The model is left as it

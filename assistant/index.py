@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +29,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from assistant import atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class VectorIndex:
         self._lock = threading.RLock()
         self._index = self._load() or self._empty()
         #: Held while the chunks in the database and this index change together (an ingest
-        #: in this process) or are compared (``ingest.catch_up``), so neither sees half of
+        #: in this process) or are compared (``index_sync.catch_up``), so neither sees half of
         #: the other's change.
         self.sync_lock = threading.RLock()
         #: The database's chunk signature this index last caught up with (``catch_up``).
@@ -188,19 +188,12 @@ class VectorIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             for name, write in (
-                (INDEX_FILE, lambda p: faiss.write_index(self._index, p)),
+                (INDEX_FILE, lambda p: faiss.write_index(self._index, str(p))),
                 (META_FILE, lambda p: Path(p).write_text(json.dumps(
                     {"kind": self.kind, "dim": self.dim, "model": self.model_name,
                      "count": int(self._index.ntotal)}))),
             ):
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=self.directory)
-                os.close(fd)
-                try:
-                    write(tmp)
-                    os.replace(tmp, self.directory / name)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                atomic.write_file(self.directory / name, write)
 
     def check(self, db_ids: set[int], db_models: set[str]) -> SyncReport:
         mine = self.ids()

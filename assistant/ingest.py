@@ -6,7 +6,7 @@ file already stored is recognised and skipped. A file with the name of a stored 
 but other content replaces it (its old chunks leave the index).
 
 If the process dies after the database commit but before the index is saved, the index is
-behind the database; start-up (:func:`sync_index`) notices and repairs it from the stored
+behind the database; start-up (:func:`assistant.index_sync.sync_index`) notices and repairs it from the stored
 vectors.
 """
 
@@ -23,7 +23,9 @@ from assistant.chunking import chunk_sections
 from assistant.config import RetrievalSettings
 from assistant.embedding import Embedder
 from assistant.errors import DocumentError, DocumentTooLarge, EmptyFile, NoExtractableText
-from assistant.index import SyncReport, VectorIndex
+from assistant.index import VectorIndex
+# Re-exported for callers that start the library (bootstrap).
+from assistant.index_sync import sync_index  # noqa: F401
 from assistant.parsing import SUPPORTED_SUFFIXES, parse_document, safe_filename
 from assistant.storage.documents import DocumentStore, StoredDocument
 
@@ -177,50 +179,3 @@ def _too_large(name: str, size: int, max_mb: float) -> DocumentTooLarge:
         f"is {size / 1024 / 1024:.3g} MB, over the {max_mb:g} MB limit "
         "(ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB); split it or raise the limit",
     )
-
-
-def sync_index(store: DocumentStore, index: VectorIndex, embedder: Embedder) -> SyncReport:
-    """Compare the index with the database; rebuild it from the stored vectors when they
-    disagree. Returns what was found (before the repair)."""
-    report = index.check(store.chunk_ids(), store.embed_models())
-    if report.model_mismatch:
-        # Vectors from another embedding model cannot be mixed: re-embed from the text.
-        reembed(store, index, embedder)
-    elif not report.ok:
-        log.warning(
-            "Index disagrees with the database (%d missing, %d stale): rebuilding",
-            report.missing, report.stale,
-        )
-        index.rebuild(store.iter_vectors())
-        index.save()
-    return report
-
-
-def catch_up(store: DocumentStore, index: VectorIndex) -> tuple[int, int]:
-    """Bring this process's index up to the database when another process (``assistant
-    ingest`` while the app runs, another app server) added or deleted chunks: the database
-    holds every chunk's vector, so the difference is added or dropped from there. Cheap when
-    nothing changed (one count and max query); returns (added, dropped)."""
-    if store.chunk_signature() == index.synced_to:
-        return 0, 0
-    with index.sync_lock:
-        signature = store.chunk_signature()  # before the ids: a later change is seen next time
-        db_ids, have = store.chunk_ids(), index.ids()
-        add, drop = sorted(db_ids - have), sorted(have - db_ids)
-        if add:
-            ids, vectors = store.vectors_of(add)
-            index.add(ids, vectors)
-        if drop:
-            index.remove(drop, rebuild_from=store.iter_vectors())
-        index.synced_to = signature
-    if add or drop:
-        log.info("Index caught up with the database: %d chunks added, %d dropped", len(add), len(drop))
-    return len(add), len(drop)
-
-
-def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder, progress=None) -> int:  # noqa: ANN001
-    """Embed every stored chunk again with ``embedder`` and rebuild the index."""
-    n = store.replace_embeddings(embedder.encode, embedder.name, progress=progress)
-    index.rebuild(store.iter_vectors())
-    index.save()
-    return n

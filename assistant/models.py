@@ -10,7 +10,7 @@
 * a hub id such as ``HuggingFaceTB/SmolLM2-360M-Instruct`` (needs network or a warm hub cache).
 
 CUDA with bfloat16 is used when present, float32 on CPU: bf16 matmuls on CPUs without
-native support are slower by orders of magnitude (see DESIGN.md).
+native support are slower by orders of magnitude (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def checkpoint_fingerprint(folder: Path) -> str:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def _load_checkpoint(path: str | Path, dtype: torch.dtype, device: torch.device):
+def _load_checkpoint(path: str | Path, dtype: torch.dtype, device: torch.device) -> tuple:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device)
@@ -187,13 +187,14 @@ def _load_checkpoint(path: str | Path, dtype: torch.dtype, device: torch.device)
     return model, tokenizer
 
 
-def _context_window(model, settings: Settings) -> int:
+def _context_window(model: torch.nn.Module, settings: Settings) -> int:
     if settings.context_window:
         return settings.context_window
     return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
 
 
-def _load_gguf(gguf: Path, settings: Settings, dtype, device, notices: list[str]):
+def _load_gguf(gguf: Path, settings: Settings, dtype: torch.dtype, device: torch.device,
+               notices: list[str]) -> tuple:
     cache = cache_dir_for(gguf, settings.resolved_model_cache_dir)
     if _cache_is_current(cache, gguf):
         try:
@@ -207,7 +208,7 @@ def _load_gguf(gguf: Path, settings: Settings, dtype, device, notices: list[str]
     convert_gguf(gguf, cache)
     try:
         return (*_load_checkpoint(cache, dtype, device), "gguf")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CorruptCheckpoint(
             f"Converted {gguf.name} into {cache} but could not load the result: {err}. "
             "Check free disk space and delete that folder to retry."
@@ -243,7 +244,7 @@ def load_model(settings: Settings) -> LoadedModel:
                 )
             try:
                 model, tokenizer = _load_checkpoint(path, dtype, device)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise CorruptCheckpoint(
                     f"Could not load the model at {path}: {type(err).__name__}: "
                     f"{str(err)[:300]}. The checkpoint looks incomplete or corrupt; "

@@ -43,6 +43,7 @@ from assistant.errors import (
     NoExtractableText,
     UnsupportedFile,
 )
+from assistant.passages import format_location
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ class Section:
     @property
     def location(self) -> str | None:
         return format_location(self.page, self.heading)
-
-
-def format_location(page: int | None, heading: str | None) -> str | None:
-    """Where a text is, for a citation: "page 3", "Install > Linux", "page 3 · Install"."""
-    parts = [f"page {page}"] if page is not None else []
-    if heading:
-        parts.append(heading)
-    return " · ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -545,7 +538,7 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
         opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
     except DependencyError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds here; all mean "not opened"
         logger.info("%s: pypdf could not decrypt it: %r", name, exc)
         opened = False
     if not opened:

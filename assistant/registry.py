@@ -28,8 +28,8 @@ from sqlalchemy import select
 from assistant.errors import AssistantError
 from assistant.storage import Database
 from assistant.storage.schema import Activation, Evaluation, ModelVersion
+from assistant.versions import BASE_VERSION
 
-BASE = "base"
 POLICY_KINDS = ("sft", "dpo", "kto", "rl")
 KINDS = (*POLICY_KINDS, "reward")
 STAGING_PREFIX = ".staging-"
@@ -43,7 +43,7 @@ class VersionNotFound(AssistantError):
         self.name = name
         names = ", ".join(known[-10:]) if known else "none yet; train one with `assistant train ...`"
         super().__init__(
-            f"There is no model version {name!r}. Known versions: {BASE}, {names}. "
+            f"There is no model version {name!r}. Known versions: {BASE_VERSION}, {names}. "
             "`assistant models list` shows them all."
         )
 
@@ -82,7 +82,7 @@ class Version:
 
     @property
     def is_base(self) -> bool:
-        return self.name == BASE
+        return self.name == BASE_VERSION
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,24 @@ class EvalRecord:
     reward_model: str | None
     metrics: dict[str, Any]
     created_at: datetime
+
+    def lines(self) -> list[str]:
+        """The evaluation as lines of text (the CLI prints them, the Models page shows them)."""
+        m = self.metrics
+        lines = [f"{self.candidate} against {self.baseline} ({m.get('seconds', 0):.0f} s):"]
+        if "reward_accuracy" in m:
+            lines.append(f"  reward model {m['reward_model']}: accuracy {m['reward_accuracy']:.1%} "
+                         f"on {m['pairs']} held-out pairs")
+        if "win_rate" in m:
+            lines.append(f"  win rate {m['win_rate']:.1%} ({m['wins']} wins, {m['ties']} ties, "
+                         f"{m['losses']} losses on {m['prompts']} held-out prompts); mean reward "
+                         f"{m['mean_reward']:.3f} vs {m['baseline_mean_reward']:.3f}")
+        if "qa_accuracy" in m:
+            lines.append(f"  QA accuracy {m['qa_accuracy']:.1%} vs {m['baseline_qa_accuracy']:.1%} "
+                         f"({m['qa_questions']} questions)")
+        if "note" in m:
+            lines.append(f"  {m['note']}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -156,8 +174,8 @@ class Registry:
         return version
 
     def get(self, name: str, base: Version | None = None) -> Version:
-        if name == BASE:
-            return base or Version(BASE, BASE, "", "", None, None)
+        if name == BASE_VERSION:
+            return base or Version(BASE_VERSION, BASE_VERSION, "", "", None, None)
         with self.db.read() as s:
             row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
             if row is None:
@@ -187,8 +205,8 @@ class Registry:
     def lineage(self, name: str) -> list[str]:
         """``name``, its parent, its parent's parent, ... down to ``base``."""
         chain = [name]
-        while chain[-1] != BASE and len(chain) < 1000:
-            chain.append(self.get(chain[-1]).parent or BASE)
+        while chain[-1] != BASE_VERSION and len(chain) < 1000:
+            chain.append(self.get(chain[-1]).parent or BASE_VERSION)
         return chain
 
     # -- activation ----------------------------------------------------------------------------
@@ -215,7 +233,7 @@ class Registry:
 
     def active(self) -> str:
         with self.db.read() as s:
-            return s.scalar(select(Activation.version).order_by(Activation.id.desc()).limit(1)) or BASE
+            return s.scalar(select(Activation.version).order_by(Activation.id.desc()).limit(1)) or BASE_VERSION
 
     def check_servable(self, name: str, base_fingerprint: str) -> Version:
         """The version, if the chat can use it on the base model with ``base_fingerprint``."""
@@ -260,7 +278,7 @@ class Registry:
         stack = self._stack()
         if not stack:
             raise NothingToRollBack()
-        target = stack[-2] if len(stack) >= 2 else BASE
+        target = stack[-2] if len(stack) >= 2 else BASE_VERSION
         with self.db.write() as s:
             s.add(Activation(version=target, forced=False, reason="rollback"))
         return target
@@ -331,7 +349,7 @@ def gate_report(registry: Registry, candidate: str, threshold: float = DEFAULT_G
     from assistant.significance import BETTER, UNDECIDED, WORSE, paired
 
     active = registry.active()
-    if candidate == active or candidate == BASE:
+    if candidate == active or candidate == BASE_VERSION:
         return GateReport(candidate, active, BETTER, [], ["it is the active version or the base model"], [])
     record = registry.latest_evaluation(candidate, active)
     if record is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from assistant.config import RetrievalSettings
 from assistant.embedding import Embedder
 from assistant.index import VectorIndex
-from assistant.ingest import catch_up
+from assistant.index_sync import catch_up
 from assistant.storage.documents import DocumentStore, StoredChunk
 
 

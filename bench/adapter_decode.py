@@ -50,8 +50,10 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"threads {torch.get_num_threads()}, {args.tokens} new tokens, greedy")
     print(f"base, no adapter loaded:     {statistics.median(before):6.1f} tok/s")
-    print(f"base, peft wrapper disabled: {med['base']:6.1f} tok/s  ratio {med['base'] / statistics.median(before):.3f}")
-    print(f"with the adapter:            {med['candidate']:6.1f} tok/s  ratio {med['candidate'] / med['base']:.3f} of base")
+    print(f"base, peft wrapper disabled: {med['base']:6.1f} tok/s  "
+          f"ratio {med['base'] / statistics.median(before):.3f}")
+    print(f"with the adapter:            {med['candidate']:6.1f} tok/s  "
+          f"ratio {med['candidate'] / med['base']:.3f} of base")
 
 
 if __name__ == "__main__":

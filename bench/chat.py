@@ -23,15 +23,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.config import Settings  # noqa: E402
-from assistant.engines.transformers import TransformersGenerator  # noqa: E402
-from assistant.generation import GenerationParams  # noqa: E402
-from assistant.models import load_model  # noqa: E402
+from assistant.config import Settings
+from assistant.engines.transformers import TransformersGenerator
+from assistant.generation import GenerationParams
+from assistant.models import load_model
 
 PROMPT = "Write a detailed essay about the history of the city of Paris, century by century."
 
 
-def bare_generate(loaded, messages, max_new_tokens: int) -> tuple[int, float]:
+def bare_generate(loaded, messages, max_new_tokens: int) -> tuple[int, float]:  # noqa: ANN001
     """(new tokens, seconds) for plain ``model.generate`` in the calling thread."""
     tok, model = loaded.tokenizer, loaded.model
     enc = tok.apply_chat_template(
@@ -46,7 +46,7 @@ def bare_generate(loaded, messages, max_new_tokens: int) -> tuple[int, float]:
     return out.shape[1] - enc["input_ids"].shape[1], seconds
 
 
-def app_stream(gen: TransformersGenerator, messages, max_new_tokens: int):
+def app_stream(gen: TransformersGenerator, messages, max_new_tokens: int):  # noqa: ANN001, ANN201
     """(new tokens, seconds, seconds to first token) through the app's streaming path."""
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()

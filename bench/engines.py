@@ -25,10 +25,10 @@ from assistant.config import Settings
 from assistant.conversion import convert_checkpoint
 from assistant.engines.llamacpp import LlamaCppGenerator
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
+from assistant.generation import GenerationParams, Generator
 from assistant.model_files import embedded_gguf
 from assistant.models import checkpoint_for_gguf, load_model
-from assistant.prompting import build_messages
+from assistant.prompting import Messages, build_messages
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_2_articles.json"
 OUT = Path(__file__).resolve().parent / "out"
@@ -69,7 +69,7 @@ def make_lora(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def engine_rates(gen, params: GenerationParams, version: str, rounds: int) -> float:
+def engine_rates(gen: Generator, params: GenerationParams, version: str, rounds: int) -> float:
     rates = []
     for _ in range(rounds):
         stream = gen.stream(PROMPT, params, version=version)
@@ -101,7 +101,7 @@ def bare_rate(path: Path, ids: list[int], tokens: int, threads: int, rounds: int
     return statistics.median(rates)
 
 
-def ttft(gen, messages, params: GenerationParams, version: str, rounds: int) -> float:
+def ttft(gen: Generator, messages: Messages, params: GenerationParams, version: str, rounds: int) -> float:
     times = []
     for _ in range(rounds):
         if hasattr(gen, "_llm"):

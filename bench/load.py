@@ -129,7 +129,7 @@ class Recorder:
         """``fn``, timed when it is the outermost timed call of its thread."""
 
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN202
             if getattr(self._local, "busy", False):
                 return fn(*args, **kwargs)
             self._local.busy = True
@@ -170,13 +170,13 @@ class Recorder:
         db.write = timed_write
 
         @event.listens_for(db.engine, "before_cursor_execute")
-        def _before(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
+        def _before(conn, cursor, statement, *args):  # noqa: ANN001, ANN202
             # The first try: BEGIN IMMEDIATE is tried again while another process writes.
             if statement.startswith("BEGIN IMMEDIATE") and getattr(self._local, "begin_t0", None) is None:
                 self._local.begin_t0 = time.perf_counter()
 
         @event.listens_for(db.engine, "after_cursor_execute")
-        def _after(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
+        def _after(conn, cursor, statement, *args):  # noqa: ANN001, ANN202
             if not statement.startswith("BEGIN IMMEDIATE"):
                 return
             now = time.perf_counter()
@@ -276,7 +276,7 @@ class Session:
                 self.act("rate", lambda: self.rate(self.last_answer))
             r = self.rng.random()
             if self.answers and (first or r < 0.25):
-                self.act("rerate", lambda: self.rerate(same=True if first else None))
+                self.act("rerate", lambda: self.rerate(same=True if first else None))  # noqa: B023 - act() calls it at once
             if self.last_answer is not None and (first or 0.25 <= r < 0.40):
                 self.act("regenerate", self.regenerate)
             if first or 0.40 <= r < 0.60:
@@ -436,8 +436,8 @@ class LoadResult:
         return self.recorder.errors.get("DatabaseLocked", 0)
 
 
-def make_service(settings: Settings, db: Database, recorder: Recorder, library: Library | None,
-                 token_ms: float, real_generator: bool = False):  # noqa: ANN201
+def make_service(settings: Settings, db: Database, recorder: Recorder, library: Library | None,  # noqa: ANN201
+                 token_ms: float, real_generator: bool = False):
     """A ChatService wired as ``build_chat_service`` wires it, on the fake generator unless
     ``real_generator``, with every storage call timed."""
     from assistant.chat import ChatService

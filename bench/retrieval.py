@@ -23,13 +23,13 @@ import faiss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.bootstrap import open_database, open_library  # noqa: E402
-from assistant.config import RetrievalSettings, Settings  # noqa: E402
+from assistant.bootstrap import open_database, open_library
+from assistant.config import RetrievalSettings, Settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_2_articles.json"
 
 
-def load_squad(path: Path):
+def load_squad(path: Path):  # noqa: ANN201
     data = json.loads(path.read_text())
     articles, questions = [], []
     for art in data["data"]:
@@ -42,7 +42,7 @@ def load_squad(path: Path):
     return articles, questions
 
 
-def score(ranked_texts: list[list[str]], questions) -> dict[str, float]:
+def score(ranked_texts: list[list[str]], questions) -> dict[str, float]:  # noqa: ANN001
     h1 = h5 = mrr = 0.0
     for texts, (_, answers) in zip(ranked_texts, questions, strict=True):
         ranks = [r for r, t in enumerate(texts, start=1) if any(a in t for a in answers)]

@@ -47,12 +47,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.bootstrap import open_database  # noqa: E402
-from assistant.chunking import Chunk  # noqa: E402
-from assistant.config import RetrievalSettings, Settings  # noqa: E402
-from assistant.index import VectorIndex  # noqa: E402
-from assistant.retrieval import Retriever  # noqa: E402
-from assistant.storage.documents import DocumentStore  # noqa: E402
+from assistant.bootstrap import open_database
+from assistant.chunking import Chunk
+from assistant.config import RetrievalSettings, Settings
+from assistant.index import VectorIndex
+from assistant.retrieval import Retriever
+from assistant.storage.documents import DocumentStore
 
 KINDS = ("flat", "hnsw", "ivf")
 DIM = 384
@@ -139,7 +139,7 @@ class PrecomputedEmbedder:
     def __init__(self, vectors: dict[str, np.ndarray], name: str) -> None:
         self.vectors, self.name, self.dim = vectors, name, DIM
 
-    def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:  # noqa: ANN001, ARG002
+    def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:  # noqa: ANN001
         return np.stack([self.vectors[t] for t in texts])
 
 
@@ -192,7 +192,7 @@ def pct(times: np.ndarray) -> tuple[float, float]:
 
 
 def describe(index: VectorIndex) -> str:
-    inner = faiss.downcast_index(index._index)  # noqa: SLF001
+    inner = faiss.downcast_index(index._index)
     while isinstance(inner, faiss.IndexIDMap):  # IndexIDMap2 subclasses it
         inner = faiss.downcast_index(inner.index)
     if index.kind == "hnsw":

@@ -65,16 +65,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alignment.importers import import_hh_rlhf  # noqa: E402
-from alignment.training import make_config, train  # noqa: E402
-from assistant.bootstrap import open_database  # noqa: E402
-from assistant.config import Settings  # noqa: E402
-from assistant.models import load_model  # noqa: E402
+from alignment.importers import import_hh_rlhf
+from alignment.training import make_config, train
+from assistant.bootstrap import open_database
+from assistant.config import Settings
+from assistant.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where tests/shared_data.py looks: shared/data beside the checkout, or ASSISTANT_SHARED_DATA.
@@ -325,7 +325,8 @@ def reward_bench(args, device: torch.device) -> None:  # noqa: ANN001
           f"tokens ({v.data['train_rows'] - kept} dropped as longer)")
     print(f"config        batch {args.batch_size} x grad_accum {args.grad_accum} = {per_update} pairs/update, "
           f"lr {args.lr:g}, epochs {args.epochs:g}, max_length {args.max_length}, "
-          f"LoRA r {config.lora_r} alpha {config.lora_alpha} dropout {config.lora_dropout} on {args.lora_targets or config.lora_target_modules}")
+          f"LoRA r {config.lora_r} alpha {config.lora_alpha} dropout {config.lora_dropout} "
+          f"on {args.lora_targets or config.lora_target_modules}")
     w = meter.window(min(1, steps - 1))
     print(f"steps         {steps} in {train_s:.0f} s ({train_s / max(steps, 1):.1f} s/step; median "
           f"{w['step_s']:.1f} s); {w['tokens'] / w['seconds']:.0f} trained tokens/s")
@@ -364,7 +365,7 @@ class Variant:
 
 
 @contextmanager
-def compact_lm_head():
+def compact_lm_head():  # noqa: ANN201
     """TRL's fused LM head scores only the positions that have a label (the completion) on
     Triton devices, but every position (prompt and padding included) elsewhere, CPU included,
     where the reason it gives (tile shapes changing per batch recompile on Neuron) does not

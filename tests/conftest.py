@@ -12,11 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from assistant.config import Settings
+from assistant.storage import ConversationStore, Database, upgrade
+
 pytest_plugins = ["tests.engines"]
-
-from assistant.config import Settings  # noqa: E402
-
-from assistant.storage import ConversationStore, Database, upgrade  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from ui import resources
 
 
 @contextmanager
-def fake_app(settings: Settings, monkeypatch, generator: FakeGenerator | None = None,  # noqa: ANN001
+def fake_app(settings: Settings, monkeypatch, generator: FakeGenerator | None = None,
              fingerprint: str | None = None) -> Iterator[ChatService]:
     """Hand the app a ChatService built here (with a registry when ``fingerprint`` is given)
     through its resource functions. The library lists documents without an embedding model;

@@ -74,7 +74,7 @@ class FakeGenerator:
     def count_prompt_tokens(self, messages: Messages) -> int:
         return count_words(messages)
 
-    def load_adapter(self, name: str, path) -> None:  # noqa: ANN001
+    def load_adapter(self, name: str, path) -> None:
         self.adapters[name] = path
 
     def loaded_versions(self) -> list[str]:

@@ -221,7 +221,7 @@ def test_feedback_pairs_and_votes_are_scoped(db, store, people):
 
     mine, theirs, everyone = (feedback_stats(db, alice), feedback_stats(db, bob),
                               feedback_stats(db))
-    def kinds(stats):  # noqa: ANN001, ANN202
+    def kinds(stats):
         return {k: n for k, n in stats.by_kind.items() if n}
 
     assert kinds(mine) == {"thumbs up": 1, "best-of choices": 2, "compare votes": 1}

@@ -85,3 +85,11 @@ def test_terminal_chat_rejects_a_message_too_long(run, env_settings, monkeypatch
     assert "The message is too long" in result.output
     store = ConversationStore(Database(env_settings.resolved_database_url))
     assert store.counts()["messages"] == 0
+
+
+@pytest.mark.slow
+def test_terminal_chat_open_takes_a_conversation_number(run, env_settings):
+    result = run("chat", "-n", "4", input="/open abc\n/open 999\n")
+    assert result.exit_code == 0, result.output
+    assert "Usage: /open ID" in result.output and "invalid literal" not in result.output
+    assert "Conversation 999 does not exist" in result.output

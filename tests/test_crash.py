@@ -73,7 +73,7 @@ def _after_commit(session):
 def spawn(tmp_path: Path, args: list[str], hook: str = "", **env: str) -> subprocess.Popen:
     """``assistant ARGS`` in a child process (its own process group), output to a log."""
     code = f"{hook}\nfrom assistant.cli import main\nmain({args!r})\n"
-    log = open(tmp_path / "child.log", "ab")  # noqa: SIM115 - closed with the process
+    log = open(tmp_path / "child.log", "ab")  # closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
@@ -85,7 +85,7 @@ def spawn(tmp_path: Path, args: list[str], hook: str = "", **env: str) -> subpro
 
 
 def wait_for(what: str, condition: Callable[[], object], proc: subprocess.Popen | None = None,
-             timeout: float = 120, poll: float = 0.05):  # noqa: ANN201
+             timeout: float = 120, poll: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -249,7 +249,7 @@ def test_export_killed_midway_leaves_the_earlier_export(settings, env_settings, 
 
 
 # -- (c) training ----------------------------------------------------------------------------------
-def register_adapter(settings, db, registry, parent: str = "base"):  # noqa: ANN001, ANN201
+def register_adapter(settings, db, registry, parent: str = "base"):
     """A real LoRA adapter for the tiny model, registered as the training code does."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -23,7 +23,8 @@ from assistant.cli_ops import register
 from assistant.doctor import CHECKS, DOCTOR_REASON, RESTORE_MARKER, diagnose
 from assistant.embedding import EMBEDDED_NAME
 from assistant.index import INDEX_FILE, VectorIndex
-from assistant.registry import BASE, Registry
+from assistant.registry import Registry
+from assistant.versions import BASE_VERSION as BASE
 from assistant.storage import ConversationStore
 from assistant.storage.migrate import downgrade
 from assistant.storage.documents import DocumentStore
@@ -40,7 +41,7 @@ def unit_vectors(n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def add_document(db, name: str, chunks: int = 3, seed: int = 0):  # noqa: ANN001, ANN201
+def add_document(db, name: str, chunks: int = 3, seed: int = 0):
     parts = [Chunk(i, f"{name} part {i}: {' '.join(['word'] * 5)} unique{seed}x{i}", 8)
              for i in range(chunks)]
     return DocumentStore(db).add(
@@ -49,14 +50,14 @@ def add_document(db, name: str, chunks: int = 3, seed: int = 0):  # noqa: ANN001
     )
 
 
-def save_index(settings, db) -> VectorIndex:  # noqa: ANN001
+def save_index(settings, db) -> VectorIndex:
     index = VectorIndex(settings.index_dir, DIM, settings.retrieval.index_type, EMBEDDED_NAME)
     index.rebuild(DocumentStore(db).iter_vectors())
     index.save()
     return index
 
 
-def write_adapter(folder) -> None:  # noqa: ANN001
+def write_adapter(folder) -> None:
     """A LoRA adapter folder as peft writes it (config + safetensors weights)."""
     from safetensors.numpy import save_file
 
@@ -67,7 +68,7 @@ def write_adapter(folder) -> None:  # noqa: ANN001
               str(folder / "adapter_model.safetensors"))
 
 
-def make_version(registry: Registry, kind: str = "sft", parent: str = BASE):  # noqa: ANN201
+def make_version(registry: Registry, kind: str = "sft", parent: str = BASE):
     staging = registry.staging_dir()
     write_adapter(staging / "adapter")
     return registry.register(
@@ -83,7 +84,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def cli(*args: str):  # noqa: ANN201
+def cli(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
@@ -355,13 +356,13 @@ def test_an_interrupted_restore_is_reported(settings, db):
 
 
 # -- little helpers ----------------------------------------------------------------------------------
-def _record():  # noqa: ANN202
+def _record():
     from assistant.storage.conversations import AnswerRecord
 
     return AnswerRecord(model_id="m", model_version="base", params={}, prompt_tokens=1,
                         completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)
 
 
-def _embedding(db, chunk_id: int) -> bytes:  # noqa: ANN001
+def _embedding(db, chunk_id: int) -> bytes:
     with db.read() as s:
         return s.execute(text("SELECT embedding FROM chunks WHERE id = :i"), {"i": chunk_id}).scalar()

@@ -31,7 +31,7 @@ def free_port() -> int:
 class Server:
     """``python -m llama_cpp.server`` with a config file, started and stopped by the tests."""
 
-    def __init__(self, config: dict, log) -> None:  # noqa: ANN001
+    def __init__(self, config: dict, log) -> None:
         self.port = config["port"]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.config = config

@@ -29,7 +29,8 @@ FEW = settings(FUZZ, max_examples=50)
 
 # Unicode of every kind (no surrogates: not encodable text), with extra weight on what
 # text parsing cares about: sentence ends, quotes, brackets, blank lines, odd spaces.
-SPECIAL = st.sampled_from(list(".!?\"'”’)]([ \n\n\t\r\u00a0\u2028\u200b\x00\x0c") + ["\n\n", ". ", "!\" ", "...", "\r\n"])
+SPECIAL = st.sampled_from(
+    list(".!?\"'”’)]([ \n\n\t\r\u00a0\u2028\u200b\x00\x0c") + ["\n\n", ". ", "!\" ", "...", "\r\n"])
 WORD = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
 SENTENCE = st.sampled_from(["The cat sat.", "Is it?", "Yes!", "word", "Dr. Smith came (late).",
                             "A very long hyphenated-word-that-goes-on-and-on-and-on."])
@@ -57,8 +58,8 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 
 
-def counter(tokenizer):  # noqa: ANN001, ANN201
-    def count(texts):  # noqa: ANN001, ANN202
+def counter(tokenizer):
+    def count(texts):
         texts = list(texts)
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
     return count
@@ -68,7 +69,7 @@ def counter(tokenizer):  # noqa: ANN001, ANN201
 _DROPPED_BY_SPLIT = re.compile(r"[\"'”’)\]]")
 
 
-def squasher(tokenizer):  # noqa: ANN001, ANN201
+def squasher(tokenizer):
     """Text without whitespace, without the characters the tokenizer ignores (control and
     format characters, lone combining marks: a sentence cut by tokens loses them, which the
     parser has already removed from real documents) and without the known loss above."""
@@ -143,7 +144,7 @@ CONTENT = st.text(min_size=1, max_size=60).filter(
 
 
 @st.composite
-def dialogues(draw):  # noqa: ANN001, ANN201
+def dialogues(draw):
     """A well-formed hh-rlhf pair: alternating turns from Human, ending on two different
     Assistant answers."""
     n = draw(st.integers(0, 2))
@@ -247,7 +248,7 @@ QUESTION = st.tuples(TEXT, VISIBLE, TEXT).map("".join)  # ChatService refuses bl
 
 
 @st.composite
-def conversations(draw):  # noqa: ANN001, ANN201
+def conversations(draw):
     """A script of what users did: questions, alternative answers (with their system
     prompt and sources), ratings with tags, choices and edits, in any order."""
     convs = []
@@ -268,7 +269,7 @@ def conversations(draw):  # noqa: ANN001, ANN201
     return convs
 
 
-def fill(db: Database, script) -> None:  # noqa: ANN001
+def fill(db: Database, script) -> None:
     from sqlalchemy import text
 
     with db.write() as s:  # cascades to messages, feedback, choices, edits, sources
@@ -303,7 +304,7 @@ COLUMNS = {"preference": {"prompt", "chosen", "rejected"}, "kto": {"prompt", "co
            "sft": {"messages"}}
 
 
-def _check_messages(messages) -> None:  # noqa: ANN001
+def _check_messages(messages) -> None:
     assert isinstance(messages, list) and messages
     for m in messages:
         assert set(m) == {"role", "content"} and m["role"] in ("system", "user", "assistant")

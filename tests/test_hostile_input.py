@@ -350,7 +350,7 @@ class FailingStream:
     """The fake's stream, failing the way the real generator does after a few words (the
     page then keeps what was streamed, with the error, instead of rerunning)."""
 
-    def __init__(self, stream, after: int) -> None:  # noqa: ANN001
+    def __init__(self, stream, after: int) -> None:
         self._stream, self._after = stream, after
         self.stats, self.version, self.stop = stream.stats, stream.version, stream.stop
 

@@ -17,7 +17,8 @@ from assistant.config import Settings
 from assistant.embedding import Embedder
 from assistant.errors import DocumentNotFound
 from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-from assistant.ingest import Ingestor, catch_up, find_files, sync_index
+from assistant.index_sync import catch_up, sync_index
+from assistant.ingest import Ingestor, find_files
 from assistant.storage.documents import DocumentStore
 from tests.test_parsing import encrypt_pdf, make_pdf
 

@@ -102,7 +102,7 @@ def test_writers_of_one_process_wait_for_their_turn_before_asking_sqlite(db):
     begins: list[str] = []
 
     @event.listens_for(db.engine, "before_cursor_execute")
-    def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
+    def count(conn, cursor, statement, *args):
         if statement.startswith("BEGIN IMMEDIATE"):
             begins.append(threading.current_thread().name)
 

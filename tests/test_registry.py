@@ -9,9 +9,10 @@ import os
 import pytest
 
 from assistant.registry import (
-    BASE, ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
+    ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
     gate_report,
 )
+from assistant.versions import BASE_VERSION as BASE
 
 FP = "f" * 32
 

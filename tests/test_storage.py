@@ -126,7 +126,7 @@ def test_locked_database_gives_clear_error_and_loses_nothing(db, store, hold_loc
 
 def test_failed_transaction_leaves_nothing_behind(store, db):
     """A new conversation and its first message are written together or not at all."""
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises: the point is what is left
         store.add_user_message(None, None)  # NOT NULL violation after the conversation row
     assert store.counts() == {"conversations": 0, "messages": 0, "feedback": 0}
 
@@ -138,7 +138,7 @@ def test_schema_matches_models(db):
 
     from assistant.storage.schema import Base
 
-    def not_fts(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+    def not_fts(obj, name, type_, reflected, compare_to):
         # The FTS5 virtual table and its shadow tables are raw SQL, not ORM models.
         return not (type_ == "table" and name.startswith("chunks_fts"))
 
@@ -152,7 +152,7 @@ def test_schema_matches_models(db):
     # messages.reply_to_id was added with ALTER TABLE ADD COLUMN (a table copy would cascade
     # into feedback). SQLAlchemy's reflection parses FOREIGN KEY clauses out of CREATE TABLE
     # and misses that column-level ON DELETE, so check it with SQLite's own pragma instead.
-    def reply_to_fk(d) -> bool:  # noqa: ANN001
+    def reply_to_fk(d) -> bool:
         return d[0] in ("add_fk", "remove_fk") and [c.name for c in d[1].columns] == ["reply_to_id"]
 
     assert [d for d in diff if not reply_to_fk(d)] == []

@@ -113,7 +113,7 @@ def _actions(service: ChatService, m: StoredMessage) -> None:
 def _save_edit(service: ChatService, message_id: int) -> None:
     try:
         service.store.edit(message_id, st.session_state.get(f"edit_text_{message_id}", ""))
-    except (AssistantError, ValueError) as err:
+    except AssistantError as err:
         st.session_state[EDIT_ERROR] = str(err)
 
 

@@ -81,7 +81,7 @@ def _conversation(
     if regenerate is not None:
         try:
             reply = service.regenerate(regenerate, params)
-        except (AssistantError, ValueError) as err:
+        except AssistantError as err:
             st.error(str(err))
         else:
             _stream(reply)

@@ -14,7 +14,8 @@ from alignment import runs
 from assistant.chat import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
-from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate_report
+from assistant.registry import POLICY_KINDS, Registry, Version, activate_version, gate_report
+from assistant.versions import BASE_VERSION
 from ui import login, resources
 from ui.text import plain
 
@@ -98,7 +99,8 @@ def _in_use(service: ChatService | None, registry: Registry, versions: list[Vers
             history: list) -> None:
     kinds = {v.name: v for v in versions}
     row = st.container(horizontal=True, vertical_alignment="center")
-    what = f" ({plain(kinds[active].kind)}, from {plain(kinds[active].parent or BASE)})" if active in kinds else ""
+    what = (f" ({plain(kinds[active].kind)}, from {plain(kinds[active].parent or BASE_VERSION)})"
+            if active in kinds else "")
     row.markdown(f"The chat answers with **{plain(active)}**{what}.")
     row.button(
         "Roll back", key="models_rollback", icon=":material/undo:", disabled=not registry.can_rollback(),
@@ -162,7 +164,7 @@ def _table(versions: list[Version], active: str, service: ChatService | None) ->
         "parent": v.parent or "", "rows": str(v.data.get("train_rows", "")),
         "created (UTC)": f"{v.created_at:%Y-%m-%d %H:%M}" if v.created_at else "",
     } for v in reversed(versions)]
-    rows.append({"in use": active == BASE, "version": BASE, "kind": "base", "metric": "",
+    rows.append({"in use": active == BASE_VERSION, "version": BASE_VERSION, "kind": BASE_VERSION, "metric": "",
                  "parent": "", "rows": "", "created (UTC)": ""})
     st.dataframe(
         pd.DataFrame(rows), hide_index=True, key="models_table", height=_fit(len(rows)),
@@ -186,7 +188,7 @@ def _fit(rows: int) -> int:
 def _details(settings: Settings, registry: Registry, service: ChatService | None,
              versions: list[Version], active: str) -> None:
     by_name = {v.name: v for v in versions}
-    options = [v.name for v in reversed(versions)] + [BASE]
+    options = [v.name for v in reversed(versions)] + [BASE_VERSION]
     pending = st.session_state.pop(_SELECT_NEXT, None)
     if pending in options:
         st.session_state[SELECTED] = pending
@@ -203,7 +205,7 @@ def _details(settings: Settings, registry: Registry, service: ChatService | None
     st.selectbox("Details of", options, format_func=label, key=SELECTED)
     name = st.session_state[SELECTED]
     with st.container(border=True):
-        if name == BASE:
+        if name == BASE_VERSION:
             model = service.generator.model_id if service is not None else "(not loaded)"
             st.markdown(f"**base**: the base model {plain(model)} without an adapter.")
             _actions(settings, registry, service, None, active)
@@ -229,7 +231,7 @@ def _details(settings: Settings, registry: Registry, service: ChatService | None
 
 def _actions(settings: Settings, registry: Registry, service: ChatService | None,
              v: Version | None, active: str) -> None:
-    name = v.name if v else BASE
+    name = v.name if v else BASE_VERSION
     reasons: list[str] = []
     report = None
     if v is not None and v.kind != "reward" and name != active:
@@ -459,7 +461,7 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
         args += ["--lr", f"{lr:g}"]
     ready = True
     if kind != "reward":
-        parents = [BASE] + [v.name for v in reversed(versions) if v.kind in POLICY_KINDS]
+        parents = [BASE_VERSION] + [v.name for v in reversed(versions) if v.kind in POLICY_KINDS]
         start = parents.index(active) if active in parents else 0
         parent = cols[1].selectbox("Start from", parents, index=start, key="train_parent",
                                    help="The version whose adapter training continues (base: a new one).")

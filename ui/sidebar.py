@@ -8,6 +8,7 @@ from assistant.chat import ChatService
 from assistant.errors import AssistantError
 from assistant.generation import GenerationParams, describe
 from assistant.storage.conversations import DocumentChoice, StoredConversation
+from assistant.versions import BASE_VERSION
 from ui import resources
 from ui.state import CONV, FAILED, guard
 from ui.text import plain
@@ -120,7 +121,7 @@ def _compare_versions(service: ChatService) -> tuple[str, str] | None:
         return None
     if not names:
         return None
-    options = ["base", *reversed(names)]
+    options = [BASE_VERSION, *reversed(names)]
     current = options.index(service.version) if service.version in options else 0
     with st.sidebar.container(border=True):
         st.caption("A/B versions")

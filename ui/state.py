@@ -14,11 +14,11 @@ EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
 FAILED = object()
 
 
-def guard(fn, *args):  # noqa: ANN001, ANN202
+def guard(fn, *args):  # noqa: ANN001, ANN201
     """Call a store function; show a domain error instead of raising it."""
     try:
         return fn(*args)
-    except (AssistantError, ValueError) as err:
+    except AssistantError as err:
         st.error(str(err))
         return FAILED
 

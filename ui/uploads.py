@@ -11,7 +11,7 @@ from assistant.ingest import IngestResult
 from ui.text import plain
 
 
-def ingest_uploads(library: Library, files: Sequence) -> list[IngestResult]:  # noqa: ANN001
+def ingest_uploads(library: Library, files: Sequence) -> list[IngestResult]:
     results = []
     bar = st.progress(0.0, text="Reading documents...")
     for n, f in enumerate(files, start=1):

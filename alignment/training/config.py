@@ -3,10 +3,10 @@ adds (where the data and the starting version come from, the LoRA shape). Everyt
 accepts (``learning_rate``, ``beta``, ``max_length``, ``num_generations``, ...) is set the
 TRL way; ``make_config`` only changes defaults that are wrong for this project:
 
-* fp32 on CPU (TRL defaults to ``bf16=True``; bf16 matmul on these CPUs is ~13x slower,
-  see DESIGN.md), bf16 on CUDA when supported;
-* no gradient checkpointing for small models (TRL turns it on: ~20% slower), no hub, no
-  intermediate checkpoints (a version is registered whole or not at all), log every step.
+* fp32 on CPU (TRL defaults to ``bf16=True``, and bf16 matmul on CPUs without native
+  support is many times slower: docs/architecture.md), bf16 on CUDA when supported;
+* no gradient checkpointing for small models (TRL turns it on; it slows them down), no hub,
+  no intermediate checkpoints (a version is registered whole or not at all), log every step.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def device_defaults() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any):
+def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any) -> RunArgs:
     """The TRL config for ``kind`` with this project's defaults; ``overrides`` win (any
     field of the TRL config or of :class:`RunArgs`)."""
     key = algo if kind == "rl" else kind

@@ -32,7 +32,8 @@ from alignment.training.trainers import build_trainer
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
 from assistant.models import LoadedModel, load_model
-from assistant.registry import BASE, Registry, Version
+from assistant.registry import Registry, Version
+from assistant.versions import BASE_VERSION
 from assistant.storage import Database
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,12 @@ def _convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:
 # -- steps -------------------------------------------------------------------------------------
 def _parent(registry: Registry, kind: str, config) -> Version:  # noqa: ANN001
     if kind == "reward":
-        if config.parent not in (None, BASE):
+        if config.parent not in (None, BASE_VERSION):
             raise IncompatibleVersion(
                 "A reward model starts from the base model (it gets a new scalar head): "
                 "leave out --parent."
             )
-        return registry.get(BASE)
+        return registry.get(BASE_VERSION)
     name = config.parent or registry.active()
     version = registry.get(name)  # VersionNotFound lists the known ones
     if version.kind == "reward":

@@ -44,7 +44,7 @@ class _StopOnEvent(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         return torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
@@ -210,7 +210,7 @@ class _Adapter:
 _ADAPTER_FILES = "adapter_config.json and adapter_model.safetensors"
 
 
-def _read_adapter(path: Path, key_mapping: dict | None):
+def _read_adapter(path: Path, key_mapping: dict | None) -> tuple[object, set[str]]:
     """Check an adapter folder before the model is touched; return its peft config and the
     names of its tensors (to check after loading that every one found its place)."""
     from peft import PeftConfig, PeftType, load_peft_weights
@@ -227,7 +227,7 @@ def _read_adapter(path: Path, key_mapping: dict | None):
         )
     try:
         config = PeftConfig.from_pretrained(str(path))
-    except Exception as err:  # noqa: BLE001 - bad JSON, unknown peft type, ...
+    except Exception as err:
         raise AdapterError(
             f"{path / 'adapter_config.json'} is unreadable ({type(err).__name__}: "
             f"{str(err)[:200]}). Copy the adapter folder again or retrain the adapter."
@@ -247,7 +247,7 @@ def _read_adapter(path: Path, key_mapping: dict | None):
         )
     try:
         weights = load_peft_weights(str(path), device="cpu", key_mapping=key_mapping)
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as err:
         raise AdapterError(
             f"The adapter weights in {path} are unreadable ({type(err).__name__}: "
             f"{str(err)[:200]}): the file is truncated or corrupt. Copy the folder again or "
@@ -463,7 +463,7 @@ class TransformersGenerator:
             self.loaded.model = self._base
 
 
-def _trained_on(config) -> str:
+def _trained_on(config: object) -> str:
     base = getattr(config, "base_model_name_or_path", None) or "another model"
     return (
         f"It was probably trained on {base}: load it with that base model, or train an "

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
 
-from assistant.errors import AlreadyVoted, ComparisonNotFound
+from assistant.errors import AlreadyVoted, ComparisonNotFound, InvalidVote
 from assistant.storage.conversations import show_only
 from assistant.storage.db import Database
 from assistant.storage.ownership import Owner, can_see, visible
@@ -90,7 +90,7 @@ class ComparisonStore:
 
     def vote(self, comparison_id: int, vote: str) -> StoredComparison:
         if vote not in VOTES:
-            raise ValueError(f"vote must be one of {', '.join(VOTES)}, not {vote!r}")
+            raise InvalidVote(vote, VOTES)
         with self.db.write() as s:
             row = s.get(Comparison, comparison_id)
             if row is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from assistant.errors import ConversationNotFound, MessageNotFound
+from assistant.errors import ConversationNotFound, EmptyEdit, InvalidRating, MessageNotFound, NotAnAnswer
 from assistant.storage.db import Database
 from assistant.storage.ownership import Owner, can_see, owner_id, visible
 from assistant.storage.schema import (
@@ -355,7 +355,7 @@ class ConversationStore:
         identical to the current one adds nothing.
         """
         if rating not in (-1, 1, None):
-            raise ValueError(f"rating must be +1, -1 or None, not {rating!r}")
+            raise InvalidRating(rating)
         comment = (comment or "").strip() or None
         with self.db.write() as s:
             self._answer(s, message_id, "only assistant messages can be rated")
@@ -379,7 +379,7 @@ class ConversationStore:
         """Record the user's better version of an answer (the original stays as it was)."""
         text = text.strip()
         if not text:
-            raise ValueError("the edited answer is empty")
+            raise EmptyEdit()
         with self.db.write() as s:
             row = self._answer(s, message_id, "only answers can be edited")
             newest = s.scalar(
@@ -426,7 +426,7 @@ class ConversationStore:
         if row is None or not can_see(self.owner, row.conversation):
             raise MessageNotFound(message_id)
         if row.role != "assistant" or (needs_question and row.reply_to_id is None):
-            raise ValueError(refusal)
+            raise NotAnAnswer(message_id, refusal)
         return row
 
     @staticmethod

@@ -9,9 +9,8 @@ Waiting for that lock is done here rather than by SQLite's busy handler, which p
 sleeps that grow to 100 ms: a writer often slept on long after the lock was free. Writers
 of one process queue on a lock of their own (handed over at once), and the one at the head
 tries ``BEGIN IMMEDIATE`` every few ms while another process writes. Under
-``bench/load.py`` (8 session threads and a second process on 2 cores) that took storage
-throughput from ~235 to ~335 operations/s, a write's wait for its turn from 132 ms at p95
-and 540-630 ms at p99 to 60 and 85, and gave the second process twice the turns. The two
+``bench/load.py`` that raised storage throughput, shortened a write's wait for its turn and
+shared the turns more fairly with a second process (figures: docs/architecture.md). The two
 waits together last at most the busy timeout.
 """
 
@@ -55,7 +54,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
         # Let SQLAlchemy's "begin" event below emit BEGIN instead of the driver.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -66,7 +65,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn) -> None:  # noqa: ANN001
         if conn.get_execution_options().get("sqlite_write"):
             _begin_immediate(conn, busy_timeout_s)
         else:

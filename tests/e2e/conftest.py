@@ -169,7 +169,7 @@ def screenshots() -> Path:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
+def pytest_runtest_makereport(item, call):
     """On a failure, attach the server's log and save what each open page showed."""
     outcome = yield
     report = outcome.get_result()

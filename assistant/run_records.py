@@ -1,0 +1,98 @@
+"""The record a background training run keeps in its folder, ``data_dir/runs/<id>/``:
+``run.json`` (what was started, pid), ``progress.json`` (written by the trainer callback as
+it goes), ``train.log`` (the child's output) and ``result.json`` (written by the child when
+it ends: the version or the error).
+
+Reading and finishing a record needs nothing of the training code: ``assistant doctor``
+does both. Starting and cancelling runs is :mod:`alignment.runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant import atomic
+from assistant.processes import pid_alive
+
+RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
+
+
+@dataclass
+class Run:
+    id: str
+    path: Path
+    kind: str
+    args: list[str]
+    pid: int
+    started: float
+    status: str  # running | done | failed | died | cancelled
+    version: str | None = None
+    error: str | None = None
+    ended: float | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float | None:
+        p = self.progress
+        if p.get("max_steps"):
+            return min(1.0, p.get("step", 0) / p["max_steps"])
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = (self.path / LOG).read_text(errors="replace")
+        except OSError:
+            return ""
+        # tqdm redraws with carriage returns: keep the last state of each line
+        return "\n".join(line.split("\r")[-1] for line in text.splitlines()[-lines:])
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically (a reader never sees half a file)."""
+    atomic.write_json(path, value, indent=1, default=str)
+
+
+def finish(run_dir: Path, status: str, version: str | None = None, error: str | None = None) -> None:
+    """Called by the child (`--run-dir`) when it ends."""
+    write_json(Path(run_dir) / RESULT, {"status": status, "version": version, "error": error,
+                                        "ended": time.time()})
+
+
+def process_alive(run_id: str, pid: int) -> bool:
+    """Whether the process that runs ``run_id`` is still there."""
+    if not pid_alive(pid):
+        return False
+    try:  # a reused pid is not our run
+        return run_id in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return True
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load(path: Path, alive: Callable[[str, int], bool] = process_alive) -> Run:
+    """The run in folder ``path``; one without a result whose process is gone (``alive``
+    says) died: killed, or out of memory in the kernel."""
+    meta, result = _read(path / RUN), _read(path / RESULT)
+    run = Run(
+        id=meta.get("id", path.name), path=path, kind=meta.get("kind", "?"),
+        args=meta.get("args", []), pid=int(meta.get("pid", 0)), started=meta.get("started", 0.0),
+        status="running", progress=_read(path / PROGRESS),
+    )
+    if result:
+        run.status, run.version, run.error = result["status"], result.get("version"), result.get("error")
+        run.ended = result.get("ended")
+    elif not alive(run.id, run.pid):
+        run.status = "died"
+        run.error = "The training process ended without a result (killed, or out of memory)."
+    return run

@@ -1,0 +1,5 @@
+"""The name of the base model as a version: what the chat answers with when no adapter is
+active, and the parent of a version trained from scratch. Torch-free, so that the UI, the
+registry and the doctor can use it without loading the model code."""
+
+BASE_VERSION = "base"

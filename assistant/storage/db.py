@@ -137,9 +137,10 @@ class Database:
     def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
         self.url = url
         self.busy_timeout_s = busy_timeout_s
+        #: Full-text search of this dialect; a dialect without one is refused here, at start
+        #: (before its driver is even loaded).
+        self.lexical = lexical_for(make_url(url).get_backend_name())
         self.engine = make_engine(url, busy_timeout_s)
-        #: Full-text search of this dialect; a dialect without one is refused here, at start.
-        self.lexical = lexical_for(self.engine.dialect.name)
         # SQLite has one writer at a time anyway; other databases queue writers themselves.
         self._writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         self._read = sessionmaker(self.engine, expire_on_commit=False)

@@ -113,7 +113,7 @@ def _same(a: Database, b: Database) -> bool:
     from sqlalchemy.engine import make_url
 
     ua, ub = make_url(a.url), make_url(b.url)
-    return ua.set(password=None) == ub.set(password=None)
+    return ua._replace(password=None) == ub._replace(password=None)
 
 
 def _check_revision(conn, target: Database) -> None:  # noqa: ANN001

@@ -12,6 +12,8 @@ from assistant.registry import (
     BASE, ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
 )
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 FP = "f" * 32
 
 

@@ -10,7 +10,10 @@ export HF_HUB_OFFLINE ?= 1
 CHROMIUM ?= /usr/bin/chromium
 APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup browser run test test-fast bench clean
+# The PostgreSQL tests start a throwaway cluster (tests/pg.py) with Debian's server binaries.
+PG_APT_PACKAGES := postgresql
+
+.PHONY: setup browser postgres run test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-model.txt scripts/install_llamacpp.sh
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +47,31 @@ browser:
 		     "apt-get install -y --no-install-recommends $(APT_PACKAGES)" >&2; \
 	fi
 
+# Installs PostgreSQL's server binaries with apt-get when none are there (as `browser` does
+# for chromium); a no-op when they are. The tests run the server as the `postgres` user in a
+# temporary folder on a free port, and remove it; nothing is started here.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+		: ; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing $(PG_APT_PACKAGES) with apt-get (for the PostgreSQL tests)"; \
+		apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(PG_APT_PACKAGES); \
+	elif command -v sudo >/dev/null 2>&1; then \
+		echo "Installing $(PG_APT_PACKAGES) with sudo apt-get (for the PostgreSQL tests)"; \
+		sudo apt-get update && \
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(PG_APT_PACKAGES); \
+	else \
+		echo "PostgreSQL is not installed and neither root nor sudo can install it: the" \
+		     "PostgreSQL tests will be skipped. As root: apt-get update &&" \
+		     "apt-get install -y --no-install-recommends $(PG_APT_PACKAGES)" >&2; \
+	fi
+
 run: setup
 	$(BIN)/assistant db upgrade
 	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

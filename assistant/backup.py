@@ -19,7 +19,8 @@ writing (or, without ``force``, has open), sets the current data aside in
 renames, and runs ``assistant doctor --repair`` on the result (which also migrates a backup
 of an older schema).
 
-Only SQLite is handled here: back up other databases with their own tools (``pg_dump``).
+On PostgreSQL the database part is PostgreSQL's own ``pg_dump`` / ``pg_restore``
+(:mod:`assistant.backup_pg`); the index and the versions are handled as here.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST = "manifest.json"
 DB_NAME = "assistant.db"
+#: The database of a backup of PostgreSQL (``pg_dump --format=custom``).
+PG_DUMP = "database.pgdump"
 INDEX = "index"
 VERSIONS = "versions"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -110,6 +113,10 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
     ``.tar.gz`` file. Safe while the app runs. Written beside ``dest`` and renamed into
     place, so an interrupted backup never looks like a complete one."""
     started = time.perf_counter()
+    if _is_postgres(settings):
+        from assistant.backup_pg import backup_postgres
+
+        return backup_postgres(settings, dest)
     db_file = _sqlite_file(settings, "back up", "pg_dump")
     if not db_file.is_file():
         raise BackupError(f"There is no database at {db_file} to back up "
@@ -207,9 +214,6 @@ def _copy_index(settings: Settings, snapshot: Path, out: Path) -> dict[str, Any]
     """Copy the index files (each is replaced whole by the app, so a copy is never torn),
     then make sure they agree with the database snapshot: an ingest between the snapshot and
     the copy would leave them ahead of it, so they are rebuilt from the snapshot's vectors."""
-    from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-
-    src = Path(settings.index_dir)
     con = sqlite3.connect(snapshot)
     try:
         if not _has_table(con, "chunks"):
@@ -219,6 +223,16 @@ def _copy_index(settings: Settings, snapshot: Path, out: Path) -> dict[str, Any]
         ids = {r[0] for r in con.execute("SELECT id FROM chunks")}
     finally:
         con.close()
+    return copy_index(settings, out, models, size, ids, lambda: _vectors(snapshot))
+
+
+def copy_index(settings: Settings, out: Path, models: set[str], size: int | None, ids: set[int],
+               vectors) -> dict[str, Any]:  # noqa: ANN001
+    """The index part of :func:`_copy_index`, given what the database snapshot holds (its
+    embedding models, the size of a vector, the chunk ids, and ``vectors()`` to rebuild from)."""
+    from assistant.index import INDEX_FILE, META_FILE, VectorIndex
+
+    src = Path(settings.index_dir)
     out.mkdir()
     for name in (INDEX_FILE, META_FILE):
         if (src / name).is_file():
@@ -243,7 +257,7 @@ def _copy_index(settings: Settings, snapshot: Path, out: Path) -> dict[str, Any]
     report = index.check(ids, models)
     rebuilt = not report.ok
     if rebuilt:
-        index.rebuild(_vectors(snapshot))
+        index.rebuild(vectors())
         index.save()
     return {"present": True, "kind": kind, "model": model, "dim": dim, "count": len(ids),
             "rebuilt": rebuilt}
@@ -281,7 +295,7 @@ def verify(folder: Path) -> dict[str, Any]:
             bad.append(f"{entry['path']} has {path.stat().st_size} bytes, not {entry['size']}")
         elif sha256(path) != entry["sha256"]:
             bad.append(f"{entry['path']} has changed (SHA-256 differs)")
-    if not any(e["path"] == DB_NAME for e in manifest["files"]):
+    if not any(e["path"] in (DB_NAME, PG_DUMP) for e in manifest["files"]):
         bad.append(f"{DB_NAME} is not listed")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -306,7 +320,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     for entry in manifest["files"]:
         rel = Path(str(entry.get("path", "")))
         if (rel.is_absolute() or ".." in rel.parts or not rel.parts
-                or rel.parts[0] not in (DB_NAME, INDEX, VERSIONS)):
+                or rel.parts[0] not in (DB_NAME, PG_DUMP, INDEX, VERSIONS)):
             raise BackupError(f"{folder / MANIFEST} lists {str(rel)!r}, which is no part of a "
                               "backup: refusing to restore it.")
     return manifest
@@ -319,6 +333,10 @@ def restore(settings: Settings, src: str | Path, *, force: bool = False) -> Rest
     aside, not deleted. Refuses (changing nothing) when the backup is damaged, when another
     process is writing the database, or, without ``force``, has it open."""
     src = Path(src).expanduser().absolute()
+    if _is_postgres(settings):
+        from assistant.backup_pg import restore_postgres
+
+        return restore_postgres(settings, src, force=force)
     db_file = _sqlite_file(settings, "restore", "pg_restore")
     if not src.exists():
         raise BackupError(f"{src}: no such backup file or folder.")
@@ -341,6 +359,10 @@ def restore(settings: Settings, src: str | Path, *, force: bool = False) -> Rest
             extract_archive(src, stage)
         manifest = verify(stage)  # what is moved into place is what was checked
         _check_revision(manifest)
+        if not (stage / DB_NAME).is_file():
+            raise BackupError(f"{src} is a backup of a PostgreSQL database ({PG_DUMP}); this data "
+                              "folder uses SQLite. Set ASSISTANT_DATABASE_URL to a PostgreSQL database "
+                              "to restore it there. Nothing was changed.")
         set_aside = _swap_in(settings, stage, db_file, src)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -481,6 +503,10 @@ def processes_using(path: Path) -> list[int]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _is_postgres(settings: Settings) -> bool:
+    return make_url(settings.resolved_database_url).get_backend_name() == "postgresql"
+
+
 def _sqlite_file(settings: Settings, verb: str, tool: str) -> Path:
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":

@@ -90,6 +90,42 @@ def db_current() -> None:
     click.echo(f"{database.where}: revision {current_revision(database)} (head {head_revision()})")
 
 
+@db.command("copy")
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="The database to copy into, e.g. postgresql+psycopg://user:password@host/assistant.")
+@click.option("--from", "from_url", metavar="URL",
+              help="The database to copy from (default: the current one, ASSISTANT_DATABASE_URL "
+                   "or the SQLite file in the data folder).")
+@click.option("--force", is_flag=True,
+              help="Replace the rows the target already holds (in the same transaction).")
+def db_copy(to_url: str, from_url: str | None, force: bool) -> None:
+    """Copy every row (ids and vectors kept) into another database, e.g. from SQLite to
+    PostgreSQL. One transaction on the target: interrupted, it leaves the target as it was."""
+    from sqlalchemy.engine import make_url
+
+    from assistant.storage import Database
+    from assistant.storage.copy import copy_database
+
+    settings = get_settings()
+    source = Database(from_url or settings.resolved_database_url, settings.db_busy_timeout_s)
+    target = Database(to_url, settings.db_busy_timeout_s)
+    try:
+        report = copy_database(source, target, force=force)
+    finally:
+        source.dispose()
+        target.dispose()
+    rows = sum(report.counts.values())
+    click.echo(f"Copied {rows:,} rows from {report.source} to {report.target} in "
+               f"{report.seconds:.1f} s{' (its earlier rows replaced)' if report.replaced else ''}; "
+               "every table's count matches:")
+    for name, n in report.counts.items():
+        click.echo(f"  {name}: {n:,}")
+    shown = make_url(to_url).render_as_string(hide_password=True)
+    click.echo(f"To use it, set ASSISTANT_DATABASE_URL={shown} (with its password) for the app "
+               "and every `assistant` command, and restart the app. The index and versions "
+               f"folders in {settings.data_dir} stay as they are; the source database is left in place.")
+
+
 # -- chat --------------------------------------------------------------------------------------
 @main.command()
 @click.option("-c", "--conversation", "conversation_id", type=int, help="Continue this conversation.")

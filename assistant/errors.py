@@ -59,6 +59,31 @@ class DatabaseError(AssistantError):
     """Any other storage failure (unreadable file, schema too old, ...)."""
 
 
+class DatabaseUnreachable(DatabaseError):
+    """The database server does not answer, or refuses the login. Nothing was written (the
+    transaction, if any, was rolled back); the next operation tries again."""
+
+    def __init__(self, where: str, reason: str, *, login: bool = False) -> None:
+        self.where, self.reason = where, reason
+        what = (
+            "refused the login: check the user name and password in ASSISTANT_DATABASE_URL"
+            if login else
+            "cannot be reached: check that the server is running and that ASSISTANT_DATABASE_URL "
+            "names its host and port; the app tries again on the next action"
+        )
+        super().__init__(f"The database {where} {what}. Nothing was changed. ({reason})")
+
+
+class UnsupportedDatabase(DatabaseError):
+    def __init__(self, dialect: str, supported: list[str]) -> None:
+        super().__init__(
+            f"ASSISTANT_DATABASE_URL points at a {dialect} database, which this assistant cannot "
+            f"search documents in (no full-text search for it here). Use one of: "
+            f"{', '.join(supported)} (for example postgresql+psycopg://user:password@host/db), "
+            "or leave ASSISTANT_DATABASE_URL unset for the SQLite file in the data folder."
+        )
+
+
 class ModelNotFound(AssistantError):
     pass
 

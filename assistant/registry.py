@@ -154,7 +154,8 @@ class Registry:
             raise ValueError(f"{staging} holds no adapter/ folder")
         with self.db.write() as s:
             row = ModelVersion(
-                name=f".pending-{uuid.uuid4().hex}", kind=kind, base_model=base_model,
+                # Within the column's 40 characters (PostgreSQL enforces it; SQLite did not).
+                name=f".pending-{uuid.uuid4().hex[:24]}", kind=kind, base_model=base_model,
                 base_fingerprint=base_fingerprint, parent=parent, path="", data=data,
                 config=config, metrics=metrics,
             )

@@ -1,6 +1,8 @@
-"""Concurrency load test: sessions chat, upload and rate at once against one SQLite file.
+"""Concurrency load test: sessions chat, upload and rate at once against one SQLite file
+(and, with ``--postgres``, the same load on a PostgreSQL database, printed side by side).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--sessions 8 --processes 1 --seconds 30]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py --seconds 12 --baseline-seconds 0 --postgres
 
 What runs, for ``--seconds``, on loopback (no browser, no sockets: the app's own services):
 
@@ -408,12 +410,15 @@ class LoadOptions:
     #: measure what it buys.
     no_write_queue: bool = False
     seed: int = 0
+    #: None: the SQLite file in ``data_dir``; else this (fresh, empty) database.
+    database_url: str | None = None
 
     def settings(self) -> Settings:
         extra = {} if self.busy_timeout_s is None else {"db_busy_timeout_s": self.busy_timeout_s}
         # The converted chat model is cached where the app caches it (--real-generator).
         cache = Settings().resolved_model_cache_dir.resolve()
-        return Settings(data_dir=Path(self.data_dir), model_cache_dir=cache, **extra)
+        return Settings(data_dir=Path(self.data_dir), model_cache_dir=cache,
+                        database_url=self.database_url, **extra)
 
 
 @dataclass
@@ -598,6 +603,7 @@ def _worker_command(o: LoadOptions, index: int, out: Path) -> list[str]:
         "--export-every", str(o.export_every), "--seed", str(o.seed * 1000 + index + 1),
         *(["--busy-timeout", str(o.busy_timeout_s)] if o.busy_timeout_s is not None else []),
         *(["--no-write-queue"] if o.no_write_queue else []),
+        *(["--database-url", o.database_url] if o.database_url else []),
     ]
 
 
@@ -686,7 +692,7 @@ def worker(args: argparse.Namespace) -> None:
     """A second process on the same file: sessions without documents, plus an exporter."""
     o = LoadOptions(Path(args.data_dir), sessions=args.sessions, seconds=args.seconds,
                     token_ms=args.token_ms, think_ms=args.think_ms, export_every=args.export_every,
-                    busy_timeout_s=args.busy_timeout, seed=args.seed)
+                    busy_timeout_s=args.busy_timeout, seed=args.seed, database_url=args.database_url)
     settings = o.settings()
     db = _open(settings, args.no_write_queue)
     recorder = Recorder()
@@ -776,6 +782,10 @@ def main() -> None:
                     help="writers wait in SQLite's busy handler alone (as before the queue)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--postgres", action="store_true",
+                    help="then run the same load on PostgreSQL (a throwaway cluster started as the "
+                         "tests start it, tests/pg.py) and print the two side by side")
+    ap.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -816,10 +826,73 @@ def main() -> None:
                   f"(after/before {rates[1] / rates[0]:.2f}); ratios below are to both pooled\n")
         baseline = pooled(before, after) if before else None
         print(report(result, baseline), flush=True)
+        figures = _figures(result, baseline)
+        runs = [r for r in (before, result, after) if r is not None]
+        if args.postgres:
+            pg_runs = run_postgres(o, root, embedder, base_s)
+            print(side_by_side({"sqlite": result, "postgresql": pg_runs[-1]}), flush=True)
+            figures["postgresql"] = _figures(pg_runs[-1], None)["load"]
+            runs += pg_runs
         if args.json:
-            args.json.write_text(json.dumps(_figures(result, baseline), indent=2))
-    runs = [r for r in (before, result, after) if r is not None]
+            args.json.write_text(json.dumps(figures, indent=2))
     sys.exit(0 if all(r.audit.ok and not r.recorder.errors for r in runs) else 1)
+
+
+def run_postgres(o: LoadOptions, root: Path, embedder, base_s: float) -> list[LoadResult]:  # noqa: ANN001
+    """The same load on a fresh database of a throwaway PostgreSQL cluster; returns the runs
+    (a baseline first when ``base_s``), the load last."""
+    from tests import pg
+
+    reason = pg.missing_reason()
+    if reason:
+        sys.exit(f"--postgres: {reason}")
+    cluster = pg.start_cluster()
+    runs = []
+    try:
+        databases = pg.Databases(cluster)
+        if base_s > 0:
+            url, _ = databases.fresh(migrated=False)
+            print(f"PostgreSQL baseline: 1 session, {base_s:.0f} s ...", flush=True)
+            runs.append(run_load(replace(o, data_dir=root / "pg-baseline", sessions=1, processes=0,
+                                         seconds=base_s, database_url=url), embedder))
+        url, _ = databases.fresh(migrated=False)
+        print(f"PostgreSQL load: {o.sessions} sessions + {o.processes} process(es), "
+              f"{o.seconds:.0f} s ...", flush=True)
+        result = run_load(replace(o, data_dir=root / "pg-load", database_url=url), embedder)
+        runs.append(result)
+        print(report(result, runs[0] if len(runs) > 1 else None), "\n", flush=True)
+    finally:
+        cluster.remove()
+    return runs
+
+
+def side_by_side(results: dict[str, LoadResult]) -> str:
+    """Throughput and p95/p99 per kind of each database's load run, and their audits."""
+    names = list(results)
+    kinds = sorted({k for r in results.values() for k in r.recorder.ms if not k.startswith("sqlite.")})
+    lines = ["", "side by side (the same load, one database each):",
+             f"{'':32} " + " ".join(f"{n:>30}" for n in names),
+             f"{'kind':32} " + " ".join(f"{'ops/s':>10}{'p95 ms':>10}{'p99 ms':>10}" for _ in names)]
+    for name in ("storage ops/s",):
+        lines.append(f"{name:32} " + " ".join(
+            f"{r.storage_ops / r.seconds:>10.1f}{'':>20}" for r in results.values()))
+    for kind in kinds:
+        row = f"{kind:32} "
+        for r in results.values():
+            values = r.recorder.ms.get(kind)
+            if values:
+                _, p95, p99 = percentiles(values)
+                row += f"{len(values) / r.seconds:>10.1f}{p95:>10.1f}{p99:>10.1f}"
+            else:
+                row += f"{'-':>10}{'-':>10}{'-':>10}"
+        lines.append(row)
+    for name, r in results.items():
+        errors = ", ".join(f"{k} x{n}" for k, n in r.recorder.errors.most_common()) or "none"
+        lines.append(f"{name}: errors {errors}; turns per process {r.turns_by_process}; "
+                     f"ratings {r.audit.ratings_matching}/{r.audit.ratings_believed} as believed, "
+                     f"feedback rows {r.audit.feedback_rows_found}/{r.audit.feedback_rows_expected}, "
+                     f"lost {len(r.audit.ratings_wrong)}; audit {'ok' if r.audit.ok else 'FAILED'}")
+    return "\n".join(lines)
 
 
 def pooled(a: LoadResult, b: LoadResult) -> LoadResult:

@@ -15,6 +15,66 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assistant.config import Settings
 from assistant.storage import ConversationStore, Database, upgrade
 
+from tests import pg  # noqa: E402
+
+#: The databases the storage-level tests run on (a module opts in with
+#: ``pytestmark = pytest.mark.both_databases``; a test that is about SQLite itself opts out
+#: with ``@pytest.mark.sqlite_only``).
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):  # noqa: ANN001, ANN201
+    node = metafunc.definition
+    if ("database_kind" in metafunc.fixturenames and node.get_closest_marker("both_databases")
+            and not node.get_closest_marker("sqlite_only")):
+        metafunc.parametrize("database_kind", DATABASES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[pg.Databases]:
+    """A throwaway PostgreSQL cluster for the whole run (started on first use, removed at the
+    end); skips the PostgreSQL tests only where its binaries are not installed."""
+    reason = pg.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = pg.start_cluster()
+    try:
+        yield pg.Databases(cluster)
+    finally:
+        cluster.remove()
+
+
+@contextmanager
+def fresh_database_url(kind: str, request, folder: Path, *, migrated: bool = True) -> Iterator[str]:  # noqa: ANN001
+    """The URL of a new, empty database of ``kind`` (a file in ``folder`` for SQLite; a
+    database of its own on the test cluster, dropped afterwards, for PostgreSQL)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'assistant.db'}"
+        return
+    databases = request.getfixturevalue("pg_databases")
+    url, name = databases.fresh(migrated=migrated)
+    try:
+        yield url
+    finally:
+        databases.cluster.drop_database(name)
+
+
+@pytest.fixture
+def database_kind(request) -> str:
+    """"sqlite" unless the test's module runs on both databases (``both_databases``)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(database_kind, request, tmp_path) -> Iterator[str | None]:
+    """None (the SQLite file in the data folder, the default) or a fresh PostgreSQL database
+    already at the newest schema."""
+    if database_kind == "sqlite":
+        yield None
+        return
+    with fresh_database_url(database_kind, request, tmp_path) as url:
+        yield url
+
 pytest_plugins = ["tests.engines"]
 
 
@@ -25,8 +85,9 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path, model_cache) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, db_busy_timeout_s=0.5)
+def settings(tmp_path, model_cache, database_url) -> Settings:
+    return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, db_busy_timeout_s=0.5,
+                    database_url=database_url)
 
 
 @pytest.fixture
@@ -35,6 +96,8 @@ def env_settings(settings, monkeypatch) -> Settings:
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(settings.model_cache_dir))
     monkeypatch.setenv("ASSISTANT_DB_BUSY_TIMEOUT_S", str(settings.db_busy_timeout_s))
+    if settings.database_url:
+        monkeypatch.setenv("ASSISTANT_DATABASE_URL", settings.database_url)
     return settings
 
 
@@ -86,15 +149,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tiny_settings(tmp_path, tiny_model_dir, monkeypatch) -> Settings:
+def tiny_settings(tmp_path, tiny_model_dir, monkeypatch, database_url) -> Settings:
     """Settings on the tiny model (also exported as ASSISTANT_* for the CLI and children), on
     the transformers engine: these tests are about training and versions, and the tiny
     model's answers are compared bit for bit with transformers' own."""
     settings = Settings(model=str(tiny_model_dir), data_dir=tmp_path / "data",
                         model_cache_dir=tmp_path / "models", db_busy_timeout_s=2,
-                        engine="transformers")
+                        database_url=database_url, engine="transformers")
     settings.data_dir.mkdir(parents=True)
     monkeypatch.setenv("ASSISTANT_ENGINE", settings.engine)
+    if database_url:
+        monkeypatch.setenv("ASSISTANT_DATABASE_URL", database_url)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("ASSISTANT_MODEL", settings.model)
     monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(settings.model_cache_dir))

@@ -29,6 +29,8 @@ from assistant.storage.conversations import AnswerRecord
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 PASSWORD = "correct horse"
 RECORD = AnswerRecord("m", "base", {}, 1, 1, 1.0, None)
 

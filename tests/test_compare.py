@@ -13,6 +13,8 @@ from assistant.storage import Database
 from assistant.storage.comparisons import ComparisonStore
 from tests.fakes import FakeGenerator
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=20, system_prompt="")
 
 

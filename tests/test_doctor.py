@@ -30,6 +30,8 @@ from assistant.storage.migrate import downgrade
 from assistant.storage.documents import DocumentStore
 from assistant.storage.schema import Activation, Document
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 DIM = 384
 if "doctor" not in main.commands:  # until assistant/cli.py registers them itself
     register(main)
@@ -94,6 +96,7 @@ def registry(db, settings) -> Registry:
 
 
 # -- a healthy folder -----------------------------------------------------------------------------
+@pytest.mark.sqlite_only
 def test_a_fresh_data_folder_is_fine_and_is_left_untouched(settings):
     settings.data_dir.mkdir(parents=True)
     report = diagnose(settings, repair=True)
@@ -162,6 +165,7 @@ def test_an_unreadable_index_file_is_rebuilt(settings, db):
     assert diagnose(settings).ok
 
 
+@pytest.mark.sqlite_only
 def test_full_text_index_out_of_step_is_rebuilt(settings, db):
     add_document(db, "a.txt", seed=1)
     save_index(settings, db)
@@ -190,6 +194,7 @@ def test_a_document_without_chunks_is_removed(settings, db):
     assert diagnose(settings).ok
 
 
+@pytest.mark.sqlite_only
 def test_rows_left_by_deletes_with_foreign_keys_off_are_finished(settings, db):
     import sqlite3
 
@@ -297,6 +302,7 @@ def test_a_schema_behind_head_is_migrated(settings, db):
     assert report.status("schema") == "repaired" and report.ok, report.lines()
 
 
+@pytest.mark.sqlite_only
 def test_a_damaged_database_file_is_reported_not_repaired(settings, env_settings, db):
     store = ConversationStore(db)
     for n in range(200):
@@ -349,6 +355,7 @@ def test_leftovers_of_interrupted_writes_are_cleaned_up(settings, db, tmp_path):
     assert mine.exists() and fresh_tmp.exists()
 
 
+@pytest.mark.sqlite_only
 def test_an_interrupted_restore_is_reported(settings, db):
     (settings.data_dir / RESTORE_MARKER).write_text(json.dumps({"source": "/b/x.tar.gz", "started": "t"}))
     report = diagnose(settings, repair=True)

@@ -29,6 +29,8 @@ from assistant.storage.conversations import AnswerRecord, SourceRecord
 from tests.fakes import FakeGenerator
 from tests.shared_data import HH_FILE, shared_file
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 PARAMS = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=40, system_prompt="")
 ALL_TRAIN = ExportOptions(test_fraction=0.0)
 HH_LINE = json.dumps({

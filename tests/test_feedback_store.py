@@ -8,6 +8,8 @@ from assistant.chat import ChatService
 from assistant.generation import GenerationParams
 from tests.fakes import FakeGenerator
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 PARAMS = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=20, system_prompt="")
 
 

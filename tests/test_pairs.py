@@ -1,7 +1,11 @@
+import pytest
+
 from assistant.chat import ChatService
 from assistant.generation import GenerationParams
 from assistant.storage.pairs import delete_pair, list_pairs
 from tests.fakes import FakeGenerator
+
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
 
 P = GenerationParams(temperature=0.5, top_p=0.9, max_new_tokens=10, system_prompt="")
 

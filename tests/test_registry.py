@@ -14,6 +14,8 @@ from assistant.registry import (
 )
 from assistant.versions import BASE_VERSION as BASE
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 FP = "f" * 32
 
 

@@ -1,4 +1,5 @@
-"""assistant.retrieval on a small real corpus: the embedded MiniLM model, FAISS, SQLite FTS5.
+"""assistant.retrieval on a small real corpus: the embedded MiniLM model, FAISS, SQLite FTS5
+and PostgreSQL full-text search (the corpus is built on each).
 Dense, lexical and hybrid search each find the obvious document; selections restrict every
 mode; FTS syntax in a query is never interpreted; RRF computed by hand."""
 
@@ -16,6 +17,7 @@ from assistant.index import VectorIndex
 from assistant.retrieval import Hit, Retriever, rrf
 from assistant.storage import Database, upgrade
 from assistant.storage.documents import fts_query
+from tests.conftest import DATABASES, fresh_database_url
 from tests.test_parsing import make_pdf
 
 DOCS = {
@@ -53,20 +55,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, one_thread):
+@pytest.fixture(scope="module", params=DATABASES)
+def corpus(request, tmp_path_factory, one_thread):
+    """The corpus on SQLite (FTS5) and on PostgreSQL (tsvector): every test below runs on both."""
     root = tmp_path_factory.mktemp("retrieval")
-    settings = Settings(data_dir=root / "data")
-    db = Database(settings.resolved_database_url, 5.0)
-    upgrade(db)
-    lib = open_library(settings, db)
-    ids = {}
-    for name, data in DOCS.items():
-        result = lib.ingestor.ingest_bytes(name, data)
-        assert result.status == "indexed", result.describe()
-        ids[name] = result.document.id
-    yield SimpleNamespace(lib=lib, ids=ids, root=root, settings=settings)
-    db.dispose()
+    with fresh_database_url(request.param, request, root) as url:
+        settings = Settings(data_dir=root / "data", database_url=url)
+        db = Database(settings.resolved_database_url, 5.0)
+        upgrade(db)
+        lib = open_library(settings, db)
+        ids = {}
+        for name, data in DOCS.items():
+            result = lib.ingestor.ingest_bytes(name, data)
+            assert result.status == "indexed", result.describe()
+            ids[name] = result.document.id
+        yield SimpleNamespace(lib=lib, ids=ids, root=root, settings=settings)
+        db.dispose()
 
 
 @pytest.fixture

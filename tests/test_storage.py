@@ -1,4 +1,4 @@
-"""The storage layer against a real SQLite file."""
+"""The storage layer against a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from assistant.errors import ConversationNotFound, DatabaseLocked, MessageNotFou
 from assistant.storage import ConversationStore, Database
 from assistant.storage.conversations import AnswerRecord
 
+pytestmark = pytest.mark.both_databases
+
 RECORD = AnswerRecord(
     model_id="m", model_version="base", params={"temperature": 0.2}, prompt_tokens=12,
     completion_tokens=5, latency_ms=321.0, ttft_ms=40.0,
@@ -21,6 +23,7 @@ def db_file(db: Database) -> str:
     return db.where
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(db):
     with db.read() as s:
         assert s.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -108,6 +111,7 @@ def test_unknown_conversation_is_a_clear_error(store):
     assert store.counts()["messages"] == 0
 
 
+@pytest.mark.sqlite_only
 def test_locked_database_gives_clear_error_and_loses_nothing(db, store, hold_lock):
     q = store.add_user_message(None, "before the lock")
     with hold_lock(db_file(db)):
@@ -138,16 +142,21 @@ def test_schema_matches_models(db):
 
     from assistant.storage.schema import Base
 
-    def not_fts(obj, name, type_, reflected, compare_to):
-        # The FTS5 virtual table and its shadow tables are raw SQL, not ORM models.
-        return not (type_ == "table" and name.startswith("chunks_fts"))
+    def not_fts(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+        # The FTS5 virtual table and its shadow tables, and PostgreSQL's generated tsvector
+        # column and its index, are raw SQL, not ORM models.
+        return not ((type_ == "table" and name.startswith("chunks_fts"))
+                    or (type_ in ("column", "index") and name in ("text_search", "ix_chunks_text_search")))
 
     with db.read() as s:
         ctx = MigrationContext.configure(
             s.connection(), opts={"include_object": not_fts}
         )
         diff = compare_metadata(ctx, Base.metadata)
-        fks = s.connection().exec_driver_sql("PRAGMA foreign_key_list(messages)").all()
+        sqlite = db.engine.dialect.name == "sqlite"
+        fks = (s.connection().exec_driver_sql("PRAGMA foreign_key_list(messages)").all() if sqlite
+               else [(None, None, fk["referred_table"], fk["constrained_columns"][0], None, None,
+                      fk["options"].get("ondelete")) for fk in inspect(s.connection()).get_foreign_keys("messages")])
 
     # messages.reply_to_id was added with ALTER TABLE ADD COLUMN (a table copy would cascade
     # into feedback). SQLAlchemy's reflection parses FOREIGN KEY clauses out of CREATE TABLE
@@ -160,9 +169,10 @@ def test_schema_matches_models(db):
     assert any(fk[2:4] == ("messages", "reply_to_id") and fk[6] == "CASCADE" for fk in fks)
     names = set(inspect(db.engine).get_table_names())
     assert {"conversations", "messages", "feedback", "documents", "chunks",
-            "message_sources", "chunks_fts", "alembic_version"} <= names
+            "message_sources", "alembic_version"} | ({"chunks_fts"} if sqlite else set()) <= names
 
 
+@pytest.mark.sqlite_only
 def test_other_processes_see_committed_rows(db, store):
     store.add_user_message(None, "visible")
     con = sqlite3.connect(db_file(db))

@@ -1,4 +1,10 @@
-"""Engine and sessions. SQLite by default (WAL, busy timeout, foreign keys); any SQLAlchemy URL works.
+"""Engine and sessions. SQLite by default (WAL, busy timeout, foreign keys), or PostgreSQL
+(``postgresql+psycopg://...``): the dialects with a lexical search (:mod:`.lexical`).
+
+A PostgreSQL server that goes away (restarted, network down) or refuses the login raises
+:class:`DatabaseUnreachable`: the transaction under way was rolled back by the server, and
+the pool checks a connection before handing it out, so the next operation after the server
+is back works again.
 
 Writes on SQLite start with ``BEGIN IMMEDIATE``: a deferred transaction that reads and then
 writes can fail at once with "database is locked" when another writer got in between, without
@@ -26,10 +32,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from assistant.errors import DatabaseError, DatabaseLocked
+from assistant.errors import DatabaseError, DatabaseLocked, DatabaseUnreachable
+from assistant.storage.lexical import lexical_for
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +49,35 @@ def is_locked_error(err: BaseException) -> bool:
     )
 
 
+_LOGIN_MARKERS = ("password authentication failed", "authentication failed",
+                  "no password supplied", "role \"", "does not exist")
+_UNREACHABLE_MARKERS = ("connection", "could not connect", "server closed", "terminating",
+                        "timeout expired", "connection refused", "the database system is")
+
+
+def connection_problem(err: BaseException) -> str | None:
+    """"login" when the server refused the credentials (or the database name), "unreachable"
+    when it could not be reached or dropped the connection, else None."""
+    if not isinstance(err, DBAPIError) or is_locked_error(err):
+        return None
+    message = str(err.orig).lower()
+    if isinstance(err, OperationalError) and any(m in message for m in _LOGIN_MARKERS):
+        return "login"
+    if err.connection_invalidated or (
+        isinstance(err, OperationalError) and any(m in message for m in _UNREACHABLE_MARKERS)
+    ):
+        return "unreachable"
+    return None
+
+
 def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        connect_args = {}
+        if parsed.get_backend_name() == "postgresql":
+            # An unreachable host fails after this many seconds instead of the OS's minutes.
+            connect_args["connect_timeout"] = max(2, int(busy_timeout_s))
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +136,9 @@ class Database:
     def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
         self.url = url
         self.busy_timeout_s = busy_timeout_s
+        #: Full-text search of this dialect; a dialect without one is refused here, at start
+        #: (before its driver is even loaded).
+        self.lexical = lexical_for(make_url(url).get_backend_name())
         self.engine = make_engine(url, busy_timeout_s)
         # SQLite has one writer at a time anyway; other databases queue writers themselves.
         self._writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -149,10 +184,16 @@ class Database:
     def _translate(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as err:
+        except DBAPIError as err:
             if is_locked_error(err):
                 raise DatabaseLocked(self.where) from err
-            raise DatabaseError(f"Database error on {self.where}: {err.orig}") from err
+            problem = connection_problem(err)
+            if problem is not None:
+                reason = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__
+                raise DatabaseUnreachable(self.where, reason, login=problem == "login") from err
+            if isinstance(err, OperationalError):
+                raise DatabaseError(f"Database error on {self.where}: {err.orig}") from err
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()

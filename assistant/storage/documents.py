@@ -1,5 +1,6 @@
 """Documents and their chunks: the source of truth for search (text, locations, vectors),
-plus SQLite FTS5 lexical search over the chunk text."""
+plus lexical search over the chunk text (the database's own full-text engine:
+:mod:`assistant.storage.lexical`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from assistant.errors import DocumentNotFound
 from assistant.passages import Chunk, format_location
 from assistant.storage.db import Database
+from assistant.storage.lexical import fts_query  # noqa: F401  (its home before lexical.py)
 from assistant.storage.schema import Document, DocumentChunk
-from assistant.words import WORD, content_words
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,9 @@ def _doc(row: Document, chunk_count: int = 0) -> StoredDocument:
     )
 
 
-def fts_query(query: str) -> str | None:
-    """User text -> an FTS5 query matching any of its words but stopwords (each quoted,
-    so that FTS syntax in the text is never interpreted)."""
-    words = content_words(query) or WORD.findall(query.lower())
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
-
-
 class DocumentStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.has_fts = db.engine.dialect.name == "sqlite"
 
     # -- documents -----------------------------------------------------------------------
     def find_by_hash(self, content_hash: str) -> StoredDocument | None:
@@ -280,26 +273,10 @@ class DocumentStore:
     def lexical_search(
         self, query: str, limit: int, document_ids: Sequence[int] | None = None
     ) -> list[tuple[int, float]]:
-        """BM25 over chunk text (SQLite FTS5): [(chunk id, score)], best first.
-        Other databases have no FTS table here and return nothing."""
-        match = fts_query(query)
-        if not self.has_fts or match is None:
-            return []
-        sql = (
-            "SELECT f.rowid, bm25(chunks_fts) AS score FROM chunks_fts f "
-            + ("JOIN chunks c ON c.id = f.rowid " if document_ids is not None else "")
-            + "WHERE chunks_fts MATCH :q "
-            + (
-                f"AND c.document_id IN ({','.join(str(int(i)) for i in document_ids) or 'NULL'}) "
-                if document_ids is not None
-                else ""
-            )
-            + "ORDER BY score LIMIT :k"
-        )
+        """Full-text search over chunk text with the database's own engine (FTS5 bm25 on
+        SQLite, ts_rank_cd on PostgreSQL): [(chunk id, score)], best first."""
         with self.db.read() as s:
-            rows = s.execute(text(sql), {"q": match, "k": limit}).all()
-        # bm25() is lower-is-better; flip it so that higher is better everywhere.
-        return [(int(r[0]), -float(r[1])) for r in rows]
+            return self.db.lexical.search(s, query, limit, document_ids)
 
     @staticmethod
     def _count(s, document_id: int) -> int:  # noqa: ANN001

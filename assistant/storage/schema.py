@@ -44,6 +44,34 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
+def without_nul(value: str | None) -> str | None:
+    """Text as every database stores it: without NUL characters, which PostgreSQL rejects in
+    text ("cannot contain NUL (0x00) bytes"). Applied to every text column on every
+    database (through the two types below), so that SQLite and PostgreSQL store the same text
+    and a message with a stray NUL (pasted binary) is saved instead of failing."""
+    return value.replace("\x00", "") if value is not None and "\x00" in value else value
+
+
+class CleanText(TypeDecorator):
+    """``Text`` without NUL characters (:func:`without_nul`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # noqa: ANN001, ANN201
+        return without_nul(value)
+
+
+class CleanString(TypeDecorator):
+    """``String(n)`` without NUL characters (:func:`without_nul`)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # noqa: ANN001, ANN201
+        return without_nul(value)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
 
@@ -59,10 +87,10 @@ class User(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(CleanString(64), unique=True)
     #: argon2id, in the PHC string format (algorithm, parameters, salt and hash).
-    password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(CleanString(200))
+    role: Mapped[str] = mapped_column(CleanString(16))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -71,12 +99,12 @@ class Conversation(Base):
     __tablename__ = "conversations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(CleanString(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     # Where the conversation came from: NULL for chats, "hh-rlhf:<file>:<line hash>" for imports.
-    source: Mapped[str | None] = mapped_column(String(300), index=True)
+    source: Mapped[str | None] = mapped_column(CleanString(300), index=True)
     # Retrieval choices of this conversation: use documents at all, and which (None = all).
     use_documents: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     document_ids: Mapped[list[int] | None] = mapped_column(JSON)
@@ -103,13 +131,13 @@ class Message(Base):
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
-    role: Mapped[str] = mapped_column(String(16))
-    content: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(CleanString(16))
+    content: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     # Provenance of assistant answers (NULL on user turns).
-    model_id: Mapped[str | None] = mapped_column(String(500))
-    model_version: Mapped[str | None] = mapped_column(String(200))
+    model_id: Mapped[str | None] = mapped_column(CleanString(500))
+    model_version: Mapped[str | None] = mapped_column(CleanString(200))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -147,7 +175,7 @@ class Feedback(Base):
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     rating: Mapped[int | None] = mapped_column(Integer)
-    comment: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(CleanText)
     tags: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -161,11 +189,11 @@ class Document(Base):
     __tablename__ = "documents"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(CleanString(255), index=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))
+    content_hash: Mapped[str] = mapped_column(CleanString(64), unique=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    embed_model: Mapped[str] = mapped_column(String(200))
+    embed_model: Mapped[str] = mapped_column(CleanString(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     chunks: Mapped[list[DocumentChunk]] = relationship(
@@ -185,10 +213,10 @@ class DocumentChunk(Base):
         ForeignKey("documents.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(CleanText)
     token_count: Mapped[int] = mapped_column(Integer)
     page: Mapped[int | None] = mapped_column(Integer)
-    heading: Mapped[str | None] = mapped_column(String(500))
+    heading: Mapped[str | None] = mapped_column(CleanString(500))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised
 
     document: Mapped[Document] = relationship(back_populates="chunks")
@@ -208,9 +236,9 @@ class MessageSource(Base):
     chunk_id: Mapped[int | None] = mapped_column(
         ForeignKey("chunks.id", ondelete="SET NULL"), index=True
     )
-    document_name: Mapped[str] = mapped_column(String(255))
-    location: Mapped[str | None] = mapped_column(String(600))
-    text: Mapped[str] = mapped_column(Text)
+    document_name: Mapped[str] = mapped_column(CleanString(255))
+    location: Mapped[str | None] = mapped_column(CleanString(600))
+    text: Mapped[str] = mapped_column(CleanText)
     score: Mapped[float] = mapped_column(Float)
     cited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
@@ -235,7 +263,7 @@ class Edit(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -252,7 +280,7 @@ class Comparison(Base):
     question_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     a_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     b_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    vote: Mapped[str | None] = mapped_column(String(16))
+    vote: Mapped[str | None] = mapped_column(CleanString(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     voted_at: Mapped[datetime | None] = mapped_column()
 
@@ -268,15 +296,15 @@ class ModelVersion(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(40), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(CleanString(40), unique=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))
     #: The base model's id (as the chat names it) and a fingerprint of its architecture.
-    base_model: Mapped[str] = mapped_column(String(500))
-    base_fingerprint: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(CleanString(500))
+    base_fingerprint: Mapped[str] = mapped_column(CleanString(64))
     #: The version trained on top of ("base" for the bare base model).
-    parent: Mapped[str] = mapped_column(String(40))
+    parent: Mapped[str] = mapped_column(CleanString(40))
     #: Folder under ``data_dir/versions`` with adapter/, data/, curve.png, logs.
-    path: Mapped[str] = mapped_column(String(300))
+    path: Mapped[str] = mapped_column(CleanString(300))
     #: {"kind", "rows", "sha256", "export": report}: exactly what it was trained on.
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -291,9 +319,9 @@ class Activation(Base):
     __tablename__ = "activations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    version: Mapped[str] = mapped_column(String(40))
+    version: Mapped[str] = mapped_column(CleanString(40))
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
-    reason: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(CleanString(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -303,8 +331,8 @@ class Evaluation(Base):
     __tablename__ = "evaluations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    candidate: Mapped[str] = mapped_column(String(40), index=True)
-    baseline: Mapped[str] = mapped_column(String(40))
-    reward_model: Mapped[str | None] = mapped_column(String(40))
+    candidate: Mapped[str] = mapped_column(CleanString(40), index=True)
+    baseline: Mapped[str] = mapped_column(CleanString(40))
+    reward_model: Mapped[str | None] = mapped_column(CleanString(40))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,137 @@
+"""Lexical (full-text) search over chunk text, one implementation per database dialect.
+
+The database's own full-text engine does the matching and ranking; reciprocal-rank fusion
+(``assistant.retrieval``) only needs the order, so the two need not score alike:
+
+* SQLite: an FTS5 table kept in step by triggers (migration 0002), ranked by ``bm25()``.
+* PostgreSQL: a generated ``tsvector`` column with a GIN index (migration 0006), ranked by
+  ``ts_rank_cd`` normalised by document length (like BM25, a long chunk does not win just
+  by being long).
+
+Both stem English words (Porter / Snowball) and match any word of the query but the
+stopwords; the query's words are passed as quoted terms, so that search syntax typed by a
+user is never interpreted. A database with neither engine is refused when it is opened
+(:func:`lexical_for`), rather than lexical search quietly finding nothing.
+
+A new dialect is one class here with ``search`` and ``check``, and its entry in ``_BY_DIALECT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from assistant.errors import UnsupportedDatabase
+from assistant.words import WORD, content_words
+
+
+def query_words(query: str) -> list[str]:
+    """The words a lexical search looks for: those of ``query`` but stopwords (all of them
+    when it has nothing else), lower-cased, each once."""
+    return list(dict.fromkeys(content_words(query) or WORD.findall(query.lower())))
+
+
+class LexicalSearch(Protocol):
+    #: Shown by ``assistant doctor``.
+    name: str
+
+    def search(self, session: Session, query: str, limit: int,
+               document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        """[(chunk id, score)], best first, higher is better."""
+
+    def check(self, session: Session) -> str | None:
+        """None when the full-text index agrees with the chunks, else what is wrong."""
+
+
+def fts_query(query: str) -> str | None:
+    """User text -> an FTS5 query matching any of its words but stopwords (each quoted,
+    so that FTS syntax in the text is never interpreted)."""
+    return " OR ".join(f'"{w}"' for w in query_words(query)) or None
+
+
+class SqliteFts5:
+    name = "SQLite FTS5 (bm25)"
+
+    def search(self, session: Session, query: str, limit: int,
+               document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        sql = (
+            "SELECT f.rowid, bm25(chunks_fts) AS score FROM chunks_fts f "
+            + ("JOIN chunks c ON c.id = f.rowid " if document_ids is not None else "")
+            + "WHERE chunks_fts MATCH :q "
+            + (
+                f"AND c.document_id IN ({','.join(str(int(i)) for i in document_ids) or 'NULL'}) "
+                if document_ids is not None
+                else ""
+            )
+            + "ORDER BY score LIMIT :k"
+        )
+        rows = session.execute(text(sql), {"q": match, "k": limit}).all()
+        # bm25() is lower-is-better; flip it so that higher is better everywhere.
+        return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def check(self, session: Session) -> str | None:
+        session.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
+        return None
+
+
+def tsquery(query: str) -> str | None:
+    """User text -> a ``to_tsquery`` expression: any of its words, each a quoted term."""
+    return " | ".join(f"'{w}'" for w in query_words(query)) or None
+
+
+class PostgresFullText:
+    name = "PostgreSQL full-text search (tsvector, GIN index, ts_rank_cd)"
+    #: The text search configuration of the generated column (migration 0006): the same
+    #: one must parse the query, or stemmed words would not meet.
+    config = "english"
+
+    def search(self, session: Session, query: str, limit: int,
+               document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        terms = tsquery(query)
+        if terms is None:
+            return []
+        # Normalisation 1: rank / (1 + log(length)), so a long chunk does not win by length.
+        sql = (
+            "SELECT c.id, ts_rank_cd(c.text_search, q, 1) AS score "
+            f"FROM chunks c, to_tsquery('{self.config}', :q) q "
+            "WHERE c.text_search @@ q "
+            + ("AND c.document_id = ANY(:ids) " if document_ids is not None else "")
+            + "ORDER BY score DESC, c.id LIMIT :k"
+        )
+        params = {"q": terms, "k": limit}
+        if document_ids is not None:
+            params["ids"] = [int(i) for i in document_ids]
+        rows = session.execute(text(sql), params).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def check(self, session: Session) -> str | None:
+        # A generated column cannot disagree with its text; what can go wrong is that it or
+        # its index is missing (a schema made by hand, or restored without it).
+        found = set(session.scalars(text(
+            "SELECT 'column' FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'chunks' AND column_name = 'text_search' "
+            "UNION ALL SELECT 'index' FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = 'chunks' AND indexname = 'ix_chunks_text_search'")))
+        missing = {"column", "index"} - found
+        if missing:
+            return (f"the chunks table has no full-text {' or '.join(sorted(missing))} "
+                    "(chunks.text_search, ix_chunks_text_search): `assistant db upgrade` from "
+                    "revision 0005 creates them")
+        return None
+
+
+_BY_DIALECT: dict[str, type] = {"sqlite": SqliteFts5, "postgresql": PostgresFullText}
+
+
+def lexical_for(dialect: str) -> LexicalSearch:
+    """The lexical search of a database dialect; refuses one that has none."""
+    try:
+        return _BY_DIALECT[dialect]()
+    except KeyError:
+        raise UnsupportedDatabase(dialect, sorted(_BY_DIALECT)) from None

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assistant.config import Settings
 from assistant.storage import ConversationStore, Database, upgrade
 
-from tests import pg  # noqa: E402
+from tests import pg
 
 #: The databases the storage-level tests run on (a module opts in with
 #: ``pytestmark = pytest.mark.both_databases``; a test that is about SQLite itself opts out
@@ -23,7 +23,7 @@ from tests import pg  # noqa: E402
 DATABASES = ("sqlite", "postgresql")
 
 
-def pytest_generate_tests(metafunc):  # noqa: ANN001, ANN201
+def pytest_generate_tests(metafunc):
     node = metafunc.definition
     if ("database_kind" in metafunc.fixturenames and node.get_closest_marker("both_databases")
             and not node.get_closest_marker("sqlite_only")):
@@ -45,7 +45,7 @@ def pg_databases() -> Iterator[pg.Databases]:
 
 
 @contextmanager
-def fresh_database_url(kind: str, request, folder: Path, *, migrated: bool = True) -> Iterator[str]:  # noqa: ANN001
+def fresh_database_url(kind: str, request, folder: Path, *, migrated: bool = True) -> Iterator[str]:
     """The URL of a new, empty database of ``kind`` (a file in ``folder`` for SQLite; a
     database of its own on the test cluster, dropped afterwards, for PostgreSQL)."""
     if kind == "sqlite":

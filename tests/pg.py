@@ -74,7 +74,7 @@ class Cluster:
             port: int | None = None) -> str:
         return (f"postgresql+psycopg://postgres:{password}@{host}:{port or self.port}/{database}")
 
-    def _run(self, *args: str, **kw) -> subprocess.CompletedProcess:  # noqa: ANN003
+    def _run(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.bindir / args[0]), *args[1:]], user=self.user,
                               check=True, capture_output=True, text=True, timeout=60, **kw)
 
@@ -93,7 +93,7 @@ class Cluster:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.folder / "data"))
 
-    def admin(self):  # noqa: ANN201
+    def admin(self):
         """A psycopg connection to the ``postgres`` database, autocommit (for CREATE DATABASE)."""
         import psycopg
 

@@ -37,7 +37,7 @@ def empty_pg_url(request, tmp_path):
         yield url
 
 
-def add_doc(store: DocumentStore, name: str, texts: list[str], seed: int = 0):  # noqa: ANN201
+def add_doc(store: DocumentStore, name: str, texts: list[str], seed: int = 0):
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(len(texts), 8)).astype(np.float32)
     return store.add(

@@ -142,7 +142,7 @@ def test_schema_matches_models(db):
 
     from assistant.storage.schema import Base
 
-    def not_fts(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+    def not_fts(obj, name, type_, reflected, compare_to):
         # The FTS5 virtual table and its shadow tables, and PostgreSQL's generated tsvector
         # column and its index, are raw SQL, not ORM models.
         return not ((type_ == "table" and name.startswith("chunks_fts"))

@@ -72,10 +72,10 @@ class App:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
 
-    def answer(self):  # noqa: ANN201
+    def answer(self):
         return json.loads(self.proc.stdout.readline())
 
-    def __call__(self, command: str):  # noqa: ANN204
+    def __call__(self, command: str):
         self.send(command)
         return self.answer()
 

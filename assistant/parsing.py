@@ -7,7 +7,10 @@ every failure is a :class:`~assistant.errors.DocumentError` naming the file and 
 to do.
 
 The libraries do the format work (pypdf, python-docx, BeautifulSoup, charset_normalizer);
-this module only walks what they return.
+this module only walks what they return, under budgets (:class:`~assistant.config.ParseLimits`:
+text length, unpacked size, table width and cells, markup elements, nesting, time) that are
+checked while the file is read, so that a small hostile file is refused before it expands.
+:mod:`assistant.parse_worker` runs this in a child process with memory and CPU limits.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import io
 import json
 import logging
 import re
+import time
 import unicodedata
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,11 +41,13 @@ from docx.text.paragraph import Paragraph
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
+from assistant.config import ParseLimits
 from assistant.errors import (
     CorruptFile,
     EmptyFile,
     EncryptedFile,
     NoExtractableText,
+    OverBudget,
     UnsupportedFile,
 )
 
@@ -125,12 +132,79 @@ def _suffix(safe_name: str) -> str:
     return match.group().lower() if match else ""
 
 
+# -- budgets -----------------------------------------------------------------------------------
+_clock = time.monotonic
+
+
+class _Budget:
+    """What one file may still use; each check raises :class:`OverBudget` naming the budget."""
+
+    def __init__(self, name: str, limits: ParseLimits) -> None:
+        self.name, self.limits = name, limits
+        self.deadline = _clock() + limits.max_seconds
+        self.chars = 0
+        self.cells = 0
+
+    def tick(self) -> None:
+        """Called often in every loop: stop when the time budget is spent."""
+        if _clock() > self.deadline:
+            raise OverBudget(
+                self.name, f"parsing took longer than {self.limits.max_seconds:g} s",
+                f"{self.limits.max_seconds:g} s", "max_seconds",
+            )
+
+    def text(self, chars: int) -> None:
+        self.chars += chars
+        if self.chars > self.limits.max_text_chars:
+            raise OverBudget(
+                self.name, f"it holds more than {self.limits.max_text_chars:,} characters of text",
+                f"{self.limits.max_text_chars:,} characters", "max_text_chars",
+            )
+
+    def row(self, columns: int) -> None:
+        if columns > self.limits.max_columns:
+            raise OverBudget(
+                self.name, f"a table row has {columns:,} columns",
+                f"{self.limits.max_columns:,} columns", "max_columns",
+            )
+        self.cells += columns
+        if self.cells > self.limits.max_cells:
+            raise OverBudget(
+                self.name, f"its tables have more than {self.limits.max_cells:,} cells",
+                f"{self.limits.max_cells:,} cells", "max_cells",
+            )
+
+    def elements(self, count: int, what: str) -> None:
+        if count > self.limits.max_elements:
+            raise OverBudget(
+                self.name, f"it has about {count:,} {what}",
+                f"{self.limits.max_elements:,} elements", "max_elements",
+            )
+
+    def nesting(self, depth: int | None) -> None:
+        if depth is None or depth > self.limits.max_nesting:
+            found = f"{depth:,} levels" if depth is not None else "too many levels"
+            raise OverBudget(
+                self.name, f"its values are nested {found} deep",
+                f"{self.limits.max_nesting:,} levels", "max_nesting",
+            )
+
+    def unpacked(self, size: int) -> None:
+        limit = int(self.limits.max_decompressed_mb * 1024 * 1024)
+        if size > limit:
+            raise OverBudget(
+                self.name, f"it unpacks to more than {size / 1024 / 1024:,.0f} MB",
+                f"{self.limits.max_decompressed_mb:g} MB unpacked", "max_decompressed_mb",
+            )
+
+
 # -- entry point -------------------------------------------------------------------------------
-def parse_document(name: str, data: bytes) -> ParsedDocument:
-    """Parse one uploaded file into sections.
+def parse_document(name: str, data: bytes, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse one uploaded file into sections, within ``limits`` (default: the defaults).
 
     Raises a :class:`~assistant.errors.DocumentError` subclass, named by the safe filename,
-    when the file cannot be used: unsupported type, empty, corrupt, encrypted, no text.
+    when the file cannot be used: unsupported type, empty, corrupt, encrypted, no text, or
+    over a budget (:class:`~assistant.errors.OverBudget`).
     """
     safe = safe_filename(name)
     suffix = _suffix(safe)
@@ -143,19 +217,55 @@ def parse_document(name: str, data: bytes) -> ParsedDocument:
     if not data:
         raise EmptyFile(safe, "the file is empty (0 bytes); check that you picked the right file")
 
+    budget = _Budget(safe, limits or ParseLimits())
     if kind in _BINARY_PARSERS:
-        sections = _BINARY_PARSERS[kind](safe, data)
+        sections = _BINARY_PARSERS[kind](safe, data, budget)
     else:
         text = _decode_text(safe, data)
+        budget.text(len(text))
         if not text.strip():
             raise EmptyFile(safe, "contains no text (only whitespace)")
-        sections = _TEXT_PARSERS[kind](safe, text)
+        sections = _TEXT_PARSERS[kind](safe, text, budget)
 
+    sections, longest = _leave_out_data(sections)
     sections = [s for s in sections if s.text.strip()]
+    if not sections and longest:
+        raise NoExtractableText(
+            safe, f"holds encoded data, not text (a run of {longest:,} letters and digits "
+            "without a space: base64, hex or similar); decode it and upload the result",
+        )
     if not sections:
         raise NoExtractableText(safe, "contains no extractable text")
     logger.debug("parsed %s as %s: %d sections", safe, kind, len(sections))
     return ParsedDocument(name=safe, kind=kind, sections=sections)
+
+
+# -- encoded data ------------------------------------------------------------------------------
+# A run this long of base64 / hex characters is data (an inline image, a key, a blob pasted
+# into a file), never words. Left in, it costs the most of anything: the embedding model's
+# WordPiece tokenizer reads random letters at about 90 KB/s (50 times slower than prose),
+# chunking and embedding tokenize it several times over, and it becomes thousands of chunks
+# of noise (a 4 MB blob took over 200 s).
+DATA_RUN_CHARS = 1000
+_DATA_RUN = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % DATA_RUN_CHARS)
+DATA_MARK = "[encoded data left out]"
+
+
+def _leave_out_data(sections: list[Section]) -> tuple[list[Section], int]:
+    """Sections with each run of encoded data replaced by :data:`DATA_MARK` (a section left
+    with nothing else is dropped), and the length of the longest run (0: none)."""
+    longest = 0
+    out = []
+    for section in sections:
+        runs = [len(m) for m in _DATA_RUN.findall(section.text)] if len(section.text) >= DATA_RUN_CHARS else []
+        if not runs:
+            out.append(section)
+            continue
+        longest = max(longest, *runs)
+        text = _DATA_RUN.sub(DATA_MARK, section.text)
+        if text.replace(DATA_MARK, "").strip():
+            out.append(Section(text, section.page, section.heading))
+    return out, longest
 
 
 # -- text normalisation ------------------------------------------------------------------------
@@ -321,11 +431,30 @@ def _looks_binary(text: str) -> bool:
 
 
 # -- plain text, CSV, JSON ---------------------------------------------------------------------
-def _parse_text(name: str, text: str) -> list[Section]:
+def _parse_text(name: str, text: str, budget: _Budget) -> list[Section]:
     return [Section(_normalise(text, keep_indent=True))]
 
 
-def _parse_json(name: str, text: str) -> list[Section]:
+# Any of these may separate a CSV file's columns; counting them all over-counts a row's width
+# only where a quoted cell holds them, which is rare in a row near the budget.
+_CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _parse_csv(name: str, text: str, budget: _Budget) -> list[Section]:
+    """Rows stay lines (splitting cells would lose nothing a reader needs), once the table
+    is known to fit the width and cell budgets: a row is measured before anything is built
+    from it."""
+    for number, line in enumerate(text.splitlines()):
+        if number % 4096 == 0:
+            budget.tick()
+        budget.row(max(line.count(d) for d in _CSV_DELIMITERS) + 1)
+    return _parse_text(name, text, budget)
+
+
+def _parse_json(name: str, text: str, budget: _Budget) -> list[Section]:
+    # Counted before json builds anything: each value costs tens of bytes once loaded. Commas
+    # inside strings count too, which errs on the safe side.
+    budget.elements(text.count(",") + text.count("[") + text.count("{"), "JSON values")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -334,11 +463,27 @@ def _parse_json(name: str, text: str) -> list[Section]:
             f"is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
             "fix it, or rename it to .txt to upload it as plain text",
         ) from exc
-    except RecursionError as exc:
-        raise CorruptFile(name, "is not usable JSON: it is nested too deeply") from exc
+    except RecursionError:
+        budget.nesting(None)
+        raise  # unreachable: nesting(None) always raises
+    budget.nesting(_json_depth(obj))
     # Pretty-printing puts one value per line, which chunks and reads far better than the
     # (often single-line) original; already normalised, so no _normalise() here.
     return [Section(json.dumps(obj, indent=2, ensure_ascii=False))]
+
+
+def _json_depth(obj: object) -> int:
+    """How deep containers nest (iteratively: a hostile file must not exhaust the stack)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
+    return deepest
 
 
 # -- Markdown ----------------------------------------------------------------------------------
@@ -348,10 +493,12 @@ _ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 
 
-def _parse_markdown(name: str, text: str) -> list[Section]:
+def _parse_markdown(name: str, text: str, budget: _Budget) -> list[Section]:
     builder = _SectionBuilder(keep_indent=True)
     fence: str | None = None  # the opening fence while inside a fenced code block
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines()):
+        if number % 4096 == 0:
+            budget.tick()
         fence_match = _FENCE.match(line)
         if fence is not None:
             # Only a bare fence of the same character, at least as long, closes the block.
@@ -387,7 +534,10 @@ _HTML_CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _parse_html(name: str, text: str) -> list[Section]:
+def _parse_html(name: str, text: str, budget: _Budget) -> list[Section]:
+    # BeautifulSoup's tree costs about a kilobyte per element: count the tags it would build
+    # (every "<" opens one, except closing tags) before it builds them.
+    budget.elements(text.count("<") - text.count("</"), "HTML elements")
     with warnings.catch_warnings():
         # A short HTML file that looks like a URL or an XHTML file is still parsed right.
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
@@ -400,8 +550,12 @@ def _parse_html(name: str, text: str) -> list[Section]:
     # An explicit stack rather than recursion: hostile pages nest thousands of levels deep.
     # Each entry is (node, closing); a closing entry ends a block element.
     stack: list[tuple[PageElement, bool]] = [(soup, False)]
+    visited = 0
     while stack:
         node, closing = stack.pop()
+        visited += 1
+        if visited % 4096 == 0:
+            budget.tick()
         if closing:
             builder.line_break(2 if node.name in _HTML_PARAGRAPHS else 1)
         elif isinstance(node, NavigableString):
@@ -442,9 +596,10 @@ _DocxBlock = tuple[str | None, str] | list[list[str]]
 _DOCX_HEADING = re.compile(r"heading\s*(\d*)", re.IGNORECASE)
 
 
-def _parse_docx(name: str, data: bytes) -> list[Section]:
+def _parse_docx(name: str, data: bytes, budget: _Budget) -> list[Section]:
     builder = _SectionBuilder()
-    for block in _read_docx_blocks(name, data):
+    _check_docx_parts(name, data, budget)
+    for block in _read_docx_blocks(name, data, budget):
         if isinstance(block, list):
             builder.add("\n".join(" | ".join(row) for row in block if any(row)) + "\n\n")
             continue
@@ -457,18 +612,61 @@ def _parse_docx(name: str, data: bytes) -> list[Section]:
     return builder.finish()
 
 
-def _read_docx_blocks(name: str, data: bytes) -> list[_DocxBlock]:
+_ZIP_READ = 1 << 20
+# The parts python-docx parses into an XML tree; pictures and fonts are only held as bytes.
+_XML_PART = re.compile(r"\.(xml|rels)$", re.IGNORECASE)
+
+
+def _check_docx_parts(name: str, data: bytes, budget: _Budget) -> None:
+    """Refuse a .docx whose parts unpack beyond the budgets, before python-docx unpacks them.
+
+    The sizes in the zip directory bound what zipfile will ever unpack (it stops at the
+    declared size, and a part that would unpack further fails its checksum), so a zip bomb
+    is refused from its directory, without unpacking anything. The XML parts are then read
+    in slices, counting their elements, before any tree is built from them."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # python-docx reports the damage in its own words below
+    budget.unpacked(sum(part.file_size for part in parts))
+    elements = 0
+    for part in parts:
+        if not _XML_PART.search(part.filename):
+            continue
+        try:
+            with archive.open(part) as stream:
+                while piece := stream.read(_ZIP_READ):
+                    elements += piece.count(b"<") - piece.count(b"</")
+                    budget.elements(elements, "XML elements")
+                    budget.tick()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+            return  # damaged or unsupported compression: python-docx says so below
+
+
+def _read_docx_blocks(name: str, data: bytes, budget: _Budget) -> list[_DocxBlock]:
     """Everything python-docx gives us, as plain values; any failure in it is the file's."""
     try:
         document = docx.Document(io.BytesIO(data))
         blocks: list[_DocxBlock] = []
         for item in document.iter_inner_content():
+            budget.tick()
             if isinstance(item, Paragraph):
                 style = item.style
-                blocks.append((style.name if style is not None else None, item.text))
+                text = item.text
+                budget.text(len(text))
+                blocks.append((style.name if style is not None else None, text))
             elif isinstance(item, Table):
-                blocks.append([_docx_row(row.cells) for row in item.rows])
+                rows = []
+                for row in item.rows:
+                    # Measured on the XML before python-docx lays out the row's grid.
+                    budget.row(len(row._tr.tc_lst))
+                    rows.append(_docx_row(row.cells))
+                    budget.text(sum(len(cell) for cell in rows[-1]))
+                blocks.append(rows)
         return blocks
+    except OverBudget:
+        raise
     # python-docx raises whatever zipfile, lxml or its own code hit (BadZipFile, KeyError for a
     # missing part, ValueError for another Office type, XMLSyntaxError...). Only python-docx
     # reading is inside this try, so a bug of ours is not disguised as a corrupt file.
@@ -499,9 +697,9 @@ def _docx_heading_level(style: str | None) -> int | None:
 
 
 # -- PDF ---------------------------------------------------------------------------------------
-def _parse_pdf(name: str, data: bytes) -> list[Section]:
+def _parse_pdf(name: str, data: bytes, budget: _Budget) -> list[Section]:
     sections = []
-    for number, text in enumerate(_read_pdf_pages(name, data), start=1):
+    for number, text in enumerate(_read_pdf_pages(name, data, budget), start=1):
         text = _normalise(text)
         if text:
             sections.append(Section(text=text, page=number))
@@ -512,7 +710,7 @@ def _parse_pdf(name: str, data: bytes) -> list[Section]:
     return sections
 
 
-def _read_pdf_pages(name: str, data: bytes) -> list[str]:
+def _read_pdf_pages(name: str, data: bytes, budget: _Budget) -> list[str]:
     """The raw text of every page. Library failures become CorruptFile / EncryptedFile."""
     reader = _open_pdf(name, data)
     pages = []
@@ -523,12 +721,14 @@ def _read_pdf_pages(name: str, data: bytes) -> list[str]:
     except Exception as exc:
         raise _corrupt_pdf(name, exc) from exc
     for index in range(count):
+        budget.tick()
         # pypdf raises anything from PdfReadError to KeyError or zlib.error on damaged
         # content; the try holds only the library call.
         try:
             pages.append(reader.pages[index].extract_text() or "")
         except Exception as exc:
             raise _corrupt_pdf(name, exc, page=index + 1) from exc
+        budget.text(len(pages[-1]))
     return pages
 
 
@@ -570,14 +770,14 @@ def _describe(exc: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-_TEXT_PARSERS: dict[str, Callable[[str, str], list[Section]]] = {
+_TEXT_PARSERS: dict[str, Callable[[str, str, _Budget], list[Section]]] = {
     "text": _parse_text,
-    "csv": _parse_text,  # rows stay lines; splitting cells would lose nothing a reader needs
+    "csv": _parse_csv,
     "json": _parse_json,
     "markdown": _parse_markdown,
     "html": _parse_html,
 }
-_BINARY_PARSERS: dict[str, Callable[[str, bytes], list[Section]]] = {
+_BINARY_PARSERS: dict[str, Callable[[str, bytes, _Budget], list[Section]]] = {
     "pdf": _parse_pdf,
     "docx": _parse_docx,
 }

@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from assistant.permissions import FILE_MODE, loose_paths, tighten
 from assistant.config import Settings
 from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose, pid_alive
 from assistant.errors import AssistantError
@@ -119,11 +120,15 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
     stage.mkdir()
     try:
         manifest = _fill(settings, db_file, stage)
+        # A backup holds every conversation and password hash: private, whatever the modes
+        # of the files it copied (shutil copies those along).
+        tighten(loose_paths(stage))
         if archive:
             tmp = _temp_name(dest)
             with tarfile.open(tmp, "w:gz") as tar:
                 for entry in sorted(stage.iterdir()):
                     tar.add(entry, arcname=entry.name)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, dest)
             shutil.rmtree(stage)
         else:

@@ -15,6 +15,7 @@ import click
 from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
+from assistant.permissions import private_umask
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -41,6 +42,7 @@ def main(verbose: int, user: str | None) -> None:
     Settings come from ASSISTANT_* environment variables (ASSISTANT_MODEL,
     ASSISTANT_DATA_DIR, ASSISTANT_DATABASE_URL, ...); see the README.
     """
+    private_umask()  # the data, backups and exports written from here are the owner's only
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# As the app and the CLI do at start (assistant.permissions): data written by tests is
+# private, so that `doctor` finds a healthy folder healthy.
+os.umask(0o077)
 
 from assistant.config import Settings  # noqa: E402
 

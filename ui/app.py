@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from assistant.permissions import private_umask
 from ui import login
+
+private_umask()  # the database and everything written beside it: the owner's only
 
 st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
 login.gate()  # login off: None; on: the form until someone logs in

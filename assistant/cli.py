@@ -16,6 +16,7 @@ from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
 from assistant.permissions import private_umask
+from assistant.words import clean_text
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -117,6 +118,11 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
         except KeyboardInterrupt:
             click.echo()
             return
+        except UnicodeDecodeError as err:
+            click.echo(f"Error: that line is not valid text ({err.encoding}: {err.reason}); "
+                       "type it again.", err=True)
+            continue
+        line = clean_text(line)  # invalid UTF-8 let through by surrogateescape
         cmd, _, arg = line.strip().partition(" ")
         try:
             if cmd in ("/quit", "/exit"):

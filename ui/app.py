@@ -7,7 +7,10 @@ from ui import login
 
 private_umask()  # the database and everything written beside it: the owner's only
 
-st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
+# An emoji, not ":material/...": Streamlit turns a material page icon into a favicon fetched
+# from fonts.gstatic.com, telling a third party each time the app is opened. An emoji
+# becomes an inline SVG (the icons inside the page come from Streamlit's bundled font).
+st.set_page_config(page_title="Assistant", page_icon="💬", layout="centered")
 login.gate()  # login off: None; on: the form until someone logs in
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),

@@ -356,20 +356,62 @@ def _decode_text(name: str, data: bytes) -> str:
             # UTF-8 and single-byte text never contain NUL; UTF-16 has one in most code units.
             text = _decode_bomless_utf16(head, data)
             if text is None:
-                raise _binary(name)
+                raise _binary(name, data)
         else:
             text = _decode_utf8_or_detect(data)
     if text is None or _looks_binary(text):
-        raise _binary(name)
+        raise _binary(name, data)
     return text
 
 
-def _binary(name: str) -> CorruptFile:
+def _binary(name: str, data: bytes = b"") -> CorruptFile:
+    what = _what_it_is(data)
     return CorruptFile(
         name,
-        "looks like a binary file, not text; was it renamed from another format? "
-        "Upload the original file (or export it as text first)",
+        "looks like a binary file, not text"
+        + (f" (its bytes are {what})" if what else "")
+        + "; was it renamed from another format? Upload the original file (or export it as "
+        "text first)",
     )
+
+
+# What a file's first bytes say it is, for a file whose name says otherwise. Only formats
+# whose signature cannot begin ordinary text.
+_SIGNATURES = (
+    (b"\x7fELF", "a Linux program (ELF)"),
+    (b"MZ", "a Windows program (EXE or DLL)"),
+    (b"\xcf\xfa\xed\xfe", "a macOS program (Mach-O)"),
+    (b"\xce\xfa\xed\xfe", "a macOS program (Mach-O)"),
+    (b"\xca\xfe\xba\xbe", "a macOS program or a Java class"),
+    (b"%PDF-", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office document (.doc, .xls or .ppt)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x00asm", "a WebAssembly program"),
+)
+_ZIP_KINDS = (("word/", "a Word document (.docx)"), ("xl/", "an Excel workbook (.xlsx)"),
+              ("ppt/", "a PowerPoint presentation (.pptx)"))
+
+
+def _what_it_is(data: bytes) -> str | None:
+    """"a Linux program (ELF)", "a PNG image", ... or None when the bytes do not say."""
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except (zipfile.BadZipFile, ValueError, OSError):
+            return "a zip archive"
+        for prefix, what in _ZIP_KINDS:
+            if any(n.startswith(prefix) for n in names):
+                return what
+        return "a zip archive"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((what for magic, what in _SIGNATURES if data.startswith(magic)), None)
 
 
 def _decode_by_bom(data: bytes) -> str | None:
@@ -672,6 +714,12 @@ def _read_docx_blocks(name: str, data: bytes, budget: _Budget) -> list[_DocxBloc
     # reading is inside this try, so a bug of ours is not disguised as a corrupt file.
     except Exception as exc:
         logger.info("%s: python-docx could not read it: %r", name, exc)
+        what = _what_it_is(data)
+        if what and "(.docx)" not in what and what != "a zip archive":
+            raise CorruptFile(
+                name, f"is not a valid .docx file: its bytes are {what}; was it renamed? Upload "
+                "the original file, or open it in a word processor and save it as .docx",
+            ) from exc
         raise CorruptFile(
             name,
             f"is not a valid .docx file ({_describe(exc)}); if it is an old .doc file or was "
@@ -700,7 +748,7 @@ def _docx_heading_level(style: str | None) -> int | None:
 def _parse_pdf(name: str, data: bytes, budget: _Budget) -> list[Section]:
     sections = []
     for number, text in enumerate(_read_pdf_pages(name, data, budget), start=1):
-        text = _normalise(text)
+        text = _reflow(_normalise(text))
         if text:
             sections.append(Section(text=text, page=number))
     if not sections:
@@ -708,6 +756,39 @@ def _parse_pdf(name: str, data: bytes, budget: _Budget) -> list[Section]:
             name, "has no extractable text: it looks scanned (images only); run OCR on it first"
         )
     return sections
+
+
+# A line at least this share of a page's full line length was wrapped by the layout, not ended
+# by the author; a line starting like a list item begins a new line whatever came before.
+_FULL_LINE_SHARE = 0.8
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•·▪‣◦]|\d{1,3}[.)]|[a-z][.)])\s")
+
+
+def _reflow(text: str) -> str:
+    """Join the lines of a PDF page that the layout wrapped inside a paragraph.
+
+    pypdf gives a page's text line by line as laid out, so a paragraph comes back cut at
+    every line's end ("... The quick\nbrown fox ..."): a citation reads badly, and a
+    sentence split across lines looks like two to the chunker. A line as long as the page's
+    full lines continues on the next; a shorter line ends its paragraph (a heading, the
+    last line of a paragraph, a list item) and keeps its break. A line ending in a hyphen is
+    joined without a space. pypdf gives no sign of the gap between paragraphs, so one whose
+    last line happens to be full runs on into the next (as it ran on before, on its own line)."""
+    lines = text.split("\n")
+    lengths = sorted(len(line) for line in lines if line.strip())
+    if len(lengths) < 3:
+        return text
+    full = lengths[int(0.9 * (len(lengths) - 1))]
+    out: list[str] = []
+    joined = False  # whether the next line continues the last one in out
+    for line in lines:
+        if joined and line.strip() and not _LIST_ITEM.match(line):
+            sep = "" if out[-1].endswith("-") else " "
+            out[-1] = out[-1] + sep + line.strip()
+        else:
+            out.append(line)
+        joined = bool(line.strip()) and len(line) >= _FULL_LINE_SHARE * full
+    return "\n".join(out)
 
 
 def _read_pdf_pages(name: str, data: bytes, budget: _Budget) -> list[str]:
@@ -733,6 +814,13 @@ def _read_pdf_pages(name: str, data: bytes, budget: _Budget) -> list[str]:
 
 
 def _open_pdf(name: str, data: bytes) -> PdfReader:
+    # A PDF's header may follow some junk, but within its first kilobyte.
+    what = _what_it_is(data)
+    if b"%PDF-" not in data[:1024] and what:
+        raise CorruptFile(
+            name, f"is not a readable PDF: its bytes are {what}, not a PDF; was it renamed? "
+            "Upload the original file, or convert it to PDF first",
+        )
     try:
         reader = PdfReader(io.BytesIO(data))
         encrypted = reader.is_encrypted

@@ -9,6 +9,20 @@ conversations and feedback; ``admin`` also uploads shared documents, exports the
 trains, evaluates and activates versions, and manages users. What each role may do is
 :data:`ADMIN_ACTIONS`, checked by :func:`require` in the UI and the CLI alike.
 
+Whether login is on is kept in the database once an admin exists and login was turned on
+(``ASSISTANT_AUTH=password`` in any process, or ``assistant users login on``): from then on
+every process enforces it whatever its own environment, and only an admin turns it off.
+
+Failed logins are recorded in the database, so that every process (app servers, the CLI)
+counts them together: MAX_FAILURES for one name from one client within WINDOW_S lock that
+name on that client only (the user can still log in from elsewhere), and
+MAX_CLIENT_FAILURES from one client, whatever the names, lock that client. An admin sees
+and clears the locks (``assistant users locks`` / ``unlock``).
+
+A browser login lasts across reloads through a session: a random token kept by the browser
+(an HttpOnly cookie), of which the database stores only the SHA-256, with an expiry. It is
+revoked at logout and when the user's password, role or state changes.
+
 Processes the app starts for a logged-in admin (a training run from the Models page) get
 a short-lived token instead of a password: an HMAC of the user's name and an expiry,
 keyed by a secret file in the data directory (``auth_secret``, mode 0600).
@@ -21,19 +35,18 @@ import hmac
 import os
 import re
 import secrets
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from assistant.errors import AssistantError
 from assistant.storage.db import Database
+from assistant.storage.schema import AppSetting, LoginFailure, LoginSession
 from assistant.storage.schema import User as UserRow
 
 ROLES = ("user", "admin")
@@ -50,8 +63,14 @@ ADMIN_ACTIONS = {
 }
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-#: Failed logins of one name within WINDOW_S before further tries wait out the window.
+#: Failed logins of one name from one client within WINDOW_S before that client's further
+#: tries for the name wait out the window.
 MAX_FAILURES, WINDOW_S = 5, 300.0
+#: Failed logins from one client, whatever the names, before the client waits out the window.
+MAX_CLIENT_FAILURES = 20
+#: How long a browser login lasts without logging in again.
+SESSION_TTL = timedelta(days=7)
+LOGIN_SETTING = "login"
 TOKEN_ENV = "ASSISTANT_AUTH_TOKEN"
 
 _hasher = PasswordHasher()
@@ -69,9 +88,12 @@ class LoginFailed(AuthError):
 
 
 class TooManyAttempts(AuthError):
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, client: bool = False) -> None:
+        self.wait_s = wait_s
+        who = "from this client" if client else "for this user from this client"
         super().__init__(
-            f"Too many failed logins for this user: try again in {max(1, round(wait_s))} s."
+            f"Too many failed logins {who}: try again in {max(1, round(wait_s))} s "
+            "(or ask an admin: `assistant users unlock`)."
         )
 
 
@@ -86,13 +108,23 @@ class NotAllowed(AuthError):
 class LoginRequired(AuthError):
     def __init__(self) -> None:
         super().__init__(
-            "Login is on (ASSISTANT_AUTH=password): give --user NAME (or ASSISTANT_USER) and "
-            "the password (prompted, or ASSISTANT_PASSWORD)."
+            "Login is on (recorded in the database, whatever ASSISTANT_AUTH says): give "
+            "--user NAME (or ASSISTANT_USER) and the password (prompted, or ASSISTANT_PASSWORD)."
         )
 
 
 class UserError(AuthError):
     """A user could not be added or changed (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A name locked on one client, or a whole client (``name`` None)."""
+
+    name: str | None
+    client: str
+    failures: int
+    wait_s: float
 
 
 @dataclass(frozen=True)
@@ -134,8 +166,43 @@ def check_password(password: str) -> None:
 class UserStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+
+    # -- login on or off (in the database, shared by every process) -------------------------
+    def login_recorded(self) -> bool:
+        with self.db.read() as s:
+            row = s.get(AppSetting, LOGIN_SETTING)
+            return row is not None and row.value == "on"
+
+    def login_enabled(self, configured: str = "off") -> bool:
+        """Whether login is on: recorded in the database, or asked for by this process's
+        configuration (``configured``: ``Settings.auth``). The latter is recorded once an
+        admin exists, so that no other environment can switch it off again."""
+        if self.login_recorded():
+            return True
+        if configured == "off":
+            return False
+        if self._admin_exists():
+            self.set_login(True)
+        return True
+
+    def set_login(self, on: bool) -> None:
+        """Record login on or off. Turning it on needs an active admin (or nobody could log
+        in); callers check that the one turning it off is an admin."""
+        if on and not self._admin_exists():
+            raise UserError("Add an admin first (`assistant users add NAME --role admin`): "
+                            "with login on and no admin, nobody could manage the users.")
+        with self.db.write() as s:
+            row = s.get(AppSetting, LOGIN_SETTING)
+            if row is None:
+                s.add(AppSetting(key=LOGIN_SETTING, value="on" if on else "off"))
+            else:
+                row.value = "on" if on else "off"
+
+    def _admin_exists(self) -> bool:
+        with self.db.read() as s:
+            return bool(s.scalar(select(func.count()).select_from(UserRow).where(
+                UserRow.role == "admin", UserRow.disabled.is_(False)
+            )))
 
     def count(self) -> int:
         with self.db.read() as s:
@@ -174,7 +241,9 @@ class UserStore:
         check_password(password)
         hashed = _hasher.hash(password)
         with self.db.write() as s:
-            self._row(s, name).password_hash = hashed
+            row = self._row(s, name)
+            row.password_hash = hashed
+            _revoke_all(s, row.id)
 
     def set_role(self, name: str, role: str) -> User:
         if role not in ROLES:
@@ -183,6 +252,8 @@ class UserStore:
             row = self._row(s, name)
             if row.role == "admin" and role != "admin":
                 self._keep_an_admin(s, row)
+            if row.role != role:
+                _revoke_all(s, row.id)
             row.role = role
             return _user(row)
 
@@ -191,15 +262,20 @@ class UserStore:
             row = self._row(s, name)
             if disabled and row.role == "admin":
                 self._keep_an_admin(s, row)
+            if disabled:
+                _revoke_all(s, row.id)
             row.disabled = disabled
             return _user(row)
 
-    def authenticate(self, name: str, password: str) -> User:
+    def authenticate(self, name: str, password: str, client: str = "local") -> User:
         """The user, if the password is theirs and they are not disabled. Wrong names and
-        wrong passwords fail alike (same message, same argon2 cost); a name with
-        MAX_FAILURES failures in WINDOW_S seconds is refused until the oldest expires."""
-        key = name.lower()
-        self._check_throttle(key)
+        wrong passwords fail alike (same message, same argon2 cost). ``client`` is where the
+        attempt comes from (the browser's address, or the CLI's account): MAX_FAILURES
+        failures for a name from one client within WINDOW_S seconds, or MAX_CLIENT_FAILURES
+        from the client for any names, refuse that client until the oldest expires."""
+        key = name.lower()[:64]
+        client = client[:200]
+        self._check_throttle(key, client)
         with self.db.read() as s:
             row = s.scalar(select(UserRow).where(func.lower(UserRow.name) == key))
             stored = row.password_hash if row is not None else _DUMMY_HASH
@@ -209,24 +285,98 @@ class UserStore:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok:
-            with self._lock:
-                self._failures.setdefault(key, deque()).append(time.monotonic())
+            now = _now()
+            with self.db.write() as s:
+                s.execute(delete(LoginFailure).where(LoginFailure.at < now - WINDOW_S))
+                s.add(LoginFailure(name=key, client=client, at=now))
             raise LoginFailed()
-        with self._lock:
-            self._failures.pop(key, None)
+        with self.db.write() as s:
+            s.execute(delete(LoginFailure).where(
+                LoginFailure.name == key, LoginFailure.client == client))
         if _hasher.check_needs_rehash(stored):
             with self.db.write() as s:
                 self._row(s, row.name).password_hash = _hasher.hash(password)
         return _user(row)
 
-    def _check_throttle(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            times = self._failures.get(key)
-            while times and now - times[0] > WINDOW_S:
-                times.popleft()
-            if times and len(times) >= MAX_FAILURES:
-                raise TooManyAttempts(WINDOW_S - (now - times[0]))
+    def _check_throttle(self, key: str, client: str) -> None:
+        since = _now() - WINDOW_S
+        recent = (LoginFailure.client == client) & (LoginFailure.at > since)
+        with self.db.read() as s:
+            count, oldest = s.execute(
+                select(func.count(), func.min(LoginFailure.at)).where(recent)
+            ).one()
+            if count >= MAX_CLIENT_FAILURES:
+                raise TooManyAttempts(oldest - since, client=True)
+            count, oldest = s.execute(
+                select(func.count(), func.min(LoginFailure.at)).where(
+                    recent, LoginFailure.name == key)
+            ).one()
+            if count >= MAX_FAILURES:
+                raise TooManyAttempts(oldest - since)
+
+    def locks(self) -> list[Lock]:
+        """Names locked on a client, and clients locked as a whole, right now."""
+        since = _now() - WINDOW_S
+        out: list[Lock] = []
+        with self.db.read() as s:
+            for client, count, oldest in s.execute(
+                select(LoginFailure.client, func.count(), func.min(LoginFailure.at))
+                .where(LoginFailure.at > since).group_by(LoginFailure.client)
+                .having(func.count() >= MAX_CLIENT_FAILURES)
+            ):
+                out.append(Lock(None, client, count, oldest - since))
+            for name, client, count, oldest in s.execute(
+                select(LoginFailure.name, LoginFailure.client, func.count(),
+                       func.min(LoginFailure.at))
+                .where(LoginFailure.at > since)
+                .group_by(LoginFailure.name, LoginFailure.client)
+                .having(func.count() >= MAX_FAILURES)
+            ):
+                out.append(Lock(name, client, count, oldest - since))
+        return out
+
+    def unlock(self, name: str | None = None, client: str | None = None) -> int:
+        """Forget the failed logins of ``name`` (on every client) and/or of ``client``;
+        returns how many were forgotten."""
+        if name is None and client is None:
+            raise UserError("Name the user or the client to unlock.")
+        cond = []
+        if name is not None:
+            cond.append(LoginFailure.name == name.lower())
+        if client is not None:
+            cond.append(LoginFailure.client == client)
+        with self.db.write() as s:
+            return s.execute(delete(LoginFailure).where(*cond)).rowcount or 0
+
+    # -- browser sessions -------------------------------------------------------------------
+    def start_session(self, user: User, ttl: timedelta = SESSION_TTL) -> str:
+        """A new random session token for ``user`` (only its hash is stored)."""
+        token = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self.db.write() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+            s.add(LoginSession(token_hash=_token_hash(token), user_id=user.id,
+                               created_at=now, expires_at=now + ttl))
+        return token
+
+    def session_user(self, token: str | None) -> User | None:
+        """The user of a live session, or None (unknown, expired or revoked token, or a
+        disabled user)."""
+        if not token:
+            return None
+        with self.db.read() as s:
+            row = s.scalar(select(LoginSession).where(
+                LoginSession.token_hash == _token_hash(token)))
+            if row is None or row.expires_at <= datetime.now(UTC):
+                return None
+            user = s.get(UserRow, row.user_id)
+            return None if user is None or user.disabled else _user(user)
+
+    def end_session(self, token: str | None) -> None:
+        if token:
+            with self.db.write() as s:
+                s.execute(delete(LoginSession).where(
+                    LoginSession.token_hash == _token_hash(token)))
 
     @staticmethod
     def _row(s, name: str) -> UserRow:  # noqa: ANN001
@@ -244,6 +394,19 @@ class UserStore:
         )
         if not others:
             raise UserError(f"{row.name} is the last admin: make another user admin first.")
+
+
+def _now() -> float:
+    """Seconds since the epoch: failed logins are compared across processes."""
+    return time.time()
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _revoke_all(s, user_id: int) -> None:  # noqa: ANN001
+    s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
 
 
 # -- tokens for processes the app starts -------------------------------------------------

@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from assistant import atomic
+from assistant.permissions import FILE_MODE, loose_paths, tighten
 from assistant.config import Settings
 from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose
 from assistant.errors import AssistantError
@@ -129,8 +130,11 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
     stage.mkdir()
     try:
         manifest = _fill(settings, db_file, stage)
+        # A backup holds every conversation and password hash: private, whatever the modes
+        # of the files it copied (shutil copies those along).
+        tighten(loose_paths(stage))
         if archive:
-            atomic.write_file(dest, lambda tmp: _tar(stage, tmp))
+            atomic.write_file(dest, lambda tmp: (_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
             shutil.rmtree(stage)
         else:
             atomic.fsync_tree(stage)

@@ -17,6 +17,8 @@ from assistant.cli_auth import login, needs
 from assistant.config import get_settings
 from assistant.errors import AssistantError
 from assistant.plugins import COMMANDS_GROUP, register_commands
+from assistant.permissions import private_umask
+from assistant.words import clean_text
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /new  start a new conversation   /list  list conversations
@@ -58,6 +60,7 @@ def main(verbose: int, user: str | None) -> None:
     Settings come from ASSISTANT_* environment variables (ASSISTANT_MODEL,
     ASSISTANT_DATA_DIR, ASSISTANT_DATABASE_URL, ...); see the README.
     """
+    private_umask()  # the data, backups and exports written from here are the owner's only
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
@@ -168,6 +171,11 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
         except KeyboardInterrupt:
             click.echo()
             return
+        except UnicodeDecodeError as err:
+            click.echo(f"Error: that line is not valid text ({err.encoding}: {err.reason}); "
+                       "type it again.", err=True)
+            continue
+        line = clean_text(line)  # invalid UTF-8 let through by surrogateescape
         cmd, _, arg = line.strip().partition(" ")
         try:
             if cmd in ("/quit", "/exit"):

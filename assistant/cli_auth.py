@@ -2,10 +2,15 @@
 
     assistant users add NAME [--role admin]    # the first user needs no login: an admin
     assistant users list | set-role NAME ROLE | disable NAME | enable NAME | passwd [NAME]
+    assistant users login on|off               # off: admins only
+    assistant users locks | unlock [NAME] [--client CLIENT]
     assistant --user alice train dpo          # the password is prompted (or ASSISTANT_PASSWORD)
 
 Commands that need a role are decorated with :func:`needs`. With login off everything is
-allowed, as in the UI. The CLI runs where the data files are: the operating system's
+allowed, as in the UI. Whether login is on is read from the database (where it is recorded
+once an admin exists), not only from ASSISTANT_AUTH: a caller cannot switch it off by
+leaving that variable out. Failed logins count as in the app, per name and per client
+(here the client is the local account: ``cli:NAME``). The CLI runs where the data files are: the operating system's
 permissions on the data directory are what guard the files themselves (``doctor``,
 ``backup`` and ``restore`` work on files and are not behind the login, so that a broken
 database can still be repaired).
@@ -14,6 +19,7 @@ database can still be repaired).
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import sys
 
@@ -71,15 +77,23 @@ def login(action: str | None = None) -> User | None:
 
 def _authenticate(name: str | None) -> User | None:
     settings = get_settings()
-    if settings.auth == "off":
-        return None
     users = _users()
+    if not users.login_enabled(settings.auth):
+        return None
     token = os.environ.get(TOKEN_ENV)
     if token:
         return verify_token(settings.data_dir, users, token)
     if not name:
         raise LoginRequired()
-    return users.authenticate(name, _password())
+    return users.authenticate(name, _password(), client=cli_client())
+
+
+def cli_client() -> str:
+    """Where a CLI login comes from, for throttling: the local account."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid {os.getuid()}"
 
 
 def needs(action: str | None = None):  # noqa: ANN201
@@ -118,8 +132,49 @@ def users_add(name: str, role: str) -> None:
     password = _new_password(name)
     user = store.add(name, password, role)
     click.echo(f"Added {user.role} {user.name}.")
-    if get_settings().auth == "off":
-        click.echo("Login is off: set ASSISTANT_AUTH=password to require it.", err=True)
+    if not store.login_enabled(get_settings().auth):
+        click.echo("Login is off: turn it on with `assistant users login on` (or "
+                   "ASSISTANT_AUTH=password).", err=True)
+
+
+@users.command("login")
+@click.argument("state", type=click.Choice(["on", "off"]))
+def users_login(state: str) -> None:
+    """Turn login on or off for every process on this data (recorded in the database).
+    Turning it off needs an admin's login."""
+    store = _users()
+    if state == "off":
+        if store.login_enabled(get_settings().auth):
+            login("manage users")
+        store.set_login(False)
+        click.echo("Login is off: everyone with access to the app can do everything."
+                   + (" ASSISTANT_AUTH=password still asks for it in this environment."
+                      if get_settings().auth != "off" else ""))
+        return
+    store.set_login(True)
+    click.echo("Login is on, for the app and the CLI, whatever ASSISTANT_AUTH says.")
+
+
+@users.command("locks")
+@needs("manage users")
+def users_locks() -> None:
+    """Names and clients locked by failed logins right now."""
+    locks = _users().locks()
+    if not locks:
+        click.echo("No locks.")
+    for lock in locks:
+        who = f"{lock.name} from {lock.client}" if lock.name else f"client {lock.client}"
+        click.echo(f"{who}: {lock.failures} failed logins, unlocks in {round(lock.wait_s)} s")
+
+
+@users.command("unlock")
+@click.argument("name", required=False)
+@click.option("--client", help="Unlock this client (as shown by `assistant users locks`).")
+@needs("manage users")
+def users_unlock(name: str | None, client: str | None) -> None:
+    """Forget the failed logins of NAME (on every client) and/or of --client."""
+    n = _users().unlock(name, client)
+    click.echo(f"Unlocked: {n} failed login(s) forgotten.")
 
 
 @users.command("list")

@@ -26,6 +26,34 @@ class GenerationDefaults(BaseModel):
     system_prompt: str = "You are a helpful assistant. Answer concisely and truthfully."
 
 
+class ParseLimits(BaseModel):
+    """Budgets every uploaded file is parsed under: a file over any of them is refused with a
+    message naming it. Checked while the file is read, so a small file that expands (a zip
+    bomb, a million-column row) is stopped early; parsing runs in a child process with an
+    address-space and CPU limit, so that a parser bug cannot take the app down."""
+
+    max_text_chars: int = Field(
+        20_000_000, ge=1, description="Longest text extracted from one file, in characters."
+    )
+    max_decompressed_mb: float = Field(
+        200.0, gt=0, description="Largest unpacked size of a compressed file (.docx), in MB."
+    )
+    max_columns: int = Field(2_000, ge=1, description="Widest table row (CSV, DOCX).")
+    max_cells: int = Field(5_000_000, ge=1, description="Most table cells in one file.")
+    max_elements: int = Field(
+        500_000, ge=1, description="Most markup elements (HTML, DOCX XML) or JSON values."
+    )
+    max_nesting: int = Field(200, ge=1, description="Deepest nesting of JSON values.")
+    max_seconds: float = Field(120.0, gt=0, description="Longest time to parse one file.")
+    max_memory_mb: int = Field(
+        1536, ge=256, description="Address-space limit of the parsing process, in MB."
+    )
+    isolate: bool = Field(
+        True, description="Parse in a child process under the memory and CPU limits "
+        "(where the operating system has them)."
+    )
+
+
 class RetrievalSettings(BaseModel):
     """Documents: parsing limits, chunking, embedding, the FAISS index and retrieval."""
 
@@ -44,6 +72,7 @@ class RetrievalSettings(BaseModel):
         "flat", description="flat: exact search; hnsw / ivf: approximate, for large corpora."
     )
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted, in MB.")
+    parse: ParseLimits = ParseLimits()
 
 
 class LlamaCppSettings(BaseModel):

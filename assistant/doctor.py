@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,7 @@ from assistant.atomic import parse_temp_name
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
 from assistant.processes import pid_alive
+from assistant.permissions import loose_paths, tighten
 from assistant.storage.db import Database
 from assistant.versions import BASE_VERSION
 
@@ -53,7 +55,7 @@ REPAIRED: Status = "repaired"
 
 #: Checks in the order they run (each gives at most one finding).
 CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
-          "active", "runs", "temp")
+          "active", "runs", "temp", "permissions")
 
 #: Reason recorded on an activation that the doctor makes.
 DOCTOR_REASON = "doctor"
@@ -172,6 +174,7 @@ class _Doctor:
                 self.db.dispose()
         self._runs()
         self._temp()
+        self._permissions()
 
     # -- database --------------------------------------------------------------------------
     def _open_database(self) -> bool:
@@ -574,6 +577,35 @@ class _Doctor:
         else:
             status = REPAIRED if cleaned else OK
         r.add("temp", status, "; ".join(parts), items)
+
+    def _permissions(self) -> None:
+        """The data folder and the database (with everything beside it) are private: every
+        conversation and password hash is in there, and backup / restore / doctor need no
+        login, so the file modes are what keeps other local accounts out."""
+        r = self.report
+        roots = [Path(self.settings.data_dir)]
+        if self.db_file is not None and not self.db_file.resolve().is_relative_to(
+            roots[0].resolve()
+        ):
+            roots += sorted(self.db_file.parent.glob(self.db_file.name + "*"))
+        loose = [p for root in roots for p in loose_paths(root)]
+        items = [f"{p} ({stat.filemode(p.lstat().st_mode)})" for p in loose]
+        if not loose:
+            r.add("permissions", OK, "the data folder and the database are private to their owner")
+            return
+        if not self.repair:
+            r.add("permissions", PROBLEM, f"{len(loose)} file(s) or folder(s) other local accounts "
+                  "may read: `assistant doctor --repair` makes folders 0700 and files 0600",
+                  items)
+            return
+        done, failed = tighten(loose)
+        if failed:
+            r.add("permissions", PROBLEM, f"made {len(done)} private; could not change "
+                  f"{len(failed)} (run it as their owner, or chmod them by hand)",
+                  [f"{p}: {why}" for p, why in failed])
+            return
+        r.add("permissions", REPAIRED, f"made {len(done)} file(s) or folder(s) private to their "
+              "owner (folders 0700, files 0600)", items)
 
     def _temp_places(self) -> list[tuple[Path, int, bool]]:
         """(folder, depth, mkstemp names too) to look in."""

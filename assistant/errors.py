@@ -141,6 +141,20 @@ class NoExtractableText(DocumentError):
     pass
 
 
+class OverBudget(DocumentError):
+    """A file over one of the parsing budgets (``ASSISTANT_RETRIEVAL__PARSE__*``): refused
+    before it could use up the machine's memory or time."""
+
+    def __init__(self, filename: str, found: str, budget: str, setting: str) -> None:
+        self.found, self.limit, self.budget = found, budget, setting
+        super().__init__(
+            filename,
+            f"refused: {found}, over the parsing budget of {budget} "
+            f"(ASSISTANT_RETRIEVAL__PARSE__{setting.upper()}); split the file, or raise the "
+            "budget if you trust it",
+        )
+
+
 class DocumentNotFound(AssistantError):
     def __init__(self, document_id: int) -> None:
         super().__init__(f"Document {document_id} does not exist (deleted?).")

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from assistant.chunking import chunk_sections
 from assistant.config import RetrievalSettings
 from assistant.embedding import Embedder
@@ -26,7 +28,8 @@ from assistant.errors import DocumentError, DocumentTooLarge, EmptyFile, NoExtra
 from assistant.index import VectorIndex
 # Re-exported for callers that start the library (bootstrap).
 from assistant.index_sync import sync_index  # noqa: F401
-from assistant.parsing import SUPPORTED_SUFFIXES, parse_document, safe_filename
+from assistant.parse_worker import parse_isolated
+from assistant.parsing import SUPPORTED_SUFFIXES, safe_filename
 from assistant.storage.documents import DocumentStore, StoredDocument
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ class Ingestor:
         if existing is not None:
             return IngestResult(name, "duplicate", document=existing)
 
-        parsed = parse_document(name, data)
+        parsed = parse_isolated(name, data, self.settings.parse)
         chunks = chunk_sections(
             parsed.sections,
             self.embedder.count_tokens,
@@ -142,12 +145,24 @@ class Ingestor:
             raise NoExtractableText(name, "contains no extractable text")
         vectors = self.embedder.encode([c.text for c in chunks])
         previous = self.store.find_by_name(parsed.name)
+        try:
+            return self._store(name, parsed, digest, len(data), chunks, vectors, previous)
+        except IntegrityError:
+            # Another process (a second `assistant ingest` of the same folder, an upload in
+            # the app) stored the same content between our check and our write.
+            existing = self.store.find_by_hash(digest)
+            if existing is None:
+                raise
+            log.info("%s was stored meanwhile by another process: skipped", name)
+            return IngestResult(name, "duplicate", document=existing)
+
+    def _store(self, name, parsed, digest, size, chunks, vectors, previous) -> IngestResult:  # noqa: ANN001
         with self.index.sync_lock:
             change = self.store.add(
                 name=parsed.name,
                 kind=parsed.kind,
                 content_hash=digest,
-                size_bytes=len(data),
+                size_bytes=size,
                 embed_model=self.embedder.name,
                 chunks=chunks,
                 vectors=vectors,

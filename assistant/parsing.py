@@ -7,7 +7,10 @@ every failure is a :class:`~assistant.errors.DocumentError` naming the file and 
 to do.
 
 The libraries do the format work (pypdf, python-docx, BeautifulSoup, charset_normalizer);
-this module only walks what they return.
+this module only walks what they return, under budgets (:class:`~assistant.config.ParseLimits`:
+text length, unpacked size, table width and cells, markup elements, nesting, time) that are
+checked while the file is read, so that a small hostile file is refused before it expands.
+:mod:`assistant.parse_worker` runs this in a child process with memory and CPU limits.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import io
 import json
 import logging
 import re
+import time
 import unicodedata
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,11 +41,13 @@ from docx.text.paragraph import Paragraph
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
+from assistant.config import ParseLimits
 from assistant.errors import (
     CorruptFile,
     EmptyFile,
     EncryptedFile,
     NoExtractableText,
+    OverBudget,
     UnsupportedFile,
 )
 from assistant.passages import format_location
@@ -118,12 +125,79 @@ def _suffix(safe_name: str) -> str:
     return match.group().lower() if match else ""
 
 
+# -- budgets -----------------------------------------------------------------------------------
+_clock = time.monotonic
+
+
+class _Budget:
+    """What one file may still use; each check raises :class:`OverBudget` naming the budget."""
+
+    def __init__(self, name: str, limits: ParseLimits) -> None:
+        self.name, self.limits = name, limits
+        self.deadline = _clock() + limits.max_seconds
+        self.chars = 0
+        self.cells = 0
+
+    def tick(self) -> None:
+        """Called often in every loop: stop when the time budget is spent."""
+        if _clock() > self.deadline:
+            raise OverBudget(
+                self.name, f"parsing took longer than {self.limits.max_seconds:g} s",
+                f"{self.limits.max_seconds:g} s", "max_seconds",
+            )
+
+    def text(self, chars: int) -> None:
+        self.chars += chars
+        if self.chars > self.limits.max_text_chars:
+            raise OverBudget(
+                self.name, f"it holds more than {self.limits.max_text_chars:,} characters of text",
+                f"{self.limits.max_text_chars:,} characters", "max_text_chars",
+            )
+
+    def row(self, columns: int) -> None:
+        if columns > self.limits.max_columns:
+            raise OverBudget(
+                self.name, f"a table row has {columns:,} columns",
+                f"{self.limits.max_columns:,} columns", "max_columns",
+            )
+        self.cells += columns
+        if self.cells > self.limits.max_cells:
+            raise OverBudget(
+                self.name, f"its tables have more than {self.limits.max_cells:,} cells",
+                f"{self.limits.max_cells:,} cells", "max_cells",
+            )
+
+    def elements(self, count: int, what: str) -> None:
+        if count > self.limits.max_elements:
+            raise OverBudget(
+                self.name, f"it has about {count:,} {what}",
+                f"{self.limits.max_elements:,} elements", "max_elements",
+            )
+
+    def nesting(self, depth: int | None) -> None:
+        if depth is None or depth > self.limits.max_nesting:
+            found = f"{depth:,} levels" if depth is not None else "too many levels"
+            raise OverBudget(
+                self.name, f"its values are nested {found} deep",
+                f"{self.limits.max_nesting:,} levels", "max_nesting",
+            )
+
+    def unpacked(self, size: int) -> None:
+        limit = int(self.limits.max_decompressed_mb * 1024 * 1024)
+        if size > limit:
+            raise OverBudget(
+                self.name, f"it unpacks to more than {size / 1024 / 1024:,.0f} MB",
+                f"{self.limits.max_decompressed_mb:g} MB unpacked", "max_decompressed_mb",
+            )
+
+
 # -- entry point -------------------------------------------------------------------------------
-def parse_document(name: str, data: bytes) -> ParsedDocument:
-    """Parse one uploaded file into sections.
+def parse_document(name: str, data: bytes, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse one uploaded file into sections, within ``limits`` (default: the defaults).
 
     Raises a :class:`~assistant.errors.DocumentError` subclass, named by the safe filename,
-    when the file cannot be used: unsupported type, empty, corrupt, encrypted, no text.
+    when the file cannot be used: unsupported type, empty, corrupt, encrypted, no text, or
+    over a budget (:class:`~assistant.errors.OverBudget`).
     """
     safe = safe_filename(name)
     suffix = _suffix(safe)
@@ -136,19 +210,55 @@ def parse_document(name: str, data: bytes) -> ParsedDocument:
     if not data:
         raise EmptyFile(safe, "the file is empty (0 bytes); check that you picked the right file")
 
+    budget = _Budget(safe, limits or ParseLimits())
     if kind in _BINARY_PARSERS:
-        sections = _BINARY_PARSERS[kind](safe, data)
+        sections = _BINARY_PARSERS[kind](safe, data, budget)
     else:
         text = _decode_text(safe, data)
+        budget.text(len(text))
         if not text.strip():
             raise EmptyFile(safe, "contains no text (only whitespace)")
-        sections = _TEXT_PARSERS[kind](safe, text)
+        sections = _TEXT_PARSERS[kind](safe, text, budget)
 
+    sections, longest = _leave_out_data(sections)
     sections = [s for s in sections if s.text.strip()]
+    if not sections and longest:
+        raise NoExtractableText(
+            safe, f"holds encoded data, not text (a run of {longest:,} letters and digits "
+            "without a space: base64, hex or similar); decode it and upload the result",
+        )
     if not sections:
         raise NoExtractableText(safe, "contains no extractable text")
     logger.debug("parsed %s as %s: %d sections", safe, kind, len(sections))
     return ParsedDocument(name=safe, kind=kind, sections=sections)
+
+
+# -- encoded data ------------------------------------------------------------------------------
+# A run this long of base64 / hex characters is data (an inline image, a key, a blob pasted
+# into a file), never words. Left in, it costs the most of anything: the embedding model's
+# WordPiece tokenizer reads random letters at about 90 KB/s (50 times slower than prose),
+# chunking and embedding tokenize it several times over, and it becomes thousands of chunks
+# of noise (a 4 MB blob took over 200 s).
+DATA_RUN_CHARS = 1000
+_DATA_RUN = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % DATA_RUN_CHARS)
+DATA_MARK = "[encoded data left out]"
+
+
+def _leave_out_data(sections: list[Section]) -> tuple[list[Section], int]:
+    """Sections with each run of encoded data replaced by :data:`DATA_MARK` (a section left
+    with nothing else is dropped), and the length of the longest run (0: none)."""
+    longest = 0
+    out = []
+    for section in sections:
+        runs = [len(m) for m in _DATA_RUN.findall(section.text)] if len(section.text) >= DATA_RUN_CHARS else []
+        if not runs:
+            out.append(section)
+            continue
+        longest = max(longest, *runs)
+        text = _DATA_RUN.sub(DATA_MARK, section.text)
+        if text.replace(DATA_MARK, "").strip():
+            out.append(Section(text, section.page, section.heading))
+    return out, longest
 
 
 # -- text normalisation ------------------------------------------------------------------------
@@ -239,20 +349,62 @@ def _decode_text(name: str, data: bytes) -> str:
             # UTF-8 and single-byte text never contain NUL; UTF-16 has one in most code units.
             text = _decode_bomless_utf16(head, data)
             if text is None:
-                raise _binary(name)
+                raise _binary(name, data)
         else:
             text = _decode_utf8_or_detect(data)
     if text is None or _looks_binary(text):
-        raise _binary(name)
+        raise _binary(name, data)
     return text
 
 
-def _binary(name: str) -> CorruptFile:
+def _binary(name: str, data: bytes = b"") -> CorruptFile:
+    what = _what_it_is(data)
     return CorruptFile(
         name,
-        "looks like a binary file, not text; was it renamed from another format? "
-        "Upload the original file (or export it as text first)",
+        "looks like a binary file, not text"
+        + (f" (its bytes are {what})" if what else "")
+        + "; was it renamed from another format? Upload the original file (or export it as "
+        "text first)",
     )
+
+
+# What a file's first bytes say it is, for a file whose name says otherwise. Only formats
+# whose signature cannot begin ordinary text.
+_SIGNATURES = (
+    (b"\x7fELF", "a Linux program (ELF)"),
+    (b"MZ", "a Windows program (EXE or DLL)"),
+    (b"\xcf\xfa\xed\xfe", "a macOS program (Mach-O)"),
+    (b"\xce\xfa\xed\xfe", "a macOS program (Mach-O)"),
+    (b"\xca\xfe\xba\xbe", "a macOS program or a Java class"),
+    (b"%PDF-", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office document (.doc, .xls or .ppt)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x00asm", "a WebAssembly program"),
+)
+_ZIP_KINDS = (("word/", "a Word document (.docx)"), ("xl/", "an Excel workbook (.xlsx)"),
+              ("ppt/", "a PowerPoint presentation (.pptx)"))
+
+
+def _what_it_is(data: bytes) -> str | None:
+    """"a Linux program (ELF)", "a PNG image", ... or None when the bytes do not say."""
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except (zipfile.BadZipFile, ValueError, OSError):
+            return "a zip archive"
+        for prefix, what in _ZIP_KINDS:
+            if any(n.startswith(prefix) for n in names):
+                return what
+        return "a zip archive"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((what for magic, what in _SIGNATURES if data.startswith(magic)), None)
 
 
 def _decode_by_bom(data: bytes) -> str | None:
@@ -314,11 +466,30 @@ def _looks_binary(text: str) -> bool:
 
 
 # -- plain text, CSV, JSON ---------------------------------------------------------------------
-def _parse_text(name: str, text: str) -> list[Section]:
+def _parse_text(name: str, text: str, budget: _Budget) -> list[Section]:
     return [Section(_normalise(text, keep_indent=True))]
 
 
-def _parse_json(name: str, text: str) -> list[Section]:
+# Any of these may separate a CSV file's columns; counting them all over-counts a row's width
+# only where a quoted cell holds them, which is rare in a row near the budget.
+_CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _parse_csv(name: str, text: str, budget: _Budget) -> list[Section]:
+    """Rows stay lines (splitting cells would lose nothing a reader needs), once the table
+    is known to fit the width and cell budgets: a row is measured before anything is built
+    from it."""
+    for number, line in enumerate(text.splitlines()):
+        if number % 4096 == 0:
+            budget.tick()
+        budget.row(max(line.count(d) for d in _CSV_DELIMITERS) + 1)
+    return _parse_text(name, text, budget)
+
+
+def _parse_json(name: str, text: str, budget: _Budget) -> list[Section]:
+    # Counted before json builds anything: each value costs tens of bytes once loaded. Commas
+    # inside strings count too, which errs on the safe side.
+    budget.elements(text.count(",") + text.count("[") + text.count("{"), "JSON values")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -327,11 +498,27 @@ def _parse_json(name: str, text: str) -> list[Section]:
             f"is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
             "fix it, or rename it to .txt to upload it as plain text",
         ) from exc
-    except RecursionError as exc:
-        raise CorruptFile(name, "is not usable JSON: it is nested too deeply") from exc
+    except RecursionError:
+        budget.nesting(None)
+        raise  # unreachable: nesting(None) always raises
+    budget.nesting(_json_depth(obj))
     # Pretty-printing puts one value per line, which chunks and reads far better than the
     # (often single-line) original; already normalised, so no _normalise() here.
     return [Section(json.dumps(obj, indent=2, ensure_ascii=False))]
+
+
+def _json_depth(obj: object) -> int:
+    """How deep containers nest (iteratively: a hostile file must not exhaust the stack)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
+    return deepest
 
 
 # -- Markdown ----------------------------------------------------------------------------------
@@ -341,10 +528,12 @@ _ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 
 
-def _parse_markdown(name: str, text: str) -> list[Section]:
+def _parse_markdown(name: str, text: str, budget: _Budget) -> list[Section]:
     builder = _SectionBuilder(keep_indent=True)
     fence: str | None = None  # the opening fence while inside a fenced code block
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines()):
+        if number % 4096 == 0:
+            budget.tick()
         fence_match = _FENCE.match(line)
         if fence is not None:
             # Only a bare fence of the same character, at least as long, closes the block.
@@ -380,7 +569,10 @@ _HTML_CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _parse_html(name: str, text: str) -> list[Section]:
+def _parse_html(name: str, text: str, budget: _Budget) -> list[Section]:
+    # BeautifulSoup's tree costs about a kilobyte per element: count the tags it would build
+    # (every "<" opens one, except closing tags) before it builds them.
+    budget.elements(text.count("<") - text.count("</"), "HTML elements")
     with warnings.catch_warnings():
         # A short HTML file that looks like a URL or an XHTML file is still parsed right.
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
@@ -393,8 +585,12 @@ def _parse_html(name: str, text: str) -> list[Section]:
     # An explicit stack rather than recursion: hostile pages nest thousands of levels deep.
     # Each entry is (node, closing); a closing entry ends a block element.
     stack: list[tuple[PageElement, bool]] = [(soup, False)]
+    visited = 0
     while stack:
         node, closing = stack.pop()
+        visited += 1
+        if visited % 4096 == 0:
+            budget.tick()
         if closing:
             builder.line_break(2 if node.name in _HTML_PARAGRAPHS else 1)
         elif isinstance(node, NavigableString):
@@ -435,9 +631,10 @@ _DocxBlock = tuple[str | None, str] | list[list[str]]
 _DOCX_HEADING = re.compile(r"heading\s*(\d*)", re.IGNORECASE)
 
 
-def _parse_docx(name: str, data: bytes) -> list[Section]:
+def _parse_docx(name: str, data: bytes, budget: _Budget) -> list[Section]:
     builder = _SectionBuilder()
-    for block in _read_docx_blocks(name, data):
+    _check_docx_parts(name, data, budget)
+    for block in _read_docx_blocks(name, data, budget):
         if isinstance(block, list):
             builder.add("\n".join(" | ".join(row) for row in block if any(row)) + "\n\n")
             continue
@@ -450,23 +647,72 @@ def _parse_docx(name: str, data: bytes) -> list[Section]:
     return builder.finish()
 
 
-def _read_docx_blocks(name: str, data: bytes) -> list[_DocxBlock]:
+_ZIP_READ = 1 << 20
+# The parts python-docx parses into an XML tree; pictures and fonts are only held as bytes.
+_XML_PART = re.compile(r"\.(xml|rels)$", re.IGNORECASE)
+
+
+def _check_docx_parts(name: str, data: bytes, budget: _Budget) -> None:
+    """Refuse a .docx whose parts unpack beyond the budgets, before python-docx unpacks them.
+
+    The sizes in the zip directory bound what zipfile will ever unpack (it stops at the
+    declared size, and a part that would unpack further fails its checksum), so a zip bomb
+    is refused from its directory, without unpacking anything. The XML parts are then read
+    in slices, counting their elements, before any tree is built from them."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # python-docx reports the damage in its own words below
+    budget.unpacked(sum(part.file_size for part in parts))
+    elements = 0
+    for part in parts:
+        if not _XML_PART.search(part.filename):
+            continue
+        try:
+            with archive.open(part) as stream:
+                while piece := stream.read(_ZIP_READ):
+                    elements += piece.count(b"<") - piece.count(b"</")
+                    budget.elements(elements, "XML elements")
+                    budget.tick()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+            return  # damaged or unsupported compression: python-docx says so below
+
+
+def _read_docx_blocks(name: str, data: bytes, budget: _Budget) -> list[_DocxBlock]:
     """Everything python-docx gives us, as plain values; any failure in it is the file's."""
     try:
         document = docx.Document(io.BytesIO(data))
         blocks: list[_DocxBlock] = []
         for item in document.iter_inner_content():
+            budget.tick()
             if isinstance(item, Paragraph):
                 style = item.style
-                blocks.append((style.name if style is not None else None, item.text))
+                text = item.text
+                budget.text(len(text))
+                blocks.append((style.name if style is not None else None, text))
             elif isinstance(item, Table):
-                blocks.append([_docx_row(row.cells) for row in item.rows])
+                rows = []
+                for row in item.rows:
+                    # Measured on the XML before python-docx lays out the row's grid.
+                    budget.row(len(row._tr.tc_lst))
+                    rows.append(_docx_row(row.cells))
+                    budget.text(sum(len(cell) for cell in rows[-1]))
+                blocks.append(rows)
         return blocks
+    except OverBudget:
+        raise
     # python-docx raises whatever zipfile, lxml or its own code hit (BadZipFile, KeyError for a
     # missing part, ValueError for another Office type, XMLSyntaxError...). Only python-docx
     # reading is inside this try, so a bug of ours is not disguised as a corrupt file.
     except Exception as exc:
         logger.info("%s: python-docx could not read it: %r", name, exc)
+        what = _what_it_is(data)
+        if what and "(.docx)" not in what and what != "a zip archive":
+            raise CorruptFile(
+                name, f"is not a valid .docx file: its bytes are {what}; was it renamed? Upload "
+                "the original file, or open it in a word processor and save it as .docx",
+            ) from exc
         raise CorruptFile(
             name,
             f"is not a valid .docx file ({_describe(exc)}); if it is an old .doc file or was "
@@ -492,10 +738,10 @@ def _docx_heading_level(style: str | None) -> int | None:
 
 
 # -- PDF ---------------------------------------------------------------------------------------
-def _parse_pdf(name: str, data: bytes) -> list[Section]:
+def _parse_pdf(name: str, data: bytes, budget: _Budget) -> list[Section]:
     sections = []
-    for number, text in enumerate(_read_pdf_pages(name, data), start=1):
-        text = _normalise(text)
+    for number, text in enumerate(_read_pdf_pages(name, data, budget), start=1):
+        text = _reflow(_normalise(text))
         if text:
             sections.append(Section(text=text, page=number))
     if not sections:
@@ -505,7 +751,40 @@ def _parse_pdf(name: str, data: bytes) -> list[Section]:
     return sections
 
 
-def _read_pdf_pages(name: str, data: bytes) -> list[str]:
+# A line at least this share of a page's full line length was wrapped by the layout, not ended
+# by the author; a line starting like a list item begins a new line whatever came before.
+_FULL_LINE_SHARE = 0.8
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•·▪‣◦]|\d{1,3}[.)]|[a-z][.)])\s")
+
+
+def _reflow(text: str) -> str:
+    """Join the lines of a PDF page that the layout wrapped inside a paragraph.
+
+    pypdf gives a page's text line by line as laid out, so a paragraph comes back cut at
+    every line's end ("... The quick\nbrown fox ..."): a citation reads badly, and a
+    sentence split across lines looks like two to the chunker. A line as long as the page's
+    full lines continues on the next; a shorter line ends its paragraph (a heading, the
+    last line of a paragraph, a list item) and keeps its break. A line ending in a hyphen is
+    joined without a space. pypdf gives no sign of the gap between paragraphs, so one whose
+    last line happens to be full runs on into the next (as it ran on before, on its own line)."""
+    lines = text.split("\n")
+    lengths = sorted(len(line) for line in lines if line.strip())
+    if len(lengths) < 3:
+        return text
+    full = lengths[int(0.9 * (len(lengths) - 1))]
+    out: list[str] = []
+    joined = False  # whether the next line continues the last one in out
+    for line in lines:
+        if joined and line.strip() and not _LIST_ITEM.match(line):
+            sep = "" if out[-1].endswith("-") else " "
+            out[-1] = out[-1] + sep + line.strip()
+        else:
+            out.append(line)
+        joined = bool(line.strip()) and len(line) >= _FULL_LINE_SHARE * full
+    return "\n".join(out)
+
+
+def _read_pdf_pages(name: str, data: bytes, budget: _Budget) -> list[str]:
     """The raw text of every page. Library failures become CorruptFile / EncryptedFile."""
     reader = _open_pdf(name, data)
     pages = []
@@ -516,16 +795,25 @@ def _read_pdf_pages(name: str, data: bytes) -> list[str]:
     except Exception as exc:
         raise _corrupt_pdf(name, exc) from exc
     for index in range(count):
+        budget.tick()
         # pypdf raises anything from PdfReadError to KeyError or zlib.error on damaged
         # content; the try holds only the library call.
         try:
             pages.append(reader.pages[index].extract_text() or "")
         except Exception as exc:
             raise _corrupt_pdf(name, exc, page=index + 1) from exc
+        budget.text(len(pages[-1]))
     return pages
 
 
 def _open_pdf(name: str, data: bytes) -> PdfReader:
+    # A PDF's header may follow some junk, but within its first kilobyte.
+    what = _what_it_is(data)
+    if b"%PDF-" not in data[:1024] and what:
+        raise CorruptFile(
+            name, f"is not a readable PDF: its bytes are {what}, not a PDF; was it renamed? "
+            "Upload the original file, or convert it to PDF first",
+        )
     try:
         reader = PdfReader(io.BytesIO(data))
         encrypted = reader.is_encrypted
@@ -563,14 +851,14 @@ def _describe(exc: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-_TEXT_PARSERS: dict[str, Callable[[str, str], list[Section]]] = {
+_TEXT_PARSERS: dict[str, Callable[[str, str, _Budget], list[Section]]] = {
     "text": _parse_text,
-    "csv": _parse_text,  # rows stay lines; splitting cells would lose nothing a reader needs
+    "csv": _parse_csv,
     "json": _parse_json,
     "markdown": _parse_markdown,
     "html": _parse_html,
 }
-_BINARY_PARSERS: dict[str, Callable[[str, bytes], list[Section]]] = {
+_BINARY_PARSERS: dict[str, Callable[[str, bytes, _Budget], list[Section]]] = {
     "pdf": _parse_pdf,
     "docx": _parse_docx,
 }

@@ -11,6 +11,7 @@ from assistant.embedding import Embedder
 from assistant.index import VectorIndex
 from assistant.index_sync import catch_up
 from assistant.storage.documents import DocumentStore, StoredChunk
+from assistant.words import clean_text
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Retriever:
         mode: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, optionally only from ``document_ids``."""
+        query = clean_text(query)
         k = k or self.settings.top_k
         mode = mode or self.settings.mode
         if not query.strip() or (document_ids is not None and not document_ids):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 
 WORD = re.compile(r"\w+")
+# Lone surrogates: what invalid UTF-8 becomes in Python through the "surrogateescape" error
+# handler (command-line arguments, stdin in the C locale). No tokenizer, database or
+# browser takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Common English function words: they match nearly every chunk, so a lexical query or an
 # attribution that counts them is slow and says little.
@@ -14,6 +18,12 @@ STOPWORDS = frozenset(
     "we were what when where which who why will with would you your also been can did do "
     "does how not only other more most some such all any".split()
 )
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder replaces an
+    invalid byte."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def content_words(text: str, min_len: int = 1) -> list[str]:

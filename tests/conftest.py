@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# As the app and the CLI do at start (assistant.permissions): data written by tests is
+# private, so that `doctor` finds a healthy folder healthy.
+os.umask(0o077)
 
-from assistant.config import Settings
-from assistant.storage import ConversationStore, Database, upgrade
+from assistant.config import Settings  # noqa: E402
+from assistant.storage import ConversationStore, Database, upgrade  # noqa: E402
 
-from tests import pg
+from tests import pg  # noqa: E402
 
 #: The databases the storage-level tests run on (a module opts in with
 #: ``pytestmark = pytest.mark.both_databases``; a test that is about SQLite itself opts out

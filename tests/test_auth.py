@@ -76,8 +76,8 @@ def test_repeated_failures_are_throttled_even_for_the_right_password(users, monk
     with pytest.raises(TooManyAttempts):
         users.authenticate("alice", PASSWORD)
     # The window passes: the right password works again, and clears the count.
-    now = time.monotonic()
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.WINDOW_S + 1)
+    now = time.time()
+    monkeypatch.setattr(auth, "_now", lambda: now + auth.WINDOW_S + 1)
     assert users.authenticate("alice", PASSWORD).name == "alice"
 
 
@@ -295,7 +295,13 @@ def test_cli_first_admin_then_roles(cli, env_settings):
     # The admin gets past the role check (and on to the command's own answer).
     r = cli("models", "rollback", env=as_root)
     assert "Only an admin" not in r.output and "roll back" in r.output.lower()
-    # With login off, the same command needs no user.
+    # Login stays on without ASSISTANT_AUTH (the database remembers); an admin turns it off,
+    # and then the same command needs no user.
+    r = cli("models", "rollback")
+    assert r.exit_code == 1 and "Login is on" in r.output
+    assert cli("users", "login", "off", env={"ASSISTANT_PASSWORD": PASSWORD}).exit_code == 1
+    r = cli("--user", "root", "users", "login", "off", env={"ASSISTANT_PASSWORD": PASSWORD})
+    assert r.exit_code == 0, r.output
     r = cli("models", "rollback")
     assert "Login is on" not in r.output and "Only an admin" not in r.output
 

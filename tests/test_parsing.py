@@ -454,3 +454,30 @@ def test_csv_rows_as_lines():
     doc = parse_document("people.csv", data)
     assert doc.kind == "csv"
     assert doc.sections == [Section("name,city\nAda,London\nJosé,São Paulo")]
+
+
+# -- what a renamed file really is, and PDF lines ----------------------------------------------
+@pytest.mark.parametrize("name, data, what", [
+    ("setup.pdf", b"\x7fELF\x02\x01\x01\x00" + bytes(4000), "a Linux program (ELF)"),
+    ("setup.pdf", b"MZ\x90\x00\x03" + bytes(4000), "a Windows program (EXE or DLL)"),
+    ("photo.pdf", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(300), "a PNG image"),
+    ("report.pdf", make_docx(), "a Word document (.docx)"),
+    ("report.docx", make_pdf(["Some text."]), "a PDF document"),
+    ("tool.txt", b"\x7fELF\x02\x01\x01\x00" + bytes(4000), "a Linux program (ELF)"),
+])
+def test_a_renamed_file_is_named_for_what_it_is(name, data, what):
+    """A program renamed .pdf was "not a readable PDF (Stream has ended unexpectedly)"."""
+    with pytest.raises(CorruptFile) as exc:
+        parse_document(name, data)
+    assert f"its bytes are {what}" in str(exc.value) and "renamed" in str(exc.value)
+    assert "Stream has ended" not in str(exc.value)
+
+
+def test_pdf_lines_wrapped_by_the_layout_are_joined():
+    # Each paragraph's last line is short; one that fills its line would run on into the
+    # next paragraph, as pypdf gives no sign of the gap between them.
+    first = "The quick brown fox jumps over the lazy dog near the riverbank while the farmers watch. " * 4
+    second = "Second paragraph starts here and it continues with more words to wrap around the line. " * 3
+    doc = parse_document("p.pdf", make_pdf([first + "\n\n" + second + "\n\nShort line.\n- an item\nEnd."]))
+    lines = doc.sections[0].text.split("\n")
+    assert lines == [first.strip(), second.strip(), "Short line.", "- an item", "End."]

@@ -2,9 +2,15 @@
 
 import streamlit as st
 
+from assistant.permissions import private_umask
 from ui import login
 
-st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
+private_umask()  # the database and everything written beside it: the owner's only
+
+# An emoji, not ":material/...": Streamlit turns a material page icon into a favicon fetched
+# from fonts.gstatic.com, telling a third party each time the app is opened. An emoji
+# becomes an inline SVG (the icons inside the page come from Streamlit's bundled font).
+st.set_page_config(page_title="Assistant", page_icon="💬", layout="centered")
 login.gate()  # login off: None; on: the form until someone logs in
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),

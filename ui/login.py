@@ -22,12 +22,23 @@ USER = "_user_name"  # session state: the logged-in user's name
 
 @st.cache_resource(show_spinner=False)
 def users() -> UserStore:
-    # One store per process: its failed-login throttle is shared by every session.
+    # Failed logins and the login switch are in the database: every process shares them.
     return UserStore(resources.database())
 
 
 def enabled() -> bool:
-    return resources.settings().auth != "off"
+    """Login is on when the database records it (whatever ASSISTANT_AUTH says here), or
+    when this app's settings ask for it."""
+    return users().login_enabled(resources.settings().auth)
+
+
+def client() -> str:
+    """Where this browser connects from, for throttling failed logins (None: localhost)."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - outside a browser session (tests)
+        address = None
+    return f"browser:{address or 'localhost'}"
 
 
 def gate() -> User | None:
@@ -88,7 +99,7 @@ def _form() -> None:
         go = st.form_submit_button("Log in", icon=":material/login:", type="primary")
     if go:
         try:
-            user = users().authenticate(name.strip(), password)
+            user = users().authenticate(name.strip(), password, client=client())
         except AuthError as err:
             st.error(str(err))
             return
@@ -120,7 +131,7 @@ def _change_password(user: User, old: str, new: str, again: str) -> None:
         st.error("The new passwords differ: type the same one twice.")
         return
     try:
-        users().authenticate(user.name, old)
+        users().authenticate(user.name, old, client=client())
         users().set_password(user.name, new)
     except AuthError as err:
         st.error("The current password is wrong." if isinstance(err, LoginFailed) else str(err))

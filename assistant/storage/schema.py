@@ -95,6 +95,39 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AppSetting(Base):
+    """A setting every process must agree on, whatever its environment (``login``)."""
+
+    __tablename__ = "app_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LoginFailure(Base):
+    """A failed login, counted per name and per client (``assistant.auth`` throttling)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=False)
+    client: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+class LoginSession(Base):
+    """A browser login that lasts across reloads; the token itself is never stored."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 

@@ -462,3 +462,30 @@ def test_two_logins(browser, login_server):
     finally:
         for page in pages:
             page.context.close()
+
+
+def test_no_request_leaves_the_machine(browser, login_server):
+    """The login page, a login and a reload: every request the browser makes goes to the
+    app itself (the favicon of a ":material/..." page icon came from fonts.gstatic.com)."""
+    from urllib.parse import urlparse
+
+    requests: list[str] = []
+    context = browser.new_context(viewport=DESKTOP)
+    context.on("request", lambda request: requests.append(request.url))
+    try:
+        page = context.new_page()
+        page.goto(login_server.url)
+        log_in(page, "bob")
+        expect(page.get_by_role("button", name="Log out")).to_be_visible()
+        page.reload()
+        expect(page.get_by_role("heading", name="Log in", level=1)).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        # The browser fetches the favicon itself, unseen by the request log: check its source.
+        icon = page.eval_on_selector("link[rel='shortcut icon']", "e => e.href")
+        assert icon.startswith(("data:", login_server.url)), icon
+        assert requests
+        outside = [u for u in requests if urlparse(u).scheme not in ("data", "blob")
+                   and urlparse(u).hostname not in ("localhost", "127.0.0.1")]
+        assert not outside, outside
+    finally:
+        context.close()

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ def start(settings: Settings, command: list[str], kind: str, user: User | None =
             env=_child_env(settings, user), start_new_session=True,
         )
     _children[run_id] = proc
+    # Reap the child as soon as it exits: a run that fails (or ends) while nobody looks at
+    # the Runs panel would otherwise stay a zombie of the app until the app restarts.
+    threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
     write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": proc.pid,
                             "started": time.time()})
     return load(path)

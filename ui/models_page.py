@@ -16,7 +16,7 @@ from assistant.config import Settings
 from assistant.errors import AssistantError
 from assistant.registry import BASE, POLICY_KINDS, Registry, Version, activate_version, gate
 from ui import login, resources
-from ui.text import plain
+from ui.text import error_text, plain
 
 SELECTED = "models_version"  # the version whose details are shown
 _SELECT_NEXT = "_models_select_next"  # a version to select on the next full run
@@ -433,6 +433,10 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
         else:
             ready = False
             st.warning("Online RL needs a reward model: train one with kind 'reward' first.")
+    missing = _missing_data_cached(kind, settings.resolved_database_url)
+    if missing:
+        ready = False
+        st.warning(error_text(missing), icon=":material/dataset:")
     st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
               help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
                    "keeps answering meanwhile.",
@@ -440,7 +444,30 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
     _show_notice("train")
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def _missing_data_cached(kind: str, database_url: str) -> str | None:
+    # Exporting all the feedback takes ~1 s with a thousand pairs: not on every rerun of the
+    # page. The click re-checks uncached, so a stale answer never starts a run.
+    return _missing_data(kind)
+
+
+def _missing_data(kind: str) -> str | None:
+    """Why a ``kind`` run would stop at once for want of data (None: it has enough), found
+    before it starts: a run only gets there after loading the model."""
+    from alignment.readiness import check_data
+
+    try:
+        check_data(resources.database(), kind)
+    except AssistantError as err:
+        return str(err)
+    return None
+
+
 def _start_training(settings: Settings, args: list[str], kind: str) -> None:
+    missing = _missing_data(kind)  # the data may have changed since the form was shown
+    if missing:
+        _notify("train", "error", error_text(missing))
+        return
     try:
         run = runs.start(settings, args, kind, user=login.current_user())
     except (AssistantError, OSError) as err:
@@ -499,7 +526,7 @@ def _run(run: runs.Run) -> None:
                 st.session_state[_SELECT_NEXT] = run.version
                 st.rerun(scope="app")
         elif run.error:
-            (st.warning if run.status == "cancelled" else st.error)(plain(run.error))
+            (st.warning if run.status == "cancelled" else st.error)(error_text(run.error))
         with st.expander("Log"):
             st.code(run.log_tail(40) or "(nothing logged yet)", language=None)
 

@@ -11,6 +11,7 @@ nothing of it was registered, since registration is the last step of a run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,13 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignment import memory
+from alignment.errors import RunWontFit
 from assistant.auth import TOKEN_ENV, User, issue_token
 from assistant.config import Settings
 from assistant.doctor import pid_alive
+from assistant.errors import AssistantError
+
+log = logging.getLogger(__name__)
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
 #: Popen handles of the runs this process started (polled so that they are reaped).
 _children: dict[str, subprocess.Popen] = {}
+#: Who queued the runs that wait (a child logs in with a token issued when it starts).
+_users: dict[str, User | None] = {}
+#: Held while the queue is read and changed (every browser session is a thread of the app).
+_lock = threading.RLock()
 
 
 @dataclass
@@ -39,11 +49,12 @@ class Run:
     args: list[str]
     pid: int
     started: float
-    status: str  # running | done | failed | died | cancelled
+    status: str  # queued | running | done | failed | died | cancelled
     version: str | None = None
     error: str | None = None
     ended: float | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    queued: float | None = None  # when it was queued (it waits while status is "queued")
 
     @property
     def fraction(self) -> float | None:
@@ -87,25 +98,99 @@ def _child_env(settings: Settings, user: User | None = None) -> dict[str, str]:
 
 
 def start(settings: Settings, command: list[str], kind: str, user: User | None = None) -> Run:
-    """Start ``assistant <command...> --run-dir <folder>`` as a child process (in its own
+    """Queue ``assistant <command...> --run-dir <folder>``, run as a child process (in its own
     session, so that stopping the app does not kill it and it can be cancelled whole),
-    logged in as ``user`` when login is on."""
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:4]}"
-    path = settings.runs_dir / run_id
-    path.mkdir(parents=True)
-    argv = [sys.executable, "-m", "assistant.cli", *command, "--run-dir", str(path.resolve())]
-    with open(path / LOG, "wb") as log:
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_child_env(settings, user), start_new_session=True,
-        )
-    _children[run_id] = proc
-    # Reap the child as soon as it exits: a run that fails (or ends) while nobody looks at
-    # the Runs panel would otherwise stay a zombie of the app until the app restarts.
-    threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
-    write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": proc.pid,
-                            "started": time.time()})
+    logged in as ``user`` when login is on.
+
+    Runs are heavy (~7 GB each with the embedded model): at most
+    ``settings.max_concurrent_runs`` run at once, the others wait in the queue, oldest
+    first. A run that would not fit in the free memory (:mod:`alignment.memory`) raises
+    :class:`RunWontFit` before anything is written."""
+    with _lock:
+        running = [r for r in _scan(settings) if r.status == "running"]
+        _check_memory(settings, queued=len(running) >= settings.max_concurrent_runs)
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:4]}"
+        path = settings.runs_dir / run_id
+        path.mkdir(parents=True)
+        _users[run_id] = user
+        write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": 0,
+                                "queued": time.time(), "user": user.name if user else None})
+    promote(settings)
     return load(path)
+
+
+def _check_memory(settings: Settings, queued: bool) -> None:
+    """A run that starts now must fit in the free memory; a queued one (checked again when
+    it starts) at least in the machine's memory."""
+    need = memory.run_estimate(settings)
+    free = memory.total() if queued else memory.available()
+    if need is not None and free is not None and need > free:
+        raise RunWontFit(need, free, "on this machine in all" if queued else "now")
+
+
+def promote(settings: Settings) -> None:
+    """Start queued runs while fewer than ``max_concurrent_runs`` run (called when a run is
+    queued, when one ends, and whenever the runs are listed: after a restart too)."""
+    with _lock:
+        listed = _scan(settings)
+        slots = settings.max_concurrent_runs - sum(r.status == "running" for r in listed)
+        queued = sorted((r for r in listed if r.status == "queued"), key=lambda r: r.queued or 0)
+        for run in queued[:max(0, slots)]:
+            try:
+                _check_memory(settings, queued=False)
+            except RunWontFit as err:
+                finish(run.path, "failed", error=str(err))
+                continue
+            _launch(settings, run)
+
+
+def _launch(settings: Settings, run: Run) -> None:
+    meta = _read(run.path / RUN)
+    user = _users.pop(run.id, None)
+    if user is None and meta.get("user"):  # queued before the app restarted
+        user = _lookup_user(settings, meta["user"])
+    try:
+        with open(run.path / LOG, "ab") as out:
+            proc = subprocess.Popen(
+                _argv(run.args, run.path), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=_child_env(settings, user), start_new_session=True,
+            )
+    except OSError as err:
+        finish(run.path, "failed", error=f"Could not start the process: {err}")
+        return
+    _children[run.id] = proc
+    meta.update(pid=proc.pid, started=time.time())
+    write_json(run.path / RUN, meta)
+    # Reap the child as soon as it exits (a run that fails while nobody looks at the Runs
+    # panel would otherwise stay a zombie of the app until it restarts), then start the
+    # next queued run.
+    threading.Thread(target=_wait_then_next, args=(settings, proc), name=f"reap-{run.id}",
+                     daemon=True).start()
+
+
+def _argv(command: list[str], path: Path) -> list[str]:
+    return [sys.executable, "-m", "assistant.cli", *command, "--run-dir", str(path.resolve())]
+
+
+def _wait_then_next(settings: Settings, proc: subprocess.Popen) -> None:
+    proc.wait()
+    try:
+        promote(settings)
+    except Exception:  # a thread has no one to raise to: log it, the next listing retries
+        log.exception("Could not start the next queued run")
+
+
+def _lookup_user(settings: Settings, name: str) -> User | None:
+    from assistant.auth import UserStore
+    from assistant.bootstrap import open_database
+
+    db = open_database(settings)
+    try:
+        return UserStore(db).get(name)
+    except AssistantError:
+        return None
+    finally:
+        db.dispose()
 
 
 def finish(run_dir: Path, status: str, version: str | None = None, error: str | None = None) -> None:
@@ -138,11 +223,13 @@ def load(path: Path) -> Run:
     run = Run(
         id=meta.get("id", path.name), path=path, kind=meta.get("kind", "?"),
         args=meta.get("args", []), pid=int(meta.get("pid", 0)), started=meta.get("started", 0.0),
-        status="running", progress=_read(path / PROGRESS),
+        status="running", progress=_read(path / PROGRESS), queued=meta.get("queued"),
     )
     if result:
         run.status, run.version, run.error = result["status"], result.get("version"), result.get("error")
         run.ended = result.get("ended")
+    elif meta.get("queued") and not run.pid:
+        run.status = "queued"
     elif not _alive(run.id, run.pid):
         run.status = "died"
         run.error = "The training process ended without a result (killed, or out of memory)."
@@ -150,13 +237,26 @@ def load(path: Path) -> Run:
 
 
 def list_runs(settings: Settings) -> list[Run]:
+    promote(settings)
+    return _scan(settings)
+
+
+def _scan(settings: Settings) -> list[Run]:
     root = settings.runs_dir
     if not root.is_dir():
         return []
-    return [load(p) for p in sorted(root.iterdir(), reverse=True) if (p / RUN).is_file()]
+    listed = [load(p) for p in root.iterdir() if (p / RUN).is_file()]
+    # Newest first; ids name the second only, so two runs queued in one second sort by time.
+    return sorted(listed, key=lambda r: (r.queued or r.started, r.id), reverse=True)
 
 
 def cancel(run: Run) -> None:
+    if run.status == "queued":
+        with _lock:  # not started meanwhile: promote() holds the lock while it starts runs
+            if not _read(run.path / RUN).get("pid"):
+                finish(run.path, "cancelled", error="Cancelled by the user before it started.")
+                return
+        run = load(run.path)
     if run.status != "running":
         return
     try:

@@ -1,14 +1,17 @@
-"""The Models page's train form (AppTest, FakeGenerator): the data a run needs is checked
-before it starts."""
+"""The Models page's train form and runs panel (AppTest, FakeGenerator): the data a run needs
+is checked before it starts, and heavy runs queue."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from alignment import runs
 from alignment.importers import import_hh_rlhf
 from assistant.bootstrap import open_database
 from tests.fake_app import fake_app
@@ -76,3 +79,24 @@ def test_too_few_rows_are_refused_with_the_count_and_the_way_to_get_more(service
     assert "needs at least 8 preference pairs" in warning and "the feedback export has" in warning
     assert at.button(key="train_start").disabled
 
+
+def test_a_second_run_is_queued_and_shown_waiting(service, env_settings, tmp_path, monkeypatch):
+    import_pairs(env_settings, tmp_path, 40)
+    monkeypatch.setattr(runs, "_argv", lambda command, path: [
+        sys.executable, "-c", "import time; time.sleep(30)", str(path)])
+    at = models_page()
+    at.button(key="train_start").click()
+    run_ok(at)
+    assert "Started dpo training" in " ".join(i.value for i in at.info)
+    at.button(key="train_start").click()
+    run_ok(at)
+    assert "Queued dpo training" in " ".join(i.value for i in at.info)
+    listed = runs.list_runs(env_settings)
+    assert [r.status for r in listed] == ["queued", "running"]
+    assert any("Waits for the running run to end" in c.value for c in at.caption)
+    at.button(key=f"cancel_run_{listed[0].id}").click()
+    run_ok(at)
+    at.button(key=f"cancel_run_{listed[1].id}").click()
+    run_ok(at)
+    time.sleep(0.5)
+    assert [r.status for r in runs.list_runs(env_settings)] == ["cancelled", "cancelled"]

@@ -44,7 +44,8 @@ TRAIN_KINDS = {
     "rl": "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
           "from a reward model's scores.",
 }
-STATUS_COLORS = {"running": "blue", "done": "green", "failed": "red", "died": "red", "cancelled": "gray"}
+STATUS_COLORS = {"queued": "orange", "running": "blue", "done": "green", "failed": "red",
+                 "died": "red", "cancelled": "gray"}
 
 
 def render() -> None:
@@ -473,13 +474,17 @@ def _start_training(settings: Settings, args: list[str], kind: str) -> None:
     except (AssistantError, OSError) as err:
         _notify("train", "error", f"Could not start training: {err}")
         return
-    _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
+    if run.status == "queued":
+        _notify("train", "info", f"Queued {kind} training (run {run.id}): it starts when the "
+                                 "running one ends. Follow it under Runs below.")
+    else:
+        _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
 
 
 # -- runs --------------------------------------------------------------------------------------
 def _runs(settings: Settings) -> None:
     st.subheader("Runs")
-    running = {r.id for r in runs.list_runs(settings) if r.status == "running"}
+    running = {r.id for r in runs.list_runs(settings) if r.status in ("running", "queued")}
     # Refresh only this panel, and only while something runs: the rest of the page (and the
     # chat, in other tabs) stays usable, and an idle page does no polling.
     panel = st.fragment(_runs_panel, run_every=RUN_REFRESH_S if running else None)
@@ -488,7 +493,7 @@ def _runs(settings: Settings) -> None:
 
 def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
     listed = runs.list_runs(settings)
-    running = {r.id for r in listed if r.status == "running"}
+    running = {r.id for r in listed if r.status in ("running", "queued")}
     if running_at_start - running:
         # A run ended: rerun the whole page, to list the version it registered and to stop
         # refreshing when nothing runs any more.
@@ -497,12 +502,12 @@ def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
         st.caption("No runs yet: start one above. Runs from the command line do not show here.")
         return
     for run in listed[:RUNS_SHOWN]:
-        _run(run)
+        _run(settings, run)
     if len(listed) > RUNS_SHOWN:
         st.caption(f"{len(listed) - RUNS_SHOWN} older runs are in {plain(str(settings.runs_dir))}.")
 
 
-def _run(run: runs.Run) -> None:
+def _run(settings: Settings, run: runs.Run) -> None:
     with st.container(border=True):
         head = st.container(horizontal=True, vertical_alignment="center")
         if run.kind == "eval":
@@ -514,8 +519,12 @@ def _run(run: runs.Run) -> None:
         started = datetime.fromtimestamp(run.started, UTC) if run.started else None
         when = f"started {started:%Y-%m-%d %H:%M} UTC · " if started else ""
         st.caption(when + plain("assistant " + " ".join(run.args)))
-        if run.status == "running":
-            _progress(run)
+        if run.status == "queued":
+            st.caption(f":material/hourglass_top: Waits for the running run to end (at most "
+                       f"{settings.max_concurrent_runs} at once: ASSISTANT_MAX_CONCURRENT_RUNS).")
+        if run.status in ("running", "queued"):
+            if run.status == "running":
+                _progress(run)
             st.button("Cancel", key=f"cancel_run_{run.id}", icon=":material/cancel:",
                       on_click=runs.cancel, args=(run,))
         elif run.status == "done" and run.version:

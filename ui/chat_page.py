@@ -17,13 +17,46 @@ from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
 from ui.text import plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads
 
+URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
+_URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
+
 
 def render() -> None:
     service = resources.chat_service()
     for notice in service.notices:
         st.info(notice)
-    params, documents = sidebar.render(service)
+    asked = _follow_url()
+    params, documents = sidebar.render(service)  # drops a conversation this user cannot see
+    if asked is not None and st.session_state.get(CONV) != asked:
+        st.error(f"There is no conversation {plain(asked)} that you can open (deleted, or "
+                 "another user's): this is a new chat.", icon=":material/link_off:")
+    sync_url()
     _conversation(service, params, documents)
+
+
+def _follow_url() -> str | None:
+    """Open the conversation the URL names when the URL changed outside this session (a
+    reload, the back button, a shared link); returns what it asked for."""
+    value = st.query_params.get(URL_KEY)
+    if _URL_SEEN in st.session_state and value == st.session_state[_URL_SEEN]:
+        return None  # unchanged: the session's own choice (a click in the sidebar) stands
+    st.session_state[_URL_SEEN] = value
+    if value is None:  # a plain link, or back from another page (which drops it): keep
+        return None
+    st.session_state[CONV] = int(value) if value.isdigit() else None
+    return value
+
+
+def sync_url() -> None:
+    """Put the open conversation in the URL (none: a new chat, no parameter)."""
+    conv = st.session_state.get(CONV)
+    value = None if conv is None else str(conv)
+    if st.query_params.get(URL_KEY) != value:
+        if value is None:
+            del st.query_params[URL_KEY]
+        else:
+            st.query_params[URL_KEY] = value
+    st.session_state[_URL_SEEN] = value
 
 
 def _settle_pending_reply() -> None:
@@ -118,6 +151,7 @@ def _conversation(
         st.error(str(err))
         return
     st.session_state[CONV] = (a if compare else reply).conversation_id
+    sync_url()
     with st.chat_message("user"):
         st.markdown(safe_markdown(prompt))
     if compare:

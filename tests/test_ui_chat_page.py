@@ -1,0 +1,102 @@
+"""The chat page's rails (AppTest, FakeGenerator): the conversation in the URL, a refused
+message kept, what the answer's bubble says before the first word, the 👎-then-Best warning,
+ratings after an edit, compare mode's default versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from assistant.auth import UserStore
+from tests.fake_app import fake_app
+from tests.test_ui_models import add_version
+
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+
+
+@pytest.fixture
+def service(env_settings, monkeypatch):
+    with fake_app(env_settings, monkeypatch, fingerprint="fake-fingerprint") as svc:
+        yield svc
+
+
+def run_ok(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def new_session(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query or {})
+    return run_ok(at)
+
+
+def send(at: AppTest, text: str) -> AppTest:
+    at.chat_input(key="chat_input").set_value(text)
+    return run_ok(at)
+
+
+def bubbles(at: AppTest) -> list[tuple[str, str]]:
+    return [(cm.name, " ".join(m.value for m in cm.markdown)) for cm in at.chat_message]
+
+
+# -- 10: every conversation has its own URL --------------------------------------------------
+def test_the_open_conversation_is_in_the_url_and_a_reload_reopens_it(service):
+    at = send(new_session(), "What is the capital of France?")
+    [conv] = service.store.list_conversations()
+    assert at.query_params["conversation"] == str(conv.id)
+    shown = bubbles(at)
+    assert len(shown) == 2
+
+    # A reload (or a shared link) is a new session with the same URL.
+    again = new_session({"conversation": str(conv.id)})
+    assert bubbles(again) == shown
+    assert again.button(key=f"conv_{conv.id}").proto.type == "primary"
+
+    # New chat drops it from the URL; opening one from the sidebar puts it back.
+    again.button(key="new_chat").click()
+    run_ok(again)
+    assert "conversation" not in again.query_params and bubbles(again) == []
+    again.button(key=f"conv_{conv.id}").click()
+    run_ok(again)
+    assert again.query_params["conversation"] == str(conv.id)
+
+    # The back button changes the URL under a running session: the page follows it.
+    again.button(key="new_chat").click()
+    run_ok(again)
+    again.query_params["conversation"] = str(conv.id)
+    run_ok(again)
+    assert bubbles(again) == shown
+
+
+def test_a_link_to_a_missing_conversation_says_so(service):
+    at = new_session({"conversation": "999"})
+    assert "no conversation 999 that you can open" in at.error[0].value
+    assert bubbles(at) == [] and "conversation" not in at.query_params
+
+
+def test_with_login_a_link_opens_only_for_its_owner(env_settings, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_AUTH", "password")
+    settings = env_settings.model_copy(update={"auth": "password"})
+    with fake_app(settings, monkeypatch, fingerprint="fake") as svc:
+        users = UserStore(svc.store.db)
+        users.add("ann", "correct horse")
+        users.add("bob", "correct horse")
+        conv = svc.for_owner(users.get("ann")).send(None, "Ann's question")
+        list(conv)  # let the answer finish
+
+        def logged_in(name: str) -> AppTest:
+            at = new_session({"conversation": str(conv.conversation_id)})
+            at.text_input(key="login_name").set_value(name)
+            at.text_input(key="login_password").set_value("correct horse")
+            at.button[0].click()  # the form's "Log in"
+            return run_ok(at)
+
+        assert bubbles(logged_in("ann"))[0] == ("user", "Ann's question")
+        bob = logged_in("bob")
+        assert bubbles(bob) == []
+        assert f"no conversation {conv.conversation_id} that you can open" in bob.error[0].value

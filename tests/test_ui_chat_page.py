@@ -100,3 +100,23 @@ def test_with_login_a_link_opens_only_for_its_owner(env_settings, monkeypatch):
         bob = logged_in("bob")
         assert bubbles(bob) == []
         assert f"no conversation {conv.conversation_id} that you can open" in bob.error[0].value
+
+
+# -- 13: a refused message stays in the box ---------------------------------------------------
+def test_a_pasted_message_over_the_limit_stays_in_the_box_with_the_reason(service):
+    at = new_session()
+    limit = service.settings.max_message_chars
+    pasted = "lorem ipsum " * (104_000 // 12)
+    assert len(pasted) > limit
+    assert at.chat_input(key="chat_input").proto.max_chars == 0  # the browser cuts nothing
+    send(at, pasted)
+    box = at.chat_input(key="chat_input").proto
+    assert box.set_value and box.value == pasted  # back in the box, whole
+    assert "too long" in at.error[0].value and "back in the box" in at.error[0].value
+    assert service.store.counts()["messages"] == 0 and bubbles(at) == []
+
+    # The next message goes through as usual, and the box is not refilled again.
+    send(at, "A short one.")
+    assert [role for role, _ in bubbles(at)] == ["user", "assistant"]
+    assert not at.chat_input(key="chat_input").proto.set_value
+    assert not at.error

@@ -19,6 +19,7 @@ from ui.uploads import ingest_uploads
 
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
 _URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
+REFUSED = "_refused_message"  # (text, reason) of a message the service refused last run
 
 
 def render() -> None:
@@ -120,11 +121,19 @@ def _conversation(
             _stream(reply)
 
     attach = login.may("upload")  # attached files join the shared library: admins only
+    refused = st.session_state.pop(REFUSED, None)
+    if refused is not None:
+        # st.chat_input empties itself on submit: a refused message goes back into the box
+        # (Streamlit puts a str set in session state there), with the reason beside it.
+        text, reason = refused
+        st.session_state["chat_input"] = text
+        st.error(f"{reason} Your message is back in the box below.", icon=":material/error:")
     submitted = st.chat_input(
         # Short enough to show whole at phone width; the attach button is a "+", not a clip.
         "Ask anything; + attaches documents" if attach else "Ask anything",
         key="chat_input",
-        max_chars=service.settings.max_message_chars,
+        # No max_chars: the browser would cut a long paste (or drop it) without a word; the
+        # service refuses an over-long message with the limit, and the text is kept.
         accept_file="multiple" if attach else False,
         max_upload_size=max(1, math.ceil(service.settings.retrieval.max_upload_mb)),
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
@@ -148,8 +157,8 @@ def _conversation(
         else:
             reply = service.send(current, prompt, params, documents)
     except AssistantError as err:
-        st.error(str(err))
-        return
+        st.session_state[REFUSED] = (prompt, str(err))
+        st.rerun()
     st.session_state[CONV] = (a if compare else reply).conversation_id
     sync_url()
     with st.chat_message("user"):

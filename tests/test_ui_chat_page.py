@@ -4,14 +4,18 @@ ratings after an edit, compare mode's default versions."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.auth import UserStore
+from assistant.storage.conversations import DocumentChoice
 from tests.fake_app import fake_app
+from ui import chat_page
 from tests.test_ui_models import add_version
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
@@ -120,3 +124,34 @@ def test_a_pasted_message_over_the_limit_stays_in_the_box_with_the_reason(servic
     assert [role for role, _ in bubbles(at)] == ["user", "assistant"]
     assert not at.chat_input(key="chat_input").proto.set_value
     assert not at.error
+
+
+# -- 12: the answer's bubble says what happens before the first word -------------------------
+@pytest.fixture
+def spinners(monkeypatch):
+    """The texts of the spinners the page shows (they are gone once the run ends)."""
+    shown: list[str] = []
+    real = st.spinner
+
+    @contextmanager
+    def spinner(text: str = "", *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        shown.append(text)
+        with real(text, *args, **kwargs):
+            yield
+
+    monkeypatch.setattr(st, "spinner", spinner)
+    return shown
+
+
+def test_the_answer_says_what_it_waits_for_before_the_first_word(service, spinners):
+    send(new_session(), "What is the capital of France?")
+    i = spinners.index("Reading the conversation…")  # while the message is prepared
+    assert spinners[i + 1] == "Reading the question…"  # then until the first word
+
+
+def test_with_documents_it_says_searching_then_how_many_sources_are_read():
+    documents_on = SimpleNamespace(retriever=object())
+    assert chat_page.searching(documents_on, DocumentChoice()) == "Searching documents…"
+    assert chat_page.searching(documents_on, DocumentChoice(use_documents=False)) == "Reading the conversation…"
+    assert chat_page.reading(SimpleNamespace(sources=[1, 2, 3])) == "Reading 3 sources and the question…"
+    assert chat_page.reading(SimpleNamespace(sources=[1])) == "Reading 1 source and the question…"

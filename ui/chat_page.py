@@ -17,6 +17,7 @@ from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
 from ui.text import plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads
 
+
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
 _URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
 REFUSED = "_refused_message"  # (text, reason) of a message the service refused last run
@@ -150,23 +151,58 @@ def _conversation(
         if not prompt.strip():
             return
     compare = st.session_state.get("compare_mode", False)
+    # The question shows at once, and the answer's bubble says what happens before the
+    # first word (searching the documents, then reading the sources and the question).
+    question, answer = st.empty(), st.empty()
+    with question.container(), st.chat_message("user"):
+        st.markdown(safe_markdown(prompt))
+    bubble = answer.container()
     try:
         if compare:
-            a, b = service.compare(current, prompt, params, documents,
-                                   versions=sidebar.compare_versions())
+            with st.spinner(searching(service, documents)):
+                a, b = service.compare(current, prompt, params, documents,
+                                       versions=sidebar.compare_versions())
         else:
-            reply = service.send(current, prompt, params, documents)
+            with bubble, st.chat_message("assistant"), st.spinner(searching(service, documents)):
+                reply = service.send(current, prompt, params, documents)
     except AssistantError as err:
+        question.empty()
+        answer.empty()
         st.session_state[REFUSED] = (prompt, str(err))
         st.rerun()
     st.session_state[CONV] = (a if compare else reply).conversation_id
     sync_url()
-    with st.chat_message("user"):
-        st.markdown(safe_markdown(prompt))
+    answer.empty()
     if compare:
         _stream_pair(service, a, b)
     else:
         _stream(reply)
+
+
+def searching(service: ChatService, documents: DocumentChoice) -> str:
+    """What the page says while a message is prepared, before the model starts."""
+    if documents.use_documents and service.retriever is not None:
+        return "Searching documents…"
+    return "Reading the conversation…"
+
+
+def reading(reply) -> str:  # noqa: ANN001
+    """What the answer's bubble says while the model reads its prompt (the first word waits
+    for that: seconds on a CPU)."""
+    n = len(reply.sources)
+    if n:
+        return f"Reading {n} source{'s' if n != 1 else ''} and the question…"
+    return "Reading the question…"
+
+
+def _first_then_rest(chunks, status: str):  # noqa: ANN001, ANN202
+    """The chunks, with ``status`` under a spinner until the first one arrives."""
+    chunks = iter(chunks)
+    with st.spinner(status):
+        first = next(chunks, None)
+    if first is not None:
+        yield first
+        yield from chunks
 
 
 def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
@@ -177,7 +213,7 @@ def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
             st.caption(f"Answer {label}")
             st.session_state[PENDING] = reply
             try:
-                st.write_stream(safe_stream(reply))
+                st.write_stream(_first_then_rest(safe_stream(reply), reading(reply)))
             except AssistantError as err:
                 st.error(str(err))
             finally:
@@ -199,7 +235,7 @@ def _stream(reply) -> None:  # noqa: ANN001
         stop.button("Stop", key="stop_generation", icon=":material/stop_circle:")
         st.session_state[PENDING] = reply
         try:
-            st.write_stream(safe_stream(reply))
+            st.write_stream(_first_then_rest(safe_stream(reply), reading(reply)))
         except AssistantError as err:
             st.error(str(err))
             return

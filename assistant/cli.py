@@ -152,6 +152,7 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
                 click.echo()
                 if reply.message is not None:
                     last_answer_id = reply.message.id
+                    _print_sources(reply.message)
         except AssistantError as err:
             click.echo(f"Error: {err}", err=True)
         except ValueError as err:
@@ -306,6 +307,23 @@ def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
     for m in service.store.messages(conversation_id):
         rating = {1: " [👍]", -1: " [👎]"}.get(m.rating, "") if m.role == "assistant" else ""
         click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{rating}")
+        _print_sources(m)
+
+
+def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
+    """The sources under an answer, as the app lists them: the cited ones with their text,
+    then the others the model was shown."""
+    def where(src) -> str:  # noqa: ANN001
+        return f"{src.document_name}{f' · {src.location}' if src.location else ''}"
+
+    cited = [src for src in m.sources if src.cited]
+    others = [src for src in m.sources if not src.cited]
+    for src in cited:
+        text = " ".join(src.text.split())
+        click.echo(f"  [{src.rank}] {where(src)}: {text[:200]}{'…' if len(text) > 200 else ''}")
+    if others:
+        label = "Also shown to the model" if cited else "Sources shown to the model"
+        click.echo(f"  {label}: " + "; ".join(f"[{src.rank}] {where(src)}" for src in others))
 
 
 if __name__ == "__main__":  # pragma: no cover

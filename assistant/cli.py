@@ -7,7 +7,9 @@ status 1; nothing here holds logic of its own.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -43,6 +45,18 @@ def main(verbose: int, user: str | None) -> None:
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _quiet_libraries() -> None:
+    """Keep the model libraries' progress bars ("Loading weights ...") and warnings out of
+    a command's output: they are about the libraries, not what was asked (-v keeps them).
+    Read by the libraries when first imported, which these commands do later."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", module=r"(transformers|sentence_transformers|torch|huggingface_hub)\b")
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -87,6 +101,7 @@ def chat(conversation_id, temperature, top_p, max_new_tokens, system_prompt) -> 
 
     settings = get_settings()
     user = login()
+    _quiet_libraries()
     click.echo("Loading the model...", err=True)
     service = build_chat_service(settings).for_owner(user)
     d = service.default_params()
@@ -209,6 +224,8 @@ def ingest(paths: tuple[Path, ...]) -> None:
 @needs()
 def search(query: str, top_k: int, mode: str | None, document_ids: tuple[int, ...]) -> None:
     """Search the documents without chatting: ranked chunks with their scores."""
+    _quiet_libraries()
+    click.echo("Loading the embedding model and the index...", err=True)
     library = _library()
     hits = library.retriever.search(
         query, k=top_k, document_ids=list(document_ids) or None, mode=mode

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -74,3 +78,15 @@ def test_terminal_chat_lists_the_sources_as_the_app_does(run, env_settings, tmp_
     assert any("festival.md · Zorblax" in line for line in again.stdout.splitlines()
                if line.startswith("  "))
 
+
+def test_search_output_has_no_library_noise(env_settings, tmp_path):
+    """In a fresh process, as a user runs it: the model libraries' progress bars and
+    warnings ("Loading weights ...") stay out of stdout and stderr."""
+    doc = tmp_path / "festival.md"
+    doc.write_text("# Zorblax\n\nThe Zorblax festival is held in Quillhaven on the third of May.\n")
+    assert CliRunner().invoke(main, ["ingest", str(doc)]).exit_code == 0
+    done = subprocess.run([str(Path(sys.executable).parent / "assistant"), "search", "Zorblax", "-k", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[1] ") and "festival.md" in done.stdout
+    assert done.stderr == "Loading the embedding model and the index...\n"

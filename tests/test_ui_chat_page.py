@@ -155,3 +155,44 @@ def test_with_documents_it_says_searching_then_how_many_sources_are_read():
     assert chat_page.searching(documents_on, DocumentChoice(use_documents=False)) == "Reading the conversation…"
     assert chat_page.reading(SimpleNamespace(sources=[1, 2, 3])) == "Reading 3 sources and the question…"
     assert chat_page.reading(SimpleNamespace(sources=[1])) == "Reading 1 source and the question…"
+
+
+# -- 15: Best on a 👎 answer asks first; after an edit the rating stays with the original ----
+def test_best_on_a_thumbs_down_answer_warns_first(service):
+    at = send(new_session(), "Name a fruit.")
+    [conv] = service.store.list_conversations()
+    [_, first] = service.store.messages(conv.id)
+    at.button(key=f"regen_{first.id}").click()
+    run_ok(at)
+    at.button(key=f"alt_prev_{first.id + 1}").click()
+    run_ok(at)
+    assert at.button(key=f"best_{first.id}").label == "Best" and not at.warning
+    at.feedback(key=f"fb_{first.id}").set_value(0)  # 👎
+    run_ok(at)
+    assert at.button(key=f"best_{first.id}").label == "Mark it the best anyway"  # in a popover
+    warning = " ".join(w.value for w in at.warning)
+    assert ":material/thumb_down:" in warning and "**chosen**" in warning
+    assert not service.store.get_message(first.id).chosen  # nothing happened yet
+    at.button(key=f"best_{first.id}").click()  # "Mark it the best anyway"
+    run_ok(at)
+    assert service.store.get_message(first.id).chosen
+
+
+def test_after_an_edit_the_rating_shows_with_the_models_original_not_the_correction(service):
+    at = send(new_session(), "Name a fruit.")
+    [conv] = service.store.list_conversations()
+    [_, answer] = service.store.messages(conv.id)
+    at.text_input(key=f"comment_{answer.id}").set_value("wrong fruit")
+    at.feedback(key=f"fb_{answer.id}").set_value(0)
+    run_ok(at)
+    at.text_area(key=f"edit_text_{answer.id}").set_value("An apple.")
+    at.button(key=f"edit_save_{answer.id}").click()
+    run_ok(at)
+    [bubble] = [cm for cm in at.chat_message if cm.name == "assistant"]
+    assert bubble.markdown[0].value == "An apple."
+    [original] = bubble.expander
+    assert "the model's original answer" in original.label
+    # The rating and comment sit with the original, inside its expander, and nowhere else.
+    assert [f.key for f in original.get("feedback")] == [f"fb_{answer.id}"]
+    assert original.text_input(key=f"comment_{answer.id}").value == "wrong fruit"
+    assert len(bubble.get("feedback")) == 1

@@ -26,9 +26,9 @@ def app(env_settings):
 
     def new_session(page: str | None = None) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=180)
+        if page:  # straight there: the chat page would load the chat model first
+            at.switch_page(page)
         at.run()
-        if page:
-            at.switch_page(page).run()
         assert not at.exception, at.exception
         return at
 
@@ -70,8 +70,14 @@ def test_upload_list_search_and_delete(app, db):
     assert any("festival.md" in m.value for m in at.markdown)
 
     at.text_input(key="doc_search").set_value("Where is the Zorblax festival?").run()
-    assert at.expander and "festival.md" in at.expander[0].label
+    # The matching text shows at once, not behind a score.
+    assert any(m.value.startswith("**1. festival.md") for m in at.markdown)
+    assert any("Quillhaven, on the third of May" in t.value for t in at.text)
+    assert any(c.value.startswith("score ") for c in at.caption)
 
+    # The bin only opens a popover; its Delete button deletes.
+    assert any("Delete **festival.md**?" in m.value for m in at.markdown)
+    assert DocumentStore(db).list_documents() != []
     at.button(key=f"del_doc_{doc.id}").click().run()
     assert DocumentStore(db).list_documents() == []
     assert any("No documents yet" in t for t in texts(at.info))

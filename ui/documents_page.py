@@ -45,10 +45,12 @@ def render() -> None:
         cols[1].caption(f"{d.chunk_count} chunk{'s' if d.chunk_count != 1 else ''} · {status}")
         cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
         if admin:
-            cols[3].button(
-                "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {plain(d.name)}",
-                on_click=_delete, args=(d.id,),
-            )
+            # One click on the bin only asks: deleting cannot be undone.
+            with cols[3].popover("", icon=":material/delete:", help=f"Delete {plain(d.name)}"):
+                st.markdown(f"Delete **{plain(d.name)}**? Answers stop finding it; those that "
+                            "cited it keep their copy of the text.")
+                st.button("Delete", key=f"del_doc_{d.id}", type="primary",
+                          icon=":material/delete:", on_click=_delete, args=(d.id,))
     _search(library)
 
 
@@ -79,9 +81,12 @@ def _search(library) -> None:  # noqa: ANN001
             st.info("No matching chunks.")
         for n, hit in enumerate(hits, start=1):
             where = f" · {hit.location}" if hit.location else ""
-            with st.expander(f"{n}. {plain(hit.document_name + where)} — score {hit.score:.4f}"):
-                st.caption(f"dense rank {hit.dense_rank or '-'} · lexical rank {hit.lexical_rank or '-'}")
+            # The matching text first: a score alone tells a reader nothing.
+            with st.container(border=True, key=f"doc_hit_{n}"):
+                st.markdown(f"**{n}. {plain(hit.document_name + where)}**")
                 st.text(hit.text)
+                st.caption(f"score {hit.score:.4f} · dense rank {hit.dense_rank or '-'} · "
+                           f"lexical rank {hit.lexical_rank or '-'}")
 
 
 def _delete(document_id: int) -> None:

@@ -115,3 +115,18 @@ def test_turning_documents_off_for_a_conversation(app, db):
     [conv] = ConversationStore(db).list_conversations()
     assert conv.documents.use_documents is False
     assert ConversationStore(db).messages(conv.id)[1].sources == ()
+
+
+def test_a_file_over_the_limit_is_refused_with_a_visible_message(app, db, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB", "0.01")
+    at = app("views/documents.py")
+    # The browser may send up to the server's cap, so the library's own refusal is seen.
+    assert at.file_uploader(key="upload").proto.max_upload_size_mb == 200
+    at.file_uploader(key="upload").set_value([("big.txt", b"word " * 4000, "text/plain")])
+    at.button[0].click().run()  # "Add to library"
+    errors = " ".join(texts(at.error))
+    assert "big.txt" in errors and "over the 0.01 MB limit" in errors
+    assert DocumentStore(db).list_documents() == []
+
+    at.button[0].click().run()  # nothing chosen (or dropped by the browser): said, not silent
+    assert "Nothing was added" in " ".join(texts(at.warning))

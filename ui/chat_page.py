@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from assistant.chat import ChatService
@@ -15,8 +13,7 @@ from assistant.storage.conversations import DocumentChoice
 from ui import answers, login, resources, sidebar
 from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
 from ui.text import plain, safe_markdown, safe_stream
-from ui.uploads import ingest_uploads
-
+from ui.uploads import ingest_uploads, upload_cap_mb
 
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
 _URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
@@ -136,7 +133,7 @@ def _conversation(
         # No max_chars: the browser would cut a long paste (or drop it) without a word; the
         # service refuses an over-long message with the limit, and the text is kept.
         accept_file="multiple" if attach else False,
-        max_upload_size=max(1, math.ceil(service.settings.retrieval.max_upload_mb)),
+        max_upload_size=upload_cap_mb(service.settings.retrieval.max_upload_mb),
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
     )

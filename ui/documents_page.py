@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from assistant.errors import AssistantError
 from assistant.parsing import SUPPORTED_SUFFIXES
 from ui import login, resources
 from ui.text import plain
-from ui.uploads import ingest_uploads
+from ui.uploads import ingest_uploads, upload_cap_mb
 
 FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 
@@ -58,7 +56,7 @@ def _upload(library) -> None:  # noqa: ANN001
     with st.form("upload_form", clear_on_submit=True):
         files = st.file_uploader(
             "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
-            max_upload_size=max(1, math.ceil(library.ingestor.settings.max_upload_mb)),
+            max_upload_size=upload_cap_mb(library.ingestor.settings.max_upload_mb),
             help=f"Up to {library.ingestor.settings.max_upload_mb:g} MB each. "
             "The same content twice is stored once; a changed file with a stored name "
             "replaces it.",
@@ -66,6 +64,11 @@ def _upload(library) -> None:  # noqa: ANN001
         submitted = st.form_submit_button("Add to library", icon=":material/upload:")
     if submitted and files:
         ingest_uploads(library, files)
+    elif submitted:
+        st.warning(f"Nothing was added: choose files first. A file over "
+                   f"{upload_cap_mb(library.ingestor.settings.max_upload_mb)} MB cannot be "
+                   "uploaded at all; the library takes files up to "
+                   f"{library.ingestor.settings.max_upload_mb:g} MB.", icon=":material/upload_file:")
 
 
 def _search(library) -> None:  # noqa: ANN001

@@ -196,3 +196,20 @@ def test_after_an_edit_the_rating_shows_with_the_models_original_not_the_correct
     assert [f.key for f in original.get("feedback")] == [f"fb_{answer.id}"]
     assert original.text_input(key=f"comment_{answer.id}").value == "wrong fruit"
     assert len(bubble.get("feedback")) == 1
+
+
+# -- 7: compare mode's default versions -------------------------------------------------------
+def test_compare_mode_defaults_to_the_active_version_against_its_parent(service):
+    at = new_session()
+    at.toggle(key="compare_mode").set_value(True)
+    run_ok(at)
+    assert "two samples of the base model" in " ".join(c.value for c in at.sidebar.caption)
+
+    v1 = add_version(service.registry).name
+    service.registry.activate(v1)
+    service.sync_version()  # as the next message (or the Models page) does
+    at = new_session()
+    at.toggle(key="compare_mode").set_value(True)
+    run_ok(at)
+    assert at.selectbox(key="compare_version_1").value == v1
+    assert at.selectbox(key="compare_version_2").value == "base"  # what v1 was trained from

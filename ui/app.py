@@ -2,9 +2,13 @@
 
 import streamlit as st
 
-from ui import login
-
 st.set_page_config(page_title="Assistant", page_icon=":material/forum:", layout="centered")
+# After a restart the first run imports the app's modules (seconds): the page says so from
+# the first second instead of staying blank. The heavy libraries follow under the pages' own
+# spinners, then the models under theirs.
+with st.spinner("Starting the assistant...", show_time=True):
+    from ui import login
+
 login.gate()  # login off: None; on: the form until someone logs in
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),

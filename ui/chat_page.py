@@ -26,7 +26,7 @@ def render() -> None:
         st.info(notice)
     asked = _follow_url()
     params, documents = sidebar.render(service)  # drops a conversation this user cannot see
-    if asked is not None and st.session_state.get(CONV) != asked:
+    if asked is not None and str(st.session_state.get(CONV)) != asked:
         st.error(f"There is no conversation {plain(asked)} that you can open (deleted, or "
                  "another user's): this is a new chat.", icon=":material/link_off:")
     sync_url()

@@ -77,3 +77,14 @@ class RowsTooLong(AlignmentError):
             f"the {given} {split} rows (at least {need} needed): {how}. {fix}. Nothing was "
             "trained; the active version is unchanged."
         )
+
+
+class RunWontFit(AlignmentError):
+    def __init__(self, need: int, free: int, when: str = "now") -> None:
+        self.need, self.free = need, free
+        super().__init__(
+            f"This run needs about {need / 2**30:.1f} GB of memory (1.5 GB plus ten times the "
+            f"model's weights in fp32) and {free / 2**30:.1f} GB is free {when}: it was not "
+            "started. Close other programs or wait for the running runs to end, then start "
+            "it again; or train a smaller model (ASSISTANT_MODEL)."
+        )

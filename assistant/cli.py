@@ -7,7 +7,9 @@ status 1; nothing here holds logic of its own.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,18 @@ def main(verbose: int, user: str | None) -> None:
     private_umask()  # the data, backups and exports written from here are the owner's only
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _quiet_libraries() -> None:
+    """Keep the model libraries' progress bars ("Loading weights ...") and warnings out of
+    a command's output: they are about the libraries, not what was asked (-v keeps them).
+    Read by the libraries when first imported, which these commands do later."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", module=r"(transformers|sentence_transformers|torch|huggingface_hub)\b")
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -144,6 +158,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
 
     settings = get_settings()
     user = login()
+    _quiet_libraries()
     click.echo("Loading the model...", err=True)
     service = build_chat_service(settings).for_owner(user)
     d = service.default_params()
@@ -216,6 +231,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
                 click.echo()
                 if reply.message is not None:
                     last_answer_id = reply.message.id
+                    _print_sources(reply.message)
         except AssistantError as err:
             click.echo(f"Error: {err}", err=True)
 
@@ -270,6 +286,8 @@ def ingest(paths: tuple[Path, ...]) -> None:
 @needs()
 def search(query: str, top_k: int, mode: str | None, document_ids: tuple[int, ...]) -> None:
     """Search the documents without chatting: ranked chunks with their scores."""
+    _quiet_libraries()
+    click.echo("Loading the embedding model and the index...", err=True)
     library = _library()
     hits = library.retriever.search(
         query, k=top_k, document_ids=list(document_ids) or None, mode=mode
@@ -365,6 +383,23 @@ def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
     for m in service.store.messages(conversation_id):
         rating = {1: " [👍]", -1: " [👎]"}.get(m.rating, "") if m.role == "assistant" else ""
         click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{rating}")
+        _print_sources(m)
+
+
+def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
+    """The sources under an answer, as the app lists them: the cited ones with their text,
+    then the others the model was shown."""
+    def where(src) -> str:  # noqa: ANN001
+        return f"{src.document_name}{f' · {src.location}' if src.location else ''}"
+
+    cited = [src for src in m.sources if src.cited]
+    others = [src for src in m.sources if not src.cited]
+    for src in cited:
+        text = " ".join(src.text.split())
+        click.echo(f"  [{src.rank}] {where(src)}: {text[:200]}{'…' if len(text) > 200 else ''}")
+    if others:
+        label = "Also shown to the model" if cited else "Sources shown to the model"
+        click.echo(f"  {label}: " + "; ".join(f"[{src.rank}] {where(src)}" for src in others))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         description="Answers generated at once by the in-process model; more queue. "
         "On CPU, 1 avoids oversubscribing the cores.",
     )
+    max_concurrent_runs: int = Field(
+        1, ge=1, le=16,
+        description="Training and evaluation runs started from the app that run at once; "
+        "more wait in a queue. Each takes ~7 GB of memory with the embedded model.",
+    )
     max_message_chars: int = Field(
         100_000, ge=1, description="Longest user message accepted before tokenizing."
     )

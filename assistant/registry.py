@@ -271,6 +271,19 @@ class Registry:
             s.add(Activation(version=name, forced=forced, reason=reason[:200]))
         return name
 
+    def default_opponent(self, active: str) -> str | None:
+        """The version compare mode pits against ``active`` by default: its parent (what it
+        was trained from); for the base model, the chat version active before it, else the
+        newest one trained. None when there is nothing to compare with (no training yet)."""
+        if active != BASE_VERSION:
+            return self.get(active).parent or BASE_VERSION
+        chat = {v.name for v in self.list() if v.kind != "reward"}
+        earlier = [r.version for r in reversed(self.history()) if r.version in chat]
+        if earlier:
+            return earlier[0]
+        newest = [v.name for v in reversed(self.list()) if v.name in chat]
+        return newest[0] if newest else None
+
     def can_rollback(self) -> bool:
         return bool(self._stack())
 

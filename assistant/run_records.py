@@ -30,11 +30,12 @@ class Run:
     args: list[str]
     pid: int
     started: float
-    status: str  # running | done | failed | died | cancelled
+    status: str  # queued | running | done | failed | died | cancelled
     version: str | None = None
     error: str | None = None
     ended: float | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    queued: float | None = None  # when it was queued (it waits while status is "queued")
 
     @property
     def fraction(self) -> float | None:
@@ -73,7 +74,7 @@ def process_alive(run_id: str, pid: int) -> bool:
         return True
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -83,15 +84,17 @@ def _read(path: Path) -> dict[str, Any]:
 def load(path: Path, alive: Callable[[str, int], bool] = process_alive) -> Run:
     """The run in folder ``path``; one without a result whose process is gone (``alive``
     says) died: killed, or out of memory in the kernel."""
-    meta, result = _read(path / RUN), _read(path / RESULT)
+    meta, result = read_json(path / RUN), read_json(path / RESULT)
     run = Run(
         id=meta.get("id", path.name), path=path, kind=meta.get("kind", "?"),
         args=meta.get("args", []), pid=int(meta.get("pid", 0)), started=meta.get("started", 0.0),
-        status="running", progress=_read(path / PROGRESS),
+        status="running", progress=read_json(path / PROGRESS), queued=meta.get("queued"),
     )
     if result:
         run.status, run.version, run.error = result["status"], result.get("version"), result.get("error")
         run.ended = result.get("ended")
+    elif meta.get("queued") and not run.pid:
+        run.status = "queued"
     elif not alive(run.id, run.pid):
         run.status = "died"
         run.error = "The training process ended without a result (killed, or out of memory)."

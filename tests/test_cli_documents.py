@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
 from assistant.index import INDEX_FILE
+from assistant.storage import ConversationStore, Database
 
 
 @pytest.fixture
@@ -56,3 +61,32 @@ def test_ingest_search_list_check_rebuild_delete(run, env_settings, tmp_path):
     assert "No documents yet" in run("search", "Zorblax").output
     missing = CliRunner().invoke(main, ["documents", "delete", doc_id])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_terminal_chat_lists_the_sources_as_the_app_does(run, env_settings, tmp_path):
+    doc = tmp_path / "festival.md"
+    doc.write_text("# Zorblax\n\nThe Zorblax festival is held in Quillhaven on the third of May.\n")
+    assert run("ingest", str(doc)).exit_code == 0
+    result = CliRunner().invoke(main, ["chat", "-t", "0", "-n", "24"],
+                                input="Where is the Zorblax festival held?\n")
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert any("festival.md · Zorblax" in line for line in listed), result.stdout
+    [conv] = ConversationStore(Database(env_settings.resolved_database_url)).list_conversations()
+    # Reopened, the answer comes with its sources again.
+    again = CliRunner().invoke(main, ["chat", "-c", str(conv.id)], input="")
+    assert any("festival.md · Zorblax" in line for line in again.stdout.splitlines()
+               if line.startswith("  "))
+
+
+def test_search_output_has_no_library_noise(env_settings, tmp_path):
+    """In a fresh process, as a user runs it: the model libraries' progress bars and
+    warnings ("Loading weights ...") stay out of stdout and stderr."""
+    doc = tmp_path / "festival.md"
+    doc.write_text("# Zorblax\n\nThe Zorblax festival is held in Quillhaven on the third of May.\n")
+    assert CliRunner().invoke(main, ["ingest", str(doc)]).exit_code == 0
+    done = subprocess.run([str(Path(sys.executable).parent / "assistant"), "search", "Zorblax", "-k", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[1] ") and "festival.md" in done.stdout
+    assert done.stderr == "Loading the embedding model and the index...\n"

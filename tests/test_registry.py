@@ -192,3 +192,16 @@ def test_rollback_after_doctor_does_not_return_to_the_broken_version(registry):
     registry.activate(v1.name, reason="doctor")
     assert registry.active() == "v1"
     assert registry.rollback() == BASE
+
+
+def test_compare_mode_pits_the_active_version_against_its_parent_by_default(registry):
+    assert registry.default_opponent(BASE) is None  # before any training: nothing to compare
+    v1 = make_version(registry).name
+    assert registry.default_opponent(BASE) == v1  # the newest trained one
+    make_version(registry, kind="reward")
+    v3 = make_version(registry, parent=v1).name
+    assert registry.default_opponent(v1) == BASE  # its parent
+    assert registry.default_opponent(v3) == v1
+    registry.activate(v3)
+    registry.rollback()  # back on base: the version active before it
+    assert registry.default_opponent(BASE) == v3

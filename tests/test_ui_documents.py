@@ -26,9 +26,9 @@ def app(env_settings):
 
     def new_session(page: str | None = None) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=180)
+        if page:  # straight there: the chat page would load the chat model first
+            at.switch_page(page)
         at.run()
-        if page:
-            at.switch_page(page).run()
         assert not at.exception, at.exception
         return at
 
@@ -70,8 +70,14 @@ def test_upload_list_search_and_delete(app, db):
     assert any("festival.md" in m.value for m in at.markdown)
 
     at.text_input(key="doc_search").set_value("Where is the Zorblax festival?").run()
-    assert at.expander and "festival.md" in at.expander[0].label
+    # The matching text shows at once, not behind a score.
+    assert any(m.value.startswith("**1. festival.md") for m in at.markdown)
+    assert any("Quillhaven, on the third of May" in t.value for t in at.text)
+    assert any(c.value.startswith("score ") for c in at.caption)
 
+    # The bin only opens a popover; its Delete button deletes.
+    assert any("Delete **festival.md**?" in m.value for m in at.markdown)
+    assert DocumentStore(db).list_documents() != []
     at.button(key=f"del_doc_{doc.id}").click().run()
     assert DocumentStore(db).list_documents() == []
     assert any("No documents yet" in t for t in texts(at.info))
@@ -109,3 +115,18 @@ def test_turning_documents_off_for_a_conversation(app, db):
     [conv] = ConversationStore(db).list_conversations()
     assert conv.documents.use_documents is False
     assert ConversationStore(db).messages(conv.id)[1].sources == ()
+
+
+def test_a_file_over_the_limit_is_refused_with_a_visible_message(app, db, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_RETRIEVAL__MAX_UPLOAD_MB", "0.01")
+    at = app("views/documents.py")
+    # The browser may send up to the server's cap, so the library's own refusal is seen.
+    assert at.file_uploader(key="upload").proto.max_upload_size_mb == 200
+    at.file_uploader(key="upload").set_value([("big.txt", b"word " * 4000, "text/plain")])
+    at.button[0].click().run()  # "Add to library"
+    errors = " ".join(texts(at.error))
+    assert "big.txt" in errors and "over the 0.01 MB limit" in errors
+    assert DocumentStore(db).list_documents() == []
+
+    at.button[0].click().run()  # nothing chosen (or dropped by the browser): said, not silent
+    assert "Nothing was added" in " ".join(texts(at.warning))

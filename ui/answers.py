@@ -38,8 +38,11 @@ def answer(service: ChatService, m: StoredMessage) -> None:
     shown = m.edited or m.content
     st.markdown(safe_markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown))
     if m.edited:
+        # A rating and comment were about the model's answer, not the corrected text: they
+        # stay with the original (changeable there), and the corrected text shows none.
         with st.expander("Edited by you: the model's original answer", icon=":material/edit_note:"):
             st.text(m.content)
+            _rating(service, m)
     if m.sources:
         _sources(m)
     _answer_footer(service, m)
@@ -61,6 +64,13 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         engine = f"\n\nEngine: {r.engine}" if r.engine else ""
         st.caption(" · ".join(bits),
                    help=f"Model: {r.model_id}{engine}\n\nPrompt tokens: {r.prompt_tokens}")
+    if not m.edited:
+        _rating(service, m)
+    _actions(service, m)
+
+
+def _rating(service: ChatService, m: StoredMessage) -> None:
+    """Thumbs, comment and tags of the model's answer."""
     key = f"fb_{m.id}"
     default = {1: 1, -1: 0}.get(m.rating)
     row = st.container(horizontal=True, vertical_alignment="center", gap="small")
@@ -75,7 +85,6 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         "Tags", TAGS, selection_mode="multi", default=[t for t in m.tags if t in TAGS],
         key=f"tags_{m.id}", label_visibility="collapsed", on_change=_rate, args=(service, m.id),
     )
-    _actions(service, m)
 
 
 def _actions(service: ChatService, m: StoredMessage) -> None:
@@ -99,12 +108,22 @@ def _actions(service: ChatService, m: StoredMessage) -> None:
             disabled=i == len(alts) - 1, help="Next version",
             on_click=guard_cb, args=(service.store.set_active, alts[min(i + 1, len(alts) - 1)]),
         )
-        row.button(
-            "Best" if not m.chosen else "Best ✓", key=f"best_{m.id}",
-            type="primary" if m.chosen else "secondary", disabled=m.chosen,
-            help="Mark this version the best: the others become 'rejected' in training data",
-            on_click=guard_cb, args=(service.store.choose, m.id),
-        )
+        if m.rating == -1 and not m.chosen:
+            # Best makes it "chosen" in training data: a 👎 answer would teach the opposite
+            # of the rating. Ask first.
+            with row.popover("Best", help="Mark this version the best"):
+                st.warning("You rated this answer :material/thumb_down:. Marking it the best "
+                           "makes it the **chosen** answer in training data (the others become "
+                           "rejected).", icon=":material/warning:")
+                st.button("Mark it the best anyway", key=f"best_{m.id}",
+                          on_click=guard_cb, args=(service.store.choose, m.id))
+        else:
+            row.button(
+                "Best" if not m.chosen else "Best ✓", key=f"best_{m.id}",
+                type="primary" if m.chosen else "secondary", disabled=m.chosen,
+                help="Mark this version the best: the others become 'rejected' in training data",
+                on_click=guard_cb, args=(service.store.choose, m.id),
+            )
     with row.popover("", icon=":material/edit:", help="Write a better answer"):
         st.text_area("Your better answer", value=m.edited or m.content, key=f"edit_text_{m.id}")
         st.button("Save edit", key=f"edit_save_{m.id}", on_click=_save_edit, args=(service, m.id))

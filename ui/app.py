@@ -3,7 +3,6 @@
 import streamlit as st
 
 from assistant.permissions import private_umask
-from ui import login
 
 private_umask()  # the database and everything written beside it: the owner's only
 
@@ -11,6 +10,12 @@ private_umask()  # the database and everything written beside it: the owner's on
 # from fonts.gstatic.com, telling a third party each time the app is opened. An emoji
 # becomes an inline SVG (the icons inside the page come from Streamlit's bundled font).
 st.set_page_config(page_title="Assistant", page_icon="💬", layout="centered")
+# After a restart the first run imports the app's modules (seconds): the page says so from
+# the first second instead of staying blank. The heavy libraries follow under the pages' own
+# spinners, then the models under theirs.
+with st.spinner("Starting the assistant...", show_time=True):
+    from ui import login
+
 login.gate()  # login off: None; on: the form until someone logs in
 pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),

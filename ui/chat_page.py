@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from assistant.chat import ChatService
@@ -15,15 +13,49 @@ from assistant.storage.conversations import DocumentChoice
 from ui import answers, login, resources, sidebar
 from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
 from ui.text import plain, safe_markdown, safe_stream
-from ui.uploads import ingest_uploads
+from ui.uploads import ingest_uploads, upload_cap_mb
+
+URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
+_URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
+REFUSED = "_refused_message"  # (text, reason) of a message the service refused last run
 
 
 def render() -> None:
     service = resources.chat_service()
     for notice in service.notices:
         st.info(notice)
-    params, documents = sidebar.render(service)
+    asked = _follow_url()
+    params, documents = sidebar.render(service)  # drops a conversation this user cannot see
+    if asked is not None and str(st.session_state.get(CONV)) != asked:
+        st.error(f"There is no conversation {plain(asked)} that you can open (deleted, or "
+                 "another user's): this is a new chat.", icon=":material/link_off:")
+    sync_url()
     _conversation(service, params, documents)
+
+
+def _follow_url() -> str | None:
+    """Open the conversation the URL names when the URL changed outside this session (a
+    reload, the back button, a shared link); returns what it asked for."""
+    value = st.query_params.get(URL_KEY)
+    if _URL_SEEN in st.session_state and value == st.session_state[_URL_SEEN]:
+        return None  # unchanged: the session's own choice (a click in the sidebar) stands
+    st.session_state[_URL_SEEN] = value
+    if value is None:  # a plain link, or back from another page (which drops it): keep
+        return None
+    st.session_state[CONV] = int(value) if value.isdigit() else None
+    return value
+
+
+def sync_url() -> None:
+    """Put the open conversation in the URL (none: a new chat, no parameter)."""
+    conv = st.session_state.get(CONV)
+    value = None if conv is None else str(conv)
+    if st.query_params.get(URL_KEY) != value:
+        if value is None:
+            del st.query_params[URL_KEY]
+        else:
+            st.query_params[URL_KEY] = value
+    st.session_state[_URL_SEEN] = value
 
 
 def _settle_pending_reply() -> None:
@@ -87,13 +119,21 @@ def _conversation(
             _stream(reply)
 
     attach = login.may("upload")  # attached files join the shared library: admins only
+    refused = st.session_state.pop(REFUSED, None)
+    if refused is not None:
+        # st.chat_input empties itself on submit: a refused message goes back into the box
+        # (Streamlit puts a str set in session state there), with the reason beside it.
+        text, reason = refused
+        st.session_state["chat_input"] = text
+        st.error(f"{reason} Your message is back in the box below.", icon=":material/error:")
     submitted = st.chat_input(
         # Short enough to show whole at phone width; the attach button is a "+", not a clip.
         "Ask anything; + attaches documents" if attach else "Ask anything",
         key="chat_input",
-        max_chars=service.settings.max_message_chars,
+        # No max_chars: the browser would cut a long paste (or drop it) without a word; the
+        # service refuses an over-long message with the limit, and the text is kept.
         accept_file="multiple" if attach else False,
-        max_upload_size=max(1, math.ceil(service.settings.retrieval.max_upload_mb)),
+        max_upload_size=upload_cap_mb(service.settings.retrieval.max_upload_mb),
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
     )
@@ -108,22 +148,58 @@ def _conversation(
         if not prompt.strip():
             return
     compare = st.session_state.get("compare_mode", False)
+    # The question shows at once, and the answer's bubble says what happens before the
+    # first word (searching the documents, then reading the sources and the question).
+    question, answer = st.empty(), st.empty()
+    with question.container(), st.chat_message("user"):
+        st.markdown(safe_markdown(prompt))
+    bubble = answer.container()
     try:
         if compare:
-            a, b = service.compare(current, prompt, params, documents,
-                                   versions=sidebar.compare_versions())
+            with st.spinner(searching(service, documents)):
+                a, b = service.compare(current, prompt, params, documents,
+                                       versions=sidebar.compare_versions())
         else:
-            reply = service.send(current, prompt, params, documents)
+            with bubble, st.chat_message("assistant"), st.spinner(searching(service, documents)):
+                reply = service.send(current, prompt, params, documents)
     except AssistantError as err:
-        st.error(str(err))
-        return
+        question.empty()
+        answer.empty()
+        st.session_state[REFUSED] = (prompt, str(err))
+        st.rerun()
     st.session_state[CONV] = (a if compare else reply).conversation_id
-    with st.chat_message("user"):
-        st.markdown(safe_markdown(prompt))
+    sync_url()
+    answer.empty()
     if compare:
         _stream_pair(service, a, b)
     else:
         _stream(reply)
+
+
+def searching(service: ChatService, documents: DocumentChoice) -> str:
+    """What the page says while a message is prepared, before the model starts."""
+    if documents.use_documents and service.retriever is not None:
+        return "Searching documents…"
+    return "Reading the conversation…"
+
+
+def reading(reply) -> str:  # noqa: ANN001
+    """What the answer's bubble says while the model reads its prompt (the first word waits
+    for that: seconds on a CPU)."""
+    n = len(reply.sources)
+    if n:
+        return f"Reading {n} source{'s' if n != 1 else ''} and the question…"
+    return "Reading the question…"
+
+
+def _first_then_rest(chunks, status: str):  # noqa: ANN001, ANN202
+    """The chunks, with ``status`` under a spinner until the first one arrives."""
+    chunks = iter(chunks)
+    with st.spinner(status):
+        first = next(chunks, None)
+    if first is not None:
+        yield first
+        yield from chunks
 
 
 def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
@@ -134,7 +210,7 @@ def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
             st.caption(f"Answer {label}")
             st.session_state[PENDING] = reply
             try:
-                st.write_stream(safe_stream(reply))
+                st.write_stream(_first_then_rest(safe_stream(reply), reading(reply)))
             except AssistantError as err:
                 st.error(str(err))
             finally:
@@ -156,7 +232,7 @@ def _stream(reply) -> None:  # noqa: ANN001
         stop.button("Stop", key="stop_generation", icon=":material/stop_circle:")
         st.session_state[PENDING] = reply
         try:
-            st.write_stream(safe_stream(reply))
+            st.write_stream(_first_then_rest(safe_stream(reply), reading(reply)))
         except AssistantError as err:
             st.error(str(err))
             return

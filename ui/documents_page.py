@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from assistant.errors import AssistantError
 from assistant.parsing import SUPPORTED_SUFFIXES
 from ui import login, resources
 from ui.text import plain
-from ui.uploads import ingest_uploads
+from ui.uploads import ingest_uploads, upload_cap_mb
 
 FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 
@@ -45,10 +43,12 @@ def render() -> None:
         cols[1].caption(f"{d.chunk_count} chunk{'s' if d.chunk_count != 1 else ''} · {status}")
         cols[2].caption(f"{d.size_bytes / 1024:,.1f} KB")
         if admin:
-            cols[3].button(
-                "", key=f"del_doc_{d.id}", icon=":material/delete:", help=f"Delete {plain(d.name)}",
-                on_click=_delete, args=(d.id,),
-            )
+            # One click on the bin only asks: deleting cannot be undone.
+            with cols[3].popover("", icon=":material/delete:", help=f"Delete {plain(d.name)}"):
+                st.markdown(f"Delete **{plain(d.name)}**? Answers stop finding it; those that "
+                            "cited it keep their copy of the text.")
+                st.button("Delete", key=f"del_doc_{d.id}", type="primary",
+                          icon=":material/delete:", on_click=_delete, args=(d.id,))
     _search(library)
 
 
@@ -56,7 +56,7 @@ def _upload(library) -> None:  # noqa: ANN001
     with st.form("upload_form", clear_on_submit=True):
         files = st.file_uploader(
             "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
-            max_upload_size=max(1, math.ceil(library.ingestor.settings.max_upload_mb)),
+            max_upload_size=upload_cap_mb(library.ingestor.settings.max_upload_mb),
             help=f"Up to {library.ingestor.settings.max_upload_mb:g} MB each. "
             "The same content twice is stored once; a changed file with a stored name "
             "replaces it.",
@@ -64,6 +64,11 @@ def _upload(library) -> None:  # noqa: ANN001
         submitted = st.form_submit_button("Add to library", icon=":material/upload:")
     if submitted and files:
         ingest_uploads(library, files)
+    elif submitted:
+        st.warning(f"Nothing was added: choose files first. A file over "
+                   f"{upload_cap_mb(library.ingestor.settings.max_upload_mb)} MB cannot be "
+                   "uploaded at all; the library takes files up to "
+                   f"{library.ingestor.settings.max_upload_mb:g} MB.", icon=":material/upload_file:")
 
 
 def _search(library) -> None:  # noqa: ANN001
@@ -79,9 +84,12 @@ def _search(library) -> None:  # noqa: ANN001
             st.info("No matching chunks.")
         for n, hit in enumerate(hits, start=1):
             where = f" · {hit.location}" if hit.location else ""
-            with st.expander(f"{n}. {plain(hit.document_name + where)} — score {hit.score:.4f}"):
-                st.caption(f"dense rank {hit.dense_rank or '-'} · lexical rank {hit.lexical_rank or '-'}")
+            # The matching text first: a score alone tells a reader nothing.
+            with st.container(border=True, key=f"doc_hit_{n}"):
+                st.markdown(f"**{n}. {plain(hit.document_name + where)}**")
                 st.text(hit.text)
+                st.caption(f"score {hit.score:.4f} · dense rank {hit.dense_rank or '-'} · "
+                           f"lexical rank {hit.lexical_rank or '-'}")
 
 
 def _delete(document_id: int) -> None:

@@ -18,7 +18,7 @@ from assistant.storage.comparisons import ComparisonStore
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
 from ui import login, resources
-from ui.text import plain
+from ui.text import error_text, plain
 
 
 def render() -> None:
@@ -124,7 +124,7 @@ def _export(db) -> None:  # noqa: ANN001
         result = export(db, kind, ExportOptions(test_fraction=fraction, source=source, mask_pii=mask))
         folder = write_export(result, out, fmt)
     except AssistantError as err:
-        st.error(str(err))
+        st.error(error_text(str(err)))  # names the 👍/👎 feedback that makes rows
         return
     st.success(f"Exported to {folder}")
     for line in summarize(result.report):

@@ -17,7 +17,7 @@ from assistant.errors import AssistantError
 from assistant.registry import POLICY_KINDS, Registry, Version, activate_version, gate_report
 from assistant.versions import BASE_VERSION
 from ui import login, resources
-from ui.text import plain
+from ui.text import error_text, plain
 
 SELECTED = "models_version"  # the version whose details are shown
 _SELECT_NEXT = "_models_select_next"  # a version to select on the next full run
@@ -45,7 +45,8 @@ TRAIN_KINDS = {
     "rl": "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
           "from a reward model's scores.",
 }
-STATUS_COLORS = {"running": "blue", "done": "green", "failed": "red", "died": "red", "cancelled": "gray"}
+STATUS_COLORS = {"queued": "orange", "running": "blue", "done": "green", "failed": "red",
+                 "died": "red", "cancelled": "gray"}
 
 
 def render() -> None:
@@ -476,6 +477,10 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
         else:
             ready = False
             st.warning("Online RL needs a reward model: train one with kind 'reward' first.")
+    missing = _missing_data_cached(kind, settings.resolved_database_url)
+    if missing:
+        ready = False
+        st.warning(error_text(missing), icon=":material/dataset:")
     st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
               help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
                    "keeps answering meanwhile.",
@@ -483,19 +488,46 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
     _show_notice("train")
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def _missing_data_cached(kind: str, database_url: str) -> str | None:
+    # Exporting all the feedback takes ~1 s with a thousand pairs: not on every rerun of the
+    # page. The click re-checks uncached, so a stale answer never starts a run.
+    return _missing_data(kind)
+
+
+def _missing_data(kind: str) -> str | None:
+    """Why a ``kind`` run would stop at once for want of data (None: it has enough), found
+    before it starts: a run only gets there after loading the model."""
+    from alignment.readiness import check_data
+
+    try:
+        check_data(resources.database(), kind)
+    except AssistantError as err:
+        return str(err)
+    return None
+
+
 def _start_training(settings: Settings, args: list[str], kind: str) -> None:
+    missing = _missing_data(kind)  # the data may have changed since the form was shown
+    if missing:
+        _notify("train", "error", error_text(missing))
+        return
     try:
         run = runs.start(settings, args, kind, user=login.current_user())
     except (AssistantError, OSError) as err:
         _notify("train", "error", f"Could not start training: {err}")
         return
-    _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
+    if run.status == "queued":
+        _notify("train", "info", f"Queued {kind} training (run {run.id}): it starts when the "
+                                 "running one ends. Follow it under Runs below.")
+    else:
+        _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
 
 
 # -- runs --------------------------------------------------------------------------------------
 def _runs(settings: Settings) -> None:
     st.subheader("Runs")
-    running = {r.id for r in runs.list_runs(settings) if r.status == "running"}
+    running = {r.id for r in runs.list_runs(settings) if r.status in ("running", "queued")}
     # Refresh only this panel, and only while something runs: the rest of the page (and the
     # chat, in other tabs) stays usable, and an idle page does no polling.
     panel = st.fragment(_runs_panel, run_every=RUN_REFRESH_S if running else None)
@@ -504,7 +536,7 @@ def _runs(settings: Settings) -> None:
 
 def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
     listed = runs.list_runs(settings)
-    running = {r.id for r in listed if r.status == "running"}
+    running = {r.id for r in listed if r.status in ("running", "queued")}
     if running_at_start - running:
         # A run ended: rerun the whole page, to list the version it registered and to stop
         # refreshing when nothing runs any more.
@@ -513,12 +545,12 @@ def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
         st.caption("No runs yet: start one above. Runs from the command line do not show here.")
         return
     for run in listed[:RUNS_SHOWN]:
-        _run(run)
+        _run(settings, run)
     if len(listed) > RUNS_SHOWN:
         st.caption(f"{len(listed) - RUNS_SHOWN} older runs are in {plain(str(settings.runs_dir))}.")
 
 
-def _run(run: runs.Run) -> None:
+def _run(settings: Settings, run: runs.Run) -> None:
     with st.container(border=True):
         head = st.container(horizontal=True, vertical_alignment="center")
         if run.kind == "eval":
@@ -530,8 +562,12 @@ def _run(run: runs.Run) -> None:
         started = datetime.fromtimestamp(run.started, UTC) if run.started else None
         when = f"started {started:%Y-%m-%d %H:%M} UTC · " if started else ""
         st.caption(when + plain("assistant " + " ".join(run.args)))
-        if run.status == "running":
-            _progress(run)
+        if run.status == "queued":
+            st.caption(f":material/hourglass_top: Waits for the running run to end (at most "
+                       f"{settings.max_concurrent_runs} at once: ASSISTANT_MAX_CONCURRENT_RUNS).")
+        if run.status in ("running", "queued"):
+            if run.status == "running":
+                _progress(run)
             st.button("Cancel", key=f"cancel_run_{run.id}", icon=":material/cancel:",
                       on_click=runs.cancel, args=(run,))
         elif run.status == "done" and run.version:
@@ -542,7 +578,7 @@ def _run(run: runs.Run) -> None:
                 st.session_state[_SELECT_NEXT] = run.version
                 st.rerun(scope="app")
         elif run.error:
-            (st.warning if run.status == "cancelled" else st.error)(plain(run.error))
+            (st.warning if run.status == "cancelled" else st.error)(error_text(run.error))
         with st.expander("Log"):
             st.code(run.log_tail(40) or "(nothing logged yet)", language=None)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from assistant.bootstrap import Library, build_chat_service, open_database, open_library, open_registry
-from assistant.chat import ChatService
 from assistant.config import Settings, get_settings
 from assistant.errors import AssistantError
 from assistant.registry import Registry
 from assistant.storage import Database
+
+if TYPE_CHECKING:  # importing it loads torch and transformers (seconds): the pages do, later
+    from assistant.chat import ChatService
 
 
 @st.cache_resource(show_spinner=False)
@@ -41,12 +45,15 @@ def _or_stop(build, message: str):  # noqa: ANN001, ANN202
     """Build a resource under a spinner; on a domain error show the reason and stop the
     page, so the user sees what to fix instead of a traceback."""
     try:
-        with st.spinner(message):
+        with st.spinner(message, show_time=True):
             return build()
     except AssistantError as err:
         st.error(str(err))
         st.stop()
         raise  # unreachable: st.stop() raises
+
+
+MODEL_LOADING = "Loading the model..."
 
 
 def library() -> Library:
@@ -57,7 +64,7 @@ def chat_service() -> ChatService:
     """The chat service, seeing only this session's user's conversations (login on)."""
     from ui.login import current_user
 
-    service = _or_stop(_chat_service, "Loading the model...")
+    service = _or_stop(_chat_service, MODEL_LOADING)
     return service.for_owner(current_user())
 
 
@@ -67,7 +74,7 @@ def try_chat_service() -> ChatService | None:
     from ui.login import current_user
 
     try:
-        with st.spinner("Loading the model..."):
+        with st.spinner(MODEL_LOADING, show_time=True):
             return _chat_service().for_owner(current_user())
     except AssistantError as err:
         st.error(str(err))

@@ -120,18 +120,28 @@ def _compare_versions(service: ChatService) -> tuple[str, str] | None:
         st.sidebar.error(str(err))
         return None
     if not names:
+        st.sidebar.caption("No trained version yet: A and B are two samples of the base model.")
         return None
     options = [BASE_VERSION, *reversed(names)]
-    current = options.index(service.version) if service.version in options else 0
+    active = service.version if service.version in options else BASE_VERSION
+    try:
+        opponent = service.registry.default_opponent(active)
+    except AssistantError:
+        opponent = None
     with st.sidebar.container(border=True):
         st.caption("A/B versions")
         pick = dict(
-            options=options, index=current,
+            options=options,
             help="The versions that answer. Which one is A and which B is shuffled, and "
             "stays hidden until you vote.",
         )
-        first = st.selectbox("First version", key="compare_version_1", **pick)
-        second = st.selectbox("Second version", key="compare_version_2", **pick)
+        # By default the version in use against the one it was trained from (or the one
+        # in use before it): the same version twice compares nothing.
+        first = st.selectbox("First version", key="compare_version_1", index=options.index(active), **pick)
+        second = st.selectbox(
+            "Second version", key="compare_version_2",
+            index=options.index(opponent) if opponent in options else options.index(active), **pick,
+        )
         if first == second:
             st.caption("The same version twice: two samples of it (temperature at least 0.7).")
     return first, second

@@ -63,3 +63,24 @@ def safe_stream(chunks: Iterable[str]) -> Iterator[str]:
         safe = text.replace("![", "!\\[")
         yield "\\" + safe if last == "!" and text[0] == "[" else safe
         last = text[-1]
+
+
+# Debian's Chromium has no emoji font: thumbs in messages show as the buttons' own icons.
+_ICONS = {"👍": ":material/thumb_up:", "👎": ":material/thumb_down:"}
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+
+
+def error_text(text: str) -> str:
+    """A message (an error, a notice) for ``st.error`` and kin: Markdown escaped as in
+    :func:`plain`, except `code spans`, which show as code (commands to run); 👍 / 👎 shown
+    as the icons the rating buttons use."""
+    parts = _CODE_SPAN.split(" ".join(text.translate(_BIDI_CONTROLS).split()))
+    def escaped(part: str) -> str:  # plain() trims: keep the spaces around code spans
+        if not part.strip():
+            return part
+        return (" " if part[0] == " " else "") + plain(part) + (" " if part[-1] == " " else "")
+
+    out = "".join(p if i % 2 else escaped(p) for i, p in enumerate(parts))
+    for emoji, icon in _ICONS.items():
+        out = out.replace(emoji, icon)
+    return out

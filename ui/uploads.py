@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import streamlit as st
@@ -26,3 +27,10 @@ def ingest_uploads(library: Library, files: Sequence) -> list[IngestResult]:
         else:
             st.success(plain(r.describe()), icon=":material/check_circle:")
     return results
+
+
+def upload_cap_mb(limit_mb: float) -> int:
+    """What the browser may send: the server's own cap, not the library's limit, so that a
+    file over the limit reaches the ingestor and is refused with a message naming it (the
+    browser refuses only with a tooltip, and the form then clears it without a word)."""
+    return max(math.ceil(limit_mb), int(st.get_option("server.maxUploadSize")))

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
 
+from alignment.readiness import DATA_KIND, MIN_ROWS  # noqa: F401 (kept here for importers)
+
 TRAIN_KINDS = ("reward", "sft", "dpo", "kto", "rl")
-#: Which export feeds which trainer.
-DATA_KIND = {"reward": "preference", "dpo": "preference", "rl": "preference", "kto": "kto", "sft": "sft"}
 
 
 @dataclass
@@ -82,7 +82,6 @@ CONFIGS = {
     "reward": RewardRunConfig, "sft": SFTRunConfig, "dpo": DPORunConfig, "kto": KTORunConfig,
     "grpo": GRPORunConfig, "rloo": RLOORunConfig,
 }
-MIN_ROWS = {"reward": 8, "dpo": 8, "kto": 8, "sft": 4, "rl": 4}
 RUN_ARG_NAMES = frozenset(f.name for f in fields(RunArgs))
 
 

@@ -9,20 +9,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from alignment.errors import NotEnoughTrainingData, RowsTooLong
+from alignment.errors import RowsTooLong
 from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
-from alignment.training.config import DATA_KIND, MIN_ROWS
+from alignment.readiness import DATA_KIND, MIN_ROWS, check_rows, distinct_prompts
 from alignment.training.lengths import fit_rows
 from assistant.chat_template import template_input
 from assistant.storage import Database
-
-_HINTS = {
-    "preference": "Preference pairs come from regenerating an answer and choosing the best, "
-    "editing an answer, 👍/👎 on two answers to one question, or compare-mode votes; "
-    "`assistant data import hh-rlhf FILE` adds public pairs.",
-    "kto": "KTO learns from 👍 and 👎 on single answers (it needs both kinds).",
-    "sft": "SFT learns from answers rated 👍, chosen as the best, or edited.",
-}
 
 
 @dataclass
@@ -41,23 +33,9 @@ def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # n
     train_rows = result.train[: config.limit] if config.limit else list(result.train)
     test_rows = result.test if config.eval_rows is None else result.test[: config.eval_rows]
     if kind == "rl":  # online RL samples its own answers: only the prompts are used
-        train_rows, test_rows = _prompts(train_rows), _prompts(test_rows)
+        train_rows, test_rows = distinct_prompts(train_rows), distinct_prompts(test_rows)
 
-    need = config.min_rows if config.min_rows is not None else MIN_ROWS[kind]
-    what = {"preference": "preference pairs", "kto": "rated answers", "sft": "good answers"}[data_kind]
-    if kind == "rl":
-        what = "distinct prompts"
-    if len(train_rows) < need:
-        raise NotEnoughTrainingData(kind, what, len(train_rows), need, _HINTS[data_kind])
-    if kind == "kto":
-        labels = {bool(r["label"]) for r in train_rows}
-        if labels != {True, False}:
-            have = sum(r["label"] == (True in labels) for r in train_rows)
-            missing = "👎" if True in labels else "👍"
-            raise NotEnoughTrainingData(
-                kind, f"rows of each label (it has {have} of one and none {missing})", 0, 1,
-                _HINTS["kto"],
-            )
+    check_rows(kind, train_rows, config.min_rows)
 
     used = ExportResult(train_rows, test_rows, replace(result.report, train=len(train_rows), test=len(test_rows)))
     write_export(used, folder, "jsonl")
@@ -178,14 +156,3 @@ def _sha256(folder: Path) -> str:
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(
         isinstance(m, dict) and "content" in m for m in value)
-
-
-def _prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for row in rows:
-        key = repr(row["prompt"])
-        if key not in seen:
-            seen.add(key)
-            out.append({"prompt": row["prompt"]})
-    return out

@@ -489,3 +489,71 @@ def test_no_request_leaves_the_machine(browser, login_server):
         assert not outside, outside
     finally:
         context.close()
+
+
+# -- a first day without surprises ---------------------------------------------------------------
+def test_first_day_conversation_url_survives_a_reload(new_page, document):
+    """A conversation has its own address: a reload reopens it, not a new empty chat."""
+    page = new_page("/")
+    open_chat(page)
+    send(page, "Say hello to the Zorblax festival.")
+    wait_for_answer(page, 0)
+    page.wait_for_function("() => location.search.includes('conversation=')")
+    address = page.url
+    page.reload()
+    open_chat(page)
+    assert page.url == address
+    expect(main(page).get_by_text("Say hello to the Zorblax festival.")).to_be_visible()
+    expect(main(page).get_by_test_id("stFeedback")).to_have_count(1)
+    expect(main(page).get_by_test_id("stAlertContentError")).to_have_count(0)
+    shot(page, "20-first-day-reload-reopens-conversation")
+
+
+def test_first_day_a_paste_over_the_limit_stays_in_the_box(new_page, document):
+    """A 104,000-character paste is refused with the reason beside the box, and kept."""
+    page = new_page("/")
+    open_chat(page)
+    pasted = "lorem ipsum dolor " * (104_000 // 18)
+    send(page, pasted)
+    expect(main(page).get_by_test_id("stAlertContentError")).to_contain_text("too long", timeout=ANSWER_MS)
+    settle(page)
+    assert chat_box(page).input_value() == pasted
+    expect(main(page).get_by_test_id("stFeedback")).to_have_count(0)
+    shot(page, "21-first-day-paste-kept")
+
+
+def test_first_day_delete_asks_first(new_page, document, tmp_path):
+    """The bin opens a question; only its Delete button deletes."""
+    scratch = tmp_path / "scratch-notes.md"
+    scratch.write_text("# Scratch\n\nNotes to delete again.\n", encoding="utf-8")
+    page = new_page("/documents")
+    expect(page.get_by_role("heading", name="Library (1)")).to_be_visible(timeout=MODEL_LOAD_MS)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([scratch])
+    page.get_by_role("button", name="Add to library").click()
+    expect(page.get_by_role("heading", name="Library (2)")).to_be_visible(timeout=ANSWER_MS)
+    settle(page)
+    row = main(page).get_by_test_id("stHorizontalBlock").filter(has_text="scratch-notes.md")
+    row.get_by_test_id("stPopover").get_by_role("button").click()
+    question = page.get_by_test_id("stPopoverBody")
+    expect(question).to_contain_text("Delete scratch-notes.md?")
+    shot(page, "22-first-day-delete-asks")
+    expect(page.get_by_role("heading", name="Library (2)")).to_be_visible()  # nothing yet
+    question.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Library (1)")).to_be_visible(timeout=ANSWER_MS)
+    expect(main(page).get_by_text("scratch-notes.md", exact=True)).to_have_count(0)
+
+
+def test_first_day_an_upload_over_the_limit_says_so(new_page, document, tmp_path):
+    """A 60 MB file (the limit is 50 MB) gets a message naming it, not a tooltip and silence."""
+    big = tmp_path / "big-report.txt"
+    big.write_bytes(b"lorem ipsum " * (60 * 1024 * 1024 // 12))
+    page = new_page("/documents")
+    expect(page.get_by_role("heading", name="Library (1)")).to_be_visible(timeout=MODEL_LOAD_MS)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([big])
+    expect(page.get_by_role("button", name="Remove big-report.txt")).to_be_visible(timeout=ANSWER_MS)
+    page.get_by_role("button", name="Add to library").click()
+    error = page.get_by_test_id("stAlertContentError")
+    expect(error).to_contain_text("big-report.txt", timeout=ANSWER_MS)
+    expect(error).to_contain_text("over the 50 MB limit")
+    expect(page.get_by_role("heading", name="Library (1)")).to_be_visible()
+    shot(page, "23-first-day-upload-over-limit")

@@ -1,7 +1,7 @@
 import streamlit as st
 
 # The first import loads torch, transformers and TRL (seconds): say so instead of a blank page.
-with st.spinner("Starting the assistant..."):
+with st.spinner("Loading the libraries (torch, transformers)...", show_time=True):
     from ui import models_page
 
 models_page.render()

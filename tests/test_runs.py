@@ -1,0 +1,111 @@
+"""Background runs (alignment/runs.py): reaping, the queue, the memory check."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alignment import memory, runs
+from alignment.errors import RunWontFit
+
+
+def wait_for(what: str, check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def zombie_or_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").exists()
+    except OSError:
+        return False
+
+
+def test_a_failed_run_is_reaped_without_anyone_looking(settings):
+    # The CLI refuses an unknown command at once (exit status 2): the run ends without a result.
+    run = runs.start(settings, ["no-such-command"], "dpo")
+    # Nothing polls the run (no page lists it): the process must still not stay a zombie.
+    wait_for("the child to be reaped", lambda: not zombie_or_alive(run.pid))
+    assert runs.load(run.path).status == "died"
+
+
+@pytest.fixture
+def sleepers(monkeypatch):
+    """Runs whose process sleeps for the seconds named in their command (the queue is the
+    subject here, not what a run does)."""
+    def argv(command: list[str], path: Path) -> list[str]:
+        return [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))",
+                command[0], str(path)]
+
+    monkeypatch.setattr(runs, "_argv", argv)
+
+
+def status(run: runs.Run) -> str:
+    return runs.load(run.path).status
+
+
+def test_heavy_runs_queue_one_at_a_time(settings, sleepers):
+    first = runs.start(settings, ["1.5"], "dpo")
+    second = runs.start(settings, ["0"], "kto")
+    assert (first.status, second.status) == ("running", "queued")
+    assert [r.status for r in runs.list_runs(settings)] == ["queued", "running"]  # newest first
+    # Nobody lists the runs: the end of the first starts the second.
+    pid = wait_for("the queued run to start", lambda: runs._read(second.path / runs.RUN)["pid"])
+    assert runs.load(second.path).started >= runs.load(first.path).started + 1  # after the first
+    wait_for("the second run to be reaped", lambda: not zombie_or_alive(pid))
+    assert wait_for("both to end", lambda: {status(first), status(second)} == {"died"})
+
+
+def test_a_setting_lets_more_runs_run_at_once(settings, sleepers):
+    settings = settings.model_copy(update={"max_concurrent_runs": 2})
+    a, b = runs.start(settings, ["2"], "dpo"), runs.start(settings, ["2"], "kto")
+    c = runs.start(settings, ["0"], "sft")
+    assert (a.status, b.status, c.status) == ("running", "running", "queued")
+    runs.cancel(c)
+    assert status(c) == "cancelled"
+    runs.cancel(a)
+    runs.cancel(b)
+    assert runs.load(c.path).pid == 0  # a cancelled queued run never starts
+
+
+def fake_checkpoint(folder: Path, parameters: int) -> Path:
+    """A safetensors file with only its header: the estimate reads nothing else."""
+    folder.mkdir(parents=True)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [parameters], "data_offsets": [0, 4 * parameters]}})
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header.encode())
+    return folder
+
+
+def test_a_run_that_would_not_fit_says_so_before_it_starts(settings, sleepers, monkeypatch, tmp_path):
+    model = fake_checkpoint(tmp_path / "model", 135_000_000)
+    settings = settings.model_copy(update={"model": str(model)})
+    need = memory.run_estimate(settings)
+    assert need == memory.BASE_BYTES + 10 * 4 * 135_000_000  # ~6.9 GB: the rule, stated
+    monkeypatch.setattr(memory, "available", lambda: 3 * 2**30)
+    with pytest.raises(RunWontFit, match=r"needs about 6\.5 GB .* 3\.0 GB is free now"):
+        runs.start(settings, ["0"], "dpo")
+    assert not settings.runs_dir.exists() or not list(settings.runs_dir.iterdir())  # nothing written
+
+    monkeypatch.setattr(memory, "available", lambda: 8 * 2**30)
+    run = runs.start(settings, ["1"], "dpo")
+    assert run.status == "running"
+    # A queued run is checked when it starts; when it is queued, against the machine's memory.
+    monkeypatch.setattr(memory, "available", lambda: 2 * 2**30)
+    monkeypatch.setattr(memory, "total", lambda: 4 * 2**30)
+    with pytest.raises(RunWontFit, match="4.0 GB is free on this machine in all"):
+        runs.start(settings, ["0"], "sft")
+    monkeypatch.setattr(memory, "total", lambda: 24 * 2**30)
+    queued = runs.start(settings, ["0"], "kto")
+    assert queued.status == "queued"
+    # The running run ends with 2 GB free: the queued one is refused instead of started.
+    wait_for("the queued run to be refused", lambda: status(queued) == "failed", timeout=30)
+    assert "needs about 6.5 GB" in runs.load(queued.path).error and runs.load(queued.path).pid == 0
+    wait_for("the first run to end", lambda: status(run) == "died")

@@ -1,0 +1,102 @@
+"""The Models page's train form and runs panel (AppTest, FakeGenerator): the data a run needs
+is checked before it starts, and heavy runs queue."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from alignment import runs
+from alignment.importers import import_hh_rlhf
+from assistant.bootstrap import open_database
+from tests.fake_app import fake_app
+from tests.shared_data import HH_FILE, shared_file
+
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+
+
+@pytest.fixture
+def service(env_settings, monkeypatch):
+    st.cache_data.clear()
+    with fake_app(env_settings, monkeypatch, fingerprint="fake-fingerprint") as svc:
+        yield svc
+
+
+def run_ok(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def models_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    run_ok(at)
+    at.switch_page("views/models.py")
+    return run_ok(at)
+
+
+def import_pairs(settings, tmp_path: Path, n: int) -> None:
+    lines = shared_file(HH_FILE).read_text(encoding="utf-8").splitlines()
+    short = tmp_path / "pairs.jsonl"
+    short.write_text("\n".join([line for line in lines if len(line) < 700][:n]) + "\n")
+    db = open_database(settings)
+    try:
+        import_hh_rlhf(db, short)
+    finally:
+        db.dispose()
+
+
+def test_the_form_says_what_data_is_missing_before_anything_starts(service, env_settings, tmp_path):
+    at = models_page()
+    warning = " ".join(w.value for w in at.warning)
+    assert "No preference data in the database" in warning
+    assert "`assistant data import hh-rlhf FILE`" in warning  # shown as code, not escaped
+    assert at.button(key="train_start").disabled
+    at.selectbox(key="train_kind").set_value("kto")
+    run_ok(at)
+    assert "No kto data" in " ".join(w.value for w in at.warning)
+    assert ":material/thumb_up:" in " ".join(w.value for w in at.warning)  # not an emoji
+    assert at.button(key="train_start").disabled
+    assert not env_settings.runs_dir.exists()
+
+    import_pairs(env_settings, tmp_path, 40)
+    st.cache_data.clear()  # the form re-checks every 10 s (the click always does)
+    at.selectbox(key="train_kind").set_value("dpo")
+    run_ok(at)
+    assert not [w for w in at.warning if "preference" in w.value]
+    assert not at.button(key="train_start").disabled
+
+
+def test_too_few_rows_are_refused_with_the_count_and_the_way_to_get_more(service, env_settings, tmp_path):
+    import_pairs(env_settings, tmp_path, 6)
+    at = models_page()
+    warning = " ".join(w.value for w in at.warning)
+    assert "needs at least 8 preference pairs" in warning and "the feedback export has" in warning
+    assert at.button(key="train_start").disabled
+
+
+def test_a_second_run_is_queued_and_shown_waiting(service, env_settings, tmp_path, monkeypatch):
+    import_pairs(env_settings, tmp_path, 40)
+    monkeypatch.setattr(runs, "_argv", lambda command, path: [
+        sys.executable, "-c", "import time; time.sleep(30)", str(path)])
+    at = models_page()
+    at.button(key="train_start").click()
+    run_ok(at)
+    assert "Started dpo training" in " ".join(i.value for i in at.info)
+    at.button(key="train_start").click()
+    run_ok(at)
+    assert "Queued dpo training" in " ".join(i.value for i in at.info)
+    listed = runs.list_runs(env_settings)
+    assert [r.status for r in listed] == ["queued", "running"]
+    assert any("Waits for the running run to end" in c.value for c in at.caption)
+    at.button(key=f"cancel_run_{listed[0].id}").click()
+    run_ok(at)
+    at.button(key=f"cancel_run_{listed[1].id}").click()
+    run_ok(at)
+    time.sleep(0.5)
+    assert [r.status for r in runs.list_runs(env_settings)] == ["cancelled", "cancelled"]

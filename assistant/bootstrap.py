@@ -51,7 +51,8 @@ def open_library(settings: Settings, db: Database, repair: bool = True) -> Libra
     (rebuilding it from the stored vectors when they disagree, unless ``repair`` is off)."""
     from assistant.embedding import Embedder
     from assistant.index import VectorIndex
-    from assistant.ingest import Ingestor, sync_index
+    from assistant.index_sync import sync_index
+    from assistant.ingest import Ingestor
     from assistant.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 

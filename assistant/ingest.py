@@ -26,8 +26,6 @@ from assistant.config import RetrievalSettings
 from assistant.embedding import Embedder
 from assistant.errors import DocumentError, DocumentTooLarge, EmptyFile, NoExtractableText
 from assistant.index import VectorIndex
-# Re-exported for callers that start the library (bootstrap).
-from assistant.index_sync import sync_index  # noqa: F401
 from assistant.parse_worker import parse_isolated
 from assistant.parsing import SUPPORTED_SUFFIXES, safe_filename
 from assistant.storage.documents import DocumentStore, StoredDocument

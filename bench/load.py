@@ -477,7 +477,8 @@ def open_bench_library(settings: Settings, db: Database, embedder) -> Library:  
     """``open_library``'s wiring with an embedder already loaded (the baseline and the load
     run each have their own file and index, and one model)."""
     from assistant.index import VectorIndex
-    from assistant.ingest import Ingestor, sync_index
+    from assistant.index_sync import sync_index
+    from assistant.ingest import Ingestor
     from assistant.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 

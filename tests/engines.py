@@ -53,7 +53,7 @@ def embedded_f32_gguf(embedded_checkpoint, tmp_path_factory) -> Path:
     return convert_checkpoint(embedded_checkpoint, out, "f32")
 
 
-def make_lora(checkpoint: Path, out: Path, seed: int, scale: float = 0.02) -> Path:
+def make_lora(checkpoint: Path, out: Path, seed: int, scale: float = 0.06) -> Path:
     """A LoRA adapter on ``checkpoint`` with small random weights: it changes the answers
     without turning the model into noise."""
     import torch

@@ -287,6 +287,10 @@ def _activate(registry: Registry, service: ChatService | None, name: str) -> Non
     force = bool(st.session_state.get(f"force_{name}"))
     before = registry.active()
     try:
+        # The engine first: a version it cannot serve (an adapter the server cannot load, a
+        # conversion that fails) is refused before it is recorded as active.
+        with st.spinner(f"Preparing {name} for the chat's engine..."):
+            service.load_version(name)
         activate_version(registry, name, service.base_fingerprint, force=force)
     except AssistantError as err:
         _notify("details", "error", str(err))

@@ -44,7 +44,7 @@ browser:
 
 run: setup
 	$(BIN)/assistant db upgrade
-	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
+	$(BIN)/streamlit run ui/server.py --server.headless true --browser.gatherUsageStats false
 
 test: setup browser
 	$(BIN)/python -m pytest -q

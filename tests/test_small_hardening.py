@@ -7,14 +7,12 @@ import builtins
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from assistant import bootstrap
 from assistant.bootstrap import open_database, open_library
 from assistant.chat import ChatService
 from assistant.cli import main
-from assistant.ingest import Ingestor
 from assistant.storage import ConversationStore
 from assistant.words import clean_text
 from tests.fakes import FakeGenerator
@@ -70,7 +68,7 @@ def test_a_document_stored_meanwhile_by_another_ingest_is_a_duplicate(settings, 
     # The second process looked before the first committed.
     original, calls = second.store.find_by_hash, []
 
-    def looked_too_early(digest: str):  # noqa: ANN202
+    def looked_too_early(digest: str):  # noqa: ANN202 - None or a StoredDocument
         calls.append(digest)
         return None if len(calls) == 1 else original(digest)
 

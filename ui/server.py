@@ -7,8 +7,10 @@ there a login lasts for the browser tab.
 
 import streamlit as st
 
+from assistant.permissions import private_umask
 from ui import login
 from ui.session_routes import ROUTES
 
+private_umask()  # before the route can open the database (ui/app.py sets it too)
 login.COOKIE_LOGIN = True
 app = st.App("app.py", routes=ROUTES)

@@ -69,7 +69,7 @@ postgres:
 
 run: setup
 	$(BIN)/assistant db upgrade
-	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
+	$(BIN)/streamlit run ui/server.py --server.headless true --browser.gatherUsageStats false
 
 test: setup browser postgres
 	$(BIN)/ruff check .

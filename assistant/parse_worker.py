@@ -231,7 +231,9 @@ class _Pool:
 
 def _start(errors) -> subprocess.Popen:  # noqa: ANN001
     root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
+    # Nothing of the app's own settings or secrets (ASSISTANT_PASSWORD, a token) is the
+    # parser's business: a child taken over through a parser bug finds none of them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "assistant.parse_worker"],

@@ -287,3 +287,21 @@ def test_a_crashing_or_greedy_parser_ends_only_the_child(monkeypatch):
     with pytest.raises(OverBudget, match="MAX_SECONDS"):
         parse_isolated("slow.pdf", b"%PDF-1.4", ParseLimits(max_seconds=1))
     parse_worker._pool.close()
+
+
+
+def test_the_child_gets_none_of_the_apps_secrets(monkeypatch):
+    from assistant import parse_worker
+
+    monkeypatch.setenv("ASSISTANT_PASSWORD", "the admin's password")
+    seen: dict[str, str] = {}
+    popen = subprocess.Popen
+
+    def recording_popen(args, **kwargs):  # noqa: ANN001, ANN202
+        seen.update(kwargs["env"])
+        return popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(parse_worker.subprocess, "Popen", recording_popen)
+    parse_worker._start(None).wait()
+    assert seen and not [k for k in seen if k.startswith("ASSISTANT_")]
+    assert str(ROOT) in seen["PYTHONPATH"]

@@ -18,6 +18,11 @@ from ui import resources
 from ui.text import plain
 
 USER = "_user_name"  # session state: the logged-in user's name
+#: Set by ui/server.py: logins go through /auth/session and last across reloads (an HttpOnly
+#: cookie naming a server-side session). Off (``streamlit run ui/app.py``, AppTest): the
+#: login lasts for the tab's session.
+COOKIE_LOGIN = False
+_LOGGED_OUT = "_logged_out"  # session state: this tab just logged out (no "ended" notice)
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,6 +50,8 @@ def gate() -> User | None:
     """The logged-in user (None with login off); otherwise show the form and stop."""
     if not enabled():
         return None
+    if COOKIE_LOGIN:
+        return _cookie_gate()
     name = st.session_state.get(USER)
     if name is not None:
         try:
@@ -108,6 +115,65 @@ def _form() -> None:
         st.rerun()
 
 
+def _session_token() -> str | None:
+    from ui.session_routes import COOKIE
+
+    try:
+        return st.context.cookies.get(COOKIE)
+    except Exception:  # noqa: BLE001 - no browser connection (tests)
+        return None
+
+
+def _cookie_gate() -> User:
+    token = _session_token()
+    user = users().session_user(token)
+    if user is not None:
+        if st.session_state.get(USER) != user.name:
+            st.session_state.clear()  # nothing of another login carries over
+            st.session_state[USER] = user.name
+        _account(user)
+        return user
+    if not st.session_state.pop(_LOGGED_OUT, False) and (
+        st.session_state.pop(USER, None) is not None or token
+    ):
+        st.warning("Your login has ended (logged out, expired, or your account changed): "
+                   "log in again.")
+    _cookie_form()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() raises")
+
+
+def _cookie_form() -> None:
+    from ui.session_routes import ERRORS, SESSION_PATH
+
+    st.title("Log in")
+    error = st.query_params.get("login_error")
+    if error:
+        st.error(ERRORS.get(error, ERRORS["error"]))
+    if users().count() == 0:
+        st.info(
+            "No users yet: add the first admin in a terminal with "
+            "`assistant users add NAME --role admin`, then log in here.",
+            icon=":material/person_add:",
+        )
+    # A plain form: the browser posts it to the server, which answers with the HttpOnly
+    # cookie. Field names that are no property of a form (DOMPurify drops "name").
+    st.html(f"""
+<style>
+.assistant-login label {{ display: block; margin: 0 0 0.8rem; }}
+.assistant-login input {{ display: block; width: 100%; padding: 0.45rem; margin-top: 0.25rem;
+  box-sizing: border-box; border: 1px solid rgba(128,128,128,.5); border-radius: 0.5rem;
+  font: inherit; color: inherit; background: transparent; }}
+.assistant-login button {{ padding: 0.45rem 1rem; border-radius: 0.5rem; font: inherit;
+  border: 1px solid rgba(128,128,128,.5); cursor: pointer; }}
+</style>
+<form class="assistant-login" method="post" action="{SESSION_PATH}">
+  <label>User name <input name="user_name" autocomplete="username" required></label>
+  <label>Password <input name="user_password" type="password" autocomplete="current-password" required></label>
+  <button type="submit">Log in</button>
+</form>""")
+
+
 def _account(user: User) -> None:
     with st.sidebar:
         row = st.container(horizontal=True, vertical_alignment="center")
@@ -136,8 +202,12 @@ def _change_password(user: User, old: str, new: str, again: str) -> None:
     except AuthError as err:
         st.error("The current password is wrong." if isinstance(err, LoginFailed) else str(err))
         return
-    st.success("Password changed.")
+    st.success("Password changed: log in again with the new one." if COOKIE_LOGIN
+               else "Password changed.")
 
 
 def _logout() -> None:
+    if COOKIE_LOGIN:
+        users().end_session(_session_token())  # the cookie left behind names nothing now
     st.session_state.clear()
+    st.session_state[_LOGGED_OUT] = True

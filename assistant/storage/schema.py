@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -109,9 +110,13 @@ class LoginFailure(Base):
     """A failed login, counted per name and per client (``assistant.auth`` throttling)."""
 
     __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_name_at", "name", "at"),
+        Index("ix_login_failures_client_at", "client", "at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), index=False)
+    name: Mapped[str] = mapped_column(String(64))
     client: Mapped[str] = mapped_column(String(200))
     at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
 

@@ -94,6 +94,7 @@ def backup_postgres(settings: Settings, dest: str | Path) -> BackupResult:
     stage.mkdir()
     db = Database(settings.resolved_database_url, settings.db_busy_timeout_s)
     try:
+        _reach(db, "back up", "pg_dump")
         manifest = _fill(settings, db, pg_dump, uri, env, stage)
         if archive:
             import tarfile
@@ -203,6 +204,7 @@ def restore_postgres(settings: Settings, src: Path, *, force: bool = False) -> R
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, settings.db_busy_timeout_s)
     try:
+        _reach(db, "restore", "pg_restore")
         _check_not_in_use(db, force)
     finally:
         db.dispose()
@@ -231,6 +233,16 @@ def restore_postgres(settings: Settings, src: Path, *, force: bool = False) -> R
     report = diagnose(settings, repair=True)
     log.info("Restored %s into %s", src, data_dir)
     return RestoreResult(src, manifest, data_dir, set_aside, report)
+
+
+def _reach(db: Database, verb: str, tool: str) -> None:
+    from assistant.errors import AssistantError
+
+    try:
+        with db.read() as s:
+            s.execute(text("SELECT 1"))
+    except AssistantError as err:
+        raise BackupError(f"Cannot {verb} the PostgreSQL database with {tool}: {err}") from err
 
 
 def _check_not_in_use(db: Database, force: bool) -> None:

@@ -66,7 +66,8 @@ class DatabaseUnreachable(DatabaseError):
     def __init__(self, where: str, reason: str, *, login: bool = False) -> None:
         self.where, self.reason = where, reason
         what = (
-            "refused the login: check the user name and password in ASSISTANT_DATABASE_URL"
+            "refused the login: check the user name, password and database name in "
+            "ASSISTANT_DATABASE_URL"
             if login else
             "cannot be reached: check that the server is running and that ASSISTANT_DATABASE_URL "
             "names its host and port; the app tries again on the next action"

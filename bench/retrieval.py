@@ -1,6 +1,6 @@
 """Retrieval quality and ingest throughput on SQuAD 2.0 (two Wikipedia articles).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/retrieval.py [--chunk-tokens 200 --overlap 40]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/retrieval.py [--chunk-tokens 200 --overlap 40] [--postgres]
 
 Each article goes in as one document through the product's own pipeline (parse, chunk,
 embed, store, index). Every answerable question is asked; a hit is a retrieved chunk that
@@ -59,6 +59,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--chunk-tokens", type=int, default=RetrievalSettings().chunk_tokens)
     ap.add_argument("--overlap", type=int, default=RetrievalSettings().chunk_overlap)
+    ap.add_argument("--postgres", action="store_true",
+                    help="also run the product's search on PostgreSQL (a throwaway cluster started "
+                         "as the tests start it, tests/pg.py): its full-text search in lexical and "
+                         "hybrid mode, beside SQLite's")
     args = ap.parse_args()
     articles, questions = load_squad(args.data)
 
@@ -81,9 +85,11 @@ def main() -> None:
         encode_s = time.perf_counter() - t0
 
         rows = {}
-        for mode in ("dense", "hybrid"):
+        for mode in ("dense", "hybrid") + (("lexical",) if args.postgres else ()):
             ranked = [[h.text for h in lib.retriever.search(q, k=10, mode=mode)] for q, _ in questions]
             rows[f"product, {mode}"] = score(ranked, questions)
+        if args.postgres:
+            rows.update(postgres_rows(articles, questions, settings, Path(tmp)))
 
         # Reference: MiniLM over the dataset's own paragraphs, exact search.
         paragraphs = [p for _, _, ps in articles for p in ps]
@@ -102,6 +108,32 @@ def main() -> None:
         print(f"{name:32} {r['hit@1']:.3f}   {r['hit@5']:.3f}   {r['mrr@10']:.3f}")
     print(f"ingest: {len(chunks) / ingest_s:.1f} chunks/s end to end; bare encode "
           f"{len(chunks) / encode_s:.1f} chunks/s; ratio {encode_s / ingest_s:.3f} (target >= 0.8)")
+
+
+def postgres_rows(articles, questions, sqlite_settings: Settings, tmp: Path) -> dict[str, dict[str, float]]:  # noqa: ANN001
+    """The same ingest and questions on a fresh PostgreSQL database: lexical and hybrid."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests import pg
+
+    reason = pg.missing_reason()
+    if reason:
+        sys.exit(f"--postgres: {reason}")
+    cluster = pg.start_cluster()
+    try:
+        url, _ = pg.Databases(cluster).fresh(migrated=False)
+        settings = sqlite_settings.model_copy(update={"data_dir": tmp / "pg", "database_url": url})
+        db = open_database(settings)
+        lib = open_library(settings, db)
+        for title, text, _ in articles:
+            assert lib.ingestor.ingest_bytes(f"{title}.txt", text.encode()).ok
+        rows = {}
+        for mode in ("lexical", "hybrid"):
+            ranked = [[h.text for h in lib.retriever.search(q, k=10, mode=mode)] for q, _ in questions]
+            rows[f"product on PostgreSQL, {mode}"] = score(ranked, questions)
+        db.dispose()
+        return rows
+    finally:
+        cluster.remove()
 
 
 if __name__ == "__main__":

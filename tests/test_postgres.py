@@ -201,7 +201,7 @@ def test_a_wrong_password_and_an_unreachable_server_are_clear_errors(pg_database
 
     cluster = pg_databases.cluster
     wrong = cluster.url("postgres", password="not-the-password")
-    with pytest.raises(DatabaseUnreachable, match="refused the login: check the user name and password"):
+    with pytest.raises(DatabaseUnreachable, match="refused the login: check the user name, password and database name"):
         ensure_current(Database(wrong))
     nobody = cluster.url("postgres", port=pg.free_port())
     with pytest.raises(DatabaseUnreachable, match="cannot be reached: check that the server is running"):
@@ -214,8 +214,9 @@ def test_a_wrong_password_and_an_unreachable_server_are_clear_errors(pg_database
         assert "Traceback" not in out.output and "not-the-password" not in out.output
 
 
-def test_the_server_going_away_mid_session_loses_nothing_and_the_app_recovers(tmp_path):
-    """A cluster of its own, stopped between two writes and started again."""
+def test_the_server_going_away_mid_session_loses_nothing_and_the_app_recovers(pg_databases, tmp_path):
+    """A cluster of its own, stopped between two writes and started again (``pg_databases``:
+    skipped with the others where PostgreSQL is not installed)."""
     cluster = pg.start_cluster()
     try:
         url = cluster.create_database("app", template=None)

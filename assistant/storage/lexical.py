@@ -5,8 +5,8 @@ The database's own full-text engine does the matching and ranking; reciprocal-ra
 
 * SQLite: an FTS5 table kept in step by triggers (migration 0002), ranked by ``bm25()``.
 * PostgreSQL: a generated ``tsvector`` column with a GIN index (migration 0006), ranked by
-  ``ts_rank_cd`` normalised by document length (like BM25, a long chunk does not win just
-  by being long).
+  BM25 computed from the stored term counts (``ts_rank_cd`` has no inverse document
+  frequency, and hybrid search lost 16 points of hit@1 with it).
 
 Both stem English words (Porter / Snowball) and match any word of the query but the
 stopwords; the query's words are passed as quoted terms, so that search syntax typed by a
@@ -86,25 +86,47 @@ def tsquery(query: str) -> str | None:
 
 
 class PostgresFullText:
-    name = "PostgreSQL full-text search (tsvector, GIN index, ts_rank_cd)"
+    name = "PostgreSQL full-text search (tsvector, GIN index, BM25 from its term counts)"
     #: The text search configuration of the generated column (migration 0006): the same
     #: one must parse the query, or stemmed words would not meet.
     config = "english"
+    #: BM25's usual constants (FTS5's bm25() uses the same).
+    k1, b = 1.2, 0.75
 
     def search(self, session: Session, query: str, limit: int,
                document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        """BM25, computed from the stored ``tsvector`` (a lexeme's positions are its count in
+        the chunk). PostgreSQL's own ``ts_rank_cd`` has no inverse document frequency: a
+        common word weighs as much as a rare one, and on the SQuAD benchmark hybrid search
+        fell from hit@1 0.795 (SQLite's bm25) to 0.638 with it. Every chunk that holds a
+        query word matches (the GIN index finds them), so the document frequencies come
+        exact from the matches; the average length is the matches' (length: distinct
+        lexemes)."""
         terms = tsquery(query)
         if terms is None:
             return []
-        # Normalisation 1: rank / (1 + log(length)), so a long chunk does not win by length.
-        sql = (
-            "SELECT c.id, ts_rank_cd(c.text_search, q, 1) AS score "
-            f"FROM chunks c, to_tsquery('{self.config}', :q) q "
-            "WHERE c.text_search @@ q "
-            + ("AND c.document_id = ANY(:ids) " if document_ids is not None else "")
-            + "ORDER BY score DESC, c.id LIMIT :k"
-        )
-        params = {"q": terms, "k": limit}
+        sql = f"""
+            WITH q AS (SELECT to_tsquery('{self.config}', :q) AS tsq,
+                              tsvector_to_array(to_tsvector('{self.config}', :words)) AS lexemes),
+            m AS (
+                SELECT c.id, c.document_id, u.lexeme, array_length(u.positions, 1) AS tf,
+                       length(c.text_search) AS dl
+                FROM q, chunks c CROSS JOIN LATERAL unnest(c.text_search) u
+                WHERE c.text_search @@ q.tsq AND u.lexeme = ANY(q.lexemes)
+            ),
+            df AS (SELECT lexeme, count(*) AS n FROM m GROUP BY lexeme),
+            total AS (SELECT count(*) AS n FROM chunks),
+            avgdl AS (SELECT avg(dl) AS v FROM (SELECT DISTINCT id, dl FROM m) d)
+            SELECT m.id, sum(
+                ln(1 + (total.n - df.n + 0.5) / (df.n + 0.5))
+                * m.tf * ({self.k1} + 1)
+                / (m.tf + {self.k1} * (1 - {self.b} + {self.b} * m.dl / greatest(avgdl.v, 1)))
+            ) AS score
+            FROM m JOIN df USING (lexeme), total, avgdl
+            {"WHERE m.document_id = ANY(:ids)" if document_ids is not None else ""}
+            GROUP BY m.id ORDER BY score DESC, m.id LIMIT :k
+        """
+        params = {"q": terms, "words": " ".join(query_words(query)), "k": limit}
         if document_ids is not None:
             params["ids"] = [int(i) for i in document_ids]
         rows = session.execute(text(sql), params).all()

@@ -297,7 +297,7 @@ def test_the_child_gets_none_of_the_apps_secrets(monkeypatch):
     seen: dict[str, str] = {}
     popen = subprocess.Popen
 
-    def recording_popen(args, **kwargs):  # noqa: ANN001, ANN202
+    def recording_popen(args, **kwargs):
         seen.update(kwargs["env"])
         return popen([sys.executable, "-c", "pass"])
 

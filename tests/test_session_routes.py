@@ -22,7 +22,7 @@ def client(env_settings):
     session_routes._users.cache_clear()
 
 
-def post(client: TestClient, name: str, password: str):  # noqa: ANN201
+def post(client: TestClient, name: str, password: str):
     return client.post(session_routes.SESSION_PATH,
                        data={"user_name": name, "user_password": password})
 

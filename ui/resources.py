@@ -64,6 +64,7 @@ def chat_service() -> ChatService:
     """The chat service, seeing only this session's user's conversations (login on)."""
     from ui.login import current_user
 
+    library()  # its own phase first (the service needs it): the page names what it waits for
     service = _or_stop(_chat_service, MODEL_LOADING)
     return service.for_owner(current_user())
 

@@ -45,7 +45,9 @@ setInterval(() => {
   if (!main) return;
   for (const m of main.querySelectorAll('[data-testid="stChatMessage"]')) {
     const streaming = [...m.querySelectorAll('button')].some(b => b.innerText.trim().endsWith('Stop'));
-    const text = m.innerText.replace(/stop_circle|Stop/g, '').trim();
+    // The spinner ("Reading 1 source and the question…") is not the answer's text.
+    const spinner = m.querySelector('[data-testid="stSpinner"]');
+    const text = m.innerText.replace(spinner ? spinner.innerText : '', '').replace(/stop_circle|Stop/g, '').trim();
     if (streaming && text && window.__stream.at(-1) !== text) window.__stream.push(text);
   }
 }, 25);

@@ -31,11 +31,13 @@ from sqlalchemy.engine import URL, make_url
 
 from assistant.backup import (
     ARCHIVE_SUFFIXES, COUNTED, FORMAT, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
-    BackupResult, RestoreResult, _check_dest, _check_revision, _files, _read_manifest, _temp_name,
+    BackupResult, RestoreResult, _check_dest, _check_revision, _files, _read_manifest, _tar,
     copy_index, extract_archive, sha256, verify,
 )
+from assistant import atomic
 from assistant.config import Settings
 from assistant.doctor import RESTORE_MARKER, diagnose
+from assistant.permissions import FILE_MODE
 from assistant.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -90,20 +92,14 @@ def backup_postgres(settings: Settings, dest: str | Path) -> BackupResult:
     archive = dest.name.endswith(ARCHIVE_SUFFIXES)
     _check_dest(dest, archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = _temp_name(dest)
+    stage = atomic.temp_name(dest)
     stage.mkdir()
     db = Database(settings.resolved_database_url, settings.db_busy_timeout_s)
     try:
         _reach(db, "back up", "pg_dump")
         manifest = _fill(settings, db, pg_dump, uri, env, stage)
         if archive:
-            import tarfile
-
-            tmp = _temp_name(dest)
-            with tarfile.open(tmp, "w:gz") as tar:
-                for entry in sorted(stage.iterdir()):
-                    tar.add(entry, arcname=entry.name)
-            os.replace(tmp, dest)
+            atomic.write_file(dest, lambda tmp: (_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
             shutil.rmtree(stage)
         else:
             if dest.exists():

@@ -106,3 +106,32 @@ def test_sources_survive_deleting_the_document(store, settings, library):
     [_, answer] = store.messages(reply.conversation_id)
     src = next(s for s in answer.sources if s.document_name == "festival.md")
     assert src.chunk_id is None and "Quillhaven" in src.text
+
+
+def test_chat_export_and_eval_build_the_same_prompt(store, settings, library, db):
+    """One prompt builder (prompting.build_messages): what the chat sent, what the training
+    export says the answer was given, and what the evaluation sends for the same question and
+    source are the same messages."""
+    from alignment.evaluate import QAItem, qa_messages
+    from alignment.export import ExportOptions, export
+
+    svc = service_for(store, settings, library, "In Quillhaven [1].")
+    question = "Where is the Zorblax festival held?"
+    reply = svc.send(None, question, PARAMS, documents=DocumentChoice(use_documents=True))
+    list(reply)
+    sent = svc.generator.prompts[-1]
+    store.rate(reply.message.id, 1)
+    rows = export(db, "sft", ExportOptions(test_fraction=0.0)).train
+    [row] = [r for r in rows if r["messages"][-1]["content"].strip() == "In Quillhaven [1]."]
+    assert row["messages"][:-1] == sent
+
+    # The evaluation, given the same question with the same single source (a plain text
+    # file: no page or heading, as the evaluation's paragraphs have none).
+    assert library.ingestor.ingest_bytes("note.txt", b"The Zorblax festival is in Quillhaven.").ok
+    [hit] = [h for h in library.retriever.search(question) if h.document_name == "note.txt"]
+    assert hit.location is None
+    svc_one = service_for(store, settings, library, "In Quillhaven [1].")
+    svc_one.retrieve = lambda text, choice: [hit]
+    list(svc_one.send(None, question, PARAMS))
+    item = QAItem(context=hit.text, question=question, answers=("Quillhaven",), title="note.txt")
+    assert qa_messages(item, PARAMS.system_prompt) == svc_one.generator.prompts[-1]

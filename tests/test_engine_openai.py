@@ -173,3 +173,12 @@ def test_server_down_mid_session_keeps_the_question_and_retry_works(server, tmp_
         server.start()
     again = service.answer_again(question.id, GREEDY)
     assert "".join(again) and again.message.reply_to_id == question.id
+
+
+def test_a_server_that_cannot_count_tokens_needs_the_local_model(server):
+    """llama_cpp.server has no /tokenize: without the model's files here, the engine says so
+    at start instead of failing at the first answer."""
+    from assistant.engines.openai_server import OpenAIGenerator
+
+    with pytest.raises(EngineUnavailable, match="cannot count prompt tokens"):
+        OpenAIGenerator(server.url, model=BASE)

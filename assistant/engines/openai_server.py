@@ -58,14 +58,12 @@ class OpenAIGenerator:
         workers: int = 8,
     ) -> None:
         try:
-            import httpx
             from openai import OpenAI
         except ImportError as err:
             raise EngineUnavailable(
                 "The openai package is not installed: run `make setup`."
             ) from err
         self.base_url = base_url.rstrip("/")
-        self._httpx = httpx
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed",
                               timeout=timeout_s, max_retries=0)
         served = self._served_models()
@@ -86,6 +84,8 @@ class OpenAIGenerator:
         self.context_window = int(context_window or info.get("max_model_len") or 2048)
         self._prompt_ids = prompt_ids
         self._specials = specials if specials is not None else frozenset(COMMON_SPECIALS)
+        if prompt_ids is None:  # the server must count for us: fail now, not at the first answer
+            self._check_tokenize()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai")
         #: version name -> the adapter folder it was loaded from (None: served by the server)
         self._adapters: dict[str, Path | None] = {}
@@ -112,9 +112,10 @@ class OpenAIGenerator:
         page = self._call("listing models", self._client.models.list)
         return {m.id: (m.model_extra or {}) | {"owned_by": m.owned_by} for m in page.data}
 
-    def _post(self, path: str, body: dict):  # noqa: ANN202
-        return self._call(path, lambda: self._client.post(
-            path, body=body, cast_to=self._httpx.Response))
+    def _post(self, path: str, body: dict, cast_to: type = str):  # noqa: ANN202
+        """A POST through the client (its auth, timeouts and errors): vLLM's adapter endpoints
+        answer plain text (``str``), ``/tokenize`` JSON (``object``)."""
+        return self._call(path, lambda: self._client.post(path, body=body, cast_to=cast_to))
 
     # -- prompt --------------------------------------------------------------------------------
     def _defused(self, messages: Messages) -> Messages:
@@ -127,8 +128,21 @@ class OpenAIGenerator:
         root = self.base_url.removesuffix("/v1")
         response = self._post(f"{root}/tokenize", {
             "model": self.base_model, "messages": self._defused(messages),
-            "add_generation_prompt": True})
-        return int(response.json()["count"])
+            "add_generation_prompt": True}, cast_to=object)
+        return int(response["count"])
+
+    def _check_tokenize(self) -> None:
+        import openai
+
+        try:
+            self.count_prompt_tokens([{"role": "user", "content": "hi"}])
+        except openai.APIStatusError as err:
+            raise EngineUnavailable(
+                f"The server at {self.base_url} cannot count prompt tokens (no /tokenize: "
+                f"{err.status_code}) and the base model's files are not here. Set "
+                "ASSISTANT_MODEL to the served model's GGUF file or folder, so that tokens are "
+                "counted with its own tokenizer."
+            ) from err
 
     # -- answers -------------------------------------------------------------------------------
     def stream(

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from assistant.errors import GenerationFailed
+from assistant.errors import AdapterError, AssistantError, GenerationFailed
 from assistant.prompting import Messages
+from assistant.versions import BASE_VERSION
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,29 @@ class Generator(Protocol):
         ...
 
 
+class VersionNames:
+    """The version bookkeeping every engine shares: ``_adapters`` holds the loaded adapters
+    by name; "base" is always there."""
+
+    model_version: str
+    _adapters: dict
+
+    def loaded_versions(self) -> list[str]:
+        return [BASE_VERSION, *self._adapters]
+
+    def activate(self, name: str) -> None:
+        """Answer with ``name`` ("base" or a loaded adapter) when a stream names no version."""
+        self._check_known(name)
+        self.model_version = name
+
+    def _check_known(self, version: str) -> None:
+        if version != BASE_VERSION and version not in self._adapters:
+            raise AdapterError(
+                f'No adapter named "{version}" is loaded (loaded: '
+                f'{", ".join(self.loaded_versions())}). Load it first, or pick one of those.'
+            )
+
+
 def engine_label(generator: Generator) -> str:
     """The engine and its weight format, as stored with each answer: "llama.cpp (Q4_1)"."""
     engine = getattr(generator, "engine", None) or type(generator).__name__
@@ -152,7 +176,7 @@ class QueuedTokenStream:
             yield item
         self._finish()
         if self._error is not None:
-            if isinstance(self._error, GenerationFailed):
+            if isinstance(self._error, AssistantError):  # already says what to do
                 raise self._error
             raise GenerationFailed(
                 f"Generation failed: {type(self._error).__name__}: {self._error}"

@@ -49,14 +49,16 @@ def four_sources() -> list[_Source]:
     return [_Source(n, p[:1100]) for n, p in enumerate(paragraphs[:4], 1)]
 
 
-def make_lora(checkpoint: Path, out: Path) -> Path:
+def make_lora(checkpoint: Path, out: Path, seed: int = 0) -> Path:
+    """A rank-16 LoRA on every linear layer with small random weights (a trained adapter's
+    shape and cost; also used by bench/vllm_lora.py)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     if (out / "adapter_model.safetensors").is_file():
         return out
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
                         init_lora_weights=False, task_type="CAUSAL_LM")

@@ -46,24 +46,6 @@ def default_model() -> Path:
     return checkpoint_for_gguf(embedded_gguf(), Path("bench/out/models"))
 
 
-def random_adapter(model: Path, out: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                        init_lora_weights=False, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn_like(p) * 0.01)
-    peft_model.save_pretrained(out)
-    return out
-
-
 def run_chats(gen: OpenAIGenerator, n: int, tokens: int, versions: list[str]) -> tuple[float, list[float]]:
     params = GenerationParams(temperature=0.0, max_new_tokens=tokens)
     per_chat: list[float] = [0.0] * n
@@ -94,7 +76,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
     model = args.model or default_model()
-    adapters = args.adapter or [random_adapter(model, Path(tempfile.mkdtemp()) / f"a{i}", i)
+    from engines import make_lora  # bench/engines.py, beside this script
+
+    adapters = args.adapter or [make_lora(model, Path(tempfile.mkdtemp()) / f"a{i}", i)
                                 for i in (1, 2)]
     port = free_port()
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}

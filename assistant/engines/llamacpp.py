@@ -31,7 +31,7 @@ from pathlib import Path
 from assistant.chat_template import ChatTemplate, from_gguf_vocab
 from assistant.conversion import convert_adapter, is_gguf
 from assistant.errors import AdapterError, CorruptCheckpoint, EngineUnavailable, ModelNotFound
-from assistant.generation import GenerationParams, QueuedTokenStream
+from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
 from assistant.model_files import BASE_VERSION
 from assistant.prompting import Messages
 
@@ -121,7 +121,7 @@ class _Adapter:
     handle: object  # llama_adapter_lora_p
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(VersionNames):
     """A GGUF model served in-process by llama.cpp, with live LoRA switching.
 
     ``base_checkpoint`` returns the local transformers folder of the same base model (its
@@ -223,12 +223,7 @@ class LlamaCppGenerator:
             tokens.close()
 
     # -- versions ------------------------------------------------------------------------------
-    def loaded_versions(self) -> list[str]:
-        return [BASE_VERSION, *self._adapters]
 
-    def activate(self, name: str) -> None:
-        self._check_known(name)
-        self.model_version = name
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Convert the peft adapter in ``path`` to a GGUF LoRA (once, kept in that folder) and
@@ -294,12 +289,6 @@ class LlamaCppGenerator:
         log.info("Unloaded adapter %s", name)
 
     # -- internals -----------------------------------------------------------------------------
-    def _check_known(self, version: str) -> None:
-        if version != BASE_VERSION and version not in self._adapters:
-            raise AdapterError(
-                f'No adapter named "{version}" is loaded (loaded: '
-                f'{", ".join(self.loaded_versions())}). Load it first, or pick one of those.'
-            )
 
     def _use(self, version: str) -> None:
         """On the worker: set the context up for ``version`` if it is not already."""

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
-from assistant.generation import GenerationParams, QueuedTokenStream
+from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
 from assistant.model_files import BASE_VERSION
 from assistant.prompting import Messages, defuse_special_tokens
 
@@ -39,7 +39,7 @@ COMMON_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>",
                    "[INST]", "[/INST]", "<start_of_turn>", "<end_of_turn>")
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(VersionNames):
     """Answers from an OpenAI-compatible server at ``base_url`` (e.g. http://127.0.0.1:8000/v1).
 
     ``model``: the served base model's name (default: the first one the server lists).
@@ -187,12 +187,7 @@ class OpenAIGenerator:
         return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens)
 
     # -- versions ------------------------------------------------------------------------------
-    def loaded_versions(self) -> list[str]:
-        return [BASE_VERSION, *self._adapters]
 
-    def activate(self, name: str) -> None:
-        self._check_known(name)
-        self.model_version = name
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Make ``name`` servable: already served under that name, or pushed to the server
@@ -238,12 +233,6 @@ class OpenAIGenerator:
         if self.model_version == name:
             self.model_version = BASE_VERSION
 
-    def _check_known(self, version: str) -> None:
-        if version != BASE_VERSION and version not in self._adapters:
-            raise AdapterError(
-                f'No adapter named "{version}" is loaded (loaded: '
-                f'{", ".join(self.loaded_versions())}). Load it first, or pick one of those.'
-            )
 
 
 def _detail(err) -> str:  # noqa: ANN001

@@ -26,7 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from assistant.chat_template import ChatTemplate, from_hf_tokenizer
 from assistant.errors import AdapterError, GenerationFailed
-from assistant.generation import GenerationParams, GenerationStats
+from assistant.generation import GenerationParams, GenerationStats, VersionNames
 from assistant.models import BASE_VERSION, LoadedModel
 from assistant.prompting import Messages
 
@@ -272,7 +272,7 @@ def _strip_lora(model: torch.nn.Module) -> None:
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-class TransformersGenerator:
+class TransformersGenerator(VersionNames):
     """The in-process model: base weights, plus LoRA adapters switched between answers.
 
     Generation runs on long-lived worker threads (``workers``, default 1): torch's OpenMP
@@ -320,13 +320,7 @@ class TransformersGenerator:
         )
 
     # -- versions ---------------------------------------------------------------------------
-    def loaded_versions(self) -> list[str]:
-        return [BASE_VERSION, *self._adapters]
 
-    def activate(self, name: str) -> None:
-        """Answer with ``name`` ("base" or a loaded adapter) when a stream names no version."""
-        self._check_known(name)
-        self.model_version = name
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Load the LoRA adapter in folder ``path`` under ``name`` (not activated). Raises
@@ -418,12 +412,6 @@ class TransformersGenerator:
             f"first to load {path} under that name, or pick another name."
         )
 
-    def _check_known(self, version: str) -> None:
-        if version != BASE_VERSION and version not in self._adapters:
-            raise AdapterError(
-                f'No adapter named "{version}" is loaded (loaded: '
-                f'{", ".join(self.loaded_versions())}). Load it first, or pick one of those.'
-            )
 
     @contextmanager
     def _prepare(self, version: str) -> Iterator[torch.nn.Module]:

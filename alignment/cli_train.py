@@ -248,6 +248,7 @@ def models_show(name: str) -> None:
     d = v.data
     click.echo(f"  data:     {d['kind']}, {d['train_rows']} train / {d['test_rows']} test rows, "
                f"sha256 {d['sha256']}")
+    from alignment.eval_metrics import summarize
     from alignment.training.data import describe_counts
 
     for line in describe_counts(d.get("rows") or {}):
@@ -258,7 +259,7 @@ def models_show(name: str) -> None:
     click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
                                             for k, x in v.metrics.items()}))
     for e in registry.evaluations(v.name):
-        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(e.lines()))
+        click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(summarize(e)))
     if v.curve and v.curve.is_file():
         click.echo(f"  curve:    {v.curve}")
 
@@ -325,6 +326,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy. Stored for the activation gate."""
     from alignment import runs
+    from alignment.eval_metrics import summarize
     from alignment.evaluate import EvalOptions
     from alignment.evaluate import evaluate as run_eval
 
@@ -338,7 +340,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
         raise
     if run_dir:
         runs.finish(run_dir, "done", version=candidate)
-    for line in record.lines():
+    for line in summarize(record):
         click.echo(line)
     from assistant.registry import gate_report
 

@@ -93,24 +93,6 @@ class EvalRecord:
     metrics: dict[str, Any]
     created_at: datetime
 
-    def lines(self) -> list[str]:
-        """The evaluation as lines of text (the CLI prints them, the Models page shows them)."""
-        m = self.metrics
-        lines = [f"{self.candidate} against {self.baseline} ({m.get('seconds', 0):.0f} s):"]
-        if "reward_accuracy" in m:
-            lines.append(f"  reward model {m['reward_model']}: accuracy {m['reward_accuracy']:.1%} "
-                         f"on {m['pairs']} held-out pairs")
-        if "win_rate" in m:
-            lines.append(f"  win rate {m['win_rate']:.1%} ({m['wins']} wins, {m['ties']} ties, "
-                         f"{m['losses']} losses on {m['prompts']} held-out prompts); mean reward "
-                         f"{m['mean_reward']:.3f} vs {m['baseline_mean_reward']:.3f}")
-        if "qa_accuracy" in m:
-            lines.append(f"  QA accuracy {m['qa_accuracy']:.1%} vs {m['baseline_qa_accuracy']:.1%} "
-                         f"({m['qa_questions']} questions)")
-        if "note" in m:
-            lines.append(f"  {m['note']}")
-        return lines
-
 
 @dataclass(frozen=True)
 class ActivationRecord:

@@ -42,7 +42,7 @@ def test_train_eval_activate_rollback(tiny_settings, feedback_db):
     out = cli("eval", "v2", "--prompts", "2", "--qa", "2", "--max-new-tokens", "4").output
     assert "v2 against base" in out and "QA accuracy" in out and "no reward model" in out
     # Without a reward model nothing judged the answers: no "judges", no "passes".
-    assert "win rate not measured" in out and "judges" not in out and "passes" not in out
+    assert "win rate not measured" in out and "judges" not in out and "passes" not in out, out
     assert "gate could not check: the win rate" in out and "gate checked: QA accuracy" in out
     refused = cli("models", "activate", "v2", ok=False)
     assert "win rate against base was not measured" in refused.output

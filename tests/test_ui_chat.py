@@ -138,16 +138,19 @@ def test_missing_model_shows_error(app, monkeypatch, tmp_path):
     assert not at.chat_input
 
 
-def test_corrupt_model_cache_is_rebuilt_and_the_user_told(app, monkeypatch, tmp_path, model_cache):
+def test_corrupt_model_cache_is_rebuilt_and_the_user_told(app, monkeypatch, tmp_path,
+                                                          embedded_checkpoint):
     import shutil
 
     from assistant.models import cache_dir_for, embedded_gguf
 
     cache_root = tmp_path / "models"
     broken = cache_dir_for(embedded_gguf(), cache_root)
-    shutil.copytree(cache_dir_for(embedded_gguf(), model_cache), broken)
+    shutil.copytree(embedded_checkpoint, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     monkeypatch.setenv("ASSISTANT_MODEL_CACHE_DIR", str(cache_root))
+    # The cache is the transformers engine's (llama.cpp serves the GGUF file itself).
+    monkeypatch.setenv("ASSISTANT_ENGINE", "transformers")
     at = app()
     assert "could not be read" in at.info[0].value and "rebuilt" in at.info[0].value
     send(greedy(at), "What is the capital of France?")

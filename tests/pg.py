@@ -18,6 +18,7 @@ import glob
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -112,6 +113,11 @@ class Cluster:
 
     def remove(self) -> None:
         self.stop()
+        # pg_ctl can give up on a loaded machine: end the server by its pid (SIGQUIT is
+        # PostgreSQL's immediate shutdown) rather than leave it running.
+        pidfile = self.folder / "data" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGQUIT)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -2,7 +2,7 @@
 
     assistant data export --kind preference --out out/pref
     assistant data export --kind kto --format hf --out out/kto --since 2026-01-01 --tag inaccurate
-    assistant data import hh-rlhf ../shared/data/hh_rlhf_harmless_test_first1200.jsonl
+    assistant data import hh-rlhf path/to/hh_rlhf_harmless_test.jsonl
 
 Thin: parses, calls :mod:`alignment.export` / :mod:`alignment.importers`, prints. Domain
 errors become one-line messages and exit status 1.

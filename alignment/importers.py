@@ -1,7 +1,7 @@
 """Import public preference data as conversations with a choice, so that it exports (and
 trains) exactly like the feedback users give in the app.
 
-    assistant data import hh-rlhf ../shared/data/hh_rlhf_harmless_test_first1200.jsonl
+    assistant data import hh-rlhf path/to/hh_rlhf_harmless_test.jsonl
 
 Each hh-rlhf line ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}``
 becomes one conversation (``source="hh-rlhf:<file>:<sha256 of the line, 16 hex>"``): the

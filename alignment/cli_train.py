@@ -264,12 +264,6 @@ def models_show(name: str) -> None:
         click.echo(f"  curve:    {v.curve}")
 
 
-def _base_fingerprint(settings) -> str:  # noqa: ANN001
-    from assistant.models import load_model
-
-    return load_model(settings).fingerprint
-
-
 @models.command("activate")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Activate even if the eval gate refuses it.")
@@ -277,15 +271,27 @@ def _base_fingerprint(settings) -> str:  # noqa: ANN001
               help="QA accuracy drop the gate tolerates [0.05].")
 @needs("activate")
 def models_activate(name: str, force: bool, threshold: float | None) -> None:
-    """Make NAME the chat's version (a running app switches before its next answer)."""
-    from assistant.registry import DEFAULT_GATE, activate_version, gate_report
+    """Make NAME the chat's version (a running app switches before its next answer).
+
+    The chat's engine loads NAME first (its adapter converted for llama.cpp, or pushed to
+    the OpenAI-compatible server), as the Models page does: a version the engine cannot
+    serve is refused with the engine's reason and the active version stays."""
+    from assistant.bootstrap import build_engine
+    from assistant.registry import DEFAULT_GATE, activate_version, gate, gate_report
+    from assistant.versions import BASE_VERSION
 
     settings, _, registry = _settings_db_registry()
     registry.get(name)  # an unknown name fails before the model loads
     before = registry.active()
     threshold = DEFAULT_GATE if threshold is None else threshold
     report = gate_report(registry, name, threshold)
-    activate_version(registry, name, _base_fingerprint(settings), force=force, threshold=threshold)
+    engine = build_engine(settings)
+    fingerprint = engine.fingerprint()
+    if name != BASE_VERSION and (force or not gate(registry, name, threshold)):
+        version = registry.check_servable(name, fingerprint)
+        click.echo(f"Loading {name} into the chat's engine ({engine.generator.engine})...")
+        engine.generator.load_adapter(name, version.adapter_dir)
+    activate_version(registry, name, fingerprint, force=force, threshold=threshold)
     click.echo(f"The chat now uses {name} (was {before})"
                + (" despite the eval gate (--force)." if report.reasons else "."))
     _echo_gate(report)

@@ -182,3 +182,38 @@ def test_a_server_that_cannot_count_tokens_needs_the_local_model(server):
 
     with pytest.raises(EngineUnavailable, match="cannot count prompt tokens"):
         OpenAIGenerator(server.url, model=BASE)
+
+
+def test_the_cli_refuses_a_version_the_server_cannot_load(server, tmp_path, model_cache,
+                                                          embedded_adapters, monkeypatch):
+    """`assistant models activate` loads the version into the chat's engine first, as the
+    Models page does: a server without runtime adapters refuses it and nothing changes."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from assistant.bootstrap import open_database, open_registry
+    from assistant.cli import main
+    from assistant.config import get_settings
+
+    for key, value in {"ASSISTANT_DATA_DIR": str(tmp_path / "data"), "ASSISTANT_ENGINE": "openai",
+                       "ASSISTANT_MODEL_CACHE_DIR": str(model_cache),
+                       "ASSISTANT_OPENAI__BASE_URL": server.url,
+                       "ASSISTANT_OPENAI__MODEL": BASE}.items():
+        monkeypatch.setenv(key, value)
+    settings = get_settings()
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    registry = open_registry(settings, open_database(settings))
+    from assistant.bootstrap import build_engine
+
+    fingerprint = build_engine(settings).fingerprint()
+    for name in ("v1", "v2"):  # the server serves a "v1" of its own, not "v2"
+        staging = registry.staging_dir()
+        shutil.copytree(embedded_adapters[name], staging / "adapter")
+        registry.register(staging, kind="dpo", base_model=BASE, base_fingerprint=fingerprint,
+                          parent="base", data={}, config={}, metrics={})
+
+    refused = CliRunner().invoke(main, ["models", "activate", "v2", "--force"])
+    assert refused.exit_code == 1, refused.output
+    assert "cannot load adapters at runtime" in refused.output
+    assert registry.active() == "base"

@@ -28,14 +28,14 @@ Role = Literal["tmp", "old", "restore"]
 
 # ".<target>.<role>-<pid>-<nanoseconds>"
 _NAME = re.compile(r"^\.(?P<target>.+)\.(?P<role>tmp|old|restore)-(?P<pid>\d+)-\d+$")
-# Older names, still found in data folders written before this module (and, until it uses
-# it, by the model conversion): an earlier checkpoint set aside, a training run's JSON file.
+# Older names, still found in data folders written before this module: an earlier
+# checkpoint set aside, a training run's JSON file.
 _LEGACY = (
     (re.compile(r"^\.(?P<target>.+)-old-(?P<pid>\d+)-\d+$"), "old"),
     (re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.tmp$"), "tmp"),
 )
-# tempfile.mkstemp / mkdtemp with prefix ".<target>-" (the model conversion; the index files
-# before this module): no pid in the name, only an age tells.
+# tempfile.mkstemp / mkdtemp with prefix ".<target>-" (the model conversion and the index
+# files before this module): no pid in the name, only an age tells.
 _RANDOM = re.compile(r"^\.(?P<target>.+)-[a-z0-9_]{8}$")
 
 

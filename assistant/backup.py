@@ -176,14 +176,23 @@ def _fill(settings: Settings, db_file: Path, stage: Path) -> dict[str, Any]:
             missing.append(name)
     index = _copy_index(settings, snapshot, stage / INDEX)
 
+    source = {"data_dir": str(Path(settings.data_dir).absolute()), "database": str(db_file)}
+    return write_manifest(stage, revision, source, counts, active,
+                          [name for name, _ in versions], missing, index)
+
+
+def write_manifest(stage: Path, revision: str | None, source: dict, counts: dict,
+                   active: str, versions: list[str], missing: list[str], index: dict) -> dict:
+    """The backup's manifest.json (both databases' backups): what it holds, and the size and
+    sha256 of every file staged so far, which restore checks."""
     manifest = {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "schema_revision": revision,
-        "source": {"data_dir": str(Path(settings.data_dir).absolute()), "database": str(db_file)},
+        "source": source,
         "counts": counts,
         "active_version": active,
-        "versions": [name for name, _ in versions if name not in missing],
+        "versions": [name for name in versions if name not in missing],
         "missing_versions": missing,
         "index": index,
         "files": [{"path": rel, "size": (stage / rel).stat().st_size, "sha256": sha256(stage / rel)}

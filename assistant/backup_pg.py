@@ -30,9 +30,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from assistant.backup import (
-    ARCHIVE_SUFFIXES, COUNTED, FORMAT, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
-    BackupResult, RestoreResult, _check_dest, _check_revision, _files, _read_manifest, _tar,
-    copy_index, extract_archive, sha256, verify,
+    ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
+    BackupResult, RestoreResult, _check_dest, _check_revision, _read_manifest, _tar,
+    copy_index, extract_archive, verify, write_manifest,
 )
 from assistant import atomic
 from assistant.config import Settings
@@ -152,22 +152,10 @@ def _fill(settings: Settings, db: Database, pg_dump: str, uri: str, env: dict[st
                 )
             else:
                 index = {"present": False}
-    manifest = {
-        "format": FORMAT,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "schema_revision": revision,
-        "source": {"data_dir": str(Path(settings.data_dir).absolute()), "database": db.where,
-                   "kind": "postgresql"},
-        "counts": counts,
-        "active_version": active,
-        "versions": [name for name, _ in versions if name not in missing],
-        "missing_versions": missing,
-        "index": index,
-        "files": [{"path": rel, "size": (stage / rel).stat().st_size, "sha256": sha256(stage / rel)}
-                  for rel in _files(stage)],
-    }
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    source = {"data_dir": str(Path(settings.data_dir).absolute()), "database": db.where,
+              "kind": "postgresql"}
+    return write_manifest(stage, revision, source, counts, active,
+                          [name for name, _ in versions], missing, index)
 
 
 def _vectors(conn, batch: int = 10_000):  # noqa: ANN001, ANN202

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import CorruptCheckpoint, ModelNotFound
 from assistant.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
@@ -116,8 +114,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     """
     log.info("Converting %s into %s (once; ~20-30 s on 2 cores)", gguf.name, out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic.new_folder(out_dir) as tmp:
         quantized = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
@@ -133,21 +130,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / MANIFEST).write_text(json.dumps(_manifest_for(gguf)))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _cache_is_current(cache: Path, gguf: Path) -> bool:

@@ -34,6 +34,7 @@ def chat(store, settings, library, answer: str = "4.") -> ChatService:
                        retriever=library.retriever)
 
 
+@pytest.mark.both_databases  # the gate reads the index, the record goes to either database
 def test_an_unrelated_question_gets_no_source_and_the_answer_says_so(store, settings, library):
     svc = chat(store, settings, library, "2 + 2 = 4.")
     reply = svc.send(None, "What is 2 plus 2?", PARAMS)

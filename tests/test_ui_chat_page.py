@@ -244,3 +244,14 @@ def test_the_answer_shows_the_models_citations_apart_from_attributed_ones():
                       "not cited by the model (source 2)")
     assert with_citations("Plain.", StoredMessage(id=2, conversation_id=1, role="assistant",
                                                    created_at=datetime.now(), content=""))[2] is None
+
+
+def test_an_answer_without_a_relevant_document_says_so(service):
+    from assistant.storage.conversations import RETRIEVAL, AnswerRecord
+
+    q = service.store.add_user_message(None, "What is 2 plus 2?")
+    record = AnswerRecord("fake-model", "fake-v1", {}, 10, 5, 1.0, 1.0, retrieval="none relevant")
+    service.store.add_assistant_message(q.conversation_id, "2 + 2 = 4.", record, reply_to_id=q.id)
+    at = new_session({"conversation": str(q.conversation_id)})
+    captions = " ".join(c.value for c in at.chat_message[1].caption)
+    assert RETRIEVAL["none relevant"] in captions

@@ -27,17 +27,24 @@ from assistant.errors import (
     NotAQuestion,
 )
 from assistant.generation import GenerationParams, Generator, TokenStream, engine_label
-from assistant.citations import annotate
+from assistant.citations import cite
 from assistant.prompting import FittedPrompt, Turn, fit_history
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
-from assistant.storage.conversations import AnswerRecord, DocumentChoice, SourceRecord
+from assistant.storage.conversations import (
+    RETRIEVAL,
+    AnswerRecord,
+    DocumentChoice,
+    SourceRecord,
+)
 
 if TYPE_CHECKING:
     from assistant.registry import Registry
 
 log = logging.getLogger(__name__)
+#: Retrieval outcomes an answer announces: documents were searched, and none is in the prompt.
+SAYS_NO_DOCUMENT = ("none relevant", "none fit")
 #: A version that failed to load is tried again after this long (its files may be restored).
 RETRY_FAILED_S = 30.0
 
@@ -68,16 +75,21 @@ class Reply:
         params: GenerationParams,
         stream: TokenStream,
         sources: list[Hit] | None = None,
+        retrieval: str = "off",
     ) -> None:
         self.conversation_id = conversation_id
         #: The chunks shown to the model, in [n] order.
         self.sources = list(sources or [])
+        #: What retrieval gave this answer (a key of storage.conversations.RETRIEVAL).
+        self.retrieval = retrieval
         self.question = question
         self.params = params
         self.dropped_turns = fitted.dropped_turns
         self.notices: list[str] = []
         if fitted.dropped_turns:
             self.notices.append(trim_notice(fitted.dropped_turns, service.generator.context_window))
+        if retrieval in SAYS_NO_DOCUMENT:
+            self.notices.append(RETRIEVAL[retrieval])
         self.message: StoredMessage | None = None
         self.done = threading.Event()
         self._service = service
@@ -250,11 +262,12 @@ class ChatService:
             history = self.history(conversation_id)
             choice = choice or self.store.get_conversation(conversation_id).documents
         choice = choice or DocumentChoice()
-        hits = self.retrieve(text, choice)
-        fitted, hits = self._fit(params, history, text, hits)
+        hits, retrieval = self.retrieval(text, choice)
+        fitted, hits, retrieval = self._fit(params, history, text, hits, retrieval)
         question = self.store.add_user_message(conversation_id, text, documents)
         stream = self._stream(fitted.messages, params, version)
-        return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
+        return Reply(self, question.conversation_id, question, fitted, params, stream, hits,
+                     retrieval)
 
     def regenerate(self, answer_id: int, params: GenerationParams | None = None) -> Reply:
         """Answer an answered question again. The new answer is stored as another
@@ -309,10 +322,11 @@ class ChatService:
             raise NotAQuestion(question_id, "only a question can be answered again")
         history = _turns(self.store.history_before(question.id))
         choice = self.store.get_conversation(question.conversation_id).documents
-        hits = self.retrieve(question.content, choice)
-        fitted, hits = self._fit(params, history, question.content, hits)
+        hits, retrieval = self.retrieval(question.content, choice)
+        fitted, hits, retrieval = self._fit(params, history, question.content, hits, retrieval)
         stream = self._stream(fitted.messages, params, version)
-        return Reply(self, question.conversation_id, question, fitted, params, stream, hits)
+        return Reply(self, question.conversation_id, question, fitted, params, stream, hits,
+                     retrieval)
 
     def _stream(self, messages, params: GenerationParams, version: str | None) -> TokenStream:  # noqa: ANN001
         if version is None or version == self.generator.model_version:
@@ -321,14 +335,28 @@ class ChatService:
         return self.generator.stream(messages, params, version=version)
 
     def retrieve(self, text: str, choice: DocumentChoice) -> list[Hit]:
+        """The chunks the chat shows the model for ``text``: only relevant ones."""
+        return self.retrieval(text, choice)[0]
+
+    def retrieval(self, text: str, choice: DocumentChoice) -> tuple[list[Hit], str]:
+        """The relevant chunks for ``text`` (the retriever's gate: ``min_similarity``), and
+        what retrieval gave (a key of storage.conversations.RETRIEVAL)."""
         if self.retriever is None or not choice.use_documents:
-            return []
+            return [], "off"
         ids = list(choice.document_ids) if choice.document_ids is not None else None
-        return self.retriever.search(text, document_ids=ids)
+        found = self.retriever.relevant(text, document_ids=ids)
+        if found.hits:
+            return found.hits, "used"
+        if found.rejected:
+            log.info("No source for this question: best similarity %.3f < %.3f",
+                     found.best_similarity, self.retriever.settings.min_similarity)
+            return [], "none relevant"
+        return [], "nothing to search"
 
     def _fit(
-        self, params: GenerationParams, history: list[Turn], text: str, hits: list[Hit]
-    ) -> tuple[FittedPrompt, list[Hit]]:
+        self, params: GenerationParams, history: list[Turn], text: str, hits: list[Hit],
+        retrieval: str = "used",
+    ) -> tuple[FittedPrompt, list[Hit], str]:
         """Fit history and sources into the window: old history goes first, then the
         lowest-ranked sources; the question itself always stays."""
         budget = self.generator.context_window - params.max_new_tokens
@@ -340,11 +368,13 @@ class ChatService:
                     params.system_prompt, history, text,
                     self.generator.count_prompt_tokens, budget, hits,
                 )
-                return fitted, hits
+                return fitted, hits, retrieval
             except MessageTooLong:
                 if not hits:
                     raise
                 hits = hits[:-1]
+                if not hits:
+                    retrieval = "none fit"
 
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
@@ -359,8 +389,9 @@ class ChatService:
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
             engine=engine_label(self.generator),
+            retrieval=reply.retrieval,
         )
-        _, cited = annotate(text, [hit.text for hit in reply.sources])
+        cited = cite(text, [hit.text for hit in reply.sources], reply.question.content).cited
         sources = tuple(
             SourceRecord(
                 rank=n, chunk_id=hit.chunk_id, document_name=hit.document_name,

@@ -380,23 +380,33 @@ PLUGINS = register_commands(main)
 
 
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
+    from assistant.chat import SAYS_NO_DOCUMENT
+    from assistant.storage.conversations import RETRIEVAL
+
     for m in service.store.messages(conversation_id):
         rating = {1: " [👍]", -1: " [👎]"}.get(m.rating, "") if m.role == "assistant" else ""
         click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{rating}")
+        if m.record is not None and m.record.retrieval in SAYS_NO_DOCUMENT:
+            click.echo(f"[{RETRIEVAL[m.record.retrieval]}]")
         _print_sources(m)
 
 
 def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
-    """The sources under an answer, as the app lists them: the cited ones with their text,
-    then the others the model was shown."""
+    """The sources under an answer, as the app lists them: the cited ones with their text
+    (and who cited them: the model with its own [n], or attribution), then the others the
+    model was shown."""
+    from assistant.citations import explicit_citations
+
     def where(src) -> str:  # noqa: ANN001
         return f"{src.document_name}{f' · {src.location}' if src.location else ''}"
 
     cited = [src for src in m.sources if src.cited]
     others = [src for src in m.sources if not src.cited]
+    explicit = explicit_citations(m.content, len(m.sources))
     for src in cited:
         text = " ".join(src.text.split())
-        click.echo(f"  [{src.rank}] {where(src)}: {text[:200]}{'…' if len(text) > 200 else ''}")
+        how = "cited by the model" if src.rank in explicit else "attributed, not cited by the model"
+        click.echo(f"  [{src.rank}] {where(src)} ({how}): {text[:200]}{'…' if len(text) > 200 else ''}")
     if others:
         label = "Also shown to the model" if cited else "Sources shown to the model"
         click.echo(f"  {label}: " + "; ".join(f"[{src.rank}] {where(src)}" for src in others))

@@ -68,6 +68,12 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(50, ge=1, le=1000, description="Hits per retriever before fusion.")
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    min_similarity: float = Field(
+        0.22, ge=0.0, le=1.0,
+        description="A chunk goes into the prompt only when the cosine similarity of its "
+        "embedding and the question's reaches this (calibrated for the embedded model on "
+        "SQuAD: docs/retrieval.md); 0 shows the best chunks whatever they are.",
+    )
     index_type: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="flat: exact search; hnsw / ivf: approximate, for large corpora."
     )

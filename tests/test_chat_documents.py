@@ -75,16 +75,22 @@ def test_documents_off_or_restricted_per_conversation(store, settings, library):
 
     recipes = next(d.id for d in library.store.list_documents() if d.name == "recipes.md")
     store.set_document_choice(reply.conversation_id, DocumentChoice(True, (recipes,)))
-    third = svc.send(reply.conversation_id, "Where is the Zorblax festival held?", PARAMS)
+    third = svc.send(reply.conversation_id, "How long do I boil the leeks for the soup?", PARAMS)
     list(third)
     assert third.sources and {h.document_name for h in third.sources} == {"recipes.md"}
+    # The festival is in a document this conversation does not search: no source at all
+    # (the recipes are not about it), rather than the recipes' best chunk.
+    fourth = svc.send(reply.conversation_id, "Where is the Zorblax festival held?", PARAMS)
+    list(fourth)
+    assert fourth.sources == [] and fourth.retrieval == "none relevant"
 
 
 def test_sources_are_dropped_lowest_first_to_fit_the_window(store, settings, library):
     svc = service_for(store, settings, library, "Okay.", window=2000)
     full = svc.send(None, "Zorblax festival soup instructions", PARAMS)
     list(full)
-    assert len(full.sources) == 3
+    # The festival and the soup: two relevant documents (the third is about neither).
+    assert {h.document_name for h in full.sources} == {"festival.md", "recipes.md"}
     # A window with room for the question and about one source.
     question_only = svc.generator.count_prompt_tokens(
         [{"role": "system", "content": "Be brief."},
@@ -93,7 +99,7 @@ def test_sources_are_dropped_lowest_first_to_fit_the_window(store, settings, lib
                         window=question_only + PARAMS.max_new_tokens + 60)
     reply = tight.send(None, "Zorblax festival soup instructions", PARAMS)
     list(reply)
-    assert 0 < len(reply.sources) < 3
+    assert 0 < len(reply.sources) < len(full.sources)
     assert [h.chunk_id for h in reply.sources] == [h.chunk_id for h in full.sources][: len(reply.sources)]
 
 
@@ -131,7 +137,7 @@ def test_chat_export_and_eval_build_the_same_prompt(store, settings, library, db
     [hit] = [h for h in library.retriever.search(question) if h.document_name == "note.txt"]
     assert hit.location is None
     svc_one = service_for(store, settings, library, "In Quillhaven [1].")
-    svc_one.retrieve = lambda text, choice: [hit]
+    svc_one.retrieval = lambda text, choice: ([hit], "used")
     list(svc_one.send(None, question, PARAMS))
     item = QAItem(context=hit.text, question=question, answers=("Quillhaven",), title="note.txt")
     assert qa_messages(item, PARAMS.system_prompt) == svc_one.generator.prompts[-1]

@@ -68,15 +68,18 @@ def test_terminal_chat_lists_the_sources_as_the_app_does(run, env_settings, tmp_
     doc.write_text("# Zorblax\n\nThe Zorblax festival is held in Quillhaven on the third of May.\n")
     assert run("ingest", str(doc)).exit_code == 0
     result = CliRunner().invoke(main, ["chat", "-t", "0", "-n", "24"],
-                                input="Where is the Zorblax festival held?\n")
+                                input="Where is the Zorblax festival held?\nWhat is 2 plus 2?\n")
     assert result.exit_code == 0, result.output
     listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
     assert any("festival.md · Zorblax" in line for line in listed), result.stdout
+    # The arithmetic is in no document: a plain chat answer, which says so.
+    assert result.output.count("No document was used: none of the documents searched") == 1
     [conv] = ConversationStore(Database(env_settings.resolved_database_url)).list_conversations()
     # Reopened, the answer comes with its sources again.
     again = CliRunner().invoke(main, ["chat", "-c", str(conv.id)], input="")
     assert any("festival.md · Zorblax" in line for line in again.stdout.splitlines()
                if line.startswith("  "))
+    assert "[No document was used: none of the documents searched" in again.stdout
 
 
 def test_search_output_has_no_library_noise(env_settings, tmp_path):

@@ -213,3 +213,45 @@ def test_compare_mode_defaults_to_the_active_version_against_its_parent(service)
     run_ok(at)
     assert at.selectbox(key="compare_version_1").value == v1
     assert at.selectbox(key="compare_version_2").value == "base"  # what v1 was trained from
+
+
+def test_the_answer_shows_the_models_citations_apart_from_attributed_ones():
+    from datetime import datetime
+
+    from assistant.storage import StoredMessage
+    from assistant.storage.conversations import SourceRecord
+    from ui.answers import attributed_mark, with_citations
+
+    sources = tuple(
+        SourceRecord(rank=n, chunk_id=n, document_name=f"doc{n}.txt", location=None, text=text,
+                     score=0.5, cited=True)
+        for n, text in enumerate((
+            "The Zorblax festival is held every year in the town of Quillhaven, on the third of May.",
+            "William, Duke of Normandy, conquered England in 1066 at the battle of Hastings.",
+        ), start=1)
+    )
+    m = StoredMessage(id=1, conversation_id=1, role="assistant", created_at=datetime.now(),
+                      content="", sources=sources)
+    body, c, legend = with_citations(
+        "It is held on the third of May [1]. William, Duke of Normandy, conquered England in 1066. "
+        "When is the Zorblax festival held in Quillhaven?", m,
+        question="When is the Zorblax festival held in Quillhaven?")
+    # The model's marker as it wrote it; the attributed one grey, with its own sign.
+    assert "third of May [1]." in body and f"in 1066 {attributed_mark(2)}." in body
+    assert attributed_mark(1) not in body  # the echoed question is not attributed
+    assert c.explicit == {1} and c.attributed == {2}
+    assert legend == (f"[n]: cited by the model (source 1) · {attributed_mark(2)}: attributed, "
+                      "not cited by the model (source 2)")
+    assert with_citations("Plain.", StoredMessage(id=2, conversation_id=1, role="assistant",
+                                                   created_at=datetime.now(), content=""))[2] is None
+
+
+def test_an_answer_without_a_relevant_document_says_so(service):
+    from assistant.storage.conversations import RETRIEVAL, AnswerRecord
+
+    q = service.store.add_user_message(None, "What is 2 plus 2?")
+    record = AnswerRecord("fake-model", "fake-v1", {}, 10, 5, 1.0, 1.0, retrieval="none relevant")
+    service.store.add_assistant_message(q.conversation_id, "2 + 2 = 4.", record, reply_to_id=q.id)
+    at = new_session({"conversation": str(q.conversation_id)})
+    captions = " ".join(c.value for c in at.chat_message[1].caption)
+    assert RETRIEVAL["none relevant"] in captions

@@ -5,24 +5,61 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.chat import ChatService, trim_notice
-from assistant.citations import annotate
+from assistant.chat import SAYS_NO_DOCUMENT, ChatService, trim_notice
+from assistant.citations import MIN_RUN, Citations, cite
 from assistant.errors import AssistantError
 from assistant.storage import StoredMessage
+from assistant.storage.conversations import RETRIEVAL
 from ui.state import EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
 from ui.text import plain, safe_markdown
 
 TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
 
 
-def _sources(m: StoredMessage) -> None:
+# -- citations ---------------------------------------------------------------------------------
+def attributed_mark(n: int) -> str:
+    """How a marker the product added (not the model) shows: grey, with an "≈"."""
+    return f":gray[≈{n}]"
+
+
+ATTRIBUTED_HELP = (
+    "The model did not cite this sentence itself. It is marked because one source holds "
+    "every word it adds to the question and shares a run of at least "
+    f"{MIN_RUN} consecutive words with it."
+)
+
+
+def with_citations(text: str, m: StoredMessage, question: str = "") -> tuple[str, Citations, str | None]:
+    """An answer's Markdown with its citations, the citations, and the legend that tells
+    the model's own markers ([1], as it wrote them) from attributed ones (≈1, grey); no
+    legend when there is no marker."""
+    if not m.sources:
+        return safe_markdown(text), Citations(text), None
+    c = cite(text, [s.text for s in m.sources], question, mark=attributed_mark)
+    parts = []
+    if c.explicit:
+        parts.append(f"[n]: cited by the model ({_numbers(c.explicit)})")
+    marked = sorted({n for n in range(1, len(m.sources) + 1) if attributed_mark(n) in c.text})
+    if marked:
+        parts.append(f"{attributed_mark(marked[0])}: attributed, not cited by the model "
+                     f"({_numbers(marked)})")
+    return safe_markdown(c.text), c, " · ".join(parts) or None
+
+
+def _numbers(ns) -> str:  # noqa: ANN001
+    return ", ".join(f"source {n}" for n in sorted(ns))
+
+
+def _sources(m: StoredMessage, c: Citations) -> None:
     """The cited sources under an answer (expandable), then the others it was shown."""
     cited = [src for src in m.sources if src.cited]
     others = [src for src in m.sources if not src.cited]
     for src in cited:
         # plain() trims its text: the separator goes outside it, or the space before it is lost.
         where = f" · {plain(src.location)}" if src.location else ""
-        label = f"[{src.rank}] {plain(src.document_name)}{where}"
+        how = (" · cited by the model" if src.rank in c.explicit
+               else " · attributed" if src.rank in c.attributed else "")
+        label = f"[{src.rank}] {plain(src.document_name)}{where}{how}"
         with st.expander(label, icon=":material/format_quote:"):
             st.text(src.text)
     if others:
@@ -34,9 +71,12 @@ def _sources(m: StoredMessage) -> None:
                 st.text(src.text)
 
 
-def answer(service: ChatService, m: StoredMessage) -> None:
-    shown = m.edited or m.content
-    st.markdown(safe_markdown(annotate(shown, [s.text for s in m.sources])[0] if m.sources else shown))
+def answer(service: ChatService, m: StoredMessage, question: str = "") -> None:
+    """``question``: the text ``m`` answers (attribution leaves out its words)."""
+    body, c, legend = with_citations(m.edited or m.content, m, question)
+    st.markdown(body)
+    if legend:
+        st.caption(legend, help=ATTRIBUTED_HELP)
     if m.edited:
         # A rating and comment were about the model's answer, not the corrected text: they
         # stay with the original (changeable there), and the corrected text shows none.
@@ -44,13 +84,15 @@ def answer(service: ChatService, m: StoredMessage) -> None:
             st.text(m.content)
             _rating(service, m)
     if m.sources:
-        _sources(m)
+        _sources(m, c)
     _answer_footer(service, m)
 
 
 def _answer_footer(service: ChatService, m: StoredMessage) -> None:
     r = m.record
     if r is not None:
+        if r.retrieval in SAYS_NO_DOCUMENT:
+            st.caption(":material/info: " + RETRIEVAL[r.retrieval])
         if r.trimmed_turns:
             st.caption(":material/info: " + trim_notice(r.trimmed_turns, service.generator.context_window))
         bits = [

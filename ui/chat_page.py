@@ -103,7 +103,8 @@ def _conversation(
             continue
         with st.chat_message(m.role):
             if m.role == "assistant":
-                answers.answer(service, m)
+                asked = every.get(m.reply_to_id) if m.reply_to_id is not None else None
+                answers.answer(service, m, asked.content if asked else "")
                 if pending is not None:
                     answers.verdict(pending, every)
             else:

@@ -73,6 +73,21 @@ class AnswerRecord:
     #: What ran the model ("llama.cpp (Q4_1)", "transformers (fp32)", ...); None: unknown
     #: (answers stored before engines were recorded).
     engine: str | None = None
+    #: What retrieval gave the answer: one of RETRIEVAL's keys; None: not recorded (older
+    #: answers).
+    retrieval: str | None = None
+
+
+#: What retrieval gave an answer, and what the answer says about it.
+RETRIEVAL = {
+    "used": "Answered from the sources shown.",
+    "none relevant": "No document was used: none of the documents searched is relevant to "
+                     "this question, so it was answered as a plain chat.",
+    "nothing to search": "No document was used: there was no document to search.",
+    "none fit": "No document was used: the relevant sources did not fit in the model's "
+                "context window.",
+    "off": "No document was used: documents are switched off for this conversation.",
+}
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,8 @@ class DocumentChunk(Base):
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(CleanText)
     token_count: Mapped[int] = mapped_column(Integer)
+    #: Words as full-text search counts them (``words.search_word_count``): BM25's length.
+    word_count: Mapped[int] = mapped_column(Integer, server_default="0")
     page: Mapped[int | None] = mapped_column(Integer)
     heading: Mapped[str | None] = mapped_column(CleanString(500))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised

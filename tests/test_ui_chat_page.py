@@ -213,3 +213,21 @@ def test_compare_mode_defaults_to_the_active_version_against_its_parent(service)
     run_ok(at)
     assert at.selectbox(key="compare_version_1").value == v1
     assert at.selectbox(key="compare_version_2").value == "base"  # what v1 was trained from
+
+
+# -- 9: an answer cut at the token limit says so and offers Continue --------------------------
+def test_an_answer_cut_at_the_token_limit_says_so_and_continue_appends_to_it(service):
+    at = new_session()
+    at.number_input(key="max_new_tokens").set_value(3)
+    send(at, "What is the capital of France?")
+    [conv] = service.store.list_conversations()
+    [_, answer] = service.store.messages(conv.id)
+    assert answer.content == "Paris is the " and answer.record.cut_at_limit
+    assert any("cut at the token limit" in c.value for c in at.caption)
+    at.button(key=f"continue_{answer.id}").click()
+    run_ok(at)
+    [_, whole] = service.store.messages(conv.id)
+    assert whole.id == answer.id and whole.content == "Paris is the capital of France. "
+    assert bubbles(at)[-1] == ("assistant", "Paris is the capital of France.")
+    assert not any("cut at the token limit" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == f"continue_{answer.id}"]

@@ -184,6 +184,8 @@ class Message(Base):
     stopped: Mapped[bool] = mapped_column(default=False, server_default=false())
     trimmed_turns: Mapped[int] = mapped_column(default=0, server_default="0")
     engine: Mapped[str | None] = mapped_column(String(200))
+    #: "stop", "length" (cut at the token limit), None (stopped, or not known): AnswerRecord.
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
     # Alternatives: every answer to the same question points at it; one is shown (active).
     reply_to_id: Mapped[int | None] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True

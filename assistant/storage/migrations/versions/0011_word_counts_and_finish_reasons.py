@@ -1,5 +1,5 @@
-"""Lexical search ranks alike on both databases: each chunk's length in words, and on
-PostgreSQL a text search configuration without stopwords.
+"""Lexical search ranks alike on both databases (each chunk's length in words, and on
+PostgreSQL a text search configuration without stopwords); why each answer ended.
 
 * ``chunks.word_count``: the chunk's words as a full-text engine counts them (runs of letters
   and digits, stopwords included: :func:`assistant.words.search_word_count`), the document
@@ -8,6 +8,8 @@ PostgreSQL a text search configuration without stopwords.
 * PostgreSQL: ``text_search`` is generated with ``assistant_english`` (English stemming, no
   stopwords) instead of ``english``, whose stopword list is longer than the product's: a
   question's "after", "during" or "between" matched on SQLite and was dropped on PostgreSQL.
+* ``messages.finish_reason``: "stop" (the model ended the answer) or "length" (the token
+  limit cut it: the app says so and offers to continue it); NULL for answers stored before.
 
 Revision ID: 0011
 Revises: 0008
@@ -32,6 +34,8 @@ WORD_TOKENS = "asciiword, asciihword, hword_asciipart, word, hword, hword_part"
 
 def upgrade() -> None:
     bind = op.get_bind()
+    # Plain ADD COLUMN (no batch copy of `messages`): see migration_ops.
+    op.add_column("messages", sa.Column("finish_reason", sa.String(32), nullable=True))
     op.add_column("chunks", sa.Column("word_count", sa.Integer(), nullable=False,
                                       server_default="0"))
     chunks = sa.table("chunks", sa.column("id", sa.Integer), sa.column("text", sa.Text),
@@ -58,6 +62,7 @@ def downgrade() -> None:
         op.execute("DROP TEXT SEARCH CONFIGURATION assistant_english")
         op.execute("DROP TEXT SEARCH DICTIONARY assistant_english_stem")
     drop_columns("chunks", "word_count")
+    drop_columns("messages", "finish_reason")
 
 
 def _text_search(config: str) -> None:

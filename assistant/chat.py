@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
@@ -76,8 +76,11 @@ class Reply:
         stream: TokenStream,
         sources: list[Hit] | None = None,
         retrieval: str = "off",
+        continues: StoredMessage | None = None,
     ) -> None:
         self.conversation_id = conversation_id
+        #: The answer this reply continues (its text is appended there), or None.
+        self.continues = continues
         #: The chunks shown to the model, in [n] order.
         self.sources = list(sources or [])
         #: What retrieval gave this answer (a key of storage.conversations.RETRIEVAL).
@@ -137,7 +140,9 @@ class Reply:
             self._finalized = True
         try:
             # An answer stopped before its first word is not worth a row.
-            if complete or self.text:
+            if self.continues is not None:
+                self.message = self._service._store_continuation(self, self.text)
+            elif complete or self.text:
                 self.message = self._service._store_answer(self, self.text)
         finally:
             self.done.set()
@@ -229,7 +234,8 @@ class ChatService:
 
     def default_params(self) -> GenerationParams:
         g = self.settings.generation
-        return GenerationParams(g.temperature, g.top_p, g.max_new_tokens, g.system_prompt)
+        return GenerationParams(g.temperature, g.top_p, g.max_new_tokens, g.system_prompt,
+                                g.repetition_penalty)
 
     def history(self, conversation_id: int) -> list[Turn]:
         return _turns(self.store.messages(conversation_id))
@@ -328,6 +334,30 @@ class ChatService:
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits,
                      retrieval)
 
+    def continue_answer(self, answer_id: int, params: GenerationParams | None = None) -> Reply:
+        """Go on with an answer the token limit cut: the model reads the same prompt (the
+        same sources) with the answer so far as the start of its turn, and writes on from
+        its last word; the new text is appended to that answer (``Reply.continues``)."""
+        answer = self.store.get_message(answer_id)
+        if answer.role != "assistant" or answer.reply_to_id is None or answer.record is None:
+            raise NotAnAnswer(answer_id, "only an answer to a question can be continued")
+        record = answer.record
+        if not record.cut_at_limit:
+            raise NotAnAnswer(answer_id, "only an answer cut at the token limit can be continued")
+        if params is None:
+            known = {f.name for f in fields(GenerationParams)}
+            params = GenerationParams(**{k: v for k, v in record.params.items() if k in known})
+        self.sync_version()
+        question = self.store.get_message(answer.reply_to_id)
+        history = _turns(self.store.history_before(question.id))
+        sources = list(answer.sources)
+        fitted, sources, retrieval = self._fit(params, history, question.content, sources,
+                                               record.retrieval or "used")
+        messages = [*fitted.messages, {"role": "assistant", "content": answer.content}]
+        stream = self._stream(messages, params, record.model_version)
+        return Reply(self, question.conversation_id, question, fitted, params, stream, sources,
+                     retrieval, continues=answer)
+
     def _stream(self, messages, params: GenerationParams, version: str | None) -> TokenStream:  # noqa: ANN001
         if version is None or version == self.generator.model_version:
             return self.generator.stream(messages, params)
@@ -376,6 +406,18 @@ class ChatService:
                 if not hits:
                     retrieval = "none fit"
 
+    def _store_continuation(self, reply: Reply, text: str) -> StoredMessage:
+        answer = reply.continues
+        stats = reply._stream.stats
+        if not text and stats.stopped:  # stopped before its first word: nothing changes
+            return self.store.get_message(answer.id)
+        record = replace(answer.record, completion_tokens=stats.completion_tokens,
+                         latency_ms=stats.latency_ms, stopped=stats.stopped,
+                         finish_reason=stats.finish_reason)
+        cited = cite(answer.content + text, [src.text for src in answer.sources],
+                     reply.question.content).cited
+        return self.store.extend_answer(answer.id, text, record, cited)
+
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
         record = AnswerRecord(
@@ -390,6 +432,7 @@ class ChatService:
             trimmed_turns=reply.dropped_turns,
             engine=engine_label(self.generator),
             retrieval=reply.retrieval,
+            finish_reason=None if stats.stopped else stats.finish_reason,
         )
         cited = cite(text, [hit.text for hit in reply.sources], reply.question.content).cited
         sources = tuple(

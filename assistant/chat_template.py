@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from assistant.errors import ModelNotFound
-from assistant.prompting import Messages, defuse_special_tokens
+from assistant.prompting import Messages, continued_answer, defuse_special_tokens
 
 #: Used when a model ships no template (base models): the ChatML layout.
 CHATML = (
@@ -72,6 +72,17 @@ class ChatTemplate:
             messages=self.defuse(messages), add_generation_prompt=add_generation_prompt,
             **self.variables,
         )
+
+
+    def prompt(self, messages: Messages) -> str:
+        """The text a model reads to answer ``messages``; when they end with an assistant
+        message, the text ends inside that answer, after its last word (the model continues
+        it: an answer cut at the token limit)."""
+        conversation, start = continued_answer(messages)
+        if not start:
+            return self.render(messages)
+        start = self.defuse([{"role": "assistant", "content": start}])[0]["content"]
+        return self.render(conversation) + start
 
 
 def from_hf_tokenizer(tokenizer) -> ChatTemplate:  # noqa: ANN001

@@ -23,6 +23,7 @@ from assistant.permissions import private_umask
 from assistant.words import clean_text
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
+          /continue  go on with an answer cut at the token limit
           /new  start a new conversation   /list  list conversations
           /open ID  reopen a conversation  /quit  leave (or Ctrl-D)
 Ctrl-C while an answer streams stops it (the partial answer is kept)."""
@@ -150,8 +151,11 @@ def db_copy(to_url: str, from_url: str | None, force: bool) -> None:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True))
 @click.option("-n", "--max-new-tokens", type=click.IntRange(1, 4096))
 @click.option("-s", "--system", "system_prompt", help="System prompt.")
+@click.option("--repetition-penalty", type=click.FloatRange(1, 2),
+              help="Repetition control (1 = off); default: the setting.")
 def chat(conversation_id: int | None, temperature: float | None, top_p: float | None,
-         max_new_tokens: int | None, system_prompt: str | None) -> None:
+         max_new_tokens: int | None, system_prompt: str | None,
+         repetition_penalty: float | None) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
     from assistant.generation import GenerationParams, describe
@@ -167,6 +171,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
         top_p=d.top_p if top_p is None else top_p,
         max_new_tokens=max_new_tokens or d.max_new_tokens,
         system_prompt=d.system_prompt if system_prompt is None else system_prompt,
+        repetition_penalty=d.repetition_penalty if repetition_penalty is None else repetition_penalty,
     )
     for notice in service.notices:
         click.echo(f"Note: {notice}", err=True)
@@ -216,22 +221,16 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
                 else:
                     service.store.rate(last_answer_id, 1 if cmd == "/up" else -1, arg or None)
                     click.echo("Rating saved.")
+            elif cmd == "/continue":
+                if last_answer_id is None:
+                    click.echo("Nothing to continue yet.")
+                else:
+                    _print_reply(service.continue_answer(last_answer_id), "assistant (continued)> ")
             else:
                 reply = service.send(conversation_id, line, params)
                 conversation_id = reply.conversation_id
-                for notice in reply.notices:
-                    click.echo(f"[{notice}]", err=True)
-                click.echo("assistant> ", nl=False)
-                try:
-                    for chunk in reply:
-                        click.echo(chunk, nl=False)
-                except KeyboardInterrupt:
-                    reply.close()
-                    click.echo(" [stopped]", nl=False)
-                click.echo()
-                if reply.message is not None:
-                    last_answer_id = reply.message.id
-                    _print_sources(reply.message)
+                if (message := _print_reply(reply)) is not None:
+                    last_answer_id = message.id
         except AssistantError as err:
             click.echo(f"Error: {err}", err=True)
 
@@ -379,13 +378,39 @@ _register_ops(main)
 PLUGINS = register_commands(main)
 
 
+def _print_reply(reply, label: str = "assistant> "):  # noqa: ANN001, ANN202
+    """Stream an answer (Ctrl-C stops it), then say if the token limit cut it and list its
+    sources; returns the stored message (None if nothing was stored)."""
+    for notice in reply.notices:
+        click.echo(f"[{notice}]", err=True)
+    click.echo(label, nl=False)
+    try:
+        for chunk in reply:
+            click.echo(chunk, nl=False)
+    except KeyboardInterrupt:
+        reply.close()
+        click.echo(" [stopped]", nl=False)
+    click.echo()
+    message = reply.message
+    if message is not None:
+        if message.record is not None and message.record.cut_at_limit:
+            click.echo(CUT_NOTICE)
+        _print_sources(message)
+    return message
+
+
+#: Under an answer the token limit cut, in the terminal.
+CUT_NOTICE = "[cut at the token limit: /continue goes on with it]"
+
+
 def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
     from assistant.chat import SAYS_NO_DOCUMENT
     from assistant.storage.conversations import RETRIEVAL
 
     for m in service.store.messages(conversation_id):
         rating = {1: " [👍]", -1: " [👎]"}.get(m.rating, "") if m.role == "assistant" else ""
-        click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{rating}")
+        cut = " [cut at the token limit]" if m.record is not None and m.record.cut_at_limit else ""
+        click.echo(f"{'you' if m.role == 'user' else 'assistant'}> {m.content}{cut}{rating}")
         if m.record is not None and m.record.retrieval in SAYS_NO_DOCUMENT:
             click.echo(f"[{RETRIEVAL[m.record.retrieval]}]")
         _print_sources(m)

@@ -24,6 +24,14 @@ class GenerationDefaults(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1, le=4096)
     system_prompt: str = "You are a helpful assistant. Answer concisely and truthfully."
+    # Greedy answers of the small model loop on one sentence until the token limit without
+    # it. bench/repetition.py, 30 dev prompts: repeated 3-gram rate 0.595 at 1.0, 0.105 at
+    # 1.1, 0.004 at 1.2 (which starts to change facts); README.
+    repetition_penalty: float = Field(
+        1.1, ge=1.0, le=2.0,
+        description="Repetition control: 1.0 is off; higher discourages repeating the last "
+        "64 tokens.",
+    )
 
 
 class ParseLimits(BaseModel):

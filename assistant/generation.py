@@ -25,12 +25,26 @@ from assistant.prompting import Messages
 from assistant.versions import BASE_VERSION
 
 
+#: How many of the last generated tokens the repetition penalty looks back on (llama.cpp's
+#: ``last_n`` default; the transformers engine uses the same window).
+REPEAT_WINDOW = 64
+#: ``GenerationStats.finish_reason`` of an answer cut by ``max_new_tokens`` (or by the end of
+#: the context window), as OpenAI-compatible servers name it; "stop": the model ended it.
+FINISH_LENGTH = "length"
+FINISH_STOP = "stop"
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
     system_prompt: str = ""
+    #: Repetition control: the logit of every token among the last ``REPEAT_WINDOW``
+    #: generated ones is divided by it (multiplied when negative), as llama.cpp's
+    #: ``repeat_penalty`` and transformers' ``repetition_penalty`` do; 1.0 is off. The chat's
+    #: default is a setting (``GenerationDefaults``), measured with bench/repetition.py.
+    repetition_penalty: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +57,9 @@ class GenerationStats:
     ttft_ms: float | None = None
     latency_ms: float = 0.0
     stopped: bool = False
+    #: Why the answer ended: FINISH_STOP (the model ended it), FINISH_LENGTH (the token
+    #: limit cut it); None while it runs, when stopped by the user, or when not known.
+    finish_reason: str | None = None
 
 
 class TokenStream(Protocol):
@@ -72,7 +89,9 @@ class Generator(Protocol):
     def stream(
         self, messages: Messages, params: GenerationParams, version: str | None = None
     ) -> TokenStream:
-        """Answer with ``version`` ("base" or a loaded adapter); None: ``model_version``."""
+        """Answer with ``version`` ("base" or a loaded adapter); None: ``model_version``.
+        When ``messages`` ends with an assistant message, continue that answer
+        (:func:`assistant.prompting.continued_answer`): the stream yields only the new text."""
         ...
 
     def loaded_versions(self) -> list[str]:

@@ -38,6 +38,15 @@ def to_messages(system: str, turns: Sequence[Turn]) -> Messages:
     return msgs + [{"role": t.role, "content": t.content} for t in turns]
 
 
+def continued_answer(messages: Messages) -> tuple[Messages, str]:
+    """(the conversation, the answer's start) when ``messages`` ends with an assistant
+    message (an answer to continue: the model writes on from its last word), else
+    (``messages``, "")."""
+    if messages and messages[-1]["role"] == "assistant":
+        return messages[:-1], messages[-1]["content"]
+    return messages, ""
+
+
 def build_messages(
     system_prompt: str,
     history: Sequence[Turn],

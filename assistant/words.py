@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 WORD = re.compile(r"\w+")
+# A word as SQLite FTS5's unicode61 tokenizer cuts it: a run of letters and digits.
+_TOKEN = re.compile(r"[^\W_]+")
 # Lone surrogates: what invalid UTF-8 becomes in Python through the "surrogateescape" error
 # handler (command-line arguments, stdin in the C locale). No tokenizer, database or
 # browser takes them.
@@ -36,6 +38,12 @@ def content_words(text: str, min_len: int = 1) -> list[str]:
 def same_text(a: str, b: str) -> bool:
     """The same answer, up to whitespace (two versions that wrote the same words tie)."""
     return a.split() == b.split()
+
+
+def search_word_count(text: str) -> int:
+    """The words in ``text`` as a full-text engine counts them (runs of letters and digits,
+    stopwords included, as FTS5's tokenizer cuts them): the document length of BM25."""
+    return len(_TOKEN.findall(text))
 
 
 def word_count(text: str) -> int:

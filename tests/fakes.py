@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from assistant.generation import GenerationParams, GenerationStats
+from assistant.generation import FINISH_LENGTH, FINISH_STOP, GenerationParams, GenerationStats
 from assistant.prompting import Messages
 
 
@@ -21,8 +21,9 @@ def count_words(messages: Messages) -> int:
 
 class FakeStream:
     def __init__(self, answer: str, prompt_tokens: int, delay: float, fail_after: int | None,
-                 version: str = "fake-v1"):
+                 version: str = "fake-v1", cut: bool = False):
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self._cut = cut
         self.version = version
         self._words = answer.split()
         self._delay = delay
@@ -49,6 +50,8 @@ class FakeStream:
 
     def _finish(self) -> None:
         self.stats.stopped = self._stop.is_set()
+        if not self.stats.stopped:
+            self.stats.finish_reason = FINISH_LENGTH if self._cut else FINISH_STOP
         self.stats.latency_ms = (time.perf_counter() - self._t0) * 1000
 
 
@@ -88,7 +91,12 @@ class FakeGenerator:
     def stream(self, messages: Messages, params: GenerationParams, version: str | None = None) -> FakeStream:
         self.prompts.append(messages)
         version = version or self.model_version
-        words = self.answer.split()[: params.max_new_tokens]
+        words = self.answer.split()
+        if messages[-1]["role"] == "assistant":  # continue an answer: the words after it
+            words = words[len(messages[-1]["content"].split()):]
+        cut = len(words) > params.max_new_tokens  # one word a token
+        words = words[: params.max_new_tokens]
         if version != self.model_version:  # another version answers differently
             words = [version, *words]
-        return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after, version)
+        return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after, version,
+                          cut)

@@ -8,7 +8,7 @@ import pytest
 
 from assistant.chat import ChatService
 from assistant.errors import (
-    AnswerTooLong, DatabaseLocked, EmptyMessage, GenerationFailed, MessageTooLong,
+    AnswerTooLong, DatabaseLocked, EmptyMessage, GenerationFailed, MessageTooLong, NotAnAnswer,
 )
 from assistant.generation import GenerationParams
 from tests.fakes import FakeGenerator
@@ -35,8 +35,10 @@ def test_answer_is_streamed_and_stored_with_its_provenance(service, store):
     rec = msgs[1].record
     assert rec.model_id == "fake-model" and rec.model_version == "fake-v1"
     assert rec.params == {
-        "temperature": 0.3, "top_p": 0.8, "max_new_tokens": 20, "system_prompt": "Be brief."
+        "temperature": 0.3, "top_p": 0.8, "max_new_tokens": 20, "system_prompt": "Be brief.",
+        "repetition_penalty": 1.0,
     }
+    assert rec.finish_reason == "stop" and not rec.cut_at_limit
     assert rec.completion_tokens == 6 and rec.prompt_tokens > 0
     assert rec.latency_ms >= 0 and rec.ttft_ms is not None and not rec.stopped
     assert reply.message == msgs[1]
@@ -162,3 +164,29 @@ def test_max_new_tokens_beyond_the_context_window_is_a_clear_error(service, stor
     with pytest.raises(AnswerTooLong, match="lower it well below 200"):
         service.send(None, "Hello", params)
     assert store.list_conversations() == []
+
+
+def test_an_answer_cut_at_the_token_limit_is_marked_and_continue_appends(service, store, fake):
+    reply = service.send(None, "Capital?", replace(PARAMS, max_new_tokens=3))
+    assert "".join(reply) == "Paris is the "
+    cut = reply.message
+    assert cut.record.finish_reason == "length" and cut.record.cut_at_limit
+    more = service.continue_answer(cut.id)
+    assert more.continues == cut
+    assert fake.prompts[-1][-1] == {"role": "assistant", "content": "Paris is the "}
+    assert fake.prompts[-1][:-1] == fake.prompts[0]  # the same prompt, the answer so far after it
+    "".join(more)
+    assert more.message.id == cut.id and more.message.content == "Paris is the capital of France. "
+    assert more.message.record.completion_tokens == 6
+    assert more.message.record.finish_reason == "stop" and not more.message.record.cut_at_limit
+    assert len(store.messages(reply.conversation_id)) == 2
+    with pytest.raises(NotAnAnswer, match="cut at the token limit"):
+        service.continue_answer(cut.id)  # complete now
+
+
+def test_the_settings_repetition_penalty_is_the_default(store, settings):
+    service = ChatService(store, FakeGenerator(context_window=1000), settings)
+    assert service.default_params().repetition_penalty == settings.generation.repetition_penalty > 1.0
+    reply = service.send(None, "Capital?")
+    "".join(reply)
+    assert reply.message.record.params["repetition_penalty"] == settings.generation.repetition_penalty

@@ -63,6 +63,19 @@ def test_terminal_chat_rates_and_continues(run, env_settings):
 
 
 @pytest.mark.slow
+def test_terminal_chat_says_an_answer_was_cut_at_the_token_limit_and_continues_it(run, env_settings):
+    result = run("chat", "-t", "0", "-n", "6", input="Write a very long story about a dragon.\n/continue\n")
+    assert result.exit_code == 0, result.output
+    assert "[cut at the token limit: /continue goes on with it]" in result.output
+    assert "assistant (continued)> " in result.output
+    store = ConversationStore(Database(env_settings.resolved_database_url))
+    [conv] = store.list_conversations()
+    [_, answer] = store.messages(conv.id)
+    assert answer.record.completion_tokens == 12 and answer.record.cut_at_limit
+    assert answer.record.params["repetition_penalty"] == env_settings.generation.repetition_penalty
+
+
+@pytest.mark.slow
 def test_terminal_chat_reports_errors_and_goes_on(run, env_settings, hold_lock):
     result = run("chat", "-c", "999", input="")
     assert result.exit_code == 1 and "Conversation 999 does not exist" in result.output

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import replace
 
 import pytest
 
+from assistant.chat import ChatService
 from assistant.conversion import ADAPTER_GGUF, SCRIPTS_ENV
 from assistant.errors import AdapterError, ConversionFailed, CorruptCheckpoint
 from assistant.generation import GenerationParams
@@ -54,6 +56,7 @@ def test_greedy_answer_from_the_shipped_gguf(embedded_llama):
     s = stream.stats
     assert s.prompt_tokens == gen.count_prompt_tokens(ask("What is the capital of France?"))
     assert 0 < s.completion_tokens <= 24 and s.ttft_ms < s.latency_ms and not s.stopped
+    assert s.finish_reason == "stop"  # the model ended it, before the limit
 
 
 def test_stop_interrupts_generation(embedded_llama):
@@ -85,7 +88,34 @@ def test_max_new_tokens_is_a_hard_limit(embedded_llama):
     stream = embedded_llama.stream(ask("Count from one to one hundred."),
                                    GenerationParams(temperature=0.0, max_new_tokens=5))
     "".join(stream)
-    assert stream.stats.completion_tokens == 5
+    assert stream.stats.completion_tokens == 5 and stream.stats.finish_reason == "length"
+
+
+STORY = "Write a very long story about a dragon."
+
+
+def test_the_repetition_penalty_is_applied(embedded_llama):
+    plain = answer(embedded_llama, ask(STORY), params=GREEDY)
+    penalised = answer(embedded_llama, ask(STORY), params=replace(GREEDY, repetition_penalty=1.3))
+    assert penalised != plain
+
+
+def test_an_answer_cut_at_the_limit_is_marked_and_continued(embedded_llama, store, settings):
+    """The chat records the cut, and Continue appends what the model writes on from the last
+    word: greedy, exactly what one answer twice as long says."""
+    service = ChatService(store, embedded_llama, settings)
+    params = replace(GREEDY, max_new_tokens=8)
+    reply = service.send(None, STORY, params)
+    first = "".join(reply)
+    cut = reply.message
+    assert cut.record.finish_reason == "length" and cut.record.cut_at_limit
+    more = service.continue_answer(cut.id)
+    added = "".join(more)
+    whole = more.message
+    assert whole.id == cut.id and added.strip() and whole.content == first + added
+    assert whole.record.completion_tokens == 16 and whole.record.cut_at_limit
+    assert [m.id for m in store.messages(reply.conversation_id)][1:] == [cut.id]
+    assert whole.content == answer(embedded_llama, ask(STORY), params=replace(GREEDY, max_new_tokens=16))
 
 
 # -- the same prompt as the transformers engine -------------------------------------------------
@@ -119,6 +149,15 @@ def test_both_engines_read_identical_token_ids(transformers_engine, embedded_lla
 def _first_tokens(gen, messages, version=None, n=16) -> list[int]:
     text = answer(gen, messages, version, GenerationParams(temperature=0.0, max_new_tokens=n))
     return text
+
+
+def test_the_repetition_penalty_is_the_same_on_both_engines(transformers_engine, f32_llama):
+    """The transformers engine applies llama.cpp's rule (the last 64 tokens made, not the
+    prompt's): with a strong penalty the greedy answers still agree."""
+    p = GenerationParams(temperature=0.0, max_new_tokens=16, repetition_penalty=1.5)
+    same = [answer(transformers_engine, ask(q), params=p) == answer(f32_llama, ask(q), params=p)
+            for q in [STORY, *PROMPTS[:3]]]
+    assert sum(same) >= 3, f"only {sum(same)} of {len(same)} answers agree"
 
 
 def test_greedy_parity_with_the_transformers_engine_on_f32_weights(transformers_engine, f32_llama):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 
 import pytest
 
@@ -118,6 +119,18 @@ def test_our_prompt_rendering_matches_the_servers(generator, server):
         done = client.chat.completions.create(model=BASE, messages=messages, max_tokens=1,
                                               temperature=0)
         assert done.usage.prompt_tokens == generator.count_prompt_tokens(messages)
+
+
+def test_the_token_limit_and_the_repetition_penalty_reach_the_server(generator):
+    story = ask("Write a very long story about a dragon.")
+    cut = generator.stream(story, GREEDY)
+    plain = "".join(cut)
+    assert cut.stats.finish_reason == "length"
+    penalised = "".join(generator.stream(story, replace(GREEDY, repetition_penalty=1.3)))
+    assert penalised != plain  # the server's repeat_penalty
+    done = generator.stream(ask("What is the capital of France?"), GREEDY)
+    "".join(done)
+    assert done.stats.finish_reason == "stop"
 
 
 def test_stop_interrupts_the_answer(generator):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from assistant.chat import ChatService
@@ -67,3 +69,29 @@ def test_stop_while_queued_behind_another_answer(generator):
     assert list(second) == []
     assert second.stats.stopped and second.stats.completion_tokens == 0
     assert "".join(first) and first.stats.completion_tokens > 0
+
+
+def test_the_token_limit_and_the_repetition_penalty(generator):
+    story = [{"role": "user", "content": "Write a very long story about a dragon."}]
+    cut = generator.stream(story, GREEDY)
+    plain = "".join(cut)
+    assert cut.stats.finish_reason == "length" and cut.stats.completion_tokens == 24
+    penalised = "".join(generator.stream(story, replace(GREEDY, repetition_penalty=1.3)))
+    assert penalised != plain
+    done = generator.stream([{"role": "user", "content": "What is 2 plus 2?"}], replace(GREEDY, max_new_tokens=64))
+    "".join(done)
+    assert done.stats.finish_reason == "stop" and done.stats.completion_tokens < 64
+
+
+def test_the_penalty_looks_at_the_last_64_tokens_made_only():
+    import torch
+
+    from assistant.engines.transformers import _RecentRepetitionPenalty
+
+    scores = torch.tensor([[2.0, -2.0, 2.0, 2.0, 1.0]])
+    prompt = [3]  # the prompt's tokens are not penalised
+    made = [0, 1, 1] + [4] * 64  # 0 and 1 fall out of the window
+    out = _RecentRepetitionPenalty(2.0, len(prompt))(torch.tensor([prompt + made]), scores.clone())
+    assert out.tolist() == [[2.0, -2.0, 2.0, 2.0, 0.5]]
+    out = _RecentRepetitionPenalty(2.0, len(prompt))(torch.tensor([prompt + [0, 1]]), scores.clone())
+    assert out.tolist() == [[1.0, -4.0, 2.0, 2.0, 1.0]]

@@ -88,3 +88,19 @@ def test_upgrade_keeps_messages_feedback_and_sources(tmp_path):
         with db.read() as s:
             assert s.connection().exec_driver_sql("SELECT COUNT(*) FROM feedback").scalar() == 1
             assert s.connection().exec_driver_sql("SELECT COUNT(*) FROM messages").scalar() == 2
+
+
+def test_upgrade_counts_the_words_of_stored_chunks(tmp_path):
+    """0011 gives each stored chunk its length in words (BM25's document length)."""
+    db = Database(f"sqlite:///{tmp_path / 'v.db'}")
+    upgrade(db, "0008")
+    with db.write() as s:
+        c = s.connection()
+        c.exec_driver_sql("INSERT INTO documents (id, name, kind, content_hash, size_bytes, embed_model, "
+                          "created_at) VALUES (1, 'old.txt', 'txt', 'h', 1, 'e', '2026-01-01')")
+        c.exec_driver_sql("INSERT INTO chunks (document_id, position, text, token_count, embedding) "
+                          "VALUES (1, 0, 'The starter, at 25°C, doubles in 4-6 hours.', 12, x'00')")
+    assert upgrade(db) == head_revision()
+    with db.read() as s:
+        assert s.connection().exec_driver_sql("SELECT word_count FROM chunks").scalar() == 10
+    assert downgrade(db, "0008") == "0008"

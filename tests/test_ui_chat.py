@@ -8,6 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from assistant.config import Settings
 from assistant.storage import ConversationStore, Database
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,7 @@ def test_send_rate_and_reopen(app, stored):
     assert answer.record.params == {
         "temperature": 0.0, "top_p": 0.9, "max_new_tokens": 24,
         "system_prompt": "You are a concise assistant.",
+        "repetition_penalty": Settings().generation.repetition_penalty,  # the default, applied
     }
     assert answer.record.completion_tokens > 0 and answer.record.latency_ms > 0
 

@@ -255,3 +255,21 @@ def test_an_answer_without_a_relevant_document_says_so(service):
     at = new_session({"conversation": str(q.conversation_id)})
     captions = " ".join(c.value for c in at.chat_message[1].caption)
     assert RETRIEVAL["none relevant"] in captions
+
+
+# -- 9: an answer cut at the token limit says so and offers Continue --------------------------
+def test_an_answer_cut_at_the_token_limit_says_so_and_continue_appends_to_it(service):
+    at = new_session()
+    at.number_input(key="max_new_tokens").set_value(3)
+    send(at, "What is the capital of France?")
+    [conv] = service.store.list_conversations()
+    [_, answer] = service.store.messages(conv.id)
+    assert answer.content == "Paris is the " and answer.record.cut_at_limit
+    assert any("cut at the token limit" in c.value for c in at.caption)
+    at.button(key=f"continue_{answer.id}").click()
+    run_ok(at)
+    [_, whole] = service.store.messages(conv.id)
+    assert whole.id == answer.id and whole.content == "Paris is the capital of France. "
+    assert bubbles(at)[-1] == ("assistant", "Paris is the capital of France.")
+    assert not any("cut at the token limit" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == f"continue_{answer.id}"]

@@ -10,7 +10,7 @@ from assistant.citations import MIN_RUN, Citations, cite
 from assistant.errors import AssistantError
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import RETRIEVAL
-from ui.state import EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
+from ui.state import CONTINUE, EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
 from ui.text import plain, safe_markdown
 
 TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
@@ -103,6 +103,8 @@ def _answer_footer(service: ChatService, m: StoredMessage) -> None:
         ]
         if r.stopped:
             bits.insert(0, ":material/stop_circle: stopped")
+        elif r.cut_at_limit:
+            bits.insert(0, ":material/content_cut: cut at the token limit")
         engine = f"\n\nEngine: {r.engine}" if r.engine else ""
         st.caption(" · ".join(bits),
                    help=f"Model: {r.model_id}{engine}\n\nPrompt tokens: {r.prompt_tokens}")
@@ -137,6 +139,13 @@ def _actions(service: ChatService, m: StoredMessage) -> None:
         "", key=f"regen_{m.id}", icon=":material/refresh:", help="Answer again (keeps this one)",
         on_click=set_state, args=(REGENERATE, m.id), disabled=m.reply_to_id is None,
     )
+    if m.record is not None and m.record.cut_at_limit:
+        row.button(
+            "Continue", key=f"continue_{m.id}", icon=":material/play_arrow:",
+            help="The answer was cut at the token limit: ask the model to go on with it "
+            "(the rest is appended to this answer)",
+            on_click=set_state, args=(CONTINUE, m.id),
+        )
     alts = m.alternatives
     if len(alts) > 1:
         i = alts.index(m.id)

@@ -11,7 +11,7 @@ from assistant.parsing import SUPPORTED_SUFFIXES
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import DocumentChoice
 from ui import answers, login, resources, sidebar
-from ui.state import CONV, EDIT_ERROR, PENDING, REGENERATE, guard
+from ui.state import CONTINUE, CONV, EDIT_ERROR, PENDING, REGENERATE, guard
 from ui.text import plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads, upload_cap_mb
 
@@ -114,6 +114,15 @@ def _conversation(
     if regenerate is not None:
         try:
             reply = service.regenerate(regenerate, params)
+        except AssistantError as err:
+            st.error(str(err))
+        else:
+            _stream(reply)
+    go_on = st.session_state.pop(CONTINUE, None)
+    if go_on is not None:
+        try:
+            # With the answer's own settings: it goes on as it started.
+            reply = service.continue_answer(go_on)
         except AssistantError as err:
             st.error(str(err))
         else:
@@ -225,6 +234,8 @@ def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
 def _stream(reply) -> None:  # noqa: ANN001
     """Show an answer as it is generated, with a Stop button; then rerun to show it stored."""
     with st.chat_message("assistant"):
+        if reply.continues is not None:
+            st.caption(":material/play_arrow: Continuing the answer above…")
         for notice in reply.notices:
             st.info(notice)
         # Clicking Stop reruns the script, which interrupts write_stream below; the

@@ -76,6 +76,11 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
         temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, d.temperature, 0.05, key="temperature")
         top_p = st.slider("Top-p", 0.05, 1.0, d.top_p, 0.05, key="top_p")
         max_new = st.number_input("Max new tokens", 1, 4096, d.max_new_tokens, 16, key="max_new_tokens")
+        penalty = st.slider(
+            "Repetition penalty (1 = off)", 1.0, 2.0, d.repetition_penalty, 0.05,
+            key="repetition_penalty",
+            help="Discourages repeating the last 64 tokens: without it, a small model can "
+            "loop on one sentence until the token limit.")
         system = st.text_area("System prompt", d.system_prompt, key="system_prompt")
     gen = service.generator
     loaded = getattr(gen, "loaded", None)
@@ -83,7 +88,8 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     sb.caption(f"Model: {plain(describe(gen))}{where}", help=(
         "The engine that runs the model and its weight format; set ASSISTANT_ENGINE "
         "(llamacpp, transformers, openai) to change it."))
-    return GenerationParams(float(temperature), float(top_p), int(max_new), system), documents
+    return GenerationParams(float(temperature), float(top_p), int(max_new), system,
+                            float(penalty)), documents
 
 
 def _document_choice(service: ChatService, conv: StoredConversation | None) -> DocumentChoice:

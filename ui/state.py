@@ -9,6 +9,7 @@ from assistant.errors import AssistantError
 CONV = "conversation_id"  # the open conversation
 PENDING = "_pending_reply"  # the answer an interrupted run was streaming
 REGENERATE = "_regenerate"  # an answer to generate again on this run
+CONTINUE = "_continue"  # an answer cut at the token limit, to continue on this run
 EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
 
 FAILED = object()

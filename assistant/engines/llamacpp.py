@@ -31,7 +31,14 @@ from pathlib import Path
 from assistant.chat_template import ChatTemplate, from_gguf_vocab
 from assistant.conversion import convert_adapter, is_gguf
 from assistant.errors import AdapterError, CorruptCheckpoint, EngineUnavailable, ModelNotFound
-from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
+from assistant.generation import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    REPEAT_WINDOW,
+    GenerationParams,
+    QueuedTokenStream,
+    VersionNames,
+)
 from assistant.model_files import BASE_VERSION
 from assistant.prompting import Messages
 
@@ -102,7 +109,7 @@ class GGUFVocab:
         return cls(model, path)
 
     def prompt_ids(self, messages: Messages) -> list[int]:
-        text = self.template.render(messages)
+        text = self.template.prompt(messages)
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
@@ -160,6 +167,7 @@ class LlamaCppGenerator(VersionNames):
             self._llm = Llama(
                 model_path=str(path), n_ctx=context_window or 0, n_threads=self.threads,
                 n_threads_batch=self.threads, n_batch=PROMPT_BATCH, n_ubatch=PROMPT_BATCH,
+                last_n_tokens_size=REPEAT_WINDOW,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as err:
@@ -207,26 +215,35 @@ class LlamaCppGenerator(VersionNames):
         room = self.context_window - len(ids)
         limit = min(params.max_new_tokens, room)
         if limit <= 0:
+            out.stats.finish_reason = FINISH_LENGTH
             return
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         greedy = params.temperature <= 0
-        # top_k / min_p / typical off: the same sampling the transformers engine does.
+        # top_k / min_p / typical off: the same sampling the transformers engine does. The
+        # repeat penalty looks at the last `last_n_tokens_size` (REPEAT_WINDOW) tokens made.
         tokens = llm.generate(
             ids, temp=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p,
-            top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True,
+            top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty,
+            reset=True,
         )
         made = 0
+        finish = None
         try:
             for token in tokens:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = FINISH_STOP
                     break
                 made += 1
                 out.emit(decoder.decode(llm.detokenize([token])))
-                if made >= limit or out.stopping():
+                if made >= limit:
+                    finish = FINISH_LENGTH
+                    break
+                if out.stopping():
                     break
             out.emit(decoder.decode(b"", final=True), tokens=0)
         finally:
             tokens.close()
+        out.stats.finish_reason = finish
 
     # -- versions ------------------------------------------------------------------------------
 

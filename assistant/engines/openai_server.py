@@ -160,6 +160,17 @@ class OpenAIGenerator(VersionNames):
             kwargs = dict(model=model, messages=sent, stream=True,
                           max_tokens=params.max_new_tokens, temperature=params.temperature,
                           top_p=params.top_p if params.temperature > 0 else 1.0)
+            extra = {}
+            if params.repetition_penalty != 1.0:
+                # The servers' own multiplicative penalty: llama.cpp's name, and vLLM's.
+                extra.update(repeat_penalty=params.repetition_penalty,
+                             repetition_penalty=params.repetition_penalty)
+            if sent and sent[-1]["role"] == "assistant":
+                # Continue that answer (vLLM's and transformers' names); a server without
+                # them answers the conversation anew, and that is appended.
+                extra.update(continue_final_message=True, add_generation_prompt=False)
+            if extra:
+                kwargs["extra_body"] = extra
             try:
                 chunks = self._call("answering", lambda: self._client.chat.completions.create(
                     **kwargs, stream_options={"include_usage": True}))
@@ -178,6 +189,8 @@ class OpenAIGenerator(VersionNames):
                         usage = chunk.usage
                     for choice in chunk.choices:
                         out.emit(choice.delta.content or "")
+                        if choice.finish_reason:
+                            out.stats.finish_reason = choice.finish_reason
                     if out.stopping():
                         break
             if usage is not None:

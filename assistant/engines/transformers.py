@@ -22,11 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from assistant.chat_template import ChatTemplate, from_hf_tokenizer
 from assistant.errors import AdapterError, GenerationFailed
-from assistant.generation import GenerationParams, GenerationStats, VersionNames
+from assistant.generation import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    REPEAT_WINDOW,
+    GenerationParams,
+    GenerationStats,
+    VersionNames,
+)
 from assistant.models import BASE_VERSION, LoadedModel
 from assistant.prompting import Messages
 
@@ -37,7 +50,7 @@ ENGINE = "transformers"
 
 def encode(template: ChatTemplate, tokenizer, messages: Messages) -> list[int]:  # noqa: ANN001
     """Token ids of the rendered prompt (the template carries its own BOS, if any)."""
-    return tokenizer(template.render(messages), add_special_tokens=False)["input_ids"]
+    return tokenizer(template.prompt(messages), add_special_tokens=False)["input_ids"]
 
 
 class _StopOnEvent(StoppingCriteria):
@@ -50,6 +63,25 @@ class _StopOnEvent(StoppingCriteria):
         )
 
 
+class _RecentRepetitionPenalty(LogitsProcessor):
+    """llama.cpp's repeat penalty: each distinct token among the last ``REPEAT_WINDOW``
+    generated ones (not the prompt's) has its logit divided by ``penalty`` (multiplied when
+    negative). transformers' own ``repetition_penalty`` looks at the whole prompt too, so
+    the two engines would answer differently."""
+
+    def __init__(self, penalty: float, prompt_tokens: int) -> None:
+        self.penalty = penalty
+        self.prompt_tokens = prompt_tokens
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        made = input_ids[:, self.prompt_tokens:][:, -REPEAT_WINDOW:]
+        if made.shape[1] == 0:
+            return scores
+        seen = torch.gather(scores, 1, made)
+        seen = torch.where(seen <= 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, made, seen)
+
+
 class _CountingStreamer(TextIteratorStreamer):
     """Counts generated tokens and stamps the first one (text may lag a token or two
     behind while the streamer waits for a word boundary)."""
@@ -57,11 +89,13 @@ class _CountingStreamer(TextIteratorStreamer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.new_tokens = 0
+        self.last_token: int | None = None
         self.first_token_at: float | None = None
 
     def put(self, value: torch.Tensor) -> None:
         if not (self.skip_prompt and self.next_tokens_are_prompt):
             self.new_tokens += int(value.numel())
+            self.last_token = int(value.reshape(-1)[-1])
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
         super().put(value)
@@ -103,6 +137,12 @@ class TransformersTokenStream:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:  # greedy: clear sampling defaults a checkpoint's generation_config may carry
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.repetition_penalty != 1.0:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_RecentRepetitionPenalty(params.repetition_penalty, len(ids))])
+        self._max_new_tokens = params.max_new_tokens
+        eos = loaded.model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
         # Run on the worker right before generate: sets the model up for `version` and
         # yields it (the model can change between now and then: adapters load and unload).
         self._prepare = prepare or (lambda _version: nullcontext(loaded.model))
@@ -146,6 +186,9 @@ class TransformersTokenStream:
         s = self.stats
         s.completion_tokens = self._streamer.new_tokens
         s.stopped = self._stop.is_set()
+        if not s.stopped and self._error is None:
+            cut = s.completion_tokens >= self._max_new_tokens and self._streamer.last_token not in self._eos
+            s.finish_reason = FINISH_LENGTH if cut else FINISH_STOP
         s.latency_ms = (time.perf_counter() - self._started) * 1000
         if self._streamer.first_token_at is not None:
             s.ttft_ms = (self._streamer.first_token_at - self._started) * 1000

@@ -76,6 +76,13 @@ class AnswerRecord:
     #: What retrieval gave the answer: one of RETRIEVAL's keys; None: not recorded (older
     #: answers).
     retrieval: str | None = None
+    #: Why the answer ended: "stop" (the model ended it), "length" (cut at the token limit:
+    #: it can be continued); None: stopped by the user, or not known.
+    finish_reason: str | None = None
+
+    @property
+    def cut_at_limit(self) -> bool:
+        return self.finish_reason == "length" and not self.stopped
 
 
 #: What retrieval gave an answer, and what the answer says about it.
@@ -355,6 +362,25 @@ class ConversationStore:
             conv.updated_at = utcnow()
             new_id = row.id
         return self.get_message(new_id)
+
+    def extend_answer(self, message_id: int, text: str, record: AnswerRecord,
+                      cited: set[int] = frozenset()) -> StoredMessage:
+        """Append ``text`` to answer ``message_id`` (continued after the token limit cut it):
+        the tokens and time add up, and ``record`` says how the continuation ended; sources
+        numbered in ``cited`` are now cited."""
+        with self.db.write() as s:
+            row = self._answer(s, message_id, "only answers can be continued")
+            row.content = row.content + text
+            row.completion_tokens = (row.completion_tokens or 0) + record.completion_tokens
+            row.latency_ms = (row.latency_ms or 0.0) + record.latency_ms
+            row.stopped = record.stopped
+            row.finish_reason = record.finish_reason
+            if cited:
+                s.execute(update(MessageSource).where(MessageSource.message_id == message_id,
+                                                      MessageSource.rank.in_(cited))
+                          .values(cited=True))
+            row.conversation.updated_at = utcnow()
+        return self.get_message(message_id)
 
     # -- feedback ------------------------------------------------------------------------
     def rate(

@@ -16,6 +16,7 @@ from assistant.passages import Chunk, format_location
 from assistant.storage.db import Database
 from assistant.storage.lexical import fts_query  # noqa: F401  (its home before lexical.py)
 from assistant.storage.schema import Document, DocumentChunk
+from assistant.words import search_word_count
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class DocumentStore:
             rows = [
                 DocumentChunk(
                     document_id=doc.id, position=c.position, text=c.text,
-                    token_count=c.token_count, page=c.page, heading=c.heading,
+                    token_count=c.token_count, word_count=search_word_count(c.text),
+                    page=c.page, heading=c.heading,
                     embedding=np.asarray(v, dtype=np.float32).tobytes(),
                 )
                 for c, v in zip(chunks, vectors, strict=True)

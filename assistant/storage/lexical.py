@@ -1,17 +1,21 @@
 """Lexical (full-text) search over chunk text, one implementation per database dialect.
 
-The database's own full-text engine does the matching and ranking; reciprocal-rank fusion
-(``assistant.retrieval``) only needs the order, so the two need not score alike:
+The database's own full-text engine does the matching; both rank by the same BM25, because
+reciprocal-rank fusion (``assistant.retrieval``) reads the whole order of the lexical
+candidates, not only the first: a database that orders them differently gives different
+hybrid results.
 
 * SQLite: an FTS5 table kept in step by triggers (migration 0002), ranked by ``bm25()``.
-* PostgreSQL: a generated ``tsvector`` column with a GIN index (migration 0006), ranked by
-  BM25 computed from the stored term counts (``ts_rank_cd`` has no inverse document
-  frequency, and hybrid search lost 16 points of hit@1 with it).
+* PostgreSQL: a generated ``tsvector`` column with a GIN index (migrations 0006, 0011),
+  ranked by BM25 computed as FTS5 computes it, from the stored term counts and each chunk's
+  word count (``ts_rank_cd`` has no inverse document frequency, and hybrid search lost 16
+  points of hit@1 with it).
 
-Both stem English words (Porter / Snowball) and match any word of the query but the
-stopwords; the query's words are passed as quoted terms, so that search syntax typed by a
-user is never interpreted. A database with neither engine is refused when it is opened
-(:func:`lexical_for`), rather than lexical search quietly finding nothing.
+Both stem English words (Porter / Snowball), index every word, and match any word of the
+query but the product's stopwords (``assistant.words``); the query's words are passed as
+quoted terms, so that search syntax typed by a user is never interpreted. A database with
+neither engine is refused when it is opened (:func:`lexical_for`), rather than lexical
+search quietly finding nothing.
 
 A new dialect is one class here with ``search`` and ``check``, and its entry in ``_BY_DIALECT``.
 """
@@ -86,22 +90,28 @@ def tsquery(query: str) -> str | None:
 
 
 class PostgresFullText:
-    name = "PostgreSQL full-text search (tsvector, GIN index, BM25 from its term counts)"
-    #: The text search configuration of the generated column (migration 0006): the same
-    #: one must parse the query, or stemmed words would not meet.
-    config = "english"
-    #: BM25's usual constants (FTS5's bm25() uses the same).
+    name = "PostgreSQL full-text search (tsvector, GIN index, BM25 as FTS5 computes it)"
+    #: The text search configuration of the generated column (migration 0011: English
+    #: stemming without stopwords): the same one must parse the query, or stemmed words
+    #: would not meet.
+    config = "assistant_english"
+    #: BM25's constants, as FTS5's bm25() has them.
     k1, b = 1.2, 0.75
 
     def search(self, session: Session, query: str, limit: int,
                document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
-        """BM25, computed from the stored ``tsvector`` (a lexeme's positions are its count in
-        the chunk). PostgreSQL's own ``ts_rank_cd`` has no inverse document frequency: a
-        common word weighs as much as a rare one, and on the SQuAD benchmark hybrid search
-        fell from hit@1 0.795 (SQLite's bm25) to 0.638 with it. Every chunk that holds a
-        query word matches (the GIN index finds them), so the document frequencies come
-        exact from the matches; the average length is the matches' (length: distinct
-        lexemes)."""
+        """BM25 as SQLite's FTS5 computes it, so that both databases rank alike:
+
+        * term frequency: the lexeme's positions in the stored ``tsvector``;
+        * IDF: ``ln((N - n + 0.5) / (n + 0.5))``, at least 1e-6 (a word in more than half of
+          the chunks weighs next to nothing), N the chunks, n those with the word (every chunk
+          that holds a query word matches, so the counts come exact from the matches);
+        * document length: the chunk's words, stopwords included (``chunks.word_count``),
+          over the average of all chunks.
+
+        PostgreSQL's own ``ts_rank_cd`` has no IDF (hybrid hit@1 on the SQuAD benchmark fell
+        from 0.795 to 0.638 with it); a length in distinct lexemes, a smoothed IDF and the
+        ``english`` stopword list each moved the ranking away from FTS5's (0.758)."""
         terms = tsquery(query)
         if terms is None:
             return []
@@ -110,19 +120,18 @@ class PostgresFullText:
                               tsvector_to_array(to_tsvector('{self.config}', :words)) AS lexemes),
             m AS (
                 SELECT c.id, c.document_id, u.lexeme, array_length(u.positions, 1) AS tf,
-                       length(c.text_search) AS dl
+                       c.word_count AS dl
                 FROM q, chunks c CROSS JOIN LATERAL unnest(c.text_search) u
                 WHERE c.text_search @@ q.tsq AND u.lexeme = ANY(q.lexemes)
             ),
             df AS (SELECT lexeme, count(*) AS n FROM m GROUP BY lexeme),
-            total AS (SELECT count(*) AS n FROM chunks),
-            avgdl AS (SELECT avg(dl) AS v FROM (SELECT DISTINCT id, dl FROM m) d)
+            total AS (SELECT count(*) AS n, avg(word_count) AS avgdl FROM chunks)
             SELECT m.id, sum(
-                ln(1 + (total.n - df.n + 0.5) / (df.n + 0.5))
+                greatest(ln((total.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
                 * m.tf * ({self.k1} + 1)
-                / (m.tf + {self.k1} * (1 - {self.b} + {self.b} * m.dl / greatest(avgdl.v, 1)))
+                / (m.tf + {self.k1} * (1 - {self.b} + {self.b} * m.dl / greatest(total.avgdl, 1)))
             ) AS score
-            FROM m JOIN df USING (lexeme), total, avgdl
+            FROM m JOIN df USING (lexeme), total
             {"WHERE m.document_id = ANY(:ids)" if document_ids is not None else ""}
             GROUP BY m.id ORDER BY score DESC, m.id LIMIT :k
         """

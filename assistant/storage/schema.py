@@ -186,6 +186,8 @@ class Message(Base):
     engine: Mapped[str | None] = mapped_column(String(200))
     # What retrieval gave the answer (conversations.RETRIEVAL); NULL before it was recorded.
     retrieval: Mapped[str | None] = mapped_column(String(20))
+    #: "stop", "length" (cut at the token limit), None (stopped, or not known): AnswerRecord.
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
     # Alternatives: every answer to the same question points at it; one is shown (active).
     reply_to_id: Mapped[int | None] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
@@ -255,6 +257,8 @@ class DocumentChunk(Base):
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(CleanText)
     token_count: Mapped[int] = mapped_column(Integer)
+    #: Words as full-text search counts them (``words.search_word_count``): BM25's length.
+    word_count: Mapped[int] = mapped_column(Integer, server_default="0")
     page: Mapped[int | None] = mapped_column(Integer)
     heading: Mapped[str | None] = mapped_column(CleanString(500))
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised

@@ -246,3 +246,48 @@ def test_judge_rules():
     assert not judge("France [1].", (), sources).good
     assert not judge(ABSTENTION, ("France",), sources).correct  # abstaining on an answerable one
     assert SourceRecord  # the stored shape the judge's sources come from
+
+
+def test_grounded_metrics_and_the_gate(db, settings):
+    from alignment.eval_metrics import grounded_metrics, summarize, table
+    from assistant.registry import EvalRecord, Registry, gate_report
+    from datetime import UTC, datetime
+
+    sources = ["Normandy is in France.", "Rollo led them."]
+    answerable = [True] * 20 + [False] * 4
+    # The candidate answers 16 of 20 (14 citing the source that holds the answer) and
+    # abstains on 3 of 4; the baseline answers 4 (none cited) and never abstains.
+    cand = ([judge("France [1].", ("France",), sources)] * 14 + [judge("France.", ("France",), sources)] * 2
+            + [judge("Paris [1].", ("France",), sources)] * 4
+            + [judge(ABSTENTION, (), sources)] * 3 + [judge("Rollo [2].", (), sources)])
+    base = ([judge("France.", ("France",), sources)] * 4 + [judge("The answer is:", ("France",), sources)] * 16
+            + [judge("Rollo [2].", (), sources)] * 4)
+    m = grounded_metrics(cand, base, answerable)
+    assert (m["grounded_answerable"], m["grounded_unanswerable"]) == (20, 4)
+    assert m["grounded_accuracy"] == 0.8 and m["baseline_grounded_accuracy"] == 0.2
+    assert m["grounded_accuracy_verdict"] == "better" and m["grounded_accuracy_p_value"] < 0.05
+    assert m["citation_accuracy"] == 14 / 16 and m["citation_n"] == 16
+    assert m["baseline_citation_accuracy"] == 0 and m["baseline_citation_n"] == 4
+    assert m["grounded_cited"] == 14 / 20 and m["abstention"] == 0.75 and m["baseline_abstention"] == 0
+    assert m["grounded_accuracy_low"] < 0.8 < m["grounded_accuracy_high"]
+
+    rec = EvalRecord("v1", "base", None, {**m, "grounded_source": "test"}, datetime.now(UTC))
+    rows = {r["measure"]: r for r in table(rec)}
+    assert rows["grounded answer accuracy (95% CI)"]["candidate"].startswith("80.0% (")
+    assert rows["citation accuracy (of correct answers)"]["n"] == "16 / 4"
+    assert any("abstention on unanswerable: 75.0%" in line for line in summarize(rec))
+
+    # The gate: grounded QA that the sign test finds better lets a version through without a
+    # reward model; worse refuses.
+    from tests.test_registry import make_version
+
+    registry = Registry(db, settings.versions_dir)
+    v1 = make_version(registry)
+    registry.record_evaluation(v1.name, "base", None, m)
+    report = gate_report(registry, v1.name)
+    assert report.passes and report.verdict == "better"
+    assert any("grounded answer accuracy 80%" in line for line in report.checked)
+    swapped = grounded_metrics(base, cand, answerable)
+    registry.record_evaluation(v1.name, "base", None, swapped)
+    report = gate_report(registry, v1.name)
+    assert not report.passes and any("grounded answer accuracy 20%" in r for r in report.reasons)

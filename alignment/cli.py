@@ -130,9 +130,11 @@ def data_import_hh(file: Path) -> None:
               help="Turn the questions into grounded examples.")
 @click.option("--title", "titles", multiple=True, help="Only the article with this title (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most N questions (a seeded sample).")
+@click.option("--unanswerable-share", type=click.FloatRange(0, 1),
+              help="At most this share of v2's unanswerable questions in the sample [all kept].")
 @needs("import")
 def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple[str, ...],
-                      limit: int | None) -> None:
+                      limit: int | None, unanswerable_share: float | None) -> None:
     """Import a SQuAD v1.1 / v2.0 file: articles become documents, questions become grounded
     examples (the chat's prompt with the sources retrieval finds; the gold answer citing its
     source, or "The documents do not say." when none holds it). Imported again, a question
@@ -145,7 +147,8 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
     db = _open_database()
     library = open_library(settings, db)
     report = import_squad(db, library, file, settings.generation.system_prompt, documents=documents,
-                          examples=examples, titles=titles, limit=limit)
+                          examples=examples, titles=titles, limit=limit,
+                          unanswerable_share=unanswerable_share)
     click.echo(f"{file.name} (SQuAD {report.version}): {report.articles} articles, "
                f"{report.questions} questions.")
     for line in report.documents:

@@ -3,7 +3,7 @@ from the user's documents and citing them, as training data.
 
     assistant data import squad dev-v2.0.json                  # documents + examples
     assistant data import squad dev-v2.0.json --no-examples    # the articles only
-    assistant data import squad dev-v2.0.json --title Normans --limit 150
+    assistant data import squad dev-v2.0.json --title Normans --limit 150 --unanswerable-share 0.25
 
 Each article becomes a document in the library (``<title>.txt``, its paragraphs, through the
 normal ingest: chunked, embedded, indexed; an article already there is skipped). Each
@@ -175,11 +175,27 @@ def span_in_context(q: SquadQuestion) -> bool:
     return False
 
 
-def pick(questions: Sequence[SquadQuestion], limit: int | None, seed: int = SAMPLE_SEED) -> list[SquadQuestion]:
-    """At most ``limit`` questions: a seeded sample kept in file order (all without a limit)."""
+def pick(questions: Sequence[SquadQuestion], limit: int | None, seed: int = SAMPLE_SEED,
+         unanswerable_share: float | None = None) -> list[SquadQuestion]:
+    """At most ``limit`` questions: a seeded sample kept in file order (all without a limit).
+    ``unanswerable_share`` caps the share of v2's unanswerable questions in it (SQuAD v2's
+    dev set has about half: trained on that, a small model learns to abstain too often)."""
+    rng = random.Random(seed)
+    indices = list(range(len(questions)))
+    if unanswerable_share is not None:
+        impossible = [i for i in indices if questions[i].impossible]
+        possible = [i for i in indices if not questions[i].impossible]
+        total = len(questions) if limit is None else min(limit, len(questions))
+        # As many unanswerable as the share allows, the answerable ones fill the rest.
+        n_imp = min(len(impossible), int(round(total * unanswerable_share)))
+        n_pos = min(len(possible), total - n_imp)
+        if unanswerable_share < 1 and n_pos:
+            n_imp = min(n_imp, int(n_pos * unanswerable_share / (1 - unanswerable_share)))
+        chosen = set(rng.sample(impossible, n_imp)) | set(rng.sample(possible, n_pos))
+        return [q for i, q in enumerate(questions) if i in chosen]
     if limit is None or limit >= len(questions):
         return list(questions)
-    chosen = set(random.Random(seed).sample(range(len(questions)), limit))
+    chosen = set(rng.sample(indices, limit))
     return [q for i, q in enumerate(questions) if i in chosen]
 
 
@@ -265,6 +281,7 @@ def import_squad(
     examples: bool = True,
     titles: Sequence[str] = (),
     limit: int | None = None,
+    unanswerable_share: float | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> SquadReport:
     """Import the SQuAD file at ``path``; see the module docstring."""
@@ -282,7 +299,7 @@ def import_squad(
     # Conversation.source holds 300 characters: "squad:" + name + ":" + the question id.
     prefix = f"{SQUAD_PREFIX}{path.name[:150]}:"
     done = _stored_ids(db, prefix)
-    questions = pick([q for a in articles for q in a.questions], limit)
+    questions = pick([q for a in articles for q in a.questions], limit, unanswerable_share=unanswerable_share)
     report.picked = len(questions)
     pending: list[GroundedExample] = []
     for q in tqdm(questions, desc=f"Grounding {path.name}", unit="question"):

@@ -291,3 +291,14 @@ def test_grounded_metrics_and_the_gate(db, settings):
     registry.record_evaluation(v1.name, "base", None, swapped)
     report = gate_report(registry, v1.name)
     assert not report.passes and any("grounded answer accuracy 20%" in r for r in report.reasons)
+
+
+def test_pick_caps_the_unanswerable_share():
+    from alignment.squad import SquadQuestion, pick
+
+    qs = [SquadQuestion(str(i), "t", "q?", "c", () if i % 2 else ("c",), () if i % 2 else (0,), bool(i % 2))
+          for i in range(100)]
+    sample = pick(qs, 40, unanswerable_share=0.25)
+    assert len(sample) == 40 and sum(q.impossible for q in sample) == 10
+    assert pick(qs, 40) == pick(qs, 40) and len(pick(qs, 40)) == 40  # seeded
+    assert sum(q.impossible for q in pick(qs, None, unanswerable_share=0.0)) == 0

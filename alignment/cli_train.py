@@ -202,7 +202,7 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
     """Grounded answers that cite their sources: SFT on the grounded examples (`data import
     squad`), then DPO on top on their on-policy pairs (`data on-policy`). Two versions are
     registered, the DPO one on the SFT one."""
-    from alignment.errors import NoTrainingData
+    from alignment.errors import NoTrainingData, NotEnoughTrainingData
 
     options["grounded"] = True
     run_dir = options.get("run_dir")
@@ -218,7 +218,7 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
         dpo_options["learning_rate"] = dpo_lr
     try:
         dpo = _run("dpo", dpo_options)
-    except NoTrainingData as err:
+    except (NoTrainingData, NotEnoughTrainingData) as err:
         click.echo(f"No DPO on top of {sft}: {err} Make on-policy pairs with `assistant data "
                    f"on-policy`, then `assistant train dpo --parent {sft}`.")
         dpo = sft

@@ -71,6 +71,8 @@ def main() -> None:
     p.add_argument("--eval-title", default="Normans")
     p.add_argument("--train-limit", type=int, default=160)
     p.add_argument("--eval-limit", type=int, default=80)
+    p.add_argument("--unanswerable-share", type=float, default=0.25,
+                   help="Cap on v2's unanswerable questions among the training examples.")
     p.add_argument("--on-policy-limit", type=int, default=None,
                    help="Examples the base model answers (default: all imported).")
     p.add_argument("--sft-steps", type=int, default=25)
@@ -89,7 +91,8 @@ def main() -> None:
     env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(ROOT)}
     times: dict[str, float] = {}
-    out: dict = {"file": str(file), "train_title": a.train_title, "eval_title": a.eval_title,
+    out: dict = {"env": {k: v for k, v in os.environ.items() if k.startswith("ASSISTANT_")},
+                 "file": str(file), "train_title": a.train_title, "eval_title": a.eval_title,
                  "args": {k: str(v) for k, v in vars(a).items()}, "data_dir": str(data_dir)}
 
     todo = STEPS[STEPS.index(a.from_step):]
@@ -97,7 +100,8 @@ def main() -> None:
         _, times["import_documents"] = cli(env, "data", "import", "squad", str(file), "--no-examples")
     if "examples" in todo:
         text, times["import_examples"] = cli(env, "data", "import", "squad", str(file), "--no-documents",
-                                             "--title", a.train_title, "--limit", str(a.train_limit))
+                                             "--title", a.train_title, "--limit", str(a.train_limit),
+                                             "--unanswerable-share", str(a.unanswerable_share))
         out["import"] = text.strip().splitlines()[-1]
     if "on-policy" in todo:
         limit = ["--limit", str(a.on_policy_limit)] if a.on_policy_limit else []

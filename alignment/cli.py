@@ -162,6 +162,48 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
             "(answer not in its paragraph).")
 
 
+@data.command("synth")
+@click.option("--version", "version", help="Version that writes the questions (default: the active one).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most N chunks this run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@needs("import")
+def data_synth(version: str | None, limit: int, batch_size: int) -> None:
+    """Grounded examples from the library's documents, without gold data: the model writes a
+    question and a short answer per chunk through the chat's engine; only pairs whose answer
+    is in the chunk word for word (and whose question is a question not giving it away) are
+    kept, then grounded with the product's retrieval. Resumes where a stopped run ended."""
+    from alignment.evaluate import VersionAnswers
+    from alignment.synth import TRIED_FILE, synthesize
+    from assistant.bootstrap import build_engine, open_library, open_registry
+    from assistant.config import get_settings
+    from assistant.versions import BASE_VERSION
+
+    settings = get_settings()
+    db = _open_database()
+    library = open_library(settings, db)
+    if not library.store.list_documents():
+        from alignment.synth import EmptyLibrary
+
+        raise EmptyLibrary()
+    registry = open_registry(settings, db)
+    version = version or registry.active()
+    registry.get(version)
+    engine = build_engine(settings)
+    models = VersionAnswers(engine.generator, registry,
+                            engine.fingerprint() if version != BASE_VERSION else "", {version})
+    try:
+        report = synthesize(
+            db, library, lambda prompts: models.generate(version, prompts, 64, batch_size),
+            settings.generation.system_prompt, state=settings.data_dir / TRIED_FILE, limit=limit,
+            batch_size=batch_size)
+    finally:
+        models.close()
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted((report.dropped or {}).items())) or "none"
+    click.echo(f"{report.tried} chunks tried ({report.tried_before} before, of {report.chunks}): "
+               f"{report.kept} grounded examples kept ({report.kept_share:.0%}); dropped: {dropped}.")
+
+
 @data.command("on-policy")
 @click.option("--version", "version", help="Version that answers (default: the active one).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most N examples this run.")

@@ -335,3 +335,35 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     assert "grounded QA on retrieved sources" in out and "grounded answer accuracy" in out
     m = registry.evaluations("v2")[-1].metrics
     assert m["grounded_questions"] == 4 and m["grounded_answerable"] + m["grounded_unanswerable"] == 4
+
+
+def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp_path):
+    from alignment.synth import EmptyLibrary, synthesize
+
+    def reply(prompts):
+        out = []
+        for p in prompts:
+            text = p[-1]["content"]
+            if "Normans" in text:
+                out.append("Question: Who led the Norse raiders?\nAnswer: Rollo")  # checkable
+            elif "Bakeries" in text:
+                out.append("Question: What do bakeries sell?\nAnswer: croissants and coffee")  # not in it
+            else:
+                out.append("I cannot do that.")  # unparsed
+        return out
+
+    with pytest.raises(EmptyLibrary, match="no documents"):
+        synthesize(db, library, reply, SYSTEM)
+    for name, text in zip(("normans.txt", "complexity.txt", "bakery.txt"), CONTEXTS):
+        assert library.ingestor.ingest_bytes(name, text.encode()).ok
+    state = tmp_path / "tried.json"
+    report = synthesize(db, library, reply, SYSTEM, state=state, limit=2, batch_size=1)
+    assert (report.chunks, report.tried) == (3, 2)
+    rest = synthesize(db, library, reply, SYSTEM, state=state)  # resumes: the third chunk only
+    assert (rest.tried_before, rest.tried) == (2, 1)
+    assert report.kept + rest.kept == 1
+    assert {**report.dropped, **rest.dropped} == {"answer_not_in_chunk": 1, "unparsed": 1}
+    (example,) = grounded_examples(db)
+    assert example.question == "Who led the Norse raiders?" and example.answers == ("Rollo",)
+    assert example.reference.startswith("Rollo [")
+    assert [p.origin for p in list_pairs(db)] == ["synthetic"]

@@ -199,6 +199,8 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     registry = open_registry(settings, db)
     version = version or registry.active()
     registry.get(version)
+    if not grounded_examples(db):  # nothing to answer: do not load a model for it
+        return OnPolicyReport(version)
     engine = build_engine(settings)
     fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
     models = VersionAnswers(engine.generator, registry, fingerprint, {version})

@@ -319,15 +319,15 @@ def import_squad(
             report.answerable += 1
         pending.append(example)
         if len(pending) >= batch_size:
-            report.imported += _write_batch(db, prefix, pending, system_prompt)
+            report.imported += write_examples(db, prefix, pending, system_prompt)
             pending = []
     if pending:
-        report.imported += _write_batch(db, prefix, pending, system_prompt)
+        report.imported += write_examples(db, prefix, pending, system_prompt)
     log.info("Imported %d grounded examples from %s", report.imported, path)
     return report
 
 
-def _write_batch(db: Database, prefix: str, batch: list[GroundedExample], system_prompt: str) -> int:
+def write_examples(db: Database, prefix: str, batch: list[GroundedExample], system_prompt: str) -> int:
     """One transaction: every example of the batch, or none of them."""
     with db.write() as s:
         rows = []

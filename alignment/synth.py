@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from alignment.errors import AlignmentError
 from alignment.grounded import contains_answer, normalize
-from alignment.squad import SquadQuestion, _write_batch, ground
+from alignment.squad import SquadQuestion, write_examples, ground
 from assistant import atomic
 from assistant.prompting import Messages
 from assistant.storage.db import Database
@@ -150,7 +150,7 @@ def synthesize(db: Database, library: Library, answer: Callable[[list[Messages]]
                                   (start if start >= 0 else None,), False)
                 examples.append(ground(q, library))
             if examples:
-                report.kept += _write_batch(db, PREFIX, examples, system_prompt)
+                report.kept += write_examples(db, PREFIX, examples, system_prompt)
             tried |= {c.id for c in batch}
             _remember(state, tried)
             bar.update(len(batch))

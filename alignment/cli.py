@@ -3,6 +3,9 @@
     assistant data export --kind preference --out out/pref
     assistant data export --kind kto --format hf --out out/kto --since 2026-01-01 --tag inaccurate
     assistant data import hh-rlhf path/to/hh_rlhf_harmless_test.jsonl
+    assistant data import squad path/to/dev-v2.0.json --limit 200
+    assistant data on-policy --limit 200
+    assistant data export --kind preference --origin imported --out out/grounded
 
 Thin: parses, calls :mod:`alignment.export` / :mod:`alignment.importers`, prints. Domain
 errors become one-line messages and exit status 1.
@@ -18,6 +21,7 @@ import click
 from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
 from alignment.importers import import_hh_rlhf
 from assistant.cli_auth import needs
+from assistant.storage.origins import ORIGIN_FILTERS
 
 MALFORMED_SHOWN = 20
 
@@ -75,15 +79,20 @@ def data() -> None:
 @click.option("--tag", "tags", multiple=True, help="Only rows rated with any of these tags (repeatable).")
 @click.option("--source", type=click.Choice(SOURCE_FILTERS), default="all", show_default=True,
               help="chats (from the app), imports (e.g. hh-rlhf) or all.")
+@click.option("--origin", type=click.Choice(ORIGIN_FILTERS), default="all", show_default=True,
+              help="feedback (chats), imported (hh-rlhf, SQuAD), synthetic (made from the library) or all.")
+@click.option("--grounded", is_flag=True,
+              help="Only grounded rows: SQuAD / synthetic examples and answers shown sources.")
 @click.option("--mask-pii", is_flag=True, help="Replace e-mail addresses and phone numbers.")
 @needs("export")
 def data_export(kind: str, out: Path, fmt: str, test_fraction: float, seed: int,
                 since: datetime | None, until: datetime | None, model_versions: tuple[str, ...],
-                tags: tuple[str, ...], source: str, mask_pii: bool) -> None:
+                tags: tuple[str, ...], source: str, origin: str, grounded: bool, mask_pii: bool) -> None:
     """Export the feedback in the database as a TRL dataset (conversational format)."""
     options = ExportOptions(
         test_fraction=test_fraction, seed=seed, since=since, until=until,
-        model_versions=tuple(model_versions), tags=tuple(tags), source=source, mask_pii=mask_pii,
+        model_versions=tuple(model_versions), tags=tuple(tags), source=source, origin=origin,
+        grounded=grounded, mask_pii=mask_pii,
     )
     result = export(_open_database(), kind, options)
     path = write_export(result, out, fmt)
@@ -111,6 +120,111 @@ def data_import_hh(file: Path) -> None:
         click.echo(f"  {bad}", err=True)
     if len(report.malformed) > MALFORMED_SHOWN:
         click.echo(f"  ... and {len(report.malformed) - MALFORMED_SHOWN} more", err=True)
+
+
+@data_import.command("squad")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--documents/--no-documents", default=True, show_default=True,
+              help="Add the articles to the library as documents (skipped when already there).")
+@click.option("--examples/--no-examples", default=True, show_default=True,
+              help="Turn the questions into grounded examples.")
+@click.option("--title", "titles", multiple=True, help="Only the article with this title (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most N questions (a seeded sample).")
+@click.option("--unanswerable-share", type=click.FloatRange(0, 1),
+              help="At most this share of v2's unanswerable questions in the sample [all kept].")
+@needs("import")
+def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple[str, ...],
+                      limit: int | None, unanswerable_share: float | None) -> None:
+    """Import a SQuAD v1.1 / v2.0 file: articles become documents, questions become grounded
+    examples (the chat's prompt with the sources retrieval finds; the gold answer citing its
+    source, or "The documents do not say." when none holds it). Imported again, a question
+    already there is skipped."""
+    from alignment.squad import import_squad
+    from assistant.bootstrap import open_library
+    from assistant.config import get_settings
+
+    settings = get_settings()
+    db = _open_database()
+    library = open_library(settings, db)
+    report = import_squad(db, library, file, settings.generation.system_prompt, documents=documents,
+                          examples=examples, titles=titles, limit=limit,
+                          unanswerable_share=unanswerable_share)
+    click.echo(f"{file.name} (SQuAD {report.version}): {report.articles} articles, "
+               f"{report.questions} questions.")
+    for line in report.documents:
+        click.echo(f"  document {line}")
+    if examples:
+        click.echo(
+            f"  {report.imported} grounded examples imported of {report.picked} questions: "
+            f"{report.answerable} answered with a citation, {report.unanswerable} unanswerable and "
+            f"{report.not_retrieved} whose answer retrieval did not find (both taught to abstain); "
+            f"{report.duplicates} already imported, {report.span_not_in_context} skipped "
+            "(answer not in its paragraph).")
+
+
+@data.command("synth")
+@click.option("--version", "version", help="Version that writes the questions (default: the active one).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most N chunks this run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@needs("import")
+def data_synth(version: str | None, limit: int, batch_size: int) -> None:
+    """Grounded examples from the library's documents, without gold data: the model writes a
+    question and a short answer per chunk through the chat's engine; only pairs whose answer
+    is in the chunk word for word (and whose question is a question not giving it away) are
+    kept, then grounded with the product's retrieval. Resumes where a stopped run ended."""
+    from alignment.evaluate import VersionAnswers
+    from alignment.synth import TRIED_FILE, synthesize
+    from assistant.bootstrap import build_engine, open_library, open_registry
+    from assistant.config import get_settings
+    from assistant.versions import BASE_VERSION
+
+    settings = get_settings()
+    db = _open_database()
+    library = open_library(settings, db)
+    if not library.store.list_documents():
+        from alignment.synth import EmptyLibrary
+
+        raise EmptyLibrary()
+    registry = open_registry(settings, db)
+    version = version or registry.active()
+    registry.get(version)
+    engine = build_engine(settings)
+    models = VersionAnswers(engine.generator, registry,
+                            engine.fingerprint() if version != BASE_VERSION else "", {version})
+    try:
+        report = synthesize(
+            db, library, lambda prompts: models.generate(version, prompts, 64, batch_size),
+            settings.generation.system_prompt, state=settings.data_dir / TRIED_FILE, limit=limit,
+            batch_size=batch_size)
+    finally:
+        models.close()
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted((report.dropped or {}).items())) or "none"
+    click.echo(f"{report.tried} chunks tried ({report.tried_before} before, of {report.chunks}): "
+               f"{report.kept} grounded examples kept ({report.kept_share:.0%}); dropped: {dropped}.")
+
+
+@data.command("on-policy")
+@click.option("--version", "version", help="Version that answers (default: the active one).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most N examples this run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True)
+@needs("import")
+def data_on_policy(version: str | None, limit: int | None, batch_size: int, max_new_tokens: int) -> None:
+    """The active model answers the grounded examples through the chat's engine; each wrong,
+    uncited or non-abstaining answer becomes the rejected side of a preference pair. A
+    stopped run keeps its pairs; the next one resumes."""
+    from alignment.on_policy import run
+    from assistant.config import get_settings
+
+    report = run(get_settings(), _open_database(), version=version, limit=limit,
+                 batch_size=batch_size, max_new_tokens=max_new_tokens)
+    why = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) or "none"
+    click.echo(f"{report.version}: answered {report.answered} grounded examples "
+               f"({report.done_before} done before, of {report.examples}): {report.rejected} pairs "
+               f"made (rejected: {why}), {report.kept} answers good.")
+    if not report.examples:
+        click.echo("No grounded examples: import some with `assistant data import squad FILE`.")
 
 
 def register(main: click.Group) -> None:

@@ -3,6 +3,7 @@
     assistant train reward --steps 200              # reward model on the preference pairs
     assistant train dpo --epochs 1 --set beta=0.1   # any TRL DPOConfig field with --set
     assistant train kto | sft | rl --algo grpo|rloo --reward v1
+    assistant train grounded --steps 40 --dpo-steps 20   # SFT then DPO on grounded examples
     assistant eval v2                               # against the active version
     assistant models list | show v2 | activate v2 [--force] | rollback
 
@@ -68,7 +69,8 @@ def _train_options(f):  # noqa: ANN001, ANN202
     return f
 
 
-def _run(kind: str, options: dict, algo: str = "grpo") -> None:
+def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
+    """Train ``kind`` and print what was registered; returns the new version's name."""
     from alignment import runs
     from alignment.training import make_config, train
 
@@ -106,7 +108,7 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
             runs.finish(run_dir, status, error=str(err) or type(err).__name__)
         raise
     if result.version is None:  # a non-main process of a distributed run
-        return
+        return None
     v, m = result.version, result.metrics
     if run_dir:
         runs.finish(run_dir, "done", version=v.name)
@@ -129,8 +131,13 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
     if m.get("final_reward") is not None:
         click.echo(f"  mean reward {m['first_reward']:.3f} -> {m['final_reward']:.3f}")
     click.echo(f"  curve: {v.curve}")
-    if kind != "reward":
+    if kind != "reward" and not options_grounded(overrides):
         click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
+    return v.name
+
+
+def options_grounded(overrides: dict) -> bool:
+    return bool(overrides.get("grounded"))
 
 
 def type_name(kind: str, algo: str) -> str:
@@ -183,6 +190,40 @@ def train_dpo(**options) -> None:
 def train_kto(**options) -> None:
     """KTO on unpaired 👍 / 👎 (KTOTrainer)."""
     _run("kto", options)
+
+
+@train.command("grounded")
+@_train_options
+@click.option("--dpo-steps", type=int, help="DPO optimizer steps (default: --steps).")
+@click.option("--dpo-lr", type=float, help="DPO learning rate (default: DPO's).")
+@click.option("--no-dpo", is_flag=True, help="Stop after SFT.")
+@needs("train")
+def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **options) -> None:
+    """Grounded answers that cite their sources: SFT on the grounded examples (`data import
+    squad`), then DPO on top on their on-policy pairs (`data on-policy`). Two versions are
+    registered, the DPO one on the SFT one."""
+    from alignment.errors import NoTrainingData, NotEnoughTrainingData
+
+    options["grounded"] = True
+    run_dir = options.get("run_dir")
+    sft = _run("sft", dict(options))
+    if sft is None or no_dpo:
+        if sft:
+            click.echo(f"Next: `assistant eval {sft}`, then `assistant models activate {sft}`.")
+        return
+    dpo_options = dict(options, parent=sft, run_dir=run_dir)
+    if dpo_steps is not None:
+        dpo_options["steps"] = dpo_steps
+    if dpo_lr is not None:
+        dpo_options["learning_rate"] = dpo_lr
+    try:
+        dpo = _run("dpo", dpo_options)
+    except (NoTrainingData, NotEnoughTrainingData) as err:
+        click.echo(f"No DPO on top of {sft}: {err} Make on-policy pairs with `assistant data "
+                   f"on-policy`, then `assistant train dpo --parent {sft}`.")
+        dpo = sft
+    if dpo:
+        click.echo(f"Next: `assistant eval {dpo}`, then `assistant models activate {dpo}`.")
 
 
 @train.command("rl")
@@ -325,19 +366,28 @@ def models_rollback() -> None:
 @click.option("--prompts", type=int, default=16, show_default=True, help="Held-out prompts both answer.")
 @click.option("--qa", type=int, default=24, show_default=True, help="Retrieval QA questions (<= 24).")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--grounded", "grounded", type=click.IntRange(min=0), default=60, show_default=True,
+              help="Grounded questions asked with the sources retrieval finds (0: none).")
+@click.option("--grounded-file", type=click.Path(exists=True, dir_okay=False),
+              help="Ask a SQuAD file's questions (default: the held-out grounded examples).")
+@click.option("--grounded-title", "grounded_titles", multiple=True,
+              help="Only this article of --grounded-file (repeatable).")
 @click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
 @needs("evaluate")
 def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: int, prompts: int,
-             qa: int, max_new_tokens: int, run_dir: Path | None) -> None:
+             qa: int, max_new_tokens: int, grounded: int, grounded_file: str | None,
+             grounded_titles: tuple[str, ...], run_dir: Path | None) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
-    the reward model, QA accuracy. Stored for the activation gate."""
+    the reward model, QA accuracy, grounded QA on retrieved sources (answer accuracy,
+    citation accuracy, abstention). Stored for the activation gate."""
     from alignment import runs
     from alignment.eval_metrics import summarize
     from alignment.evaluate import EvalOptions
     from alignment.evaluate import evaluate as run_eval
 
     options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
-                          max_new_tokens=max_new_tokens)
+                          max_new_tokens=max_new_tokens, grounded=grounded, grounded_file=grounded_file,
+                          grounded_titles=tuple(grounded_titles))
     try:
         record = run_eval(get_settings(), candidate, options)
     except BaseException as err:

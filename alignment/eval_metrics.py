@@ -128,10 +128,67 @@ def qa_metrics(candidate_correct: Sequence[bool], baseline_correct: Sequence[boo
     }
 
 
+def _paired(prefix: str, candidate: Sequence[bool], baseline: Sequence[bool]) -> dict[str, Any]:
+    """Each side's rate with its interval, and the sign test on the items only one got."""
+    n = len(candidate)
+    better = sum(c and not b for c, b in zip(candidate, baseline, strict=True))
+    worse = sum(b and not c for c, b in zip(candidate, baseline))
+    p = paired(better, n - better - worse, worse)
+    return {**_interval(prefix, sum(candidate), n), **_interval(f"baseline_{prefix}", sum(baseline), n),
+            f"{prefix}_p_value": p.p_value, f"{prefix}_verdict": p.verdict}
+
+
+def grounded_metrics(candidate: Sequence[Any], baseline: Sequence[Any],
+                     answerable: Sequence[bool]) -> dict[str, Any]:
+    """Grounded QA on retrieved sources, from each side's :class:`alignment.grounded.Verdict`
+    per question (``answerable``: the sources hold a gold answer; else the right answer is
+    the abstention):
+
+    * answer accuracy: answerable questions answered correctly;
+    * cited accuracy: answerable questions answered correctly citing a source that holds the
+      answer (both paired, with the sign test);
+    * citation accuracy: of the correct answers, the share citing a source that holds it (the
+      sides' n differ: intervals, no paired test);
+    * abstention: unanswerable questions where the model said the documents do not say
+      (paired), and the false abstentions on answerable ones.
+    """
+    out: dict[str, Any] = {}
+    ans = [i for i, a in enumerate(answerable) if a]
+    una = [i for i, a in enumerate(answerable) if not a]
+    out.update(grounded_questions=len(answerable), grounded_answerable=len(ans), grounded_unanswerable=len(una))
+    if ans:
+        out.update(_paired("grounded_accuracy", [candidate[i].correct for i in ans],
+                           [baseline[i].correct for i in ans]))
+        out.update(_paired("grounded_cited", [candidate[i].correct and bool(candidate[i].cites_right) for i in ans],
+                           [baseline[i].correct and bool(baseline[i].cites_right) for i in ans]))
+        for side, verdicts in (("", candidate), ("baseline_", baseline)):
+            right = [verdicts[i] for i in ans if verdicts[i].correct]
+            out.update(_interval(f"{side}citation_accuracy", sum(bool(v.cites_right) for v in right), len(right)))
+            out[f"{side}citation_n"] = len(right)
+            out.update(_interval(f"{side}false_abstention", sum(verdicts[i].abstained for i in ans), len(ans)))
+    if una:
+        out.update(_paired("abstention", [candidate[i].abstained for i in una],
+                           [baseline[i].abstained for i in una]))
+    return out
+
+
 # -- reading a record back -----------------------------------------------------------------------
 #: The n behind each rate (records written before intervals were stored get them here).
 _N = {"win_rate": "prompts", "reward_accuracy": "pairs", "shorter_wins": "pairs",
-      "longer_wins": "pairs", "qa_accuracy": "qa_questions", "baseline_qa_accuracy": "qa_questions"}
+      "longer_wins": "pairs", "qa_accuracy": "qa_questions", "baseline_qa_accuracy": "qa_questions",
+      "grounded_accuracy": "grounded_answerable", "baseline_grounded_accuracy": "grounded_answerable",
+      "grounded_cited": "grounded_answerable", "baseline_grounded_cited": "grounded_answerable",
+      "citation_accuracy": "citation_n", "baseline_citation_accuracy": "baseline_citation_n",
+      "abstention": "grounded_unanswerable", "baseline_abstention": "grounded_unanswerable"}
+
+#: The grounded rows of a record: (label, key, n key, paired).
+GROUNDED_ROWS = (
+    ("grounded answer accuracy (95% CI)", "grounded_accuracy", "grounded_answerable", True),
+    ("correct and citing the right source", "grounded_cited", "grounded_answerable", True),
+    ("citation accuracy (of correct answers)", "citation_accuracy", "citation_n", False),
+    ("abstention on unanswerable", "abstention", "grounded_unanswerable", True),
+    ("false abstention on answerable", "false_abstention", "grounded_answerable", False),
+)
 
 
 def _pct(m: dict, key: str) -> str:
@@ -208,6 +265,13 @@ def table(record: EvalRecord) -> list[dict[str, str]]:
     if m.get("qa_questions"):
         add("QA accuracy (95% CI)", _pct(m, "qa_accuracy"), _pct(m, "baseline_qa_accuracy"),
             m["qa_questions"], m.get("qa_verdict", ""))
+    for label, key, n_key, is_paired in GROUNDED_ROWS:
+        if key in m:
+            note = (f"{m.get(f'{key}_verdict', '')} (sign test p = {m.get(f'{key}_p_value', 1.0):.2g})"
+                    if is_paired else "")
+            n = (f"{m.get(n_key, 0)} / {m['baseline_' + n_key]}" if f"baseline_{n_key}" in m
+                 else m.get(n_key))
+            add(label, _pct(m, key), _pct(m, f"baseline_{key}"), n, note)
     return rows
 
 
@@ -245,6 +309,14 @@ def summarize(record: EvalRecord) -> list[str]:
     if m.get("qa_questions"):
         lines.append(f"  QA accuracy {_pct(m, 'qa_accuracy')} vs {_pct(m, 'baseline_qa_accuracy')} "
                      f"({m['qa_questions']} questions; {m.get('qa_verdict', '')})")
+    if m.get("grounded_questions"):
+        lines.append(f"  grounded QA on retrieved sources ({m.get('grounded_source', 'held-out examples')}): "
+                     f"{m['grounded_questions']} questions, {m.get('grounded_answerable', 0)} answerable, "
+                     f"{m.get('grounded_unanswerable', 0)} to abstain on")
+        for label, key, _n_key, is_paired in GROUNDED_ROWS:
+            if key in m:
+                verdict = f"; {m.get(f'{key}_verdict', '')}" if is_paired else ""
+                lines.append(f"    {label}: {_pct(m, key)} vs {_pct(m, f'baseline_{key}')}{verdict}")
     for note in m.get("notes", []):
         lines.append(f"  {note}")
     if "note" in m:  # older records

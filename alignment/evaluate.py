@@ -12,18 +12,23 @@ Three measurements, stored as an evaluation in the registry (what the activation
    answers' length and repetition still are;
 3. answer accuracy on a small retrieval QA set (``evalsets/squad_qa.jsonl``): the paragraph is
    given as a numbered source in the chat's own prompt format; an answer is correct when it
-   contains a reference answer.
+   contains a reference answer;
+4. grounded QA on retrieved sources: questions asked with the sources the product's own
+   retrieval returns (not the gold paragraph), judged by :mod:`alignment.grounded` (answer
+   accuracy, citation accuracy, abstention on unanswerable questions), each side with its
+   interval and the sign test. The questions are the held-out grounded examples in the
+   database (the test split of `data import squad`), or those of a SQuAD file
+   (``--grounded-file``, retrieved from the library now: e.g. an article never trained on).
 
     assistant eval v4                    # against the active version, newest reward model
     assistant eval v4 --against base --reward v2 --prompts 32
+    assistant eval v4 --grounded-file dev.json --grounded-title Normans --grounded 80
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import string
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +39,7 @@ from tqdm.auto import tqdm
 from alignment.errors import NoTrainingData
 from alignment.eval_metrics import answer_metrics, qa_metrics, reward_model_metrics, summarize, table, win_metrics
 from alignment.export import ExportOptions, export
+from alignment.grounded import contains_answer
 from assistant.bootstrap import build_engine, open_database, open_registry
 from assistant.config import Settings
 from assistant.generation import GenerationParams, Generator, engine_label
@@ -59,6 +65,11 @@ class EvalOptions:
     test_fraction: float = 0.1  # the same split as training's default
     split_seed: int = 0
     tolerance: float = SCORE_TOLERANCE  # reward scores closer than this tie
+    grounded: int = 60  # grounded questions (0: none)
+    grounded_max_new_tokens: int = 48
+    #: A SQuAD file whose questions are asked (None: the held-out grounded examples).
+    grounded_file: str | None = None
+    grounded_titles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,15 +87,9 @@ def qa_items(limit: int | None = None) -> list[QAItem]:
     return out[:limit] if limit is not None else out
 
 
-def _normalize(text: str) -> str:
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def is_correct(answer: str, references: tuple[str, ...]) -> bool:
-    said = _normalize(answer)
-    return any(_normalize(ref) and _normalize(ref) in said for ref in references)
+    """Whether ``answer`` contains a reference answer, normalised the SQuAD way."""
+    return contains_answer(answer, references)
 
 
 def qa_messages(item: QAItem, system_prompt: str) -> Messages:
@@ -221,10 +226,72 @@ def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: 
             said = models.generate(name, conversations, o.qa_max_new_tokens, o.batch_size, f"{name} QA")
             correct[name] = [is_correct(a, i.answers) for a, i in zip(said, items)]
         metrics.update(qa_metrics(correct[candidate], correct[baseline]))
+    if o.grounded:
+        metrics.update(grounded_qa(settings, db, models, candidate, baseline, o, notes))
     metrics["notes"] = notes
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     log.info("eval %s vs %s: %s", candidate, baseline, metrics)
     return registry.record_evaluation(candidate, baseline, getattr(reward, "name", None), metrics)
+
+
+# -- grounded QA on retrieved sources ------------------------------------------------------------
+@dataclass(frozen=True)
+class GroundedItem:
+    messages: Messages
+    answers: tuple[str, ...]  # empty: the right answer is the abstention
+    sources: tuple[str, ...]
+
+
+def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[GroundedItem], str]:  # noqa: ANN001
+    """The grounded questions to ask and where they come from."""
+    if o.grounded_file:
+        from alignment.squad import ground, parse_squad, pick, select_articles, span_in_context
+        from assistant.bootstrap import open_library
+
+        _, articles = parse_squad(o.grounded_file)
+        questions = [q for a in select_articles(articles, o.grounded_titles) for q in a.questions
+                     if span_in_context(q)]
+        library = open_library(settings, db)
+        items = []
+        for q in pick(questions, o.grounded):
+            ex = ground(q, library)
+            items.append(GroundedItem(
+                build_messages(settings.generation.system_prompt, [], q.question, ex.sources),
+                ex.judged_answers, tuple(s.text for s in ex.sources)))
+        titles = f" ({', '.join(o.grounded_titles)})" if o.grounded_titles else ""
+        return items, f"{o.grounded_file}{titles}"
+    from alignment.export import split_of
+    from alignment.on_policy import grounded_examples
+
+    held_out = [e for e in grounded_examples(db)
+                if split_of(e.conversation_id, o.split_seed, o.test_fraction) == "test"]
+    items = [GroundedItem(e.messages(), e.answers, tuple(s.text for s in e.sources))
+             for e in held_out[: o.grounded]]
+    return items, "held-out grounded examples"
+
+
+def grounded_qa(settings: Settings, db, models: VersionAnswers, candidate: str, baseline: str,  # noqa: ANN001
+                o: EvalOptions, notes: list[str]) -> dict[str, Any]:
+    from alignment.eval_metrics import grounded_metrics
+    from alignment.grounded import judge
+
+    items, where = grounded_items(settings, db, o)
+    if not items:
+        notes.append("no grounded questions (import a SQuAD file with `assistant data import squad`, "
+                     "or pass --grounded-file): grounded QA not measured")
+        return {}
+    conversations = [i.messages for i in items]
+    verdicts = {}
+    for name in (candidate, baseline):
+        said = models.generate(name, conversations, o.grounded_max_new_tokens, o.batch_size,
+                               f"{name} grounded QA")
+        verdicts[name] = [judge(a, i.answers, i.sources) for a, i in zip(said, items)]
+        if name == candidate:
+            examples = [{"question": i.messages[-1]["content"].rsplit("Question: ", 1)[-1][:300],
+                         "answers": list(i.answers), "candidate": a[:300]} for a, i in zip(said, items)][:5]
+    out = grounded_metrics(verdicts[candidate], verdicts[baseline], [bool(i.answers) for i in items])
+    out.update(grounded_source=where, grounded_examples=examples)
+    return out
 
 
 # -- answer generation (the seam: both versions answer the same prompts) --------------------------

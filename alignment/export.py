@@ -46,6 +46,7 @@ from assistant import atomic
 from assistant.prompting import Messages, Turn, build_messages
 from assistant.storage.conversations import SourceRecord, thread_key
 from assistant.storage.db import Database
+from assistant.storage.origins import ORIGIN_FILTERS, is_grounded, matches, origin_of
 from assistant.storage.schema import (
     Choice,
     Conversation,
@@ -82,6 +83,11 @@ class ExportOptions:
     tags: tuple[str, ...] = ()
     #: ``chats`` (conversations held in the app), ``imports`` (e.g. hh-rlhf) or ``all``.
     source: SourceFilter = "all"
+    #: ``all`` or one origin: ``feedback`` (chats), ``imported`` (hh-rlhf, SQuAD) or
+    #: ``synthetic`` (examples made from the library) (:mod:`assistant.storage.origins`).
+    origin: str = "all"
+    #: Only grounded rows: from a grounded import (SQuAD, synthetic) or answers shown sources.
+    grounded: bool = False
     mask_pii: bool = False
 
     def __post_init__(self) -> None:
@@ -89,6 +95,8 @@ class ExportOptions:
             raise ValueError(f"test_fraction must be in [0, 1), not {self.test_fraction}")
         if self.source not in SOURCE_FILTERS:
             raise ValueError(f"source must be one of {', '.join(SOURCE_FILTERS)}, not {self.source!r}")
+        if self.origin not in ORIGIN_FILTERS:
+            raise ValueError(f"origin must be one of {', '.join(ORIGIN_FILTERS)}, not {self.origin!r}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
@@ -112,6 +120,8 @@ class ExportReport:
     by_signal: dict[str, int] = field(default_factory=dict)
     #: Rows out from imported conversations (e.g. hh-rlhf).
     imported: int = 0
+    #: Rows out by origin: feedback, imported, synthetic.
+    by_origin: dict[str, int] = field(default_factory=dict)
     #: Conversations behind the train and the test rows.
     train_conversations: int = 0
     test_conversations: int = 0
@@ -411,6 +421,11 @@ def _passes(c: Candidate, snap: FeedbackSnapshot, o: ExportOptions) -> bool:
         imported = snap.conversations.get(c.conversation_id) is not None
         if imported != (o.source == "imports"):
             return False
+    source = snap.conversations.get(c.conversation_id)
+    if not matches(source, o.origin):
+        return False
+    if o.grounded and not is_grounded(source) and not all(snap.sources.get(a.id) for a in c.answers):
+        return False
     for a in c.answers:
         if o.since is not None and a.created_at < o.since:
             return False
@@ -462,6 +477,7 @@ def build_export(snap: FeedbackSnapshot, kind: Kind, options: ExportOptions | No
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
     conversations: dict[str, set[int]] = {"train": set(), "test": set()}
     by_signal: Counter = Counter()
+    by_origin: Counter = Counter()
     for c in kept:
         row = mask_value(c.row, masked) if o.mask_pii else c.row
         key = _content_key(row)
@@ -473,6 +489,7 @@ def build_export(snap: FeedbackSnapshot, kind: Kind, options: ExportOptions | No
         splits[split].append(row)
         conversations[split].add(c.conversation_id)
         by_signal[c.signal] += 1
+        by_origin[origin_of(snap.conversations.get(c.conversation_id))] += 1
         report.imported += snap.conversations.get(c.conversation_id) is not None
 
     report.train, report.test = len(splits["train"]), len(splits["test"])
@@ -480,6 +497,7 @@ def build_export(snap: FeedbackSnapshot, kind: Kind, options: ExportOptions | No
     report.train_conversations = len(conversations["train"])
     report.test_conversations = len(conversations["test"])
     report.by_signal = dict(sorted(by_signal.items()))
+    report.by_origin = dict(sorted(by_origin.items()))
     report.masked = {k: masked[k] for k in ("email", "phone")} if o.mask_pii else {}
     _check_not_empty(report, o)
     return ExportResult(splits["train"], splits["test"], report)
@@ -535,6 +553,10 @@ def _describe_filters(o: ExportOptions) -> str:
         parts.append(f"tag {' or '.join(o.tags)}")
     if o.source != "all":
         parts.append(f"source {o.source}")
+    if o.origin != "all":
+        parts.append(f"origin {o.origin}")
+    if o.grounded:
+        parts.append("grounded only")
     return ", ".join(parts) or "no filters"
 
 
@@ -632,6 +654,8 @@ def summarize(report: ExportReport) -> Sequence[str]:
     if report.by_signal:
         signals = ", ".join(f"{k} {v}" for k, v in report.by_signal.items())
         lines.append(f"  from: {signals}; imported {report.imported}")
+    if report.by_origin:
+        lines.append("  origin: " + ", ".join(f"{k} {v}" for k, v in report.by_origin.items()))
     if report.masked:
         lines.append(f"  masked: {report.masked.get('email', 0)} e-mail addresses, "
                      f"{report.masked.get('phone', 0)} phone numbers")

@@ -339,8 +339,10 @@ def gate_report(registry: Registry, candidate: str, threshold: float = DEFAULT_G
     preferred its answers on the held-out prompts and the exact sign test on the prompts
     that were not tied says so at 95% (:mod:`assistant.significance`). "Worse" and "not
     enough evidence" refuse (the latter says how many prompts would tell), and so does an
-    evaluation without a reward model, which measured no win rate. QA accuracy falling by
-    more than ``threshold`` refuses too. ``--force`` skips all of it.
+    evaluation without a reward model, which measured no win rate, unless grounded QA (judged
+    against gold answers) says it is better. QA accuracy falling by more than ``threshold``
+    refuses too, and so does grounded answer accuracy, cited accuracy or abstention that the
+    sign test finds worse. ``--force`` skips all of it.
     """
     from assistant.significance import BETTER, UNDECIDED, WORSE, paired
 
@@ -370,6 +372,11 @@ def gate_report(registry: Registry, candidate: str, threshold: float = DEFAULT_G
             more = (f"; evaluate on about {p.prompts_needed} prompts (`assistant eval {candidate} "
                     f"--prompts {p.prompts_needed}`) to tell" if p.more_prompts else "")
             reasons.append(f"no evidence that it is better than {active}: {line}{more}")
+    elif m.get("grounded_accuracy_verdict") == BETTER:
+        # Grounded QA is judged against gold answers, no reward model needed: evidence that
+        # the candidate answers from the documents better is evidence enough.
+        verdict = BETTER
+        not_checked.append("the win rate: no reward model judged the answers (grounded QA decided)")
     else:
         verdict = "not measured"
         not_checked.append("the win rate: no reward model judged the answers")
@@ -377,6 +384,16 @@ def gate_report(registry: Registry, candidate: str, threshold: float = DEFAULT_G
             f"its win rate against {active} was not measured (the evaluation had no reward "
             "model to judge the answers): train one with `assistant train reward` and evaluate "
             "again")
+    for key, what in (("grounded_accuracy", "grounded answer accuracy"),
+                      ("grounded_cited", "correct answers citing the right source"),
+                      ("abstention", "abstention on unanswerable questions")):
+        if f"{key}_verdict" not in m:
+            continue
+        line = (f"{what} {m[key]:.0%} against {m[f'baseline_{key}']:.0%} "
+                f"({m[f'{key}_verdict']}, sign test p = {m.get(f'{key}_p_value', 1.0):.2g})")
+        checked.append(line)
+        if m[f"{key}_verdict"] == WORSE:
+            reasons.append(f"its {line}")
     qa, qa_base = m.get("qa_accuracy"), m.get("baseline_qa_accuracy")
     if qa is not None and qa_base is not None:
         checked.append(f"QA accuracy {qa:.0%} against {qa_base:.0%} on {m.get('qa_questions', '?')} questions")

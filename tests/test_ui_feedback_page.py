@@ -59,6 +59,10 @@ def test_counts_pairs_delete_and_export(page, db, tmp_path, env_settings):
     assert metrics["imported pairs"] == "30"
 
     newest = list_pairs(db)[0]
+    assert newest.origin == "imported"
+    at.segmented_control(key="pairs_origin").set_value("feedback").run()
+    assert not any(b.key and b.key.startswith("del_pair_") for b in at.button)  # none from chats
+    at.segmented_control(key="pairs_origin").set_value("imported").run()
     at.button(key=f"del_pair_{newest.kind}_{newest.id}").click().run()
     assert len(list_pairs(db)) == 29
 

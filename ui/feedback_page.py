@@ -15,6 +15,7 @@ from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, expo
 from assistant.errors import AssistantError
 from assistant.leaderboard import MIN_GAMES, leaderboard
 from assistant.storage.comparisons import ComparisonStore
+from assistant.storage.origins import ORIGIN_FILTERS
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
 from ui import login, resources
@@ -86,13 +87,18 @@ def _leaderboard(db) -> None:  # noqa: ANN001
 
 def _pairs(db, owner) -> None:  # noqa: ANN001
     st.subheader("Preference pairs")
-    source = st.segmented_control("Source", ["all", "chats", "imports"], default="all", key="pairs_source")
-    pairs = list_pairs(db, source=source or "all", limit=50, owner=owner)
+    cols = st.columns(2)
+    source = cols[0].segmented_control("Source", ["all", "chats", "imports"], default="all", key="pairs_source")
+    origin = cols[1].segmented_control("Origin", ORIGIN_FILTERS, default="all", key="pairs_origin",
+                                       help="feedback: from chats; imported: hh-rlhf, SQuAD; "
+                                            "synthetic: made from the library")
+    pairs = list_pairs(db, source=source or "all", limit=50, owner=owner, origin=origin or "all")
     if not pairs:
         st.caption("No pairs yet: regenerate an answer and mark the best, or edit one.")
         return
     for p in pairs:
-        label = f"{p.kind} · {p.created_at:%Y-%m-%d %H:%M} · {plain(' '.join(p.question.split())[:80])}"
+        label = (f"{p.kind} · {p.origin} · {p.created_at:%Y-%m-%d %H:%M} · "
+                 f"{plain(' '.join(p.question.split())[:80])}")
         with st.expander(label):
             st.caption("Chosen")
             st.text(p.chosen)
@@ -106,13 +112,14 @@ def _pairs(db, owner) -> None:  # noqa: ANN001
 def _export(db) -> None:  # noqa: ANN001
     st.subheader("Export training data")
     with st.form("export_form"):
-        cols = st.columns(3)
+        cols = st.columns(4)
         kind = cols[0].selectbox("Kind", KINDS, key="export_kind",
                                  help="preference: DPO / reward model; kto: unpaired thumbs; sft: good answers")
         fmt = cols[1].selectbox("Format", FORMATS, key="export_format",
                                 help="jsonl files, or a Hugging Face datasets folder")
         source = cols[2].selectbox("Source", SOURCE_FILTERS, index=SOURCE_FILTERS.index("all"),
                                    key="export_source")
+        origin = cols[3].selectbox("Origin", ORIGIN_FILTERS, key="export_origin")
         fraction = st.slider("Test fraction (split by conversation)", 0.0, 0.5, 0.1, 0.05,
                              key="export_test_fraction")
         mask = st.checkbox("Mask e-mail addresses and phone numbers", key="export_mask_pii")
@@ -121,7 +128,8 @@ def _export(db) -> None:  # noqa: ANN001
         return
     out = resources.settings().data_dir / "exports" / f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:
-        result = export(db, kind, ExportOptions(test_fraction=fraction, source=source, mask_pii=mask))
+        result = export(db, kind, ExportOptions(test_fraction=fraction, source=source, origin=origin,
+                                                    mask_pii=mask))
         folder = write_export(result, out, fmt)
     except AssistantError as err:
         st.error(error_text(str(err)))  # names the 👍/👎 feedback that makes rows

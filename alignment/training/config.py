@@ -46,6 +46,9 @@ class RunArgs:
     #: Rows longer than max_length: False shortens their prompt from the left (answers kept
     #: whole), True drops them. Either way the counts are stored with the version.
     drop_long: bool = field(default=False, metadata={"help": "Drop over-long rows instead."})
+    #: Train only on grounded rows (SQuAD / synthetic examples, answers shown sources):
+    #: ``assistant train grounded``.
+    grounded: bool = field(default=False, metadata={"help": "Only grounded rows."})
 
 
 @dataclass

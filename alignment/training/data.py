@@ -28,7 +28,8 @@ class TrainingData:
 
 def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # noqa: ANN001
     data_kind = DATA_KIND[kind]
-    options = ExportOptions(test_fraction=config.test_fraction, seed=config.split_seed)
+    options = ExportOptions(test_fraction=config.test_fraction, seed=config.split_seed,
+                            grounded=bool(getattr(config, "grounded", False)))
     result = export(db, data_kind, options)  # raises NoTrainingData when there is none
     train_rows = result.train[: config.limit] if config.limit else list(result.train)
     test_rows = result.test if config.eval_rows is None else result.test[: config.eval_rows]

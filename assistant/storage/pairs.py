@@ -1,5 +1,5 @@
 """Browse and delete the preference signals behind exported pairs: best-of choices (also
-made by compare votes and imports) and edits."""
+made by compare votes, imports and on-policy answers to grounded examples) and edits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import aliased
 
 from assistant.storage.db import Database
+from assistant.storage.origins import matches, origin_of
 from assistant.storage.ownership import Owner, visible
 from assistant.storage.schema import Choice, Conversation, Edit, Message
 
@@ -26,13 +27,18 @@ class PairSignal:
     model_version: str | None
     created_at: datetime
 
+    @property
+    def origin(self) -> str:
+        """feedback, imported or synthetic (:mod:`assistant.storage.origins`)."""
+        return origin_of(self.source)
+
 
 def list_pairs(
     db: Database, source: str = "all", model_version: str | None = None, limit: int = 200,
-    owner: Owner | None = None,
+    owner: Owner | None = None, origin: str = "all",
 ) -> list[PairSignal]:
     """The newest signals first, of the conversations ``owner`` sees. ``source``: "chats",
-    "imports" or "all"."""
+    "imports" or "all"; ``origin``: "all", "feedback", "imported" or "synthetic"."""
     q, a = aliased(Message), aliased(Message)
     out: list[PairSignal] = []
     with db.read() as s:
@@ -70,6 +76,7 @@ def list_pairs(
     out = [
         p for p in out
         if (source == "all" or (source == "imports") == (p.source is not None))
+        and matches(p.source, origin)
         and (model_version is None or p.model_version == model_version)
     ]
     return sorted(out, key=lambda p: p.created_at, reverse=True)[:limit]

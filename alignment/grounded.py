@@ -1,0 +1,109 @@
+"""Grounded answers: what a good answer from retrieved sources is, and how one is judged.
+
+Pure Python (no model, no database): the SQuAD import builds the reference answers here,
+the on-policy pairs and ``assistant eval`` judge the model's answers here, by one set of
+rules stated once:
+
+* an answer is **correct** when it contains a gold answer, both normalised the SQuAD way
+  (lower case, no punctuation, no articles, single spaces); to an unanswerable question
+  the correct answer is the abstention;
+* it **abstains** when it contains :data:`ABSTENTION` (normalised the same way), the one
+  sentence the training data teaches for "the sources do not say";
+* its **citation is right** when a source it cites with ``[n]`` holds a gold answer;
+* the reference answer is the gold span followed by the ``[n]`` of the source that holds it.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from assistant.citations import explicit_citations
+
+#: The answer to a question the sources do not answer (defined once: training data and
+#: evaluation both use it).
+ABSTENTION = "The documents do not say."
+
+#: Characters of the context on each side of a gold span that locate it in a chunk (a
+#: short answer like "France" may be in several chunks: the one with its surroundings is
+#: the one it came from).
+SPAN_WINDOW = 40
+
+
+def normalize(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, one space."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def contains_answer(text: str, answers: Sequence[str]) -> bool:
+    said = normalize(text)
+    return any(normalize(a) and normalize(a) in said for a in answers)
+
+
+def is_abstention(answer: str) -> bool:
+    return normalize(ABSTENTION) in normalize(answer)
+
+
+def cited(answer: str, sources: int) -> set[int]:
+    """The source numbers the answer cites itself with ``[n]`` (1-based)."""
+    return explicit_citations(answer, sources)
+
+
+def reference_answer(span: str, source: int | None) -> str:
+    """The answer the model is taught: the gold span citing source ``source`` (1-based), or
+    the abstention when no source holds it."""
+    if source is None:
+        return ABSTENTION
+    span = " ".join(span.split()).rstrip(".")
+    return f"{span} [{source}]."
+
+
+def holding_source(span: str, context: str, start: int | None, sources: Sequence[str]) -> int | None:
+    """The 1-based number of the source the gold span came from: the first that holds the
+    span with its surroundings in ``context``, else the first that holds the span at all
+    (normalised), else None."""
+    if not span.strip():
+        return None
+    flat = [" ".join(s.split()) for s in sources]
+    if start is not None and 0 <= start <= len(context):
+        for before, after in ((SPAN_WINDOW, SPAN_WINDOW), (SPAN_WINDOW, 0), (0, SPAN_WINDOW)):
+            snippet = " ".join(context[max(0, start - before): start + len(span) + after].split())
+            for n, text in enumerate(flat, start=1):
+                if snippet and snippet in text:
+                    return n
+    for n, text in enumerate(sources, start=1):
+        if contains_answer(text, [span]):
+            return n
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One answer judged against its grounded example."""
+
+    correct: bool  # holds a gold answer (answerable) or abstains (unanswerable)
+    abstained: bool
+    #: A cited source holds a gold answer (None: the question has no answer to cite).
+    cites_right: bool | None
+    cites_any: bool
+
+    @property
+    def good(self) -> bool:
+        """What the on-policy pairs keep as it is: right, cited right (or rightly abstaining)."""
+        return self.correct and self.cites_right is not False
+
+
+def judge(answer: str, answers: Sequence[str], sources: Sequence[str]) -> Verdict:
+    """Judge ``answer`` to a question with gold ``answers`` (empty: unanswerable from these
+    sources) given ``sources`` (their texts, in [n] order)."""
+    numbers = cited(answer, len(sources))
+    abstained = is_abstention(answer)
+    if not answers:
+        return Verdict(abstained, abstained, None, bool(numbers))
+    correct = contains_answer(answer, answers) and not abstained
+    right = any(contains_answer(sources[n - 1], answers) for n in numbers)
+    return Verdict(correct, abstained, right, bool(numbers))

@@ -1,0 +1,214 @@
+"""Preference pairs with on-policy negatives: the active model answers each grounded example
+(:mod:`alignment.squad`, synthetic examples) exactly as the chat would, and an answer that is
+wrong, cites no source that holds the answer, or fails to abstain becomes the rejected side
+of a pair whose chosen side is the grounded answer.
+
+    assistant data on-policy                    # every grounded example not yet answered
+    assistant data on-policy --limit 100 --max-new-tokens 48
+
+The model's answer is stored as another (hidden) alternative of the example's question,
+with the same sources, so that the existing export pairs it with the chosen grounded answer
+(``preference``) and the Feedback page shows and deletes it like any pair. An answer judged
+good (:func:`alignment.grounded.judge`) makes no pair. Either way the grounded answer
+records that the version answered it (``params["on_policy"][version]``): each batch is
+committed as it ends, so a stopped run keeps what it made and the next one skips what was
+done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import aliased
+from tqdm import tqdm
+
+from alignment.grounded import Verdict, cited, judge
+from assistant.prompting import Messages, build_messages
+from assistant.storage.conversations import SourceRecord
+from assistant.storage.db import Database
+from assistant.storage.origins import GROUNDED_PREFIXES
+from assistant.storage.schema import Choice, Conversation, Message, MessageSource
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 8
+MAX_NEW_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class StoredExample:
+    """A grounded example as stored: its question, reference answer and sources."""
+
+    conversation_id: int
+    question_id: int
+    answer_id: int
+    question: str
+    reference: str
+    system_prompt: str
+    sources: tuple[SourceRecord, ...]
+    #: Gold answers a reply must contain (empty: it must abstain).
+    answers: tuple[str, ...]
+    #: version -> "rejected" (a pair was made) or "kept" (its answer was good).
+    answered: dict[str, str]
+
+    def messages(self) -> Messages:
+        """The prompt the chat sends for this question with these sources."""
+        return build_messages(self.system_prompt, [], self.question, self.sources)
+
+
+def grounded_examples(db: Database) -> list[StoredExample]:
+    """Every grounded example in the database (the chosen answer of a grounded
+    conversation that carries ``params["grounded"]``), oldest first."""
+    q, a = aliased(Message), aliased(Message)
+    grounded = [Conversation.source.like(f"{p}%") for p in GROUNDED_PREFIXES]
+    with db.read() as s:
+        rows = s.execute(
+            select(Conversation.id, q.id, q.content, a.id, a.content, a.params)
+            .join(q, q.conversation_id == Conversation.id)
+            .join(Choice, Choice.question_id == q.id)
+            .join(a, a.id == Choice.chosen_id)
+            .where(or_(*grounded))
+            .order_by(Conversation.id, Choice.id)
+        ).all()
+        ids = [r[3] for r in rows]
+        sources: dict[int, list[SourceRecord]] = {}
+        for i in range(0, len(ids), 500):
+            for row in s.execute(
+                select(MessageSource.message_id, MessageSource.rank, MessageSource.chunk_id,
+                       MessageSource.document_name, MessageSource.location, MessageSource.text,
+                       MessageSource.score)
+                .where(MessageSource.message_id.in_(ids[i:i + 500]))
+                .order_by(MessageSource.message_id, MessageSource.rank)
+            ):
+                sources.setdefault(row[0], []).append(SourceRecord(*row[1:]))
+    out: dict[int, StoredExample] = {}  # the newest choice of a question counts
+    for conv, qid, question, aid, reference, params in rows:
+        params = params or {}
+        g = params.get("grounded")
+        if not isinstance(g, dict):
+            continue
+        answers = tuple(g.get("answers") or ()) if g.get("gold_source") is not None else ()
+        out[qid] = StoredExample(conv, qid, aid, question, reference, params.get("system_prompt") or "",
+                                 tuple(sources.get(aid, ())), answers, dict(params.get("on_policy") or {}))
+    return list(out.values())
+
+
+@dataclass
+class OnPolicyReport:
+    version: str
+    examples: int = 0  # grounded examples in the database
+    done_before: int = 0  # answered by this version in an earlier run
+    answered: int = 0
+    rejected: int = 0  # pairs made
+    kept: int = 0  # good answers (no pair)
+    #: Why answers were rejected: wrong, uncited (right but citing no source that holds the
+    #: answer), not_abstained.
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def reason(verdict: Verdict, should_abstain: bool) -> str | None:
+    """Why an answer is rejected, or None when it is good."""
+    if should_abstain:
+        return None if verdict.abstained else "not_abstained"
+    if not verdict.correct:
+        return "wrong"
+    if not verdict.cites_right:
+        return "uncited"
+    return None
+
+
+#: (prompts) -> answers, in order: the active version answering through the chat's engine.
+AnswerFn = Callable[[list[Messages]], list[str]]
+
+
+def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine: str,
+            *, limit: int | None = None, batch_size: int = BATCH_SIZE,
+            max_new_tokens: int = MAX_NEW_TOKENS) -> OnPolicyReport:
+    """Have ``version`` answer the grounded examples it has not answered yet (at most
+    ``limit``) and store a pair for each bad answer; see the module docstring."""
+    examples = grounded_examples(db)
+    report = OnPolicyReport(version, examples=len(examples))
+    todo = [e for e in examples if version not in e.answered]
+    report.done_before = len(examples) - len(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    with tqdm(total=len(todo), desc=f"{version} answers grounded examples", unit="question") as bar:
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i:i + batch_size]
+            said = answer([e.messages() for e in batch])
+            _store(db, batch, said, version, model_id, engine, max_new_tokens, report)
+            bar.update(len(batch))
+    log.info("on-policy %s: %d answered, %d pairs, %d kept", version, report.answered,
+             report.rejected, report.kept)
+    return report
+
+
+def _store(db: Database, batch: list[StoredExample], said: list[str], version: str, model_id: str,
+           engine: str, max_new_tokens: int, report: OnPolicyReport) -> None:
+    """One transaction per batch: its pairs and the marks that it was answered."""
+    with db.write() as s:
+        for example, text in zip(batch, said, strict=True):
+            texts = [src.text for src in example.sources]
+            verdict = judge(text, example.answers, texts)
+            why = reason(verdict, not example.answers)
+            report.answered += 1
+            reference = s.get(Message, example.answer_id)
+            if reference is None:  # deleted meanwhile (the Feedback page)
+                continue
+            if why is None:
+                report.kept += 1
+            else:
+                report.rejected += 1
+                report.reasons[why] = report.reasons.get(why, 0) + 1
+                alternative = Message(
+                    conversation_id=example.conversation_id, role="assistant", content=text,
+                    reply_to_id=example.question_id, active=False, model_id=model_id,
+                    model_version=version, engine=engine,
+                    params={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
+                            "system_prompt": example.system_prompt,
+                            "on_policy": {"rejected": why}},
+                )
+                s.add(alternative)
+                s.flush()
+                numbers = cited(text, len(texts))
+                s.add_all(
+                    MessageSource(message_id=alternative.id, rank=src.rank, chunk_id=src.chunk_id,
+                                  document_name=src.document_name, location=src.location,
+                                  text=src.text, score=src.score, cited=src.rank in numbers)
+                    for src in example.sources
+                )
+            params: dict[str, Any] = dict(reference.params or {})
+            params["on_policy"] = {**(params.get("on_policy") or {}),
+                                   version: "kept" if why is None else "rejected"}
+            reference.params = params  # a new dict: JSON columns track assignment, not mutation
+
+
+def run(settings, db: Database, *, version: str | None = None, limit: int | None = None,  # noqa: ANN001
+        batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS) -> OnPolicyReport:
+    """:func:`collect` with ``version`` (default: the active one) answering greedily through
+    the chat's engine (``bootstrap.build_engine``: llama.cpp by default)."""
+    from alignment.evaluate import VersionAnswers
+    from assistant.bootstrap import build_engine, open_registry
+    from assistant.generation import engine_label
+    from assistant.versions import BASE_VERSION
+
+    registry = open_registry(settings, db)
+    version = version or registry.active()
+    registry.get(version)
+    if not grounded_examples(db):  # nothing to answer: do not load a model for it
+        return OnPolicyReport(version)
+    engine = build_engine(settings)
+    fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
+    models = VersionAnswers(engine.generator, registry, fingerprint, {version})
+    try:
+        def answer(prompts: list[Messages]) -> list[str]:
+            return models.generate(version, prompts, max_new_tokens, batch_size)
+
+        return collect(db, answer, version, engine.generator.model_id, engine_label(engine.generator),
+                       limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    finally:
+        models.close()

@@ -1,0 +1,154 @@
+"""Grounded answers that cite their sources, measured through the product's own commands on
+the embedded model: train on one SQuAD article's questions, evaluate on the other's.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/grounded.py [--file squad2_dev_2_articles.json]
+        [--train-title Computational_complexity_theory] [--eval-title Normans]
+        [--train-limit 160] [--eval-limit 80] [--sft-steps 40] [--dpo-steps 20]
+
+In a fresh data folder (``--data-dir``, default a temporary one), each step is the CLI a
+user runs, timed:
+
+1. ``assistant data import squad FILE --no-examples``: both articles into the library;
+2. ``assistant data import squad FILE --title TRAIN --limit N --no-documents``: grounded
+   examples from the training article only;
+3. ``assistant data on-policy``: the base model answers them (llama.cpp by default), the
+   bad answers become pairs;
+4. ``assistant train grounded --steps S --dpo-steps D``: SFT, then DPO on top;
+5. ``assistant eval VERSION --against base --grounded-file FILE --grounded-title EVAL``:
+   the held-out article's questions, asked with the sources retrieval finds now; once for
+   the SFT version and once for the DPO one.
+
+Printed (and written to ``--out`` as JSON): each step's wall time, the import and pair
+counts, and for base, SFT and DPO: answer accuracy, citation accuracy (of the correct
+answers, the share citing a source that holds the answer), correct-and-cited rate and
+abstention on the unanswerable questions, with 95% Wilson intervals and the sign test's
+verdict against base. The shared data file is found through ``ASSISTANT_SHARED_DATA`` (as
+the tests do) unless ``--file`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def default_file() -> Path:
+    from tests.shared_data import SHARED_DATA
+
+    return SHARED_DATA / "squad2_dev_2_articles.json"
+
+
+STEPS = ("documents", "examples", "on-policy", "train", "eval")
+
+
+def cli(env: dict, *args: str) -> tuple[str, float]:
+    started = time.perf_counter()
+    print(f"$ assistant {' '.join(args)}", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "assistant.cli", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    print(proc.stdout, flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-4000:], flush=True)
+        raise SystemExit(f"`assistant {' '.join(args)}` failed ({proc.returncode})")
+    print(f"  ({seconds:.0f} s)", flush=True)
+    return proc.stdout, seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--file", type=Path, default=None)
+    p.add_argument("--train-title", default="Computational_complexity_theory")
+    p.add_argument("--eval-title", default="Normans")
+    p.add_argument("--train-limit", type=int, default=160)
+    p.add_argument("--eval-limit", type=int, default=80)
+    p.add_argument("--unanswerable-share", type=float, default=0.25,
+                   help="Cap on v2's unanswerable questions among the training examples.")
+    p.add_argument("--on-policy-limit", type=int, default=None,
+                   help="Examples the base model answers (default: all imported).")
+    p.add_argument("--sft-steps", type=int, default=25)
+    p.add_argument("--dpo-steps", type=int, default=15)
+    p.add_argument("--eval-versions", choices=["all", "last"], default="all",
+                   help="Evaluate every registered version (SFT and DPO) or the last only.")
+    p.add_argument("--from-step", choices=STEPS, default=STEPS[0],
+                   help="Resume in an earlier --data-dir from this step.")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    file = a.file or default_file()
+    data_dir = a.data_dir or Path(tempfile.mkdtemp(prefix="bench-grounded-"))
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    times: dict[str, float] = {}
+    out: dict = {"env": {k: v for k, v in os.environ.items() if k.startswith("ASSISTANT_")},
+                 "file": str(file), "train_title": a.train_title, "eval_title": a.eval_title,
+                 "args": {k: str(v) for k, v in vars(a).items()}, "data_dir": str(data_dir)}
+
+    todo = STEPS[STEPS.index(a.from_step):]
+    if "documents" in todo:
+        _, times["import_documents"] = cli(env, "data", "import", "squad", str(file), "--no-examples")
+    if "examples" in todo:
+        text, times["import_examples"] = cli(env, "data", "import", "squad", str(file), "--no-documents",
+                                             "--title", a.train_title, "--limit", str(a.train_limit),
+                                             "--unanswerable-share", str(a.unanswerable_share))
+        out["import"] = text.strip().splitlines()[-1]
+    if "on-policy" in todo:
+        limit = ["--limit", str(a.on_policy_limit)] if a.on_policy_limit else []
+        text, times["on_policy"] = cli(env, "data", "on-policy", *limit)
+        out["on_policy"] = text.strip()
+    if "train" in todo:
+        text, times["train"] = cli(
+            env, "train", "grounded", "--steps", str(a.sft_steps), "--dpo-steps", str(a.dpo_steps),
+            "--batch-size", str(a.batch_size), "--max-length", str(a.max_length), "--test-fraction", "0.1")
+        out["train"] = text.strip()
+        versions = [line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith("Registered ")]
+    else:
+        from assistant.bootstrap import open_database, open_registry
+        from assistant.config import Settings
+
+        s0 = Settings(data_dir=data_dir)
+        versions = [v.name for v in open_registry(s0, open_database(s0)).list() if v.kind != "reward"]
+    if a.eval_versions == "last":
+        versions = versions[-1:]
+    evals = {}
+    for version in versions:
+        _, times[f"eval_{version}"] = cli(
+            env, "eval", version, "--against", "base", "--grounded-file", str(file),
+            "--grounded-title", a.eval_title, "--grounded", str(a.eval_limit), "--prompts", "0", "--qa", "0")
+        evals[version] = version
+    os.environ["ASSISTANT_DATA_DIR"] = str(data_dir)
+    from assistant.bootstrap import open_database, open_registry
+    from assistant.config import Settings
+
+    settings = Settings(data_dir=data_dir)
+    registry = open_registry(settings, open_database(settings))
+    keys = ("grounded_accuracy", "grounded_cited", "citation_accuracy", "abstention", "false_abstention")
+    results = {}
+    for version in versions:
+        m = registry.evaluations(version)[-1].metrics
+        results[version] = {k: m.get(k) for k in (*keys, *(f"{k}_low" for k in keys), *(f"{k}_high" for k in keys),
+                                                  *(f"{k}_verdict" for k in keys), "citation_n",
+                                                  "grounded_answerable", "grounded_unanswerable")}
+        results["base"] = {k: m.get(f"baseline_{k}") for k in keys} | {"citation_n": m.get("baseline_citation_n")}
+        results[version]["examples"] = m.get("grounded_examples")
+        results[version]["kind"] = registry.get(version).kind
+        results[version]["train_seconds"] = registry.get(version).metrics.get("train_seconds")
+    out.update(times=times, results=results)
+    print(json.dumps(out, indent=2), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

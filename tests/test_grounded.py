@@ -1,0 +1,369 @@
+"""Grounded examples from SQuAD files (real SQLite, the real embedding model, FAISS and the
+product's retrieval), their on-policy pairs, and the export's origin filter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from alignment.errors import ImportFileError
+from alignment.export import ExportOptions, export
+from alignment.grounded import ABSTENTION, judge
+from alignment.on_policy import collect, grounded_examples
+from alignment.squad import import_squad
+from assistant.bootstrap import open_library
+from assistant.cli import main
+from assistant.prompting import SOURCES_INSTRUCTION
+from assistant.storage.conversations import SourceRecord
+from assistant.storage.pairs import delete_pair, list_pairs
+from assistant.storage.schema import Conversation, Message
+
+SYSTEM = "You are a helpful assistant."
+
+CONTEXTS = [
+    "The Normans were the people who in the 10th and 11th centuries gave their name to "
+    "Normandy, a region in France. They were descended from Norse raiders and pirates from "
+    "Denmark, Iceland and Norway under their leader Rollo.",
+    "Computational complexity theory classifies computational problems according to their "
+    "inherent difficulty. A problem is regarded as inherently difficult if its solution "
+    "requires significant resources, whatever the algorithm used.",
+    "Bakeries sell bread, cakes and pastries. Sourdough bread is leavened with a starter of "
+    "wild yeast and lactic acid bacteria rather than baker's yeast.",
+]
+
+
+def qa(qid: str, question: str, context: str, answer: str | None, impossible: bool = False) -> dict:
+    answers = [] if answer is None else [{"text": answer, "answer_start": context.find(answer)}]
+    item = {"id": qid, "question": question, "answers": answers}
+    if impossible:
+        item["is_impossible"] = True
+    return item
+
+
+def squad(version: str) -> dict:
+    v2 = version == "v2.0"
+    normans = [
+        qa("n1", "In what country is Normandy located?", CONTEXTS[0], "France"),
+        qa("n2", "Who was the leader of the Norse raiders?", CONTEXTS[0], "Rollo"),
+    ]
+    if v2:
+        normans.append(qa("n3", "Who gave their name to Bavaria?", CONTEXTS[0], None, impossible=True))
+    return {"version": version, "data": [
+        {"title": "Normans", "paragraphs": [{"context": CONTEXTS[0], "qas": normans}]},
+        {"title": "Complexity", "paragraphs": [{"context": CONTEXTS[1], "qas": [
+            qa("c1", "How does complexity theory classify problems?", CONTEXTS[1],
+               "according to their inherent difficulty"),
+            # The gold span is not in the paragraph: skipped and counted.
+            {"id": "c2", "question": "What is a Turing machine?",
+             "answers": [{"text": "a mathematical model", "answer_start": 3}]},
+        ]}]},
+        {"title": "Bakery", "paragraphs": [{"context": CONTEXTS[2], "qas": [
+            qa("b1", "What is sourdough leavened with?", CONTEXTS[2], "a starter of wild yeast"),
+        ]}]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def warm_embedder():
+    """Load the embedding model once for the module (later loads reuse the warm files)."""
+    from assistant.config import Settings
+    from assistant.embedding import Embedder
+
+    return Embedder(Settings().retrieval.embedding_model)
+
+
+@pytest.fixture
+def library(settings, db, warm_embedder):
+    lib = open_library(settings, db)
+    yield lib
+
+
+def write(tmp_path, obj, name="squad.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+    return path
+
+
+def test_import_v2_makes_documents_and_grounded_examples(db, library, store, tmp_path):
+    path = write(tmp_path, squad("v2.0"))
+    report = import_squad(db, library, path, SYSTEM)
+    assert (report.version, report.articles, report.questions) == ("v2.0", 3, 6)
+    assert [d.split(":")[0] for d in report.documents] == ["Normans.txt", "Complexity.txt", "Bakery.txt"]
+    assert len(library.store.list_documents()) == 3
+    assert report.span_not_in_context == 1 and report.imported == 5
+    assert report.unanswerable == 1 and report.answerable + report.not_retrieved == 4
+
+    examples = {e.question: e for e in grounded_examples(db)}
+    n1 = examples["In what country is Normandy located?"]
+    # The prompt is the chat's: the system prompt with the sources instruction, the question
+    # with the sources the product's retrieval returned, numbered.
+    hits = library.retriever.search(n1.question)
+    assert [s.text for s in n1.sources] == [h.text for h in hits]
+    gold = next(s.rank for s in n1.sources if "France" in s.text)
+    assert n1.reference == f"France [{gold}]." and n1.answers == ("France",)
+    prompt = export(db, "sft", ExportOptions(test_fraction=0)).train
+    row = next(r for r in prompt if r["messages"][-1]["content"] == n1.reference)
+    assert row["messages"][0] == {"role": "system", "content": f"{SYSTEM}\n\n{SOURCES_INSTRUCTION}"}
+    assert row["messages"][1]["content"].startswith("Sources:\n\n[1] ")
+    assert row["messages"][1]["content"].endswith(f"\n\nQuestion: {n1.question}")
+    # v2's unanswerable question is taught to abstain, with the same kind of prompt.
+    n3 = examples["Who gave their name to Bavaria?"]
+    assert n3.reference == ABSTENTION and n3.answers == () and n3.sources
+
+    # Importing again adds nothing (resumes after a stop) and re-ingests no document.
+    again = import_squad(db, library, path, SYSTEM)
+    assert again.imported == 0 and again.duplicates == 5
+    assert all("already stored" in d for d in again.documents)
+    assert store.counts()["conversations"] == 5
+
+
+def test_import_v1_and_answer_not_retrieved_abstains(db, library, tmp_path):
+    obj = squad("1.1")
+    # Only the Normans article becomes a document: the bakery question's answer is in no
+    # retrieved source, so its example abstains.
+    import_squad(db, library, write(tmp_path, obj), SYSTEM, titles=["Normans"])
+    report = import_squad(db, library, write(tmp_path, obj), SYSTEM, documents=False, titles=["Bakery"])
+    assert report.version == "1.1" and report.not_retrieved == 1 and report.imported == 1
+    bakery = next(e for e in grounded_examples(db) if "sourdough" in e.question)
+    assert bakery.reference == ABSTENTION and bakery.answers == ()
+    assert len(library.store.list_documents()) == 1
+
+
+@pytest.mark.parametrize("content, reason", [
+    ('{"chosen": "a", "rejected": "b"}', "no 'data'"),
+    ("[1, 2]", "not a JSON object"),
+    ("not json", "not JSON"),
+    ('{"data": [{"title": "A", "paragraphs": [{"context": "x", "qas": [{"id": "1"}]}]}]}', "no 'answers'"),
+])
+def test_not_squad_is_refused_and_nothing_imported(db, library, store, tmp_path, content, reason):
+    with pytest.raises(ImportFileError, match=reason) as err:
+        import_squad(db, library, write(tmp_path, content), SYSTEM)
+    assert "Nothing was imported" in str(err.value)
+    assert store.counts()["conversations"] == 0 and library.store.list_documents() == []
+
+
+class Scripted:
+    """Answers chosen per question: the test is about the pair logic, not the model."""
+
+    def __init__(self, answers: dict[str, str], stop_after: int | None = None) -> None:
+        self.answers, self.stop_after, self.calls = answers, stop_after, 0
+
+    def __call__(self, prompts):
+        self.calls += 1
+        if self.stop_after is not None and self.calls > self.stop_after:
+            raise KeyboardInterrupt
+        return [next(a for q, a in self.answers.items() if p[-1]["content"].endswith(q)) for p in prompts]
+
+
+def test_on_policy_pairs_resume_and_show_on_the_feedback_page(db, library, tmp_path):
+    import_squad(db, library, write(tmp_path, squad("v2.0")), SYSTEM)
+    examples = {e.question: e for e in grounded_examples(db)}
+    gold = {q: next((s.rank for s in e.sources if e.answers and e.answers[0] in s.text), 1)
+            for q, e in examples.items()}
+    france = gold["In what country is Normandy located?"]
+    script = {
+        "In what country is Normandy located?": f"It is in France [{france}].",  # good
+        "Who was the leader of the Norse raiders?": "The answer to this question is:",  # wrong
+        "How does complexity theory classify problems?": "According to their inherent difficulty.",  # uncited
+        "Who gave their name to Bavaria?": "The Normans [1].",  # fails to abstain
+        "What is sourdough leavened with?": "A starter of wild yeast [1].",
+    }
+    # A run stopped after its first batch keeps that batch; the next resumes.
+    with pytest.raises(KeyboardInterrupt):
+        collect(db, Scripted(script, stop_after=1), "base", "model", "engine", batch_size=2)
+    assert sum("base" in e.answered for e in grounded_examples(db)) == 2
+    report = collect(db, Scripted(script), "base", "model", "engine", batch_size=2)
+    assert report.done_before == 2 and report.answered == 3
+    assert collect(db, Scripted(script), "base", "model", "engine").answered == 0  # all done
+
+    by_question = {e.question: e.answered["base"] for e in grounded_examples(db)}
+    assert by_question["In what country is Normandy located?"] == "kept"
+    for q in ("Who was the leader of the Norse raiders?", "How does complexity theory classify problems?",
+              "Who gave their name to Bavaria?"):
+        assert by_question[q] == "rejected"
+    with db.read() as s:
+        reasons = {m.params["on_policy"]["rejected"] for m in s.query(Message).filter(Message.model_version == "base")}
+    assert {"wrong", "uncited", "not_abstained"} <= reasons
+
+    pairs = export(db, "preference", ExportOptions(test_fraction=0)).train
+    rejected = {p["rejected"][0]["content"] for p in pairs}
+    assert "The answer to this question is:" in rejected and "The Normans [1]." in rejected
+    assert not any("It is in France" in r for r in rejected)
+    pair = next(p for p in pairs if p["rejected"][0]["content"] == "The Normans [1].")
+    assert pair["chosen"][0]["content"] == ABSTENTION
+    assert pair["prompt"] == examples["Who gave their name to Bavaria?"].messages()
+    # SFT keeps only the grounded answers.
+    sft = export(db, "sft", ExportOptions(test_fraction=0)).train
+    assert {r["messages"][-1]["content"] for r in sft} == {e.reference for e in examples.values()}
+
+    shown = list_pairs(db, origin="imported")
+    assert {p.origin for p in shown} == {"imported"} and len(shown) == 5
+    bad = next(p for p in shown if "The Normans [1]." in p.rejected)
+    assert delete_pair(db, bad.kind, bad.id)
+    assert "The Normans [1]." not in {
+        p["rejected"][0]["content"] for p in export(db, "preference", ExportOptions(test_fraction=0)).train}
+    assert list_pairs(db, origin="feedback") == []
+
+
+def test_export_filters_by_origin(env_settings, db, library, store, tmp_path):
+    import_squad(db, library, write(tmp_path, squad("v2.0")), SYSTEM, titles=["Normans"])
+    chat = store.create_conversation()
+    q = store.add_user_message(chat.id, "hi")
+    from assistant.storage.conversations import AnswerRecord
+
+    record = AnswerRecord("m", "base", {"system_prompt": SYSTEM}, 1, 1, 1.0, None)
+    a = store.add_assistant_message(chat.id, "hello", record, reply_to_id=q.id)
+    store.rate(a.id, 1)
+    with db.write() as s:  # a synthetic example: same shape, its own origin
+        conv = s.get(Conversation, 1)
+        conv.source = "synth:library:1"
+    rows = {o: export(db, "sft", ExportOptions(test_fraction=0, origin=o)).report for o in
+            ("all", "feedback", "imported", "synthetic")}
+    assert rows["all"].by_origin == {"feedback": 1, "imported": 2, "synthetic": 1}
+    assert (rows["feedback"].rows_out, rows["imported"].rows_out, rows["synthetic"].rows_out) == (1, 2, 1)
+    grounded = export(db, "sft", ExportOptions(test_fraction=0, grounded=True)).report
+    assert grounded.rows_out == 3  # the chat answer had no sources
+
+    runner = CliRunner()
+    out = tmp_path / "export"
+    result = runner.invoke(main, ["data", "export", "--kind", "sft", "--origin", "synthetic",
+                                  "--test-fraction", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "origin: synthetic 1" in result.output
+    assert len((out / "train.jsonl").read_text().splitlines()) == 1
+
+
+def test_judge_rules():
+    sources = ["Normandy is in France.", "Rollo led them."]
+    v = judge("France [1].", ("France",), sources)
+    assert v.correct and v.cites_right and v.good
+    assert not judge("France [2].", ("France",), sources).good  # cites a source without it
+    assert not judge("France.", ("France",), sources).good  # no citation
+    assert not judge("Germany [1].", ("France",), sources).correct
+    assert judge(f"Sorry. {ABSTENTION}", (), sources).good
+    assert not judge("France [1].", (), sources).good
+    assert not judge(ABSTENTION, ("France",), sources).correct  # abstaining on an answerable one
+    assert SourceRecord  # the stored shape the judge's sources come from
+
+
+def test_grounded_metrics_and_the_gate(db, settings):
+    from alignment.eval_metrics import grounded_metrics, summarize, table
+    from assistant.registry import EvalRecord, Registry, gate_report
+    from datetime import UTC, datetime
+
+    sources = ["Normandy is in France.", "Rollo led them."]
+    answerable = [True] * 20 + [False] * 4
+    # The candidate answers 16 of 20 (14 citing the source that holds the answer) and
+    # abstains on 3 of 4; the baseline answers 4 (none cited) and never abstains.
+    cand = ([judge("France [1].", ("France",), sources)] * 14 + [judge("France.", ("France",), sources)] * 2
+            + [judge("Paris [1].", ("France",), sources)] * 4
+            + [judge(ABSTENTION, (), sources)] * 3 + [judge("Rollo [2].", (), sources)])
+    base = ([judge("France.", ("France",), sources)] * 4 + [judge("The answer is:", ("France",), sources)] * 16
+            + [judge("Rollo [2].", (), sources)] * 4)
+    m = grounded_metrics(cand, base, answerable)
+    assert (m["grounded_answerable"], m["grounded_unanswerable"]) == (20, 4)
+    assert m["grounded_accuracy"] == 0.8 and m["baseline_grounded_accuracy"] == 0.2
+    assert m["grounded_accuracy_verdict"] == "better" and m["grounded_accuracy_p_value"] < 0.05
+    assert m["citation_accuracy"] == 14 / 16 and m["citation_n"] == 16
+    assert m["baseline_citation_accuracy"] == 0 and m["baseline_citation_n"] == 4
+    assert m["grounded_cited"] == 14 / 20 and m["abstention"] == 0.75 and m["baseline_abstention"] == 0
+    assert m["grounded_accuracy_low"] < 0.8 < m["grounded_accuracy_high"]
+
+    rec = EvalRecord("v1", "base", None, {**m, "grounded_source": "test"}, datetime.now(UTC))
+    rows = {r["measure"]: r for r in table(rec)}
+    assert rows["grounded answer accuracy (95% CI)"]["candidate"].startswith("80.0% (")
+    assert rows["citation accuracy (of correct answers)"]["n"] == "16 / 4"
+    assert any("abstention on unanswerable: 75.0%" in line for line in summarize(rec))
+
+    # The gate: grounded QA that the sign test finds better lets a version through without a
+    # reward model; worse refuses.
+    from tests.test_registry import make_version
+
+    registry = Registry(db, settings.versions_dir)
+    v1 = make_version(registry)
+    registry.record_evaluation(v1.name, "base", None, m)
+    report = gate_report(registry, v1.name)
+    assert report.passes and report.verdict == "better"
+    assert any("grounded answer accuracy 80%" in line for line in report.checked)
+    swapped = grounded_metrics(base, cand, answerable)
+    registry.record_evaluation(v1.name, "base", None, swapped)
+    report = gate_report(registry, v1.name)
+    assert not report.passes and any("grounded answer accuracy 20%" in r for r in report.reasons)
+
+
+def test_pick_caps_the_unanswerable_share():
+    from alignment.squad import SquadQuestion, pick
+
+    qs = [SquadQuestion(str(i), "t", "q?", "c", () if i % 2 else ("c",), () if i % 2 else (0,), bool(i % 2))
+          for i in range(100)]
+    sample = pick(qs, 40, unanswerable_share=0.25)
+    assert len(sample) == 40 and sum(q.impossible for q in sample) == 10
+    assert pick(qs, 40) == pick(qs, 40) and len(pick(qs, 40)) == 40  # seeded
+    assert sum(q.impossible for q in pick(qs, None, unanswerable_share=0.0)) == 0
+
+
+def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path, warm_embedder):
+    """import squad -> on-policy (the real transformers engine) -> train grounded (SFT, then
+    DPO on top) -> eval with grounded QA on retrieved sources, through the CLI."""
+    from assistant.bootstrap import open_database, open_registry
+
+    path = write(tmp_path, squad("v2.0"))
+
+    def cli(*args):
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.output
+
+    out = cli("data", "import", "squad", str(path))
+    assert "5 grounded examples imported of 6 questions" in out and "1 skipped" in out
+    out = cli("data", "on-policy", "--max-new-tokens", "4", "--batch-size", "3")
+    assert "base: answered 5 grounded examples (0 done before, of 5)" in out
+    out = cli("data", "on-policy")
+    assert "answered 0 grounded examples (5 done before" in out
+    out = cli("train", "grounded", "--steps", "1", "--lora-r", "4", "--max-length", "400",
+              "--batch-size", "2", "--test-fraction", "0", "--min-rows", "1")
+    assert "Registered v1: sft from base" in out and "Registered v2: dpo from v1" in out, out
+    assert "Next: `assistant eval v2`" in out
+    db = open_database(tiny_settings)
+    registry = open_registry(tiny_settings, db)
+    assert registry.lineage("v2") == ["v2", "v1", "base"]
+    assert registry.get("v1").data["kind"] == "sft" and registry.get("v2").data["kind"] == "preference"
+    out = cli("eval", "v2", "--against", "base", "--grounded-file", str(path), "--grounded", "4",
+              "--prompts", "0", "--qa", "0")
+    assert "grounded QA on retrieved sources" in out and "grounded answer accuracy" in out
+    m = registry.evaluations("v2")[-1].metrics
+    assert m["grounded_questions"] == 4 and m["grounded_answerable"] + m["grounded_unanswerable"] == 4
+
+
+def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp_path):
+    from alignment.synth import EmptyLibrary, synthesize
+
+    def reply(prompts):
+        out = []
+        for p in prompts:
+            text = p[-1]["content"]
+            if "Normans" in text:
+                out.append("Question: Who led the Norse raiders?\nAnswer: Rollo")  # checkable
+            elif "Bakeries" in text:
+                out.append("Question: What do bakeries sell?\nAnswer: croissants and coffee")  # not in it
+            else:
+                out.append("I cannot do that.")  # unparsed
+        return out
+
+    with pytest.raises(EmptyLibrary, match="no documents"):
+        synthesize(db, library, reply, SYSTEM)
+    for name, text in zip(("normans.txt", "complexity.txt", "bakery.txt"), CONTEXTS):
+        assert library.ingestor.ingest_bytes(name, text.encode()).ok
+    state = tmp_path / "tried.json"
+    report = synthesize(db, library, reply, SYSTEM, state=state, limit=2, batch_size=1)
+    assert (report.chunks, report.tried) == (3, 2)
+    rest = synthesize(db, library, reply, SYSTEM, state=state)  # resumes: the third chunk only
+    assert (rest.tried_before, rest.tried) == (2, 1)
+    assert report.kept + rest.kept == 1
+    assert {**report.dropped, **rest.dropped} == {"answer_not_in_chunk": 1, "unparsed": 1}
+    (example,) = grounded_examples(db)
+    assert example.question == "Who led the Norse raiders?" and example.answers == ("Rollo",)
+    assert example.reference.startswith("Rollo [")
+    assert [p.origin for p in list_pairs(db)] == ["synthetic"]

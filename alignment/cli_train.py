@@ -140,7 +140,7 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> None:
 
 def time_line(metrics: dict, phases: dict[str, float], total: float) -> str:
     """Training time and total time, with every phase's."""
-    from alignment.training.estimate import duration
+    from alignment.run_estimate import duration
 
     train_s = metrics.get("train_seconds") or phases.get("training") or 0.0
     parts = ", ".join(f"{name} {duration(s)}" for name, s in phases.items())

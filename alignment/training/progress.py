@@ -111,7 +111,8 @@ def estimate_lines(estimate: Estimate, smaller: dict[str, int]) -> list[str]:
     """The estimate as a terminal shows it, with the smaller setting when the run is long."""
     bits = [f"training about {duration(estimate.train_s)} ({estimate.steps} steps)"]
     if estimate.eval_rows:
-        bits.append(f"held-out evaluation about {duration(estimate.eval_s)} ({estimate.eval_rows} rows)")
+        bits.append(f"held-out evaluation about {duration(estimate.eval_s)} ({estimate.eval_rows} "
+                    f"row{'' if estimate.eval_rows == 1 else 's'})")
     lines = [f"Estimate from the first step ({estimate.first_step_s:.1f} s on {estimate.rows_per_step} "
              f"rows): {', '.join(bits)}; about {duration(estimate.total_s)} in all."]
     if smaller:

@@ -81,6 +81,8 @@ def train(
     try:
         tracker.step("exporting the feedback")
         data = prepare(db, kind, config, staging / "data")
+        if not data.test:  # nothing held out (or --eval-rows 0): no evaluation phase
+            tracker.phases = tuple(p for p in tracker.phases if p != "evaluating")
         tracker.step(f"loading the model ({len(data.train)} training, {len(data.test)} held-out rows)")
         loaded = loaded or load_model(settings)
         tracker.step(f"fitting the rows to {getattr(config, 'max_length', None) or 'the'} tokens"
@@ -123,7 +125,7 @@ def train(
             if evaluated:
                 batches = len(trainer.get_eval_dataloader())
                 eta = watcher.estimate.eval_s if watcher.estimate else None
-                tracker.phase("evaluating", f"{evaluated} held-out rows in {batches} batches",
+                tracker.phase("evaluating", f"{_count(evaluated, 'held-out row')} in {_count(batches, 'batch')}",
                               total=batches, unit="batches", eta_s=eta)
                 eval_metrics = trainer.evaluate()
 
@@ -166,6 +168,10 @@ def train(
     seconds = time.perf_counter() - started
     log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
     return TrainResult(version, metrics, history, seconds, trainer, tracker.seconds())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
 
 
 def _last_phase(version: Version | None, phase: str) -> float | None:

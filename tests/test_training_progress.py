@@ -13,7 +13,7 @@ from alignment import machine_defaults
 from alignment.run_estimate import Estimate, from_first_step, mean_batch_width, smaller_setting
 from alignment.training import make_config, train
 from alignment.training.progress import PHASES
-from alignment.training.trainers import row_lengths
+from alignment.training.trainers import grouped_order, row_lengths
 
 
 class _Snapshot(TrainerCallback):
@@ -98,3 +98,18 @@ def test_the_estimate_scales_the_first_step_and_offers_a_smaller_setting():
     assert smaller_setting(long, max_length=256) == {"steps": 30}
     short = Estimate(first_step_s=6, steps=100, rows_per_step=8, train_s=600, eval_rows=48, eval_s=60)
     assert smaller_setting(short, max_length=512) == {}
+
+
+def test_kto_rows_are_put_in_a_length_grouped_order():
+    # KTO samples in order (its KL term pairs neighbours): the order itself is grouped.
+    lengths = [(i * 37) % 101 for i in range(400)]
+    order = grouped_order(lengths, batch=4, seed=0, groups_of=25)
+    assert sorted(order) == list(range(400)) and order != sorted(order)
+    for start in range(0, 400, 100):  # within each group of 25 batches: longest first
+        group = [lengths[i] for i in order[start:start + 100]]
+        assert group == sorted(group, reverse=True)
+    batches = [order[i:i + 4] for i in range(0, 400, 4)]
+    grouped_pad = sum(4 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+    plain = [list(range(i, i + 4)) for i in range(0, 400, 4)]
+    plain_pad = sum(4 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in plain)
+    assert grouped_pad < plain_pad / 5

@@ -5,7 +5,10 @@ Length grouping: TRL tokenizes the rows inside the trainer, into columns that di
 trainer (``input_ids``; ``prompt_ids`` + ``chosen_ids`` / ``rejected_ids``; ...), and the
 trainer's ``LengthGroupedSampler`` only knows ``input_ids``. So once the trainer is built,
 each row's length as the model sees it (prompt + its longest answer) becomes a ``length``
-column, which the sampler reads (``length_column_name``) and the trainer keeps."""
+column, which the sampler reads (``length_column_name``) and the trainer keeps.
+
+KTO must sample in order (its KL term pairs each row with its neighbours in the batch), so
+its rows are put in a length-grouped order before TRL sees them (:func:`grouped_order`)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ def _datasets(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> tuple[
 
 def build_trainer(kind: str, algo: str, model, config, train, test, tokenizer,  # noqa: ANN001, ANN201
                   peft_config=None, reward_model=None, callbacks=()):  # noqa: ANN001
+    if kind == "kto" and config.train_sampling_strategy == "sequential":
+        per_update = config.per_device_train_batch_size * config.gradient_accumulation_steps
+        train = [train[i] for i in grouped_order([_text_length(r) for r in train], per_update, config.seed)]
     train_ds, test_ds = _datasets(train, test)
     common = dict(model=model, args=config, train_dataset=train_ds, eval_dataset=test_ds,
                   processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
@@ -35,6 +41,24 @@ def build_trainer(kind: str, algo: str, model, config, train, test, tokenizer,  
     if config.train_sampling_strategy == "group_by_length":
         _add_lengths(trainer)
     return trainer
+
+
+def grouped_order(lengths: list[int], batch: int, seed: int, groups_of: int = 50) -> list[int]:
+    """Indices in random order, then sorted by length within groups of ``groups_of`` batches
+    (as transformers' ``LengthGroupedSampler`` does): consecutive batches hold rows of
+    similar length, and the run still sees them in a shuffled order."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    size = max(1, batch * groups_of)
+    return [i for start in range(0, len(order), size)
+            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
+
+
+def _text_length(row: dict[str, Any]) -> int:
+    """Characters of a row's messages (a stand-in for tokens, to order rows by length)."""
+    return sum(len(str(m.get("content", ""))) for k in ("prompt", "completion") for m in row.get(k) or [])
 
 
 def row_lengths(dataset) -> list[int] | None:  # noqa: ANN001

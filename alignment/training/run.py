@@ -111,7 +111,9 @@ def train(
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
         if kind == "rl":  # each prompt is sampled num_generations times
             rows_per_step = max(1, rows_per_step // max(1, getattr(args, "num_generations", 1)))
-        evaluated = len(data.test) if kind != "rl" else 0
+        evaluated = 0  # the held-out rows the trainer kept (TRL may still drop some)
+        if kind != "rl" and data.test:
+            evaluated = len(trainer.eval_dataset) if trainer.eval_dataset is not None else len(data.test)
         watcher = TrainingProgress(
             tracker, rows_per_step=rows_per_step, lengths=row_lengths(trainer.train_dataset),
             grouped=args.train_sampling_strategy == "group_by_length", eval_rows=evaluated,

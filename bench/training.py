@@ -39,8 +39,11 @@ Attention's score/value matmuls (4 x seq x hidden per token per layer, ~5-8% at 
 lengths) are left out, so the fraction is a slight underestimate. ``executed`` counts
 padded tokens instead: the gap between the two is padding. ``--variants`` re-runs the
 measurement with one change at a time (batch size, max_length, threads, gradient
-checkpointing, LoRA placement, and one patch of TRL: ``compact``) and prints each as a
-ratio to the baseline run, which runs again at the end to show drift; ``--profile``
+checkpointing, LoRA placement, ``random`` batches instead of length-grouped ones, and one
+patch of TRL: ``compact``) and prints each as a
+ratio to the baseline run, which runs again at the end to show drift; ``%model pk`` is
+trained tokens/s against the model's own peak (``meter.plain_step_tokens_per_s``: a plain
+forward/backward of the trained model on a full unpadded batch); ``--profile``
 prints torch.profiler's top operators for one more training step of each baseline.
 
 Runs on CUDA with bf16 when present (``make_config`` sets it), fp32 on CPU; ``--device``
@@ -412,6 +415,7 @@ def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile:
     callbacks = [meter] + ([ProfileStep(args.warmup + args.steps + 1)] if profile else [])
     overrides = dict(
         max_steps=args.warmup + args.steps + profile, per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,  # one batch per step, as the table in docs/training.md
         max_length=args.max_length, eval_rows=0, limit=args.limit, seed=args.seed,
         **device_overrides(device),
     )

@@ -44,10 +44,10 @@ def _train_options(f):  # noqa: ANN001, ANN202
         click.option("--steps", type=int, help="Optimizer steps (default: one epoch)."),
         click.option("--epochs", type=float, help="Epochs over the training rows [1]."),
         click.option("--batch-size", type=int, help="Rows per device per step [4]."),
-        click.option("--grad-accum", type=int, help="Steps accumulated per update [1]."),
+        click.option("--grad-accum", type=int, help="Steps accumulated per update [2 on a CPU, 1 with CUDA]."),
         click.option("--lr", "learning_rate", type=float, help="Learning rate (kind's default)."),
-        click.option("--max-length", type=int, help="Longest row in tokens [512]; a longer row's "
-                     "prompt is shortened from the left, its answers kept whole."),
+        click.option("--max-length", type=int, help="Longest row in tokens [256 on a CPU, 512 with "
+                     "CUDA]; a longer row's prompt is shortened from the left, its answers kept whole."),
         click.option("--drop-long", is_flag=True, default=None,
                      help="Drop rows longer than --max-length instead of shortening their prompt."),
         click.option("--lora-r", type=int, help="LoRA rank [16]."),
@@ -55,7 +55,8 @@ def _train_options(f):  # noqa: ANN001, ANN202
         click.option("--limit", type=int, help="Use at most N training rows."),
         click.option("--test-fraction", type=float, help="Conversations held out [0.1]."),
         click.option("--min-rows", type=int, help="Refuse with fewer training rows."),
-        click.option("--eval-rows", type=int, help="Held-out rows evaluated after training [200]."),
+        click.option("--eval-rows", type=int,
+                     help="Held-out rows evaluated after training [48 on a CPU, 200 with CUDA; -1: all]."),
         click.option("--gradient-checkpointing", is_flag=True, default=None,
                      help="Trade compute for memory (large models)."),
         click.option("--seed", type=int, help="Training seed [0]."),
@@ -101,7 +102,7 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = train(settings, kind, config, algo=algo,
-                       progress=(run_dir / runs.PROGRESS) if run_dir else None)
+                       progress=(run_dir / runs.PROGRESS) if run_dir else None, echo=click.echo)
     except BaseException as err:
         if run_dir:
             status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -130,6 +131,10 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
         click.echo(f"  held-out accuracy {m['heldout_accuracy']:.1%}{interval} on {n} rows")
     if m.get("final_reward") is not None:
         click.echo(f"  mean reward {m['first_reward']:.3f} -> {m['final_reward']:.3f}")
+    click.echo("  " + time_line(m, result.phase_seconds, result.seconds))
+    if m.get("trained_tokens_per_s") is not None:
+        click.echo(f"  {m['trained_tokens_per_s']:.0f} trained tokens/s; "
+                   f"{m['padding_share']:.0%} of the batches' tokens were padding")
     click.echo(f"  curve: {v.curve}")
     if kind != "reward" and not options_grounded(overrides):
         click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
@@ -138,6 +143,15 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
 
 def options_grounded(overrides: dict) -> bool:
     return bool(overrides.get("grounded"))
+
+
+def time_line(metrics: dict, phases: dict[str, float], total: float) -> str:
+    """Training time and total time, with every phase's."""
+    from alignment.run_estimate import duration
+
+    train_s = metrics.get("train_seconds") or phases.get("training") or 0.0
+    parts = ", ".join(f"{name} {duration(s)}" for name, s in phases.items())
+    return f"training time {duration(train_s)}, total time {duration(total)} ({parts})"
 
 
 def type_name(kind: str, algo: str) -> str:

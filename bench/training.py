@@ -7,7 +7,7 @@ imported with ``alignment.importers.import_hh_rlhf`` into a fresh SQLite data di
 
 ``--reward``: the reward model (SmolLM2-135M + scalar head + LoRA) trained one epoch on
 1,000 pairs (``limit=1000``; ``test_fraction=0.15`` holds out 192 conversations) and
-evaluated on all of them (``eval_rows=None``). Reported: held-out accuracy, beside two
+evaluated on all of them (``eval_rows=-1``). Reported: held-out accuracy, beside two
 baselines scored on the very same held-out pairs in the same process: "the shorter answer
 wins" and "the longer answer wins" (hh-rlhf *harmless* prefers short refusals, so length
 alone beats a coin). TRL's ``RewardTrainer`` *drops* pairs longer than ``max_length``
@@ -39,8 +39,11 @@ Attention's score/value matmuls (4 x seq x hidden per token per layer, ~5-8% at 
 lengths) are left out, so the fraction is a slight underestimate. ``executed`` counts
 padded tokens instead: the gap between the two is padding. ``--variants`` re-runs the
 measurement with one change at a time (batch size, max_length, threads, gradient
-checkpointing, LoRA placement, and one patch of TRL: ``compact``) and prints each as a
-ratio to the baseline run, which runs again at the end to show drift; ``--profile``
+checkpointing, LoRA placement, ``random`` batches instead of length-grouped ones, and one
+patch of TRL: ``compact``) and prints each as a
+ratio to the baseline run, which runs again at the end to show drift; ``%model pk`` is
+trained tokens/s against the model's own peak (``meter.plain_step_tokens_per_s``: a plain
+forward/backward of the trained model on a full unpadded batch); ``--profile``
 prints torch.profiler's top operators for one more training step of each baseline.
 
 Runs on CUDA with bf16 when present (``make_config`` sets it), fp32 on CPU; ``--device``
@@ -72,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alignment.importers import import_hh_rlhf
 from alignment.training import make_config, train
+from alignment.training.meter import plain_step_tokens_per_s
 from assistant.bootstrap import open_database
 from assistant.config import Settings
 from assistant.models import load_model
@@ -301,7 +305,7 @@ def reward_bench(args, device: torch.device) -> None:  # noqa: ANN001
         lora_target_modules=(top_layers(ws.layers, int(args.lora_targets[3:]))
                              if args.lora_targets and args.lora_targets.startswith("top") else args.lora_targets),
         limit=args.limit,
-        test_fraction=args.test_fraction, eval_rows=None if args.steps is None else 0,
+        test_fraction=args.test_fraction, eval_rows=-1 if args.steps is None else 0,  # -1: all
         num_train_epochs=args.epochs, max_steps=args.steps or -1, seed=args.seed,
         **device_overrides(device),
     )
@@ -389,6 +393,7 @@ VARIANTS = {
     "threads1": Variant("1 thread", {}, threads=1),
     "ckpt": Variant("gradient checkpointing on", {"gradient_checkpointing": True}),
     "compact": Variant("TRL patch: LM head on labels only", {}, patch=True),
+    "random": Variant("random batches (no length grouping)", {"train_sampling_strategy": "random"}),
 }
 
 
@@ -403,12 +408,14 @@ def combine(spec: str) -> Variant:
                    patch=any(v.patch for v in parts))
 
 
-def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile: bool = False):  # noqa: ANN001, ANN201
+def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile: bool = False,  # noqa: ANN001, ANN201
+                   measure_peak: bool = False):
     meter = Meter()
     # The profiled step runs after the timed ones (the profiler slows the step it watches).
     callbacks = [meter] + ([ProfileStep(args.warmup + args.steps + 1)] if profile else [])
     overrides = dict(
         max_steps=args.warmup + args.steps + profile, per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,  # one batch per step, as the table in docs/training.md
         max_length=args.max_length, eval_rows=0, limit=args.limit, seed=args.seed,
         **device_overrides(device),
     )
@@ -421,6 +428,11 @@ def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile:
     w["batch"] = config.per_device_train_batch_size
     w["max_length"] = config.max_length
     w["kept"] = len(result.trainer.train_dataset)
+    if measure_peak:
+        # The model's own peak: a plain forward/backward of the trained model on a full batch
+        # (chosen and rejected: 2 x batch rows) of max_length tokens, no padding.
+        w["model_peak_tps"] = plain_step_tokens_per_s(result.trainer.model, 2 * config.per_device_train_batch_size,
+                                                      config.max_length)
     return w
 
 
@@ -443,6 +455,7 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
         variants.append(None)  # the baseline again at the end: drift shows as a gap between the two
     rows = []
     base_tps: dict[str, float] = {}
+    model_peak: dict[str, float] = {}
     for kind in kinds:
         for i, variant in enumerate(variants):
             threads_before = torch.get_num_threads()
@@ -453,7 +466,7 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
             try:
                 with compact_lm_head() if variant and variant.patch else nullcontext():
                     w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
-                                       profile=args.profile and i == 0)
+                                       profile=args.profile and i == 0, measure_peak=i == 0)
             finally:
                 torch.set_num_threads(threads_before)
             tps = w["tokens"] / w["seconds"]
@@ -469,6 +482,10 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
             note = f" (backward through {prm.p_backward / 1e6:.1f}M of P)" if prm.p_backward != prm.p else ""
             name = variant.name if variant else ("baseline" if i == 0 else "baseline, again")
             rows.append((kind, name, w, tps, gflops, tps / base_tps[kind], load_text()))
+            if "model_peak_tps" in w:
+                model_peak[kind] = w["model_peak_tps"]
+                print(f"  {kind:6} model peak (plain fp32 forward/backward, {2 * w['batch']} x {w['max_length']} "
+                      f"tokens, no padding): {model_peak[kind]:.0f} tok/s")
             print(f"  {kind:6} {rows[-1][1]:34} {tps:7.0f} tok/s  {gflops:6.1f} GFLOP/s  "
                   f"{gflops / peak:6.1%} of peak  ({w['steps']} steps, {w['step_s']:.1f} s/step, {load_text()})"
                   f"{note}",
@@ -477,13 +494,13 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
     print(f"\nSummary ({device.type}, {dtype}; peak {peak:.1f} GFLOP/s measured in this run; "
           f"{args.steps} timed steps after {args.warmup} warm-up)")
     print(f"{'trainer':7} {'run':34} {'batch':>5} {'max_len':>7} {'tok/step':>8} {'pad %':>5} "
-          f"{'s/step':>6} {'tok/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'exec %pk':>8} {'vs base':>7}")
+          f"{'s/step':>6} {'tok/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'exec %pk':>8} {'vs base':>7} {'%model pk':>9}")
     for kind, name, w, tps, gflops, ratio, _ in rows:
         pad = 1 - w["tokens"] / w["padded"] if w["padded"] else 0
         executed = w["executed_flop"] / w["seconds"] / 1e9
         print(f"{kind:7} {name:34} {w['batch']:>5} {w['max_length']:>7} {w['tokens'] / w['steps']:>8.0f} "
               f"{pad:>5.0%} {w['step_s']:>6.1f} {tps:>7.0f} {gflops:>8.1f} {gflops / peak:>6.1%} "
-              f"{executed / peak:>8.1%} {ratio:>6.2f}x")
+              f"{executed / peak:>8.1%} {ratio:>6.2f}x {tps / model_peak[kind] if kind in model_peak else 0:>9.1%}")
     after, _ = matmul_peak(device)
     print("%peak: useful FLOPs (non-pad tokens); exec %pk: FLOPs of the padded batch. "
           "Target (issue): >= 30% of peak.")

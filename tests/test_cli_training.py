@@ -12,7 +12,8 @@ from alignment import runs
 from assistant.bootstrap import open_registry
 from assistant.cli import main
 
-QUICK = ["--steps", "2", "--lora-r", "4", "--max-length", "96", "--batch-size", "2", "--lr", "1e-3"]
+QUICK = ["--steps", "2", "--lora-r", "4", "--max-length", "96", "--batch-size", "2", "--grad-accum", "1",
+         "--lr", "1e-3"]
 QUICK_RL = ["--steps", "2", "--lora-r", "4", "--max-completion-length", "8", "--batch-size", "2",
             "--num-generations", "2"]
 
@@ -25,8 +26,15 @@ def cli(*args: str, ok: bool = True):
 
 
 def test_train_eval_activate_rollback(tiny_settings, feedback_db):
-    out = cli("train", "sft", *QUICK).output
+    out = cli("train", "sft", *QUICK, "--eval-rows", "1").output
     assert "Registered v1: sft from base, 2 steps" in out and "curve: " in out
+    # Each phase in order, the estimate once the first step has run, both times at the end.
+    order = ["[1/4] Loading the data and the model", "[2/4] Training: 2 steps of 2 rows",
+             "Estimate from the first step", "[3/4] Evaluating on the held-out rows: 1 held-out row ",
+             "[4/4] Saving and registering the version", "Registered v1", "held-out rows: 1 given",
+             "training time ", "total time "]
+    assert all(x in out for x in order), out
+    assert [out.index(x) for x in order] == sorted(out.index(x) for x in order), out
     out = cli("train", "dpo", *QUICK, "--set", "beta=0.3").output
     assert "Registered v2: dpo from base" in out
     registry = open_registry(tiny_settings, feedback_db)

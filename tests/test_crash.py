@@ -276,7 +276,7 @@ def test_training_killed_midway_registers_nothing(tiny_settings, feedback_db, mo
     history = registry.history()
 
     run = runs.start(tiny_settings, ["train", "sft", "--steps", "500", "--max-length", "96",
-                                     "--batch-size", "2"], "sft")
+                                     "--batch-size", "2", "--grad-accum", "1"], "sft")
     wait_for("two training steps", lambda: runs.load(run.path).progress.get("step", 0) >= 2,
              timeout=240, poll=0.2)
     os.killpg(run.pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ from assistant.significance import UNDECIDED
 
 def quick(kind, tmp_path):
     return make_config(kind, str(tmp_path / f"out-{kind}"), max_steps=2, per_device_train_batch_size=2,
-                       lora_r=4, eval_rows=4, learning_rate=1e-3, max_length=96)
+                       gradient_accumulation_steps=1, lora_r=4, eval_rows=4, learning_rate=1e-3, max_length=96)
 
 
 def copy_of(registry, version, fingerprint=None):

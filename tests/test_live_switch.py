@@ -23,7 +23,7 @@ QUESTION = "What is the capital of France?"
 def trained(tiny_settings, feedback_db, tmp_path):
     """An SFT version trained hard enough (lr 5e-2) that its answers differ."""
     config = make_config("sft", str(tmp_path / "sft"), max_steps=4, per_device_train_batch_size=4,
-                         lora_r=8, max_length=96, learning_rate=5e-2, eval_rows=0)
+                         gradient_accumulation_steps=1, lora_r=8, max_length=96, learning_rate=5e-2, eval_rows=0)
     return train(tiny_settings, "sft", config, db=feedback_db).version
 
 
@@ -68,7 +68,8 @@ def test_a_version_that_cannot_load_leaves_the_chat_as_it_was(tiny_settings, fee
     # A second version whose adapter file is damaged (a disk error, a crash while copying)
     # gets activated directly in the database.
     config = make_config("sft", str(tiny_settings.data_dir / "x"), max_steps=1, lora_r=8,
-                         max_length=96, per_device_train_batch_size=4, eval_rows=0)
+                         max_length=96, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                         eval_rows=0)
     broken = train(tiny_settings, "sft", config, db=feedback_db).version
     weights = broken.adapter_dir / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

@@ -23,7 +23,8 @@ from assistant.registry import STAGING_PREFIX, VersionNotFound
 
 
 def quick(kind, tmp_path, **overrides):
-    values = dict(max_steps=2, per_device_train_batch_size=2, lora_r=4, eval_rows=4, learning_rate=1e-3)
+    values = dict(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, lora_r=4,
+                  eval_rows=4, learning_rate=1e-3)
     if kind == "rl":
         values.update(num_generations=2, max_completion_length=8, per_device_train_batch_size=2)
     else:

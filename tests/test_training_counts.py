@@ -15,7 +15,8 @@ from alignment.training.data import describe_counts
 
 
 def quick(kind, tmp_path, **overrides):
-    values = dict(max_steps=2, per_device_train_batch_size=2, lora_r=4, eval_rows=8, learning_rate=1e-3,
+    values = dict(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, lora_r=4, eval_rows=8,
+                  learning_rate=1e-3,
                   max_length=96)
     values.update(overrides)
     return make_config(kind, str(tmp_path / f"out-{kind}"), **values)

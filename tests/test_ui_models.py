@@ -250,7 +250,9 @@ def test_runs_panel_done_died_and_running_cancelled(service, registry, env_setti
     add_version(registry)
     add_version(registry)
     write_run(env_settings, "20250101-000000-dpo-aaaa", "dpo", ["train", "dpo", "--steps", "10"],
-              gone_pid(), progress={"step": 10, "max_steps": 10, "loss": 0.5},
+              gone_pid(), progress={"step": 10, "max_steps": 10, "loss": 0.5, "phase": "done", "phases": {
+                  "loading": {"seconds": 20.0}, "training": {"seconds": 300.0},
+                  "evaluating": {"seconds": 60.0}, "saving": {"seconds": 5.0}}},
               result={"status": "done", "version": "v1", "error": None}, log="step 10\rdone\n")
     write_run(env_settings, "20250101-000001-kto-bbbb", "kto", ["train", "kto", "--steps", "5"],
               gone_pid(), progress={"step": 2, "max_steps": 5})
@@ -259,9 +261,15 @@ def test_runs_panel_done_died_and_running_cancelled(service, registry, env_setti
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", running_id],
                             start_new_session=True)
     try:
-        write_run(env_settings, running_id, "sft", ["train", "sft", "--steps", "8"], proc.pid,
-                  progress={"phase": "training", "step": 2, "max_steps": 8, "loss": 1.25,
-                            "elapsed_s": 20, "eta_s": 90, "updated": time.time() - 30})
+        now = time.time()
+        write_run(env_settings, running_id, "sft", ["train", "sft", "--steps", "8"], proc.pid, progress={
+            "phase": "training", "label": "Training", "detail": "8 steps of 8 rows", "step": 2,
+            "max_steps": 8, "done": 2, "total": 8, "loss": 1.25, "phase_eta_s": 90, "updated": now - 30,
+            "phases": {"loading": {"started": now - 60, "seconds": 20.0},
+                       "training": {"started": now - 40, "seconds": None}},
+            "estimate": {"first_step_s": 12.0, "steps": 8, "rows_per_step": 8, "train_s": 2400.0,
+                         "eval_rows": 48, "eval_s": 300.0, "total_s": 2700.0,
+                         "smaller": {"steps": 6, "max_length": 256}}})
         at = models_page()
         assert "registered **v1**" in texts(at.markdown)
         assert at.selectbox(key="models_version").value == "v2"  # the newest
@@ -271,9 +279,17 @@ def test_runs_panel_done_died_and_running_cancelled(service, registry, env_setti
         assert "ended without a result" in texts(at.error)
         [bar] = at.get("progress")
         assert bar.proto.value == 25
-        # elapsed counts from the run's start (60 s ago); the ETA from when progress was written
-        assert re.fullmatch(r"step 2/8 · loss 1\.2500 · 1 min 0\d s elapsed · about (1 min 00|5\d) s left",
-                            bar.proto.text), bar.proto.text
+        # The phase's own time and ETA (counted from when progress.json was written), the run's.
+        assert re.fullmatch(r"Training: 8 steps of 8 rows · step 2/8 · loss 1\.2500 · 4\d s in this phase"
+                            r" · about (1 min 00|5\d) s left · 1 min 0\d s in all", bar.proto.text), bar.proto.text
+        captions = texts(at.caption)
+        assert "Phases: loading 20 s · training (now)" in captions
+        assert ("Estimate from the first step (12.0 s): training about 40 min 00 s (8 steps), held-out "
+                "evaluation about 5 min 00 s (48 rows); about 45 min 00 s in all.") in captions
+        assert "That is long for this machine" in texts(at.warning) and "Steps 6" in texts(at.warning)
+        # An ended run: its training time and its total time, each phase's.
+        assert ("Training time 5 min 00 s, total time 6 min 25 s (loading 20 s · training 5 min 00 s · "
+                "evaluating 1 min 00 s · saving 5 s)") in captions
         assert "done" in texts(at.code)  # the log tail, carriage returns resolved
         assert [b.key for b in at.button if b.key and b.key.startswith("cancel_run_")] == [
             f"cancel_run_{running_id}"]

@@ -11,9 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from alignment import runs
+from alignment import machine_defaults, runs
 from alignment.importers import import_hh_rlhf
 from assistant.bootstrap import open_database
+from alignment.run_estimate import duration
 from tests.fake_app import fake_app
 from tests.shared_data import HH_FILE, shared_file
 
@@ -93,6 +94,8 @@ def test_a_second_run_is_queued_and_shown_waiting(service, env_settings, tmp_pat
     assert "Queued dpo training" in " ".join(i.value for i in at.info)
     listed = runs.list_runs(env_settings)
     assert [r.status for r in listed] == ["queued", "running"]
+    eval_rows = machine_defaults.size_defaults()["eval_rows"]  # the form's default, sized for the machine
+    assert listed[0].args[listed[0].args.index("--eval-rows") + 1] == str(eval_rows)
     assert any("Waits for the running run to end" in c.value for c in at.caption)
     at.button(key=f"cancel_run_{listed[0].id}").click()
     run_ok(at)
@@ -100,3 +103,35 @@ def test_a_second_run_is_queued_and_shown_waiting(service, env_settings, tmp_pat
     run_ok(at)
     time.sleep(0.5)
     assert [r.status for r in runs.list_runs(env_settings)] == ["cancelled", "cancelled"]
+
+
+def test_held_out_rows_and_the_estimate_before_a_run_starts(service, env_settings, tmp_path, monkeypatch):
+    from tests.test_ui_models import add_version
+
+    monkeypatch.setattr(machine_defaults, "has_gpu", lambda: False)
+    import_pairs(env_settings, tmp_path, 40)
+    at = models_page()
+    assert at.number_input(key="train_eval_rows").value == 48  # the CPU's default
+    assert "No estimate yet" in " ".join(c.value for c in at.caption)
+    # A run of the same kind measured its pace: 100 s per training row, 10 s per held-out row.
+    add_version(service.registry, metrics={"steps": 10, "final_loss": 0.5, "train_seconds_per_row": 100.0,
+                                           "eval_seconds_per_row": 10.0})
+    at.number_input(key="train_eval_rows").set_value(6)
+    run_ok(at)
+    captions = " ".join(c.value for c in at.caption)
+    rows = min(50 * 4 * 2, _train_rows(env_settings))
+    assert (f"Estimate: training about {duration(rows * 100.0)} ({rows} rows), held-out evaluation "
+            "about 1 min 00 s; at the pace of v1") in captions
+    warning = " ".join(w.value for w in at.warning)
+    assert "That is long for this machine" in warning and "Steps 2 " in warning  # 1800 s / (100 s x 8 rows)
+    assert "--eval-rows 6" in at.button(key="train_start").help
+
+
+def _train_rows(settings) -> int:
+    from alignment.readiness import check_data
+
+    db = open_database(settings)
+    try:
+        return check_data(db, "dpo")
+    finally:
+        db.dispose()

@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from alignment import runs
+from alignment.machine_defaults import has_gpu, size_defaults
+from alignment.run_estimate import LONG_S, SHORT_MAX_LENGTH, duration, from_history
 from assistant.chat import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
@@ -388,6 +390,13 @@ def _headline_metrics(m: dict) -> None:
                    delta=f"{m['final_reward'] - first:+.3f} from {first:.3f}" if first is not None else None)
     if number("train_seconds") is not None:
         row.metric("Training time", duration(m["train_seconds"]), width="content")
+    if number("total_seconds") is not None:
+        phases = " · ".join(f"{k} {duration(x)}" for k, x in (m.get("phase_seconds") or {}).items())
+        row.metric("Total time", duration(m["total_seconds"]), width="content",
+                   help=f"The whole run: {phases}" if phases else None)
+    if number("trained_tokens_per_s") is not None and number("padding_share") is not None:
+        row.metric("Trained tokens/s", f"{m['trained_tokens_per_s']:.0f}", width="content",
+                   delta=f"{m['padding_share']:.0%} padding", delta_color="off", delta_arrow="off")
 
 
 _NAME_VALUE = {"name": st.column_config.TextColumn(width="medium"),
@@ -450,12 +459,15 @@ def _evaluations(v: Version, evaluations: list) -> None:
 # -- training ----------------------------------------------------------------------------------
 def _train(settings: Settings, versions: list[Version], active: str) -> None:
     st.subheader("Train a new version")
+    sizes = size_defaults()
     kinds = list(TRAIN_KINDS)
     cols = st.columns(3)
     kind = cols[0].selectbox("Kind", kinds, key="train_kind")
     steps = cols[1].number_input("Steps", 1, 100_000, 50, 10, key="train_steps",
-                                 help="Optimizer steps; each sees 'batch size' rows.")
-    batch = cols[2].number_input("Batch size", 1, 512, 4, 1, key="train_batch_size")
+                                 help="Optimizer steps; each sees 'batch size' x "
+                                      f"{sizes['gradient_accumulation_steps']} rows (gradient accumulation).")
+    batch = cols[2].number_input("Batch size", 1, 512, sizes["per_device_train_batch_size"], 1,
+                                 key="train_batch_size")
     st.caption(TRAIN_KINDS[kind])
     cols = st.columns(3)
     lr = cols[0].number_input("Learning rate", min_value=0.0, max_value=1.0, value=None, step=1e-5,
@@ -464,6 +476,14 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
     args = ["train", kind, "--steps", str(int(steps)), "--batch-size", str(int(batch))]
     if lr:
         args += ["--lr", f"{lr:g}"]
+    eval_rows = 0
+    if kind != "rl":
+        eval_rows = int(st.number_input(
+            "Held-out rows", 0, 100_000, sizes["eval_rows"], 8, key="train_eval_rows",
+            help="Held-out rows evaluated after training (accuracy on rows the run did not "
+                 f"see). Default sized for this machine: {sizes['eval_rows']} "
+                 f"({'GPU' if has_gpu() else 'CPU'}); 0: none."))
+        args += ["--eval-rows", str(eval_rows)]
     ready = True
     if kind != "reward":
         parents = [BASE_VERSION] + [v.name for v in reversed(versions) if v.kind in POLICY_KINDS]
@@ -481,10 +501,13 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
         else:
             ready = False
             st.warning("Online RL needs a reward model: train one with kind 'reward' first.")
-    missing = _missing_data_cached(kind, settings.resolved_database_url)
+    missing, rows = _data_check_cached(kind, settings.resolved_database_url)
     if missing:
         ready = False
         st.warning(error_text(missing), icon=":material/dataset:")
+    else:
+        per_step = int(batch) * sizes["gradient_accumulation_steps"]
+        _estimate_note(kind, versions, min(int(steps) * per_step, rows), eval_rows, per_step)
     st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
               help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
                    "keeps answering meanwhile.",
@@ -492,23 +515,50 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
     _show_notice("train")
 
 
+def _estimate_note(kind: str, versions: list[Version], rows: int, eval_rows: int, per_step: int) -> None:
+    """How long the run should take, at the pace the last run of the same kind measured, and
+    the smaller setting when that is long. The run itself measures its first step and
+    shows its own estimate under Runs."""
+    last = next((v for v in reversed(versions) if v.kind == kind and v.metrics.get("train_seconds_per_row")),
+                None)
+    estimate = from_history(last.metrics if last else None, rows, eval_rows)
+    if estimate is None:
+        st.caption(f":material/timer: No estimate yet: no earlier {plain(kind)} run here has measured "
+                   "its pace. The run measures its first step and shows its estimate under Runs.")
+        return
+    pace = float(last.metrics["train_seconds_per_row"])
+    held = f", held-out evaluation about {duration(estimate.eval_s)}" if eval_rows else ""
+    st.caption(f":material/timer: Estimate: training about {duration(estimate.train_s)} ({rows} rows){held}; "
+               f"at the pace of {plain(last.name)}, the last {plain(kind)} run ({pace:.2f} s per training row "
+               f"at max length {last.config.get('max_length', '?')}).")
+    if estimate.train_s > LONG_S:
+        fit = max(1, int(LONG_S / (pace * per_step)))
+        st.warning(f"That is long for this machine. For about {duration(LONG_S)}: Steps {fit} "
+                   f"(or `assistant train {plain(kind)} --steps {fit} --max-length {SHORT_MAX_LENGTH}` "
+                   "in a terminal).", icon=":material/timer:")
+
+
 @st.cache_data(ttl=10, show_spinner=False)
-def _missing_data_cached(kind: str, database_url: str) -> str | None:
+def _data_check_cached(kind: str, database_url: str) -> tuple[str | None, int]:
     # Exporting all the feedback takes ~1 s with a thousand pairs: not on every rerun of the
     # page. The click re-checks uncached, so a stale answer never starts a run.
-    return _missing_data(kind)
+    return _data_check(kind)
 
 
 def _missing_data(kind: str) -> str | None:
     """Why a ``kind`` run would stop at once for want of data (None: it has enough), found
     before it starts: a run only gets there after loading the model."""
+    return _data_check(kind)[0]
+
+
+def _data_check(kind: str) -> tuple[str | None, int]:
+    """(why a ``kind`` run would stop for want of data or None, its training rows)."""
     from alignment.readiness import check_data
 
     try:
-        check_data(resources.database(), kind)
+        return None, check_data(resources.database(), kind)
     except AssistantError as err:
-        return str(err)
-    return None
+        return str(err), 0
 
 
 def _start_training(settings: Settings, args: list[str], kind: str) -> None:
@@ -575,6 +625,8 @@ def _run(settings: Settings, run: runs.Run) -> None:
             st.button("Cancel", key=f"cancel_run_{run.id}", icon=":material/cancel:",
                       on_click=runs.cancel, args=(run,))
         elif run.status == "done" and run.version:
+            if _times(run):
+                st.caption(":material/timer: " + _times(run))
             what = "evaluated" if run.kind == "eval" else "registered"
             head.markdown(f":material/check_circle: {what} **{plain(run.version)}**")
             if head.button(f"Show {run.version}", key=f"show_run_{run.id}",
@@ -588,33 +640,73 @@ def _run(settings: Settings, run: runs.Run) -> None:
 
 
 def _progress(run: runs.Run) -> None:
+    """The run's current phase with its own progress bar and estimate, then every phase's
+    time so far and the estimate of the whole run (after its first step)."""
     p = run.progress
     now = time.time()
     elapsed = f" · {duration(now - run.started)} elapsed" if run.started else ""
-    if run.fraction is None:
-        st.progress(0, text=("Evaluating: both versions answer the held-out prompts"
-                             if run.kind == "eval" else
-                             "Preparing: exporting the data and loading the model") + elapsed)
+    phase = p.get("phase")
+    if phase is None or phase == "done":
+        if run.kind == "eval":
+            text = "Evaluating: both versions answer the held-out prompts"
+        elif phase == "done":
+            text = "Finishing: writing the result"
+        else:
+            text = "Starting: the process loads Python and the training libraries"
+        st.progress(0 if phase is None else 1.0, text=text + elapsed)
         return
-    bits = [f"step {p.get('step', 0)}/{p.get('max_steps')}"]
-    if isinstance(p.get("loss"), int | float):
-        bits.append(f"loss {p['loss']:.4f}")
-    # progress.json is written once a step (which can take minutes): count the time from
-    # the run's start and the ETA from the moment it was written, so that both move.
+    # progress.json is written once a step (which can take minutes) or once a batch: the
+    # phase's time counts from its start, its ETA from the moment the file was written.
+    since = now - p["updated"] if isinstance(p.get("updated"), int | float) else 0.0
+    phases = p.get("phases") or {}
+    started = (phases.get(phase) or {}).get("started")
+    bits = [f"{p.get('label') or phase}"]
+    if p.get("detail"):
+        bits[0] += f": {p['detail']}"
+    total, done = p.get("total"), p.get("done") or 0
+    if phase == "training" and p.get("max_steps"):
+        bits.append(f"step {p.get('step', 0)}/{p['max_steps']}")
+        if isinstance(p.get("loss"), int | float):
+            bits.append(f"loss {p['loss']:.4f}")
+    elif total and phase == "evaluating":
+        bits.append(f"batch {done}/{total}")
+    if isinstance(started, int | float):
+        bits.append(f"{duration(now - started)} in this phase")
+    if isinstance(p.get("phase_eta_s"), int | float):
+        bits.append(f"about {duration(max(0.0, p['phase_eta_s'] - since))} left")
     if run.started:
-        bits.append(f"{duration(now - run.started)} elapsed")
-    if isinstance(p.get("eta_s"), int | float):
-        since = now - p["updated"] if isinstance(p.get("updated"), int | float) else 0.0
-        bits.append(f"about {duration(max(0.0, p['eta_s'] - since))} left")
-    if p.get("phase") == "saving":
-        bits = ["saving and registering the version"]
-    st.progress(run.fraction, text=" · ".join(bits))
+        bits.append(f"{duration(now - run.started)} in all")
+    fraction = min(1.0, done / total) if total else 0.0
+    st.progress(fraction, text=" · ".join(bits))
+    names = list(phases)
+    done_text = [f"{name} {duration(x['seconds'])}" for name, x in phases.items()
+                 if isinstance(x.get("seconds"), int | float)]
+    if done_text or len(names) > 1:
+        st.caption("Phases: " + " · ".join(done_text + [f"{phase} (now)"]))
+    estimate = p.get("estimate")
+    if estimate:
+        held = (f", held-out evaluation about {duration(estimate['eval_s'])} ({estimate['eval_rows']} rows)"
+                if estimate.get("eval_rows") else "")
+        st.caption(f":material/timer: Estimate from the first step ({estimate['first_step_s']:.1f} s): "
+                   f"training about {duration(estimate['train_s'])} ({estimate['steps']} steps){held}; "
+                   f"about {duration(estimate['total_s'])} in all.")
+        smaller = estimate.get("smaller") or {}
+        if smaller:
+            offer = f"Steps {smaller['steps']}"
+            if smaller.get("max_length"):
+                offer += f" (in a terminal: --max-length {smaller['max_length']})"
+            st.warning(f"That is long for this machine. For about {duration(LONG_S)}: cancel and start "
+                       f"again with {offer}. Nothing is registered by a cancelled run.",
+                       icon=":material/timer:")
 
 
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+def _times(run: runs.Run) -> str:
+    """'training time X, total time Y (loading ..., ...)' of an ended run (empty: unknown)."""
+    phases = {k: x.get("seconds") for k, x in (run.progress.get("phases") or {}).items()}
+    phases = {k: x for k, x in phases.items() if isinstance(x, int | float)}
+    if not phases:
+        return ""
+    total = (run.ended - run.started) if run.ended and run.started else sum(phases.values())
+    parts = " · ".join(f"{k} {duration(x)}" for k, x in phases.items())
+    return (f"Training time {duration(phases.get('training', 0.0))}, total time {duration(total)} "
+            f"({parts})")

@@ -6,7 +6,15 @@ TRL way; ``make_config`` only changes defaults that are wrong for this project:
 * fp32 on CPU (TRL defaults to ``bf16=True``, and bf16 matmul on CPUs without native
   support is many times slower: docs/architecture.md), bf16 on CUDA when supported;
 * no gradient checkpointing for small models (TRL turns it on; it slows them down), no hub,
-  no intermediate checkpoints (a version is registered whole or not at all), log every step.
+  no intermediate checkpoints (a version is registered whole or not at all), log every step;
+* sized for the machine (:mod:`alignment.machine_defaults`): without CUDA, rows of at most 256 tokens,
+  batches of 4 accumulated over 2 steps and 48 held-out rows, so that one pass over ~1,000
+  rows takes about half an hour on a 2-core CPU (docs/training.md has the measurements);
+  with CUDA, 512 tokens, batches of 4 and 200 held-out rows;
+* training batches grouped by length (``train_sampling_strategy="group_by_length"``, the
+  lengths given by :mod:`.trainers`): on random batches 40-47% of every batch was padding.
+  KTO keeps TRL's sequential order (its KL term pairs each row with its neighbours); online
+  RL batches the prompts' samples, whose lengths the sampler cannot know.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ from typing import Any
 import torch
 from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
 
+from alignment.machine_defaults import has_gpu, size_defaults
 from alignment.readiness import DATA_KIND, MIN_ROWS  # noqa: F401 (kept here for importers)
 
 TRAIN_KINDS = ("reward", "sft", "dpo", "kto", "rl")
+#: Kinds whose training batches are grouped by length (see the module docstring).
+GROUPED_KINDS = ("reward", "sft", "dpo")
 
 
 @dataclass
@@ -41,8 +52,9 @@ class RunArgs:
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/test split."})
     #: Fewer training rows than this is refused with a message (None: the kind's default).
     min_rows: int | None = field(default=None, metadata={"help": "Refuse with fewer rows."})
-    #: Held-out rows evaluated after training (0: none; None: all).
-    eval_rows: int | None = field(default=200, metadata={"help": "Held-out rows to evaluate."})
+    #: Held-out rows evaluated after training (0: none; None or negative: all).
+    #: :func:`make_config` sets the machine's default: 48 on a CPU, 200 with CUDA.
+    eval_rows: int | None = field(default=None, metadata={"help": "Held-out rows to evaluate."})
     #: Rows longer than max_length: False shortens their prompt from the left (answers kept
     #: whole), True drops them. Either way the counts are stored with the version.
     drop_long: bool = field(default=False, metadata={"help": "Drop over-long rows instead."})
@@ -89,7 +101,7 @@ RUN_ARG_NAMES = frozenset(f.name for f in fields(RunArgs))
 
 
 def device_defaults() -> dict[str, Any]:
-    if torch.cuda.is_available():
+    if has_gpu():
         return {"bf16": torch.cuda.is_bf16_supported(), "fp16": False, "use_cpu": False}
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
@@ -100,6 +112,7 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
     key = algo if kind == "rl" else kind
     if key not in CONFIGS:
         raise ValueError(f"unknown training kind {kind!r} (algo {algo!r})")
+    sizes = size_defaults()
     values: dict[str, Any] = {
         **device_defaults(),
         "output_dir": output_dir,
@@ -107,20 +120,25 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
         "save_strategy": "no",
         "logging_steps": 1,
         "gradient_checkpointing": False,
-        "per_device_train_batch_size": 4,
+        "per_device_train_batch_size": sizes["per_device_train_batch_size"],
+        "gradient_accumulation_steps": sizes["gradient_accumulation_steps"],
         "per_device_eval_batch_size": 4,
         "num_train_epochs": 1.0,
         "seed": 0,
+        "eval_rows": sizes["eval_rows"],
     }
+    if kind in GROUPED_KINDS:
+        values["train_sampling_strategy"] = "group_by_length"
     if kind in ("dpo", "kto", "reward", "sft"):
-        values["max_length"] = 512
+        values["max_length"] = sizes["max_length"]
     if kind == "dpo":
         values["learning_rate"] = 5e-5  # TRL's 1e-6 is tuned for full fine-tuning, not LoRA
     if kind == "kto":
         values["learning_rate"] = 5e-5
     if kind == "rl":
-        values.update(learning_rate=1e-5, num_generations=4, max_completion_length=64,
-                      per_device_train_batch_size=4)
+        values.update(learning_rate=1e-5, num_generations=4,
+                      max_completion_length=sizes["max_completion_length"],
+                      per_device_train_batch_size=4, gradient_accumulation_steps=1)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return CONFIGS[key](**values)
 

@@ -32,7 +32,8 @@ def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # n
                             grounded=bool(getattr(config, "grounded", False)))
     result = export(db, data_kind, options)  # raises NoTrainingData when there is none
     train_rows = result.train[: config.limit] if config.limit else list(result.train)
-    test_rows = result.test if config.eval_rows is None else result.test[: config.eval_rows]
+    everything = config.eval_rows is None or config.eval_rows < 0
+    test_rows = list(result.test) if everything else result.test[: config.eval_rows]
     if kind == "rl":  # online RL samples its own answers: only the prompts are used
         train_rows, test_rows = distinct_prompts(train_rows), distinct_prompts(test_rows)
 

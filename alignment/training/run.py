@@ -15,9 +15,9 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from peft import LoraConfig, PeftModel
 from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
 from alignment.training.config import config_record
 from alignment.training.data import defuse, describe_counts, fit, prepare, row_counts
-from alignment.training.progress import ProgressFile, plot_curve, write_json
-from alignment.training.trainers import build_trainer
+from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
+from alignment.training.trainers import build_trainer, row_lengths
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
 from assistant.models import LoadedModel, load_model
@@ -47,6 +47,8 @@ class TrainResult:
     seconds: float
     #: The trainer (its model holds the trained adapter): for tests and benchmarks.
     trainer: Any = None
+    #: Seconds of each phase (loading, training, evaluating, saving).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def train(
@@ -59,18 +61,32 @@ def train(
     progress: Path | None = None,
     callbacks: Sequence[Any] = (),
     loaded: LoadedModel | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``kind`` (reward, sft, dpo, kto, rl) and register the result as a version."""
+    """Train ``kind`` (reward, sft, dpo, kto, rl) and register the result as a version.
+
+    Each phase (:data:`.progress.PHASES`) reports its progress and estimate to ``progress``
+    (a progress.json, for the Models page) and to ``echo`` (a terminal)."""
     started = time.perf_counter()
+    phases = tuple(p for p in PHASES if not (kind == "rl" and p == "evaluating"))
+    tracker = RunProgress(progress, kind, echo, phases)
     db = db or open_database(settings)
     registry = open_registry(settings, db)
     parent = _parent(registry, kind, config)
     reward_version = _reward_version(registry, config) if kind == "rl" else None
+    before = registry.newest(kind)
+    tracker.phase("loading", total=4, unit="parts", eta_s=_last_phase(before, "loading"))
 
     staging = registry.staging_dir()
     try:
+        tracker.step("exporting the feedback")
         data = prepare(db, kind, config, staging / "data")
+        if not data.test:  # nothing held out (or --eval-rows 0): no evaluation phase
+            tracker.phases = tuple(p for p in tracker.phases if p != "evaluating")
+        tracker.step(f"loading the model ({len(data.train)} training, {len(data.test)} held-out rows)")
         loaded = loaded or load_model(settings)
+        tracker.step(f"fitting the rows to {getattr(config, 'max_length', None) or 'the'} tokens"
+                     if kind != "rl" else "reading the prompts")
         data = defuse(data, loaded.tokenizer, staging / "data")
         data = fit(data, loaded.tokenizer, config, kind, staging / "data")
         for needed in filter(None, (parent, reward_version)):
@@ -86,31 +102,59 @@ def train(
             from alignment.reward_model import load_reward_model
 
             reward_model = load_reward_model(loaded, reward_version).model
-        extra = [ProgressFile(progress, kind)] if progress else []
+        tracker.step("preparing the trainer (TRL tokenizes the rows)")
         trainer = build_trainer(
             kind, algo, model, config, data.train, data.test, loaded.tokenizer,
-            peft_config=peft_config, reward_model=reward_model, callbacks=[*extra, *callbacks],
+            peft_config=peft_config, reward_model=reward_model, callbacks=list(callbacks),
         )
+        args = trainer.args
+        rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+        if kind == "rl":  # each prompt is sampled num_generations times
+            rows_per_step = max(1, rows_per_step // max(1, getattr(args, "num_generations", 1)))
+        evaluated = 0  # the held-out rows the trainer kept (TRL may still drop some)
+        if kind != "rl" and data.test:
+            evaluated = len(trainer.eval_dataset) if trainer.eval_dataset is not None else len(data.test)
+        watcher = TrainingProgress(
+            tracker, rows_per_step=rows_per_step, lengths=row_lengths(trainer.train_dataset),
+            grouped=args.train_sampling_strategy == "group_by_length", eval_rows=evaluated,
+            max_length=getattr(config, "max_length", None), rows=len(data.train))
+        trainer.add_callback(watcher)
+        trainer.callback_handler.callbacks.remove(watcher)  # first: the others see its counts
+        trainer.callback_handler.callbacks.insert(0, watcher)
         with _out_of_memory_is_a_message(loaded, config):
             output = trainer.train()
-            eval_metrics = trainer.evaluate() if data.test and kind != "rl" else {}
+            eval_metrics = {}
+            if evaluated:
+                batches = len(trainer.get_eval_dataloader())
+                eta = watcher.estimate.eval_s if watcher.estimate else None
+                tracker.phase("evaluating", f"{_count(evaluated, 'held-out row')} in {_count(batches, 'batch')}",
+                              total=batches, unit="batches", eta_s=eta)
+                eval_metrics = trainer.evaluate()
 
+        tracker.phase("saving", total=4 if kind != "reward" and settings.engine == "llamacpp" else 3,
+                      unit="parts")
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
         rows = _rows(data, trainer, metrics, kind, config)
         metrics["rows"] = rows
         data.record["rows"] = rows
+        metrics.update(_pace(tracker, watcher, metrics, rows_per_step, rows))
         for line in describe_counts(rows):
             log.info("%s", line)
+        tracker.step("saving the adapter")
         trainer.save_model(str(staging / "adapter"))  # on every process: ZeRO-3 gathers here
         if not trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)  # only the main process registers
             return TrainResult(None, metrics, history, time.perf_counter() - started, trainer)
         shutil.rmtree(staging / "adapter" / "ref", ignore_errors=True)  # TRL's frozen reference copy
         write_json(staging / "log_history.json", history)
+        tracker.step("drawing the loss curve")
         plot_curve(history, staging / "curve.png", f"{kind}{f' ({algo})' if kind == 'rl' else ''}")
         record = config_record(config)
         record.update(algo=algo if kind == "rl" else None, reward_version=getattr(reward_version, "name", None))
+        tracker.step("registering the version")
+        metrics["phase_seconds"] = tracker.seconds()
+        metrics["total_seconds"] = round(time.perf_counter() - started, 1)
         version = registry.register(
             staging, kind=kind, base_model=loaded.model_id, base_fingerprint=loaded.fingerprint,
             parent=parent.name, data=data.record, config=json.loads(json.dumps(record, default=str)),
@@ -119,11 +163,40 @@ def train(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if kind != "reward" and settings.engine == "llamacpp":
+        tracker.step("converting the adapter for llama.cpp")
+        _convert_for_llamacpp(version, loaded)
+    tracker.end()
     seconds = time.perf_counter() - started
     log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
-    if kind != "reward" and settings.engine == "llamacpp":
-        _convert_for_llamacpp(version, loaded)
-    return TrainResult(version, metrics, history, seconds, trainer)
+    return TrainResult(version, metrics, history, seconds, trainer, tracker.seconds())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
+
+
+def _last_phase(version: Version | None, phase: str) -> float | None:
+    """How long ``phase`` took in ``version``'s run (the estimate of the same phase now)."""
+    seconds = ((version.metrics or {}).get("phase_seconds") or {}).get(phase) if version else None
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+def _pace(tracker: RunProgress, watcher: TrainingProgress, metrics: dict[str, Any],
+          rows_per_step: int, rows: dict[str, Any]) -> dict[str, Any]:
+    """What the run measured of its own speed: tokens/s and padding (trained forwards), the
+    seconds per training and held-out row (the Models page's estimate for the next run),
+    and the estimate it made after its first step, to compare."""
+    out: dict[str, Any] = dict(watcher.meter.summary())
+    seconds = tracker.seconds()
+    steps = int(metrics.get("steps") or 0)
+    if metrics.get("train_seconds") and steps:
+        out["train_seconds_per_row"] = round(metrics["train_seconds"] / (steps * rows_per_step), 4)
+    if seconds.get("evaluating") and rows.get("heldout_used"):
+        out["eval_seconds_per_row"] = round(seconds["evaluating"] / rows["heldout_used"], 4)
+    if watcher.estimate is not None:
+        out["estimate"] = watcher.estimate.as_dict()
+    return out
 
 
 def _convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:

@@ -1,5 +1,14 @@
 """One builder per kind: the TRL trainer for a model, a config and the rows. Thin on purpose:
-everything they share (data, model, saving, registering) lives in :mod:`.run`."""
+everything they share (data, model, saving, registering) lives in :mod:`.run`.
+
+Length grouping: TRL tokenizes the rows inside the trainer, into columns that differ per
+trainer (``input_ids``; ``prompt_ids`` + ``chosen_ids`` / ``rejected_ids``; ...), and the
+trainer's ``LengthGroupedSampler`` only knows ``input_ids``. So once the trainer is built,
+each row's length as the model sees it (prompt + its longest answer) becomes a ``length``
+column, which the sampler reads (``length_column_name``) and the trainer keeps.
+
+KTO must sample in order (its KL term pairs each row with its neighbours in the batch), so
+its rows are put in a length-grouped order before TRL sees them (:func:`grouped_order`)."""
 
 from __future__ import annotations
 
@@ -15,19 +24,72 @@ def _datasets(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> tuple[
 
 def build_trainer(kind: str, algo: str, model, config, train, test, tokenizer,  # noqa: ANN001, ANN201
                   peft_config=None, reward_model=None, callbacks=()):  # noqa: ANN001
+    if kind == "kto" and config.train_sampling_strategy == "sequential":
+        per_update = config.per_device_train_batch_size * config.gradient_accumulation_steps
+        train = [train[i] for i in grouped_order([_text_length(r) for r in train], per_update, config.seed)]
     train_ds, test_ds = _datasets(train, test)
     common = dict(model=model, args=config, train_dataset=train_ds, eval_dataset=test_ds,
                   processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
-    if kind == "reward":
-        return RewardTrainer(**common)
-    if kind == "sft":
-        return SFTTrainer(**common)
-    if kind == "dpo":
-        return DPOTrainer(**common)
-    if kind == "kto":
-        return KTOTrainer(**common)
     if kind == "rl":
         cls = GRPOTrainer if algo == "grpo" else RLOOTrainer
         common.pop("eval_dataset")  # evaluated by `assistant eval`, against the reward model
         return cls(reward_funcs=[reward_model], reward_processing_classes=[tokenizer], **common)
-    raise ValueError(f"unknown kind {kind!r}")
+    classes = {"reward": RewardTrainer, "sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer}
+    if kind not in classes:
+        raise ValueError(f"unknown kind {kind!r}")
+    trainer = classes[kind](**common)
+    if config.train_sampling_strategy == "group_by_length":
+        _add_lengths(trainer)
+    return trainer
+
+
+def grouped_order(lengths: list[int], batch: int, seed: int, groups_of: int = 50) -> list[int]:
+    """Indices in random order, then sorted by length within groups of ``groups_of`` batches
+    (as transformers' ``LengthGroupedSampler`` does): consecutive batches hold rows of
+    similar length, and the run still sees them in a shuffled order."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    size = max(1, batch * groups_of)
+    return [i for start in range(0, len(order), size)
+            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
+
+
+def _text_length(row: dict[str, Any]) -> int:
+    """Characters of a row's messages (a stand-in for tokens, to order rows by length)."""
+    return sum(len(str(m.get("content", ""))) for k in ("prompt", "completion") for m in row.get(k) or [])
+
+
+def row_lengths(dataset) -> list[int] | None:  # noqa: ANN001
+    """Tokens of each tokenized row as the model sees it: the prompt and its longest answer
+    (None: not a tokenized dataset)."""
+    if not isinstance(dataset, Dataset):
+        return None
+    columns = set(dataset.column_names)
+
+    def lengths(name: str) -> list[int]:
+        return [len(ids) for ids in dataset[name]]
+
+    if "input_ids" in columns:
+        return lengths("input_ids")
+    answers = [lengths(c) for c in ("chosen_ids", "rejected_ids", "completion_ids") if c in columns]
+    if not answers:
+        return None
+    longest = [max(n) for n in zip(*answers, strict=True)]
+    if "prompt_ids" in columns:
+        longest = [a + p for a, p in zip(longest, lengths("prompt_ids"), strict=True)]
+    return longest
+
+
+def _add_lengths(trainer) -> None:  # noqa: ANN001
+    name = trainer.args.length_column_name
+    for split in ("train_dataset", "eval_dataset"):
+        dataset = getattr(trainer, split, None)
+        lengths = row_lengths(dataset)
+        if lengths is not None and name not in dataset.column_names:
+            setattr(trainer, split, dataset.add_column(name, lengths))
+    # The trainer drops the columns its model does not take before the sampler reads them.
+    trainer._set_signature_columns_if_needed()
+    if trainer._signature_columns is not None and name not in trainer._signature_columns:
+        trainer._signature_columns = [*trainer._signature_columns, name]

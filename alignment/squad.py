@@ -238,8 +238,9 @@ class GroundedExample:
 
 
 def ground(question: SquadQuestion, library: Library) -> GroundedExample:
-    """Retrieve sources for ``question`` as the chat does and build its reference answer."""
-    hits = library.retriever.search(question.question)
+    """Retrieve sources for ``question`` as the chat does (only the relevant ones: the
+    chat's gate) and build its reference answer."""
+    hits = library.retriever.relevant(question.question).hits
     sources = tuple(
         SourceRecord(rank=n, chunk_id=h.chunk_id, document_name=h.document_name,
                      location=h.location, text=h.text, score=h.score)

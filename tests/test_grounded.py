@@ -98,8 +98,8 @@ def test_import_v2_makes_documents_and_grounded_examples(db, library, store, tmp
     examples = {e.question: e for e in grounded_examples(db)}
     n1 = examples["In what country is Normandy located?"]
     # The prompt is the chat's: the system prompt with the sources instruction, the question
-    # with the sources the product's retrieval returned, numbered.
-    hits = library.retriever.search(n1.question)
+    # with the relevant sources the product's retrieval returned, numbered.
+    hits = library.retriever.relevant(n1.question).hits
     assert [s.text for s in n1.sources] == [h.text for h in hits]
     gold = next(s.rank for s in n1.sources if "France" in s.text)
     assert n1.reference == f"France [{gold}]." and n1.answers == ("France",)

@@ -71,6 +71,21 @@ def make_lora(checkpoint: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
+def embedded_model(threads: int | None) -> tuple[int, Path, Path]:
+    """The threads to use (every core by default, torch's too), the shipped GGUF and the
+    transformers checkpoint dequantized from it (cached under bench/out/models)."""
+    import torch
+
+    from assistant.engines.llamacpp import default_threads
+
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    OUT.mkdir(exist_ok=True)
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models")
+    shipped = embedded_gguf()
+    return threads, shipped, checkpoint_for_gguf(shipped, settings.resolved_model_cache_dir)
+
+
 def engine_rates(gen: Generator, params: GenerationParams, version: str, rounds: int) -> float:
     rates = []
     for _ in range(rounds):
@@ -122,16 +137,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: every core")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    from assistant.engines.llamacpp import default_threads
-
-    threads = args.threads or default_threads()
-    torch.set_num_threads(threads)
-    OUT.mkdir(exist_ok=True)
-    settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models")
-    shipped = embedded_gguf()
-    checkpoint = checkpoint_for_gguf(shipped, settings.resolved_model_cache_dir)
+    threads, shipped, checkpoint = embedded_model(args.threads)
     q8 = convert_checkpoint(checkpoint, OUT / "models" / "smollm2-135m.q8_0.gguf", "q8_0")
     adapter = make_lora(checkpoint, OUT / "lora-r16")
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=args.tokens)
@@ -139,6 +145,7 @@ def main() -> None:
                          four_sources())
 
     results: dict[str, dict[str, float]] = {}
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models")
     tf = TransformersGenerator(load_model(settings))
     tf.load_adapter("lora", adapter)
     results["transformers fp32"] = {

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import tempfile
 import time
 from pathlib import Path
 
-from assistant.config import Settings
 from assistant.conversion import convert_checkpoint
-from assistant.engines.llamacpp import GGUFVocab, default_threads
-from assistant.model_files import embedded_gguf
-from assistant.models import checkpoint_for_gguf
+from assistant.engines.llamacpp import GGUFVocab
 from assistant.prompting import build_messages
-from engines import OUT, four_sources  # bench/engines.py, beside this script
+from engines import OUT, embedded_model, four_sources  # bench/engines.py, beside this script
 
 FORMATS = ("q8_0", "q4_0", "f16")
 
@@ -83,14 +79,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 128, 512])
     args = ap.parse_args()
-    import torch
-
-    threads = args.threads or default_threads()
-    torch.set_num_threads(threads)
-    OUT.mkdir(exist_ok=True)
-    settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models")
-    shipped = embedded_gguf()
-    checkpoint = checkpoint_for_gguf(shipped, settings.resolved_model_cache_dir)
+    threads, shipped, checkpoint = embedded_model(args.threads)
     f32 = convert_checkpoint(checkpoint, OUT / "models" / "smollm2-135m.f32.gguf", "f32")
     files = {"Q4_1 (shipped)": shipped} | {n: quantized(f32, n) for n in FORMATS} | {"f32": f32}
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from assistant.bootstrap import Library, open_database, open_registry
 from assistant.chat import ChatService
@@ -16,6 +18,24 @@ from assistant.storage import ConversationStore
 from assistant.storage.documents import DocumentStore
 from tests.fakes import FakeGenerator
 from ui import resources
+
+#: The app's entry point, for AppTest.
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+
+
+def run_ok(at: AppTest) -> AppTest:
+    """Run the page's script once; it must end without an exception."""
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def models_page() -> AppTest:
+    """A new session of the app, switched to the Models page."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    run_ok(at)
+    at.switch_page("views/models.py")
+    return run_ok(at)
 
 
 @contextmanager

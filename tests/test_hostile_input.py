@@ -30,12 +30,11 @@ from assistant.models import load_model
 from assistant.prompting import ZERO_WIDTH_SPACE, defuse_special_tokens, with_sources
 from assistant.storage import ConversationStore
 from assistant.storage.conversations import AnswerRecord, SourceRecord
-from tests.fake_app import fake_app
+from tests.fake_app import APP, run_ok, fake_app
 from tests.fakes import FakeGenerator
 from ui import resources
 from ui.text import plain, safe_markdown, safe_stream
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 # -- a CommonMark parser that reports everything it sees -------------------------------------
@@ -305,12 +304,6 @@ def service(env_settings, monkeypatch):
     """The app's own wiring with the FakeGenerator answering HOSTILE_ANSWER."""
     with fake_app(env_settings, monkeypatch, FakeGenerator(HOSTILE_ANSWER, context_window=8192)) as svc:
         yield svc
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def check_page(at: AppTest) -> list[str]:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.config import Settings
 from assistant.storage import ConversationStore, Database
+from tests.fake_app import APP
 
 pytestmark = pytest.mark.slow
-
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
 
 @pytest.fixture

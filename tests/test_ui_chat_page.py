@@ -5,7 +5,6 @@ ratings after an edit, compare mode's default versions."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,23 +13,15 @@ from streamlit.testing.v1 import AppTest
 
 from assistant.auth import UserStore
 from assistant.storage.conversations import DocumentChoice
-from tests.fake_app import fake_app
+from tests.fake_app import APP, run_ok, fake_app
 from ui import chat_page
 from tests.test_ui_models import add_version
-
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
 
 @pytest.fixture
 def service(env_settings, monkeypatch):
     with fake_app(env_settings, monkeypatch, fingerprint="fake-fingerprint") as svc:
         yield svc
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def new_session(query: dict | None = None) -> AppTest:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.storage import ConversationStore, Database
 from assistant.storage.documents import DocumentStore
+from tests.fake_app import APP
 
 pytestmark = pytest.mark.slow
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 FESTIVAL = (
     b"# Zorblax festival\n\nThe Zorblax festival is held every year in the town of "
     b"Quillhaven, on the third of May. Visitors eat blue pancakes.\n"

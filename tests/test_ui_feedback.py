@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.storage import ConversationStore, Database
+from tests.fake_app import APP, run_ok
 
 pytestmark = pytest.mark.slow
-
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
 
 @pytest.fixture
@@ -29,12 +26,6 @@ def at(env_settings):
 @pytest.fixture
 def store(env_settings):
     return ConversationStore(Database(env_settings.resolved_database_url))
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_regenerate_flip_choose_edit_and_tag(at, store):

@@ -12,9 +12,9 @@ from streamlit.testing.v1 import AppTest
 from alignment.importers import import_hh_rlhf
 from assistant.storage import Database, upgrade
 from assistant.storage.pairs import list_pairs
+from tests.fake_app import APP
 from tests.shared_data import HH_FILE, shared_file
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 HH = HH_FILE
 
 

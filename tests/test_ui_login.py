@@ -5,17 +5,14 @@ The app's own wiring with the FakeGenerator for the model (the login is the subj
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.auth import UserStore
-from tests.fake_app import fake_app
+from tests.fake_app import APP, run_ok, fake_app
 from ui import login
 from ui.state import CONV
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 PASSWORD = "correct horse"
 
 
@@ -31,12 +28,6 @@ def users(env_settings, monkeypatch):
 def people(users):
     return (users.add("root", PASSWORD, "admin"), users.add("alice", PASSWORD),
             users.add("bob", PASSWORD))
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def session() -> AppTest:

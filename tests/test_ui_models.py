@@ -21,10 +21,9 @@ from streamlit.testing.v1 import AppTest
 
 from alignment import runs
 from assistant.errors import ModelNotFound
-from tests.fake_app import fake_app
+from tests.fake_app import APP, run_ok, models_page, fake_app
 from ui import resources
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 FINGERPRINT = "fake-fingerprint"
 
 
@@ -39,19 +38,6 @@ def service(env_settings, monkeypatch):
 @pytest.fixture
 def registry(service):
     return service.registry
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def models_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    run_ok(at)
-    at.switch_page("views/models.py")
-    return run_ok(at)
 
 
 def add_version(registry, kind: str = "dpo", parent: str = "base", metrics: dict | None = None,

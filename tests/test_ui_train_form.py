@@ -9,16 +9,13 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from alignment import machine_defaults, runs
 from alignment.importers import import_hh_rlhf
 from assistant.bootstrap import open_database
 from alignment.run_estimate import duration
-from tests.fake_app import fake_app
+from tests.fake_app import run_ok, models_page, fake_app
 from tests.shared_data import HH_FILE, shared_file
-
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
 
 @pytest.fixture
@@ -26,19 +23,6 @@ def service(env_settings, monkeypatch):
     st.cache_data.clear()
     with fake_app(env_settings, monkeypatch, fingerprint="fake-fingerprint") as svc:
         yield svc
-
-
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def models_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    run_ok(at)
-    at.switch_page("views/models.py")
-    return run_ok(at)
 
 
 def import_pairs(settings, tmp_path: Path, n: int) -> None:

@@ -332,7 +332,7 @@ def models_activate(name: str, force: bool, threshold: float | None) -> None:
     the OpenAI-compatible server), as the Models page does: a version the engine cannot
     serve is refused with the engine's reason and the active version stays."""
     from assistant.bootstrap import build_engine
-    from assistant.registry import DEFAULT_GATE, activate_version, gate, gate_report
+    from assistant.registry import DEFAULT_GATE, activate_version, gate_report
     from assistant.versions import BASE_VERSION
 
     settings, _, registry = _settings_db_registry()
@@ -342,7 +342,7 @@ def models_activate(name: str, force: bool, threshold: float | None) -> None:
     report = gate_report(registry, name, threshold)
     engine = build_engine(settings)
     fingerprint = engine.fingerprint()
-    if name != BASE_VERSION and (force or not gate(registry, name, threshold)):
+    if name != BASE_VERSION and (force or not report.reasons):
         version = registry.check_servable(name, fingerprint)
         click.echo(f"Loading {name} into the chat's engine ({engine.generator.engine})...")
         engine.generator.load_adapter(name, version.adapter_dir)

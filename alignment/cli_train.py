@@ -206,6 +206,11 @@ def train_kto(**options) -> None:
     _run("kto", options)
 
 
+#: ``train grounded``'s default --max-length: the chat's prompt with four sources (the
+#: retriever's default) is ~600-850 tokens on SmolLM2's tokenizer, plus a short answer.
+GROUNDED_MAX_LENGTH = 1024
+
+
 @train.command("grounded")
 @_train_options
 @click.option("--dpo-steps", type=int, help="DPO optimizer steps (default: --steps).")
@@ -219,6 +224,10 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
     from alignment.errors import NoTrainingData, NotEnoughTrainingData
 
     options["grounded"] = True
+    if options.get("max_length") is None:
+        # The chat's prompt with its sources must fit whole: TRL's SFT cuts a longer row's end,
+        # which is the answer (a row left without one is dropped, and counted).
+        options["max_length"] = GROUNDED_MAX_LENGTH
     run_dir = options.get("run_dir")
     sft = _run("sft", dict(options))
     if sft is None or no_dpo:

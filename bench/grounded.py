@@ -3,7 +3,7 @@ the embedded model: train on one SQuAD article's questions, evaluate on the othe
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/grounded.py [--file squad2_dev_2_articles.json]
         [--train-title Computational_complexity_theory] [--eval-title Normans]
-        [--train-limit 160] [--eval-limit 80] [--sft-steps 40] [--dpo-steps 20]
+        [--train-limit 160] [--eval-limit 80] [--sft-steps 25] [--dpo-steps 15 | --no-dpo] [--lr LR]
 
 In a fresh data folder (``--data-dir``, default a temporary one), each step is the CLI a
 user runs, timed:
@@ -82,7 +82,9 @@ def main() -> None:
     p.add_argument("--from-step", choices=STEPS, default=STEPS[0],
                    help="Resume in an earlier --data-dir from this step.")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--max-length", type=int, default=None, help="Default: train grounded's.")
+    p.add_argument("--lr", type=float, default=None, help="SFT learning rate (default: the product's).")
+    p.add_argument("--no-dpo", action="store_true", help="SFT only: no on-policy pairs, no DPO.")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -95,7 +97,7 @@ def main() -> None:
                  "file": str(file), "train_title": a.train_title, "eval_title": a.eval_title,
                  "args": {k: str(v) for k, v in vars(a).items()}, "data_dir": str(data_dir)}
 
-    todo = STEPS[STEPS.index(a.from_step):]
+    todo = [s for s in STEPS[STEPS.index(a.from_step):] if not (a.no_dpo and s == "on-policy")]
     if "documents" in todo:
         _, times["import_documents"] = cli(env, "data", "import", "squad", str(file), "--no-examples")
     if "examples" in todo:
@@ -108,9 +110,11 @@ def main() -> None:
         text, times["on_policy"] = cli(env, "data", "on-policy", *limit)
         out["on_policy"] = text.strip()
     if "train" in todo:
-        text, times["train"] = cli(
-            env, "train", "grounded", "--steps", str(a.sft_steps), "--dpo-steps", str(a.dpo_steps),
-            "--batch-size", str(a.batch_size), "--max-length", str(a.max_length), "--test-fraction", "0.1")
+        extra = (["--no-dpo"] if a.no_dpo else ["--dpo-steps", str(a.dpo_steps)])
+        extra += ["--max-length", str(a.max_length)] if a.max_length else []
+        extra += ["--lr", str(a.lr)] if a.lr else []
+        text, times["train"] = cli(env, "train", "grounded", "--steps", str(a.sft_steps), *extra,
+                                   "--batch-size", str(a.batch_size), "--test-fraction", "0.1")
         out["train"] = text.strip()
         versions = [line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith("Registered ")]
     else:

@@ -78,6 +78,9 @@ def test_cpu_defaults_without_a_gpu(tmp_path, monkeypatch):
         assert (c.max_length, c.per_device_train_batch_size, c.gradient_accumulation_steps, c.eval_rows) == (
             256, 4, 2, 48), kind
         assert c.train_sampling_strategy == ("sequential" if kind == "kto" else "group_by_length")
+    # LoRA learning rates, not TRL's full fine-tuning ones (SFT 2e-5, DPO 1e-6).
+    assert {k: make_config(k, str(tmp_path)).learning_rate for k in ("sft", "dpo", "kto")} == {
+        "sft": 2e-4, "dpo": 5e-5, "kto": 5e-5}
     rl = make_config("rl", str(tmp_path))
     assert rl.max_completion_length == 32
     assert make_config("dpo", str(tmp_path), max_length=512, eval_rows=7).eval_rows == 7  # options win

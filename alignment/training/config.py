@@ -131,6 +131,8 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
         values["train_sampling_strategy"] = "group_by_length"
     if kind in ("dpo", "kto", "reward", "sft"):
         values["max_length"] = sizes["max_length"]
+    if kind == "sft":
+        values["learning_rate"] = 2e-4  # TRL's 2e-5 is tuned for full fine-tuning, not LoRA
     if kind == "dpo":
         values["learning_rate"] = 5e-5  # TRL's 1e-6 is tuned for full fine-tuning, not LoRA
     if kind == "kto":

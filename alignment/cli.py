@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,9 @@ from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, expo
 from alignment.importers import import_hh_rlhf
 from assistant.cli_auth import needs
 from assistant.storage.origins import ORIGIN_FILTERS
+
+if TYPE_CHECKING:
+    from alignment.synth import SynthReport
 
 MALFORMED_SHOWN = 20
 
@@ -166,15 +170,22 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
 @click.option("--version", "version", help="Version that writes the questions (default: the active one).")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="At most N chunks this run.")
+@click.option("--per-chunk", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Up to K questions a chunk: the first greedy, the others sampled.")
+@click.option("--document", "documents", multiple=True, metavar="NAME",
+              help="Only the chunks of this document (as `assistant documents list` names it); "
+                   "repeatable.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @needs("import")
-def data_synth(version: str | None, limit: int, batch_size: int) -> None:
-    """Grounded examples from the library's documents, without gold data: the model writes a
-    question and a short answer per chunk through the chat's engine; only pairs whose answer
-    is in the chunk word for word (and whose question is a question not giving it away) are
-    kept, then grounded with the product's retrieval. Resumes where a stopped run ended."""
+def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple[str, ...],
+               batch_size: int) -> None:
+    """Grounded examples from the library's documents, without gold data: the model writes
+    questions and short answers per chunk through the chat's engine; only pairs whose answer
+    is in the chunk word for word (and whose question is a question not giving it away, and
+    not one the chunk already got) are kept, then grounded with the product's retrieval.
+    Resumes where a stopped run ended."""
     from alignment.evaluate import VersionAnswers
-    from alignment.synth import TRIED_FILE, synthesize
+    from alignment.synth import MAX_NEW_TOKENS, TRIED_FILE, chunks_of, synthesize
     from assistant.bootstrap import build_engine, open_library, open_registry
     from assistant.config import get_settings
     from assistant.versions import BASE_VERSION
@@ -182,10 +193,7 @@ def data_synth(version: str | None, limit: int, batch_size: int) -> None:
     settings = get_settings()
     db = _open_database()
     library = open_library(settings, db)
-    if not library.store.list_documents():
-        from alignment.synth import EmptyLibrary
-
-        raise EmptyLibrary()
+    chunks_of(library, documents)  # an empty library or an unknown name: before the model loads
     registry = open_registry(settings, db)
     version = version or registry.active()
     registry.get(version)
@@ -194,14 +202,22 @@ def data_synth(version: str | None, limit: int, batch_size: int) -> None:
                             engine.fingerprint() if version != BASE_VERSION else "", {version})
     try:
         report = synthesize(
-            db, library, lambda prompts: models.generate(version, prompts, 64, batch_size),
+            db, library,
+            lambda prompts, params: models.generate(version, prompts, MAX_NEW_TOKENS, batch_size,
+                                                    params=params),
             settings.generation.system_prompt, state=settings.data_dir / TRIED_FILE, limit=limit,
-            batch_size=batch_size)
+            batch_size=batch_size, per_chunk=per_chunk, documents=documents)
     finally:
         models.close()
+    _synth_summary(report)
+
+
+def _synth_summary(report: SynthReport) -> None:
     dropped = ", ".join(f"{k} {v}" for k, v in sorted((report.dropped or {}).items())) or "none"
-    click.echo(f"{report.tried} chunks tried ({report.tried_before} before, of {report.chunks}): "
-               f"{report.kept} grounded examples kept ({report.kept_share:.0%}); dropped: {dropped}.")
+    click.echo(f"{report.tried} chunks tried ({report.tried_before} before, of {report.chunks}), "
+               f"{report.attempts} questions asked: {report.kept} grounded examples kept "
+               f"({report.kept_share:.0%} of the questions), {report.duplicates} duplicates; "
+               f"dropped: {dropped}.")
 
 
 @data.command("on-policy")

@@ -121,8 +121,10 @@ class VersionAnswers:
                 self.loaded.append(name)
 
     def generate(self, name: str, conversations: list[Messages], max_new_tokens: int,
-                 batch_size: int = 8, desc: str = "") -> list[str]:
-        params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+                 batch_size: int = 8, desc: str = "",
+                 params: GenerationParams | None = None) -> list[str]:
+        """Greedy, unless ``params`` (then its ``max_new_tokens`` is used too)."""
+        params = params or GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
         out: list[str] = []
         with tqdm(total=len(conversations), desc=desc, leave=False) as bar:
             # A window of requests at once: a server batches them, an in-process engine queues.

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from alignment.errors import ImportFileError
 from alignment.export import ExportOptions, export
@@ -340,7 +341,7 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
 def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp_path):
     from alignment.synth import EmptyLibrary, synthesize
 
-    def reply(prompts):
+    def reply(prompts, params):
         out = []
         for p in prompts:
             text = p[-1]["content"]
@@ -367,3 +368,62 @@ def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp
     assert example.question == "Who led the Norse raiders?" and example.answers == ("Rollo",)
     assert example.reference.startswith("Rollo [")
     assert [p.origin for p in list_pairs(db)] == ["synthetic"]
+
+
+def test_synth_several_questions_a_chunk_only_named_documents_and_resume(env_settings, db, library,
+                                                                         tmp_path):
+    """--per-chunk: the first attempt greedy, the others sampled; a question the chunk already
+    got is a duplicate; each kept one is its own example. --document picks the chunks; an
+    unknown name is refused before anything is made. A chunk tried with K attempts (or by an
+    older run, stored as "synth:library:<id>") is not tried again."""
+    from alignment.synth import GREEDY, SAMPLED, UnknownDocument, synthesize
+
+    asked = []
+
+    def reply(prompts, params):
+        asked.append((len(prompts), params))
+        if "Normans" not in prompts[0][-1]["content"]:
+            return ["Question: What does a bakery sell?\nAnswer: bread, cakes and pastries"] * len(prompts)
+        if params == GREEDY:
+            return ["Question: Who led the Norse raiders?\nAnswer: Rollo"] * len(prompts)
+        n = sum(1 for _, p in asked if p == SAMPLED)  # the samples differ, or repeat one
+        return [["Question: Which region did the Normans name?\nAnswer: Normandy",
+                 "Question: who led the Norse raiders ?\nAnswer: Rollo",  # normalised: the same
+                 "Question: Where is Normandy?\nAnswer: Spain"][(n - 1) % 3]] * len(prompts)
+
+    for name, text in zip(("normans.txt", "complexity.txt", "bakery.txt"), CONTEXTS):
+        assert library.ingestor.ingest_bytes(name, text.encode()).ok
+    state = tmp_path / "tried.json"
+    with pytest.raises(UnknownDocument, match=r"'nope.txt'.*it has: 'bakery.txt', 'complexity.txt', "
+                                              r"'normans.txt'\. Nothing was made"):
+        synthesize(db, library, reply, SYSTEM, state=state, documents=["normans.txt", "nope.txt"])
+    assert asked == [] and not state.exists() and grounded_examples(db) == []
+    # A chunk an older run kept (its source without an attempt number) is not tried again.
+    bakery = library.store.document_chunks(
+        next(d.id for d in library.store.list_documents() if d.name == "bakery.txt"))[0]
+    with db.write() as s:
+        s.add(Conversation(title="older", source=f"synth:library:{bakery.id}"))
+
+    report = synthesize(db, library, reply, SYSTEM, state=state, per_chunk=4,
+                        documents=["normans.txt", "bakery.txt"])
+    assert (report.chunks, report.tried_before, report.tried, report.attempts) == (2, 1, 1, 4)
+    assert [p for _, p in asked] == [GREEDY, SAMPLED, SAMPLED, SAMPLED]
+    assert (report.kept, report.duplicates, report.dropped) == (2, 1, {"answer_not_in_chunk": 1})
+    assert report.kept_share == 0.5
+    examples = grounded_examples(db)
+    assert sorted(e.question for e in examples) == ["Which region did the Normans name?",
+                                                    "Who led the Norse raiders?"]
+    with db.read() as s:
+        sources = set(s.scalars(select(Conversation.source).where(Conversation.source.like("synth:%"))))
+    normans = library.store.document_chunks(
+        next(d.id for d in library.store.list_documents() if d.name == "normans.txt"))[0]
+    assert sources == {f"synth:library:{bakery.id}", f"synth:library:{normans.id}",
+                       f"synth:library:{normans.id}:2"}
+    again = synthesize(db, library, reply, SYSTEM, state=tmp_path / "fresh.json", per_chunk=4,
+                       documents=["normans.txt"])  # from the stored sources alone
+    assert (again.tried_before, again.tried, len(asked)) == (1, 0, 4)
+
+    # Through the CLI: the unknown name is refused before any model loads.
+    result = CliRunner().invoke(main, ["data", "synth", "--document", "nope.txt", "--per-chunk", "2"])
+    assert result.exit_code == 1 and "No document named 'nope.txt'" in result.output, result.output
+    assert "Nothing was made" in result.output

@@ -10,7 +10,9 @@ user runs, timed:
 
 1. ``assistant data import squad FILE --no-examples``: both articles into the library;
 2. ``assistant data import squad FILE --title TRAIN --limit N --no-documents``: grounded
-   examples from the training article only;
+   examples from the training article only (or, with ``--synth K``, ``assistant data synth
+   --document TRAIN.txt --per-chunk K``: no gold questions, the model writes them from the
+   training article's chunks);
 3. ``assistant data on-policy``: the base model answers them (llama.cpp by default), the
    bad answers become pairs;
 4. ``assistant train grounded --steps S --dpo-steps D``: SFT, then DPO on top;
@@ -85,6 +87,9 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=None, help="Default: train grounded's.")
     p.add_argument("--lr", type=float, default=None, help="SFT learning rate (default: the product's).")
     p.add_argument("--no-dpo", action="store_true", help="SFT only: no on-policy pairs, no DPO.")
+    p.add_argument("--synth", type=int, default=0, metavar="K",
+                   help="No gold questions: the training examples are `data synth --per-chunk K` "
+                        "over the training article's document only.")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -100,7 +105,11 @@ def main() -> None:
     todo = [s for s in STEPS[STEPS.index(a.from_step):] if not (a.no_dpo and s == "on-policy")]
     if "documents" in todo:
         _, times["import_documents"] = cli(env, "data", "import", "squad", str(file), "--no-examples")
-    if "examples" in todo:
+    if "examples" in todo and a.synth:
+        text, times["synth"] = cli(env, "data", "synth", "--document", f"{a.train_title}.txt",
+                                   "--per-chunk", str(a.synth), "--limit", "1000")
+        out["synth"] = text.strip().splitlines()[-1]
+    elif "examples" in todo:
         text, times["import_examples"] = cli(env, "data", "import", "squad", str(file), "--no-documents",
                                              "--title", a.train_title, "--limit", str(a.train_limit),
                                              "--unanswerable-share", str(a.unanswerable_share))

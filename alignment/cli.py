@@ -4,6 +4,7 @@
     assistant data export --kind kto --format hf --out out/kto --since 2026-01-01 --tag inaccurate
     assistant data import hh-rlhf path/to/hh_rlhf_harmless_test.jsonl
     assistant data import squad path/to/dev-v2.0.json --limit 200
+    assistant data synth --limit 100 --per-chunk 3 --teacher-url http://gpu-box:8000/v1
     assistant data on-policy --limit 200
     assistant data export --kind preference --origin imported --out out/grounded
 
@@ -175,38 +176,67 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
 @click.option("--document", "documents", multiple=True, metavar="NAME",
               help="Only the chunks of this document (as `assistant documents list` names it); "
                    "repeatable.")
+@click.option("--teacher-url", metavar="URL",
+              help="An OpenAI-compatible server (its /v1 URL; e.g. vLLM serving a bigger model) "
+                   "writes the questions instead of a version.")
+@click.option("--teacher-model", metavar="NAME",
+              help="The teacher's served model (default: the first it lists).")
+@click.option("--teacher-key", envvar="ASSISTANT_TEACHER_API_KEY", metavar="KEY",
+              help="The teacher's API key, if it wants one [env: ASSISTANT_TEACHER_API_KEY].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @needs("import")
 def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple[str, ...],
+               teacher_url: str | None, teacher_model: str | None, teacher_key: str | None,
                batch_size: int) -> None:
     """Grounded examples from the library's documents, without gold data: the model writes
     questions and short answers per chunk through the chat's engine; only pairs whose answer
     is in the chunk word for word (and whose question is a question not giving it away, and
     not one the chunk already got) are kept, then grounded with the product's retrieval.
-    Resumes where a stopped run ended."""
+    Resumes where a stopped run ended. --teacher-url: a server's model (e.g. a bigger one on
+    vLLM) writes them instead."""
     from alignment.evaluate import VersionAnswers
     from alignment.synth import MAX_NEW_TOKENS, TRIED_FILE, chunks_of, synthesize
     from assistant.bootstrap import build_engine, open_library, open_registry
     from assistant.config import get_settings
+    from assistant.generation import GenerationParams
     from assistant.versions import BASE_VERSION
 
+    if teacher_url and version:
+        raise click.UsageError("--version and --teacher-url are exclusive: a version of the "
+                               "chat's model or the teacher writes the questions.")
+    if not teacher_url and (teacher_model or teacher_key):
+        raise click.UsageError("--teacher-model and --teacher-key need --teacher-url.")
     settings = get_settings()
     db = _open_database()
     library = open_library(settings, db)
     chunks_of(library, documents)  # an empty library or an unknown name: before the model loads
     registry = open_registry(settings, db)
-    version = version or registry.active()
-    registry.get(version)
-    engine = build_engine(settings)
-    models = VersionAnswers(engine.generator, registry,
-                            engine.fingerprint() if version != BASE_VERSION else "", {version})
+    if teacher_url:
+        from alignment.teacher import build_teacher
+
+        generator = build_teacher(settings, teacher_url, teacher_model, teacher_key, batch_size)
+        version, fingerprint = BASE_VERSION, ""  # the teacher's served model
+        click.echo(f"The teacher ({generator.model_id}) writes the questions.")
+    else:
+        version = version or registry.active()
+        registry.get(version)
+        engine = build_engine(settings)
+        generator = engine.generator
+        fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
+    models = VersionAnswers(generator, registry, fingerprint, {version})
+
+    def answer(prompts: list, params: GenerationParams) -> list[str]:
+        return models.generate(version, prompts, MAX_NEW_TOKENS, batch_size, params=params)
+
+    if teacher_url:
+        from alignment.teacher import reworded
+
+        answer = reworded(answer, teacher_url)
     try:
         report = synthesize(
-            db, library,
-            lambda prompts, params: models.generate(version, prompts, MAX_NEW_TOKENS, batch_size,
-                                                    params=params),
-            settings.generation.system_prompt, state=settings.data_dir / TRIED_FILE, limit=limit,
-            batch_size=batch_size, per_chunk=per_chunk, documents=documents)
+            db, library, answer, settings.generation.system_prompt,
+            state=settings.data_dir / TRIED_FILE, limit=limit, batch_size=batch_size,
+            per_chunk=per_chunk, documents=documents)
     finally:
         models.close()
     _synth_summary(report)

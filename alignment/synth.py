@@ -15,8 +15,10 @@ like an imported SQuAD one (:func:`alignment.squad.ground`: the sources the prod
 retrieval returns for it, the answer citing the one that holds it, or the abstention) and
 stored with ``source="synth:library:<chunk id>"`` for the chunk's first attempt and
 ``"synth:library:<chunk id>:<attempt>"`` for the others (origin ``synthetic``). A chunk already
-tried (with however many attempts) is not tried again, so a stopped run resumes; the report
-says the share of attempts kept.
+tried (with however many attempts) is not tried again, so a stopped run resumes (a run the
+model fails mid-way keeps what it kept; the failed batch is tried again next time); the report
+says the share of attempts kept. ``--teacher-url`` has an OpenAI-compatible server write the
+questions instead (:mod:`alignment.teacher`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from alignment.errors import AlignmentError
 from alignment.grounded import contains_answer, normalize
 from alignment.squad import SquadQuestion, write_examples, ground
 from assistant import atomic
+from assistant.errors import AssistantError
 from assistant.generation import GenerationParams
 from assistant.prompting import Messages
 from assistant.storage.db import Database
@@ -81,6 +84,18 @@ class UnknownDocument(AlignmentError):
         have = ", ".join(repr(n) for n in known) or "none"
         super().__init__(f"No document named {names} in the library (`assistant documents list`); "
                          f"it has: {have}. Nothing was made.")
+
+
+class SynthStopped(AlignmentError):
+    """The model writing the questions failed mid-run: what was kept stays, the chunks not
+    answered are not marked tried."""
+
+    def __init__(self, err: Exception, report: SynthReport) -> None:
+        self.report = report
+        super().__init__(
+            f"{err} Stopped after {report.tried} chunks: the {report.kept} grounded examples kept "
+            "stay, and the chunks not answered are not marked tried; run `assistant data synth` "
+            "again to resume.")
 
 
 @dataclass
@@ -179,7 +194,10 @@ def synthesize(db: Database, library: Library,
         for i in range(0, len(todo), batch_size):
             batch = todo[i:i + batch_size]
             prompts = [prompt(c.text) for c in batch]
-            replies = [answer(prompts, GREEDY if k == 0 else SAMPLED) for k in range(per_chunk)]
+            try:
+                replies = [answer(prompts, GREEDY if k == 0 else SAMPLED) for k in range(per_chunk)]
+            except AssistantError as err:  # e.g. the engine's server gone
+                raise SynthStopped(err, report) from err
             examples = []
             for chunk, chunk_replies in zip(batch, zip(*replies, strict=True), strict=True):
                 report.tried += 1

@@ -3,63 +3,18 @@
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import replace
 
 import pytest
 
 from assistant.errors import AdapterError, EngineUnavailable
 from assistant.generation import GenerationParams
+from tests.llama_server import BASE, embedded_server, free_port
 
 pytestmark = pytest.mark.slow
 
 SYSTEM = "You are a helpful assistant. Answer concisely and truthfully."  # the chat's default
 GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=24, system_prompt=SYSTEM)
-BASE = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m llama_cpp.server`` with a config file, started and stopped by the tests."""
-
-    def __init__(self, config: dict, log) -> None:
-        self.port = config["port"]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180) -> None:
-        path = self.log.parent / "server.json"
-        path.write_text(json.dumps(self.config))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(path)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +23,10 @@ def server(embedded_checkpoint, embedded_adapters, tmp_path_factory):
 
     require_llama()
     from assistant.conversion import convert_adapter
-    from assistant.model_files import embedded_gguf
 
     lora = convert_adapter(embedded_adapters["v1"], embedded_checkpoint)
-    model = {"model": str(embedded_gguf()), "n_ctx": 4096, "n_threads": 2, "verbose": False}
-    config = {"host": "127.0.0.1", "port": free_port(), "models": [
-        {**model, "model_alias": BASE},
-        {**model, "model_alias": "v1", "lora_path": str(lora)},
-    ]}
-    srv = Server(config, tmp_path_factory.mktemp("server") / "server.log")
-    srv.start()
+    srv = embedded_server(tmp_path_factory.mktemp("server"),
+                          {"model_alias": "v1", "lora_path": str(lora)})
     yield srv
     srv.stop()
 

@@ -4,6 +4,7 @@ product's retrieval), their on-policy pairs, and the export's origin filter."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -427,3 +428,91 @@ def test_synth_several_questions_a_chunk_only_named_documents_and_resume(env_set
     result = CliRunner().invoke(main, ["data", "synth", "--document", "nope.txt", "--per-chunk", "2"])
     assert result.exit_code == 1 and "No document named 'nope.txt'" in result.output, result.output
     assert "Nothing was made" in result.output
+
+
+def test_synth_teacher_unreachable_or_failing_loses_nothing(env_settings, db, library, tmp_path):
+    """An unreachable teacher: a clear error before anything is tried. A model failing mid-run:
+    what was kept stays, the failed batch is not marked tried (the next run tries it)."""
+    from alignment.synth import SynthStopped, TRIED_FILE, synthesize
+    from assistant.errors import EngineUnavailable
+    from tests.llama_server import free_port
+
+    for name, text in zip(("normans.txt", "complexity.txt", "bakery.txt"), CONTEXTS):
+        assert library.ingestor.ingest_bytes(name, text.encode()).ok
+    state = env_settings.data_dir / TRIED_FILE
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = CliRunner().invoke(main, ["data", "synth", "--teacher-url", url, "--teacher-model", "big"])
+    assert result.exit_code == 1, result.output
+    assert f"The teacher at {url} cannot be used (Connection error.)" in result.output
+    assert "--teacher-url" in result.output and "Nothing was tried." in result.output
+    assert not state.exists() and grounded_examples(db) == []
+    result = CliRunner().invoke(main, ["data", "synth", "--teacher-url", url, "--version", "base"])
+    assert result.exit_code == 2 and "exclusive" in result.output
+
+    calls = []
+
+    def dies(prompts, params):
+        calls.append(len(prompts))
+        if len(calls) > 1:
+            raise EngineUnavailable("The model server is unreachable.")
+        return ["Question: Who led the Norse raiders?\nAnswer: Rollo" if "Normans" in p[-1]["content"]
+                else "Question: What is sourdough leavened with?\nAnswer: a starter of wild yeast"
+                for p in prompts]
+
+    with pytest.raises(SynthStopped, match=r"unreachable\. Stopped after 1 chunks: the 1 grounded "
+                                           r"examples kept stay.*run `assistant data synth` again"):
+        synthesize(db, library, dies, SYSTEM, state=state, batch_size=1,
+                   documents=["normans.txt", "bakery.txt"])
+    assert len(grounded_examples(db)) == 1  # the first batch's
+    assert len(json.loads(state.read_text())) == 1  # the failed chunk was not marked tried
+    rest = synthesize(db, library, lambda p, _: ["no"] * len(p), SYSTEM, state=state,
+                      documents=["normans.txt", "bakery.txt"])
+    assert (rest.tried_before, rest.tried) == (1, 1)
+
+
+FAQ = ("Frequently asked questions about the Normans. Question: Who led the Norse raiders "
+       "that settled Normandy? Answer: Rollo. Question: Which country is Normandy in? Answer: "
+       "France.")
+
+
+@pytest.mark.slow
+def test_synth_with_a_real_teacher_server(env_settings, db, library, tmp_path):
+    """The teacher: llama_cpp.server on 127.0.0.1 (the embedded model, through the product's
+    OpenAI engine) writes the questions; what it writes is kept or dropped by the check, the
+    kept ones stored. The teacher dying mid-run keeps what was kept."""
+    from alignment.synth import TRIED_FILE, SynthStopped, check, synthesize
+    from alignment.teacher import build_teacher, reworded
+    from tests.llama_server import BASE, embedded_server
+
+    texts = {"faq.txt": FAQ, "normans.txt": CONTEXTS[0], "bakery.txt": CONTEXTS[2]}
+    for name, text in texts.items():
+        assert library.ingestor.ingest_bytes(name, text.encode()).ok
+    state = env_settings.data_dir / TRIED_FILE
+    server = embedded_server(tmp_path)
+    try:
+        result = CliRunner().invoke(main, ["data", "synth", "--teacher-url", server.url,
+                                           "--teacher-model", BASE, "--document", "faq.txt"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert f"The teacher ({BASE} at {server.url}) writes the questions." in result.output
+        kept = re.search(r"1 chunks tried \(0 before, of 1\), 1 questions asked: (\d+) grounded "
+                         r"examples kept", result.output)
+        assert kept, result.output
+        assert len(grounded_examples(db)) == int(kept[1])
+
+        teacher = build_teacher(env_settings, server.url, BASE)
+
+        def then_dies(prompts, params):
+            replies = ["".join(teacher.stream(p, params)).strip() for p in prompts]
+            server.stop()  # after the first batch
+            return replies
+
+        with pytest.raises(SynthStopped, match=f"The teacher at {server.url} cannot be used "
+                                               r".*Stopped after 1 chunks"):
+            synthesize(db, library, reworded(then_dies, server.url), SYSTEM, state=state,
+                       batch_size=1, documents=["normans.txt", "bakery.txt"])
+    finally:
+        server.stop()
+    assert len(json.loads(state.read_text())) == 2  # the FAQ's chunk and the first batch's
+    for example in grounded_examples(db):  # whatever the teacher wrote: kept only when checked
+        reply = f"Question: {example.question}\nAnswer: {example.answers[0]}"
+        assert any(not isinstance(check(reply, text), str) for text in texts.values())

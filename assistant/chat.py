@@ -117,7 +117,9 @@ class Reply:
         try:
             chunk = next(self._chunks)
         except StopIteration:
-            self._finalize(complete=True)
+            # A stream that ended because close() stopped it (from another thread) is not
+            # complete: close() may lose the race to store it, and must store the same.
+            self._finalize(complete=not self._stream.stats.stopped)
             raise
         except BaseException:
             self._stream.stop()
@@ -308,13 +310,22 @@ class ChatService:
             self.load_version(name)
         if (rng or random).random() < 0.5:
             a, b = b, a
+        # Both streams start now: an engine that generates one answer at a time queues B.
         first = self.send(conversation_id, text, params, documents, version=a)
         second = self.answer_again(first.question.id, params, version=b)
         return first, second
 
+    def compare_at_once(self) -> bool:
+        """Whether compare mode's A and B are generated (and shown) at once: the engine can
+        (``Generator.concurrent_streams``); otherwise B follows A. Read them with
+        :func:`assistant.side_by_side.interleave`."""
+        return self.generator.concurrent_streams() > 1
+
     def record_comparison(self, a: Reply, b: Reply) -> StoredComparison:
-        """Store A/B once both answers are complete (an interrupted pair is not compared)."""
-        if a.message is None or b.message is None:
+        """Store A/B once both answers are complete (an interrupted pair, or one whose side
+        failed halfway, is not compared)."""
+        if any(r.message is None or (r.message.record and r.message.record.stopped)
+               for r in (a, b)):
             raise IncompleteComparison()
         return self.comparisons.create(a.question.id, a.message.id, b.message.id)
 

@@ -86,6 +86,12 @@ class Generator(Protocol):
 
     def count_prompt_tokens(self, messages: Messages) -> int: ...
 
+    def concurrent_streams(self) -> int:
+        """How many answers the engine usefully generates at once (compare mode starts A and
+        B together when it is more than 1). An engine that answers one at a time says 1 and
+        runs the streams it is given in order."""
+        ...
+
     def stream(
         self, messages: Messages, params: GenerationParams, version: str | None = None
     ) -> TokenStream:

@@ -65,8 +65,10 @@ class FakeGenerator:
         context_window: int = 200,
         delay: float = 0.0,
         fail_after: int | None = None,
+        streams: int = 1,
     ) -> None:
         self.answer = answer
+        self.streams = streams
         self.context_window = context_window
         self.delay = delay
         self.fail_after = fail_after
@@ -76,6 +78,9 @@ class FakeGenerator:
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return count_words(messages)
+
+    def concurrent_streams(self) -> int:
+        return self.streams
 
     def load_adapter(self, name: str, path) -> None:
         self.adapters[name] = path

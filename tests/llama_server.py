@@ -65,7 +65,9 @@ def embedded_server(folder: Path, *extra: dict) -> Server:
 
     require_llama()
     model = {"model": str(embedded_gguf()), "n_ctx": 4096, "n_threads": 2, "verbose": False}
-    config = {"host": "127.0.0.1", "port": free_port(),
+    # interrupt_requests off: on (its default), the server cuts a streaming answer short as
+    # soon as another request arrives (compare mode sends two at once).
+    config = {"host": "127.0.0.1", "port": free_port(), "interrupt_requests": False,
               "models": [{**model, "model_alias": BASE}, *({**model, **e} for e in extra)]}
     server = Server(config, folder / "server.log")
     server.start()

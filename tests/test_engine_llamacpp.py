@@ -78,6 +78,36 @@ def test_stop_while_queued_behind_another_answer(embedded_llama):
     assert "".join(first) and first.stats.completion_tokens > 0
 
 
+def test_compare_mode_answers_one_after_the_other(embedded_llama, store, settings, monkeypatch):
+    """One llama context holds one sequence: compare mode's B is generated after A, and the
+    chat reads them in that order."""
+    from assistant.side_by_side import interleave
+
+    runs: list[str] = []
+    generate = embedded_llama._generate
+
+    def recorded(ids, params, out) -> None:
+        runs.append("start")
+        try:
+            generate(ids, params, out)
+        finally:
+            runs.append("end")
+
+    monkeypatch.setattr(embedded_llama, "_generate", recorded)
+    service = ChatService(store, embedded_llama, settings)
+    assert embedded_llama.concurrent_streams() == 1 and not service.compare_at_once()
+    a, b = service.compare(None, "Name three colours.", replace(GREEDY, max_new_tokens=12))
+    pieces = list(interleave((a, b), service.compare_at_once()))
+    assert not any(p.error for p in pieces)
+    sides = [p.side for p in pieces]
+    assert runs == ["start", "end", "start", "end"]
+    assert sides == sorted(sides) and set(sides) == {0, 1}  # all of A, then all of B
+    for reply in (a, b):
+        record = reply.message.record
+        assert record.engine == "llama.cpp (Q4_1)"
+        assert record.model_version == embedded_llama.model_version
+
+
 def test_sampling_parameters_are_applied(embedded_llama):
     p = GenerationParams(temperature=1.5, top_p=1.0, max_new_tokens=3)
     outs = {answer(embedded_llama, ask("Name a colour."), params=p) for _ in range(6)}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -179,3 +180,51 @@ def test_the_cli_refuses_a_version_the_server_cannot_load(server, tmp_path, mode
     assert refused.exit_code == 1, refused.output
     assert "cannot load adapters at runtime" in refused.output
     assert registry.active() == "base"
+
+
+def test_compare_mode_asks_for_both_answers_at_once(generator, store, settings):
+    """Compare mode sends B's request while A's answer is still open, and each answer is the
+    one its version gives alone. llama_cpp.server then answers them one after the other (it
+    started with interrupt_requests off: on, it would cut A short when B arrives)."""
+    import httpx
+
+    from assistant.chat import ChatService
+    from assistant.side_by_side import interleave
+
+    generator.load_adapter("v1", "/anywhere/the/server/has/it")
+    service = ChatService(store, generator, settings)
+    question = "Name three colours."
+    alone = {}
+    for version in ("base", "v1"):
+        reply = service.send(None, question, GREEDY, version=version)
+        alone[version] = "".join(reply)
+
+    # A's response waits (30 s at most) until B's request has gone out: B must not wait for A.
+    sent, overlapped, lock = threading.Event(), [], threading.Lock()
+    requests = []
+
+    def on_request(request: httpx.Request) -> None:
+        if request.url.path.endswith("/chat/completions"):
+            with lock:
+                requests.append(request)
+                if len(requests) == 2:
+                    sent.set()
+
+    def on_response(response: httpx.Response) -> None:
+        if response.request is requests[0]:
+            overlapped.append(sent.wait(timeout=30))
+
+    hooks = {"request": [on_request], "response": [on_response]}
+    generator._client = generator._client.with_options(
+        http_client=httpx.Client(event_hooks=hooks, timeout=60))
+    assert generator.concurrent_streams() == 2 and service.compare_at_once()
+    a, b = service.compare(None, question, GREEDY, versions=("base", "v1"))
+    pieces = list(interleave((a, b), at_once=service.compare_at_once()))
+    assert overlapped == [True], "B's request went out only after A's answer had ended"
+    assert not any(p.error for p in pieces)
+    for reply in (a, b):
+        record = reply.message.record
+        assert reply.message.content == alone[record.model_version]
+        assert record.engine == "OpenAI-compatible server (as served)" and not record.stopped
+    assert {a.message.record.model_version, b.message.record.model_version} == {"base", "v1"}
+    service.record_comparison(a, b)

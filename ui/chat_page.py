@@ -8,11 +8,12 @@ from assistant.chat import ChatService
 from assistant.errors import AssistantError, ConversationNotFound
 from assistant.generation import GenerationParams
 from assistant.parsing import SUPPORTED_SUFFIXES
+from assistant.side_by_side import interleave
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import DocumentChoice
 from ui import answers, login, resources, sidebar
-from ui.state import CONTINUE, CONV, EDIT_ERROR, PENDING, REGENERATE, guard
-from ui.text import plain, safe_markdown, safe_stream
+from ui.state import CONTINUE, CONV, EDIT_ERROR, PAIR_ERROR, PENDING, REGENERATE, guard
+from ui.text import error_text, plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads, upload_cap_mb
 
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
@@ -66,9 +67,10 @@ def _settle_pending_reply() -> None:
     answer is stored, and the answer would seem lost until the next click.
     """
     pending = st.session_state.pop(PENDING, None)
-    if pending is not None and not pending.done.is_set():
-        pending.close()
-        pending.done.wait(timeout=30)
+    for reply in pending if isinstance(pending, tuple) else [pending] if pending else []:
+        if not reply.done.is_set():
+            reply.close()
+            reply.done.wait(timeout=30)
 
 
 def _conversation(
@@ -110,6 +112,8 @@ def _conversation(
             else:
                 st.markdown(safe_markdown(m.content))
 
+    if PAIR_ERROR in st.session_state:
+        st.error(st.session_state.pop(PAIR_ERROR), icon=":material/error:")
     regenerate = st.session_state.pop(REGENERATE, None)
     if regenerate is not None:
         try:
@@ -213,20 +217,56 @@ def _first_then_rest(chunks, status: str):  # noqa: ANN001, ANN202
 
 
 def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
-    """Compare mode: stream A then B side by side; the vote comes after the rerun."""
-    left, right = st.columns(2)
-    for col, label, reply in ((left, "A", a), (right, "B", b)):
+    """Compare mode: stream A and B side by side, at once when the engine can generate both
+    at once, else B after A; the vote comes after the rerun."""
+    replies, labels = (a, b), "AB"
+    at_once = service.compare_at_once()
+    stop = st.empty()  # stops both; the partial answers are stored, and not compared
+    stop.button("Stop", key="stop_generation", icon=":material/stop_circle:")
+    notes, boxes = [], []
+    for col, label, reply in zip(st.columns(2), labels, replies):
         with col, st.chat_message("assistant"):
             st.caption(f"Answer {label}")
-            st.session_state[PENDING] = reply
-            try:
-                st.write_stream(_first_then_rest(safe_stream(reply), reading(reply)))
-            except AssistantError as err:
-                st.error(str(err))
-            finally:
-                reply.close()
+            for notice in reply.notices:
+                st.info(notice)
+            notes.append(st.empty())
+            boxes.append(st.empty())
+    for side, (note, reply) in enumerate(zip(notes, replies)):
+        note.caption(":material/hourglass_top: " + (
+            reading(reply) if at_once or side == 0 else
+            "Waiting for answer A: this engine generates one answer at a time."))
+    texts, errors = ["", ""], {}
+    st.session_state[PENDING] = replies
+    try:
+        for piece in interleave(replies, at_once):
+            side = piece.side
+            if piece.text:
+                if not texts[side]:
+                    notes[side].empty()
+                texts[side] += piece.text
+                boxes[side].markdown(safe_markdown(texts[side]))
+            elif piece.error is not None:
+                errors[side] = piece.error
+                notes[side].error(error_text(str(piece.error)), icon=":material/error:")
+            elif not texts[side]:
+                notes[side].empty()
+            if piece.done and not at_once and side + 1 < len(replies):
+                notes[side + 1].caption(":material/hourglass_top: " + reading(replies[side + 1]))
+    finally:
+        for reply in replies:
+            reply.close()  # interrupted or failed: stop the workers, keep what was produced
+    stop.empty()
     st.session_state.pop(PENDING, None)
-    if a.message is not None and b.message is not None:
+    if errors:
+        # A failed side is not compared; what either side produced is kept as an answer.
+        failed = "; ".join(f"answer {labels[side]} failed: {error_text(str(err))}"
+                           for side, err in errors.items())
+        kept = [f"answer {label}" for label, r in zip(labels, replies) if r.message is not None]
+        st.session_state[PAIR_ERROR] = f"Compare mode: {failed}. " + (
+            f"{' and '.join(kept).capitalize()} {'is' if len(kept) == 1 else 'are'} kept, not "
+            "compared: regenerate (:material/refresh:) under it to try again." if kept else
+            "Nothing was produced; your question is kept, ask it again.")
+    elif a.message is not None and b.message is not None:
         guard(service.record_comparison, a, b)
     st.rerun()
 

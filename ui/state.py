@@ -11,6 +11,7 @@ PENDING = "_pending_reply"  # the answer an interrupted run was streaming
 REGENERATE = "_regenerate"  # an answer to generate again on this run
 CONTINUE = "_continue"  # an answer cut at the token limit, to continue on this run
 EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
+PAIR_ERROR = "_pair_error"  # why a compare-mode answer failed, shown on the next run
 
 FAILED = object()
 

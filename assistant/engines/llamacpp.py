@@ -193,6 +193,9 @@ class LlamaCppGenerator(VersionNames):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.vocab.prompt_ids(messages))
 
+    def concurrent_streams(self) -> int:
+        return 1  # one context, one sequence: answers queue on the one worker
+
     # -- answers -------------------------------------------------------------------------------
     def stream(
         self, messages: Messages, params: GenerationParams, version: str | None = None

@@ -86,6 +86,7 @@ class OpenAIGenerator(VersionNames):
         self._specials = specials if specials is not None else frozenset(COMMON_SPECIALS)
         if prompt_ids is None:  # the server must count for us: fail now, not at the first answer
             self._check_tokenize()
+        self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai")
         #: version name -> the adapter folder it was loaded from (None: served by the server)
         self._adapters: dict[str, Path | None] = {}
@@ -143,6 +144,11 @@ class OpenAIGenerator(VersionNames):
                 "ASSISTANT_MODEL to the served model's GGUF file or folder, so that tokens are "
                 "counted with its own tokenizer."
             ) from err
+
+    def concurrent_streams(self) -> int:
+        """The requests sent at once (``workers``). Whether the server batches them is its
+        business: vLLM does; llama_cpp.server answers them one after the other."""
+        return self.workers
 
     # -- answers -------------------------------------------------------------------------------
     def stream(

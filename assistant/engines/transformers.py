@@ -349,6 +349,11 @@ class TransformersGenerator(VersionNames):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(encode(self.template, self.loaded.tokenizer, messages))
 
+    def concurrent_streams(self) -> int:
+        # Even with several workers, answers on the one model share its cores (and wait for
+        # each other when their versions differ): nothing is batched.
+        return 1
+
     def prompt_ids(self, messages: Messages) -> list[int]:
         """The token ids the model reads for ``messages`` (compared across engines)."""
         return encode(self.template, self.loaded.tokenizer, messages)

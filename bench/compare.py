@@ -1,0 +1,115 @@
+"""Compare mode on an OpenAI-compatible server: the wall time of one A/B pair with both answers
+requested at once (the engine's ``workers`` = 2) against one after the other (``workers`` = 1),
+through the chat's own path (``ChatService.compare`` read with ``side_by_side.interleave``).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/compare.py [--url http://host:8000/v1] \
+        [--tokens 96] [--rounds 3]
+
+Without ``--url`` it starts llama-cpp-python's own server (``python -m llama_cpp.server``,
+``interrupt_requests`` off) on the embedded GGUF, 2 threads. That server answers one request
+at a time, so expect little gain there: the gain is for servers that batch concurrent
+requests (vLLM). Both answers are sampled (compare mode samples the active version twice) and
+long enough to reach ``--tokens``; rounds alternate the two modes; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from assistant.chat import ChatService
+from assistant.config import Settings
+from assistant.engines.llamacpp import GGUFVocab
+from assistant.engines.openai_server import OpenAIGenerator
+from assistant.generation import GenerationParams
+from assistant.model_files import embedded_gguf
+from assistant.side_by_side import interleave
+from assistant.storage import ConversationStore, Database, upgrade
+
+QUESTION = "Write a long story about a dragon who loves books."
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = workdir / "server.json"
+    config.write_text(json.dumps({
+        "host": "127.0.0.1", "port": port, "interrupt_requests": False,
+        "models": [{"model": str(embedded_gguf()), "model_alias": "smollm2", "n_ctx": 4096,
+                    "n_threads": 2, "verbose": False}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file",
+                             str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(360):
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("llama_cpp.server did not start")
+
+
+def one_pair(service: ChatService, params: GenerationParams) -> tuple[float, int]:
+    started = time.perf_counter()
+    a, b = service.compare(None, QUESTION, params)
+    for piece in interleave((a, b), service.compare_at_once()):
+        if piece.error is not None:
+            raise SystemExit(f"an answer failed: {piece.error}")
+    tokens = a.message.record.completion_tokens + b.message.record.completion_tokens
+    return time.perf_counter() - started, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="an OpenAI-compatible server's /v1 URL (default: start one)")
+    ap.add_argument("--model", help="the served model's name (default: the first it lists)")
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    proc, url = (None, args.url) if args.url else start_server(workdir)
+    try:
+        settings = Settings(data_dir=workdir / "data")
+        db = Database(settings.resolved_database_url)
+        upgrade(db)
+        store = ConversationStore(db)
+        vocab = GGUFVocab.open(embedded_gguf()) if not args.url else None
+        params = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=args.tokens)
+        services = {}
+        for mode, workers in (("at once", 2), ("one after the other", 1)):
+            generator = OpenAIGenerator(
+                url, model=args.model, workers=workers,
+                prompt_ids=vocab.prompt_ids if vocab else None,
+                specials=vocab.template.specials if vocab else None)
+            services[mode] = ChatService(store, generator, settings)
+        one_pair(services["at once"], params)  # warm-up: the server's first prompt
+        times: dict[str, list[float]] = {mode: [] for mode in services}
+        for r in range(args.rounds):
+            order = list(services) if r % 2 == 0 else list(reversed(services))
+            for mode in order:
+                seconds, tokens = one_pair(services[mode], params)
+                times[mode].append(seconds)
+                print(f"round {r + 1} {mode:>20}: {seconds:6.2f} s, {tokens} tokens", flush=True)
+        at_once, serial = (statistics.median(times[m]) for m in services)
+        print(f"median wall time of a pair: at once {at_once:.2f} s, one after the other "
+              f"{serial:.2f} s (x{serial / at_once:.2f}) on {generator.model_id}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -210,3 +210,26 @@ def test_kto_needs_both_thumbs(tiny_settings, tmp_path):
         store.rate(a.id, 1)
     with pytest.raises(NotEnoughTrainingData, match="none 👎"):
         train(tiny_settings, "kto", quick("kto", tmp_path, test_fraction=0.0), db=db)
+
+
+def test_sft_learns_the_answer_only(tiny_model_dir, tmp_path):
+    """An SFT row is the chat's messages; the loss must be on the assistant's answer, not on
+    the system prompt, the question and its sources (TRL trains on every token of a
+    ``messages`` row)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.training.trainers import build_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sources = "Sources:\n\n[1] notes.txt\n<source>\n" + "The bakery opens at seven. " * 20 + "</source>\n\n"
+    rows = [{"messages": [{"role": "system", "content": "Cite your sources."},
+                          {"role": "user", "content": sources + f"When does it open? ({i})"},
+                          {"role": "assistant", "content": "At seven [1]."}]} for i in range(2)]
+    config = quick("sft", tmp_path, max_length=512, eval_rows=0,
+                   train_sampling_strategy="sequential")
+    trainer = build_trainer("sft", "grpo", model, config, rows, [], tokenizer)
+    answer = len(tokenizer("At seven [1].<|im_end|>", add_special_tokens=False)["input_ids"])
+    for row in trainer.train_dataset:
+        trained = sum(label != -100 for label in row["labels"])
+        assert len(row["input_ids"]) > 100 and answer <= trained <= answer + 2, (trained, answer)

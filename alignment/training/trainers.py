@@ -22,8 +22,23 @@ def _datasets(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> tuple[
     return Dataset.from_list(train), (Dataset.from_list(test) if test else None)
 
 
+def prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """An SFT row ``{"messages": [..., assistant]}`` as ``{"prompt": [...], "completion":
+    [assistant]}``: TRL's SFTTrainer then computes the loss on the answer only
+    (``completion_only_loss``). On ``messages`` it would train on every token, the system
+    prompt, the user's words and the sources included (its ``assistant_only_loss`` needs
+    ``{% generation %}`` markers that SmolLM2's chat template does not have)."""
+    messages = row.get("messages")
+    if not messages or messages[-1].get("role") != "assistant":
+        return row
+    rest = {k: v for k, v in row.items() if k != "messages"}
+    return {**rest, "prompt": list(messages[:-1]), "completion": [messages[-1]]}
+
+
 def build_trainer(kind: str, algo: str, model, config, train, test, tokenizer,  # noqa: ANN001, ANN201
                   peft_config=None, reward_model=None, callbacks=()):  # noqa: ANN001
+    if kind == "sft":
+        train, test = [prompt_completion(r) for r in train], [prompt_completion(r) for r in test]
     if kind == "kto" and config.train_sampling_strategy == "sequential":
         per_update = config.per_device_train_batch_size * config.gradient_accumulation_steps
         train = [train[i] for i in grouped_order([_text_length(r) for r in train], per_update, config.seed)]

@@ -294,10 +294,10 @@ def test_document_chat_feedback_export(new_page, document):
     send(page, "When is the Zorblax festival?")
     vote_a = main(page).get_by_role("button", name="A is better")
     expect(vote_a).to_be_visible(timeout=2 * ANSWER_MS)
+    settle(page)  # the streamed pair stays on the page, stale, until the rerun ends
     expect(main(page).get_by_text("Answer A", exact=True)).to_be_visible()
     expect(main(page).get_by_text("Answer B", exact=True)).to_be_visible()
     expect(main(page).get_by_text("Compared:")).to_have_count(0)
-    settle(page)
     shot(page, "07-compare-ballot")
     vote_a.click()
     expect(main(page).get_by_text("Compared: A won (A: base, B: base)")).to_be_visible()

@@ -186,7 +186,7 @@ def test_compare_mode_asks_for_both_answers_at_once(generator, store, settings):
     """Compare mode sends B's request while A's answer is still open, and each answer is the
     one its version gives alone. llama_cpp.server then answers them one after the other (it
     started with interrupt_requests off: on, it would cut A short when B arrives)."""
-    import httpx
+    import httpx2 as httpx  # the HTTP library of the openai client (openai 3.x)
 
     from assistant.chat import ChatService
     from assistant.side_by_side import interleave

@@ -196,6 +196,7 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
     vLLM) writes them instead."""
     from alignment.evaluate import VersionAnswers
     from alignment.synth import MAX_NEW_TOKENS, TRIED_FILE, chunks_of, synthesize
+    from alignment.teacher import reworded
     from assistant.bootstrap import build_engine, open_library, open_registry
     from assistant.config import get_settings
     from assistant.generation import GenerationParams
@@ -216,6 +217,7 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
 
         generator = build_teacher(settings, teacher_url, teacher_model, teacher_key, batch_size)
         version, fingerprint = BASE_VERSION, ""  # the teacher's served model
+        written_by = f"teacher {generator.model_id}"
         click.echo(f"The teacher ({generator.model_id}) writes the questions.")
     else:
         version = version or registry.active()
@@ -223,20 +225,18 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
         engine = build_engine(settings)
         generator = engine.generator
         fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
+        written_by = f"{generator.model_id} version {version}"
     models = VersionAnswers(generator, registry, fingerprint, {version})
 
-    def answer(prompts: list, params: GenerationParams) -> list[str]:
+    def generate(prompts: list, params: GenerationParams) -> list[str]:
         return models.generate(version, prompts, MAX_NEW_TOKENS, batch_size, params=params)
 
-    if teacher_url:
-        from alignment.teacher import reworded
-
-        answer = reworded(answer, teacher_url)
+    answer = reworded(generate, teacher_url) if teacher_url else generate
     try:
         report = synthesize(
             db, library, answer, settings.generation.system_prompt,
             state=settings.data_dir / TRIED_FILE, limit=limit, batch_size=batch_size,
-            per_chunk=per_chunk, documents=documents)
+            per_chunk=per_chunk, documents=documents, written_by=written_by)
     finally:
         models.close()
     _synth_summary(report)

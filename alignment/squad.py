@@ -328,18 +328,23 @@ def import_squad(
     return report
 
 
-def write_examples(db: Database, prefix: str, batch: list[GroundedExample], system_prompt: str) -> int:
-    """One transaction: every example of the batch, or none of them."""
+def write_examples(db: Database, prefix: str, batch: list[GroundedExample], system_prompt: str,
+                   written_by: str | None = None) -> int:
+    """One transaction: every example of the batch, or none of them. ``written_by``: the model
+    that wrote the questions (synthetic examples), kept with each as ``grounded.question_by``."""
     with db.write() as s:
         rows = []
         for ex in batch:
+            params = grounded_params(ex, system_prompt)
+            if written_by:
+                params["grounded"]["question_by"] = written_by
             conv = Conversation(title=title_from(ex.question.question) or DEFAULT_TITLE,
                                 source=f"{prefix}{ex.question.id}")
             question = Message(conversation=conv, role="user", content=ex.question.question)
             answer = Message(
                 conversation=conv, role="assistant", content=ex.answer, active=True,
                 model_id=SQUAD_MODEL_ID, model_version=SQUAD_MODEL_VERSION,
-                params=grounded_params(ex, system_prompt), prompt_tokens=0, completion_tokens=0,
+                params=params, prompt_tokens=0, completion_tokens=0,
                 latency_ms=0.0, ttft_ms=None,
             )
             s.add_all([conv, question, answer])

@@ -17,7 +17,8 @@ stored with ``source="synth:library:<chunk id>"`` for the chunk's first attempt 
 ``"synth:library:<chunk id>:<attempt>"`` for the others (origin ``synthetic``). A chunk already
 tried (with however many attempts) is not tried again, so a stopped run resumes (a run the
 model fails mid-way keeps what it kept; the failed batch is tried again next time); the report
-says the share of attempts kept. ``--teacher-url`` has an OpenAI-compatible server write the
+says the share of attempts kept; each kept example records who wrote its question
+(``grounded.question_by``). ``--teacher-url`` has an OpenAI-compatible server write the
 questions instead (:mod:`alignment.teacher`).
 """
 
@@ -179,9 +180,10 @@ def synthesize(db: Database, library: Library,
                answer: Callable[[list[Messages], GenerationParams], list[str]],
                system_prompt: str, *, state: Path | None = None, limit: int | None = None,
                batch_size: int = BATCH_SIZE, per_chunk: int = 1,
-               documents: Sequence[str] = ()) -> SynthReport:
+               documents: Sequence[str] = (), written_by: str | None = None) -> SynthReport:
     """Make grounded examples from the library's chunks with ``answer`` (prompts and the
-    sampling -> replies, the model writing the questions); see the module docstring."""
+    sampling -> replies, the model writing the questions: ``written_by`` names it, stored with
+    each example); see the module docstring."""
     if per_chunk < 1:
         raise ValueError("per_chunk must be at least 1")
     chunks = chunks_of(library, documents)
@@ -219,7 +221,7 @@ def synthesize(db: Database, library: Library,
                                       (start if start >= 0 else None,), False)
                     examples.append(ground(q, library))
             if examples:
-                report.kept += write_examples(db, PREFIX, examples, system_prompt)
+                report.kept += write_examples(db, PREFIX, examples, system_prompt, written_by)
             tried |= {c.id for c in batch}
             _remember(state, tried)
             bar.update(len(batch))

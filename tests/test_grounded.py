@@ -359,9 +359,10 @@ def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp
     for name, text in zip(("normans.txt", "complexity.txt", "bakery.txt"), CONTEXTS):
         assert library.ingestor.ingest_bytes(name, text.encode()).ok
     state = tmp_path / "tried.json"
-    report = synthesize(db, library, reply, SYSTEM, state=state, limit=2, batch_size=1)
+    report = synthesize(db, library, reply, SYSTEM, state=state, limit=2, batch_size=1,
+                        written_by="writer v7")
     assert (report.chunks, report.tried) == (3, 2)
-    rest = synthesize(db, library, reply, SYSTEM, state=state)  # resumes: the third chunk only
+    rest = synthesize(db, library, reply, SYSTEM, state=state, written_by="writer v7")  # the third chunk
     assert (rest.tried_before, rest.tried) == (2, 1)
     assert report.kept + rest.kept == 1
     assert {**report.dropped, **rest.dropped} == {"answer_not_in_chunk": 1, "unparsed": 1}
@@ -369,6 +370,9 @@ def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp
     assert example.question == "Who led the Norse raiders?" and example.answers == ("Rollo",)
     assert example.reference.startswith("Rollo [")
     assert [p.origin for p in list_pairs(db)] == ["synthetic"]
+    with db.read() as s:  # which model wrote the question is kept with the example
+        (params,) = s.scalars(select(Message.params).where(Message.role == "assistant"))
+    assert params["grounded"]["question_by"] == "writer v7"
 
 
 def test_synth_several_questions_a_chunk_only_named_documents_and_resume(env_settings, db, library,

@@ -233,3 +233,49 @@ def test_sft_learns_the_answer_only(tiny_model_dir, tmp_path):
     for row in trainer.train_dataset:
         trained = sum(label != -100 for label in row["labels"])
         assert len(row["input_ids"]) > 100 and answer <= trained <= answer + 2, (trained, answer)
+
+
+def test_the_fused_head_scores_only_labelled_positions_on_a_cpu(tiny_model_dir, monkeypatch):
+    """TRL's fused LM head projects every position on a CPU (it drops the masked ones only
+    with Triton); inside ``labelled_positions_only`` it projects the labelled ones, with the
+    same log-probabilities, loss and gradients."""
+    from transformers import AutoModelForCausalLM
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import add_fused_lm_head
+
+    from alignment.training.lm_head import labelled_positions_only
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 40))
+    labels = ids.clone()
+    labels[:, :34] = -100  # a long prompt, a 6-token answer
+    labels[1, 30:34] = ids[1, 30:34]  # rows differ in how many positions they train
+    scored = []
+    original = ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        scored.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    monkeypatch.setattr(ChunkedLogProbFunction, "apply", spy)
+    every, every_grads = run()
+    with labelled_positions_only() as compact:
+        only, only_grads = run()
+    run()  # the switch is undone on the way out
+    labelled = int((labels[:, 1:] != -100).sum())
+    assert compact and scored == [2 * 39, labelled, 2 * 39] and labelled == 6 + 10
+    torch.testing.assert_close(only.loss, every.loss)
+    torch.testing.assert_close(only.log_probs, every.log_probs)
+    torch.testing.assert_close(only.entropy, every.entropy)
+    assert only_grads.keys() == every_grads.keys() and every_grads
+    for name, grad in every_grads.items():
+        torch.testing.assert_close(only_grads[name], grad, msg=name)

@@ -27,6 +27,7 @@ from peft import LoraConfig, PeftModel
 from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
 from alignment.training.config import config_record
 from alignment.training.data import defuse, describe_counts, fit, prepare, row_counts
+from alignment.training.lm_head import labelled_positions_only
 from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
 from alignment.training.trainers import build_trainer, row_lengths
 from assistant.bootstrap import open_database, open_registry
@@ -121,7 +122,7 @@ def train(
         trainer.add_callback(watcher)
         trainer.callback_handler.callbacks.remove(watcher)  # first: the others see its counts
         trainer.callback_handler.callbacks.insert(0, watcher)
-        with _out_of_memory_is_a_message(loaded, config):
+        with _out_of_memory_is_a_message(loaded, config), labelled_positions_only():
             output = trainer.train()
             eval_metrics = {}
             if evaluated:

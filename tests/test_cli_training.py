@@ -25,6 +25,16 @@ def cli(*args: str, ok: bool = True):
     return result
 
 
+def test_the_cpu_preset_fills_only_what_is_not_given():
+    from alignment.machine_defaults import PRESETS, with_preset
+
+    got = with_preset("cpu", "dpo", {"max_steps": 10, "learning_rate": None, "beta": 0.2})
+    assert got == {**PRESETS["cpu"]["dpo"], "max_steps": 10, "beta": 0.2}
+    assert got["learning_rate"] == 5e-4 and got["max_length"] == 256
+    with pytest.raises(KeyError):
+        with_preset("cpu", "reward", {})
+
+
 def test_train_eval_activate_rollback(tiny_settings, feedback_db):
     out = cli("train", "sft", *QUICK, "--eval-rows", "1").output
     assert "Registered v1: sft from base, 2 steps" in out and "curve: " in out
@@ -35,10 +45,13 @@ def test_train_eval_activate_rollback(tiny_settings, feedback_db):
              "training time ", "total time "]
     assert all(x in out for x in order), out
     assert [out.index(x) for x in order] == sorted(out.index(x) for x in order), out
-    out = cli("train", "dpo", *QUICK, "--set", "beta=0.3").output
+    out = cli("train", "dpo", *QUICK, "--set", "beta=0.3", "--preset", "cpu").output
     assert "Registered v2: dpo from base" in out
+    # The options given win over the preset's.
+    assert "Preset cpu: learning_rate=0.001, max_steps=2, max_length=96," in out, out
     registry = open_registry(tiny_settings, feedback_db)
     assert registry.get("v2").config["beta"] == 0.3
+    assert registry.get("v2").config["learning_rate"] == 1e-3
 
     listing = cli("models", "list").output.splitlines()
     assert listing[1].startswith("* base") and any(line.startswith("  v2") for line in listing)

@@ -332,6 +332,8 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     registry = open_registry(tiny_settings, db)
     assert registry.lineage("v2") == ["v2", "v1", "base"]
     assert registry.get("v1").data["kind"] == "sft" and registry.get("v2").data["kind"] == "preference"
+    # Grounded SFT's own learning rate; the DPO on top keeps DPO's.
+    assert (registry.get("v1").config["learning_rate"], registry.get("v2").config["learning_rate"]) == (5e-4, 5e-5)
     out = cli("eval", "v2", "--against", "base", "--grounded-file", str(path), "--grounded", "4",
               "--prompts", "0", "--qa", "0")
     assert "grounded QA on retrieved sources" in out and "grounded answer accuracy" in out

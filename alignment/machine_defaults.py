@@ -18,9 +18,9 @@ CPU_DEFAULTS: dict[str, Any] = {"max_length": 256, "per_device_train_batch_size"
                                 "max_completion_length": 32}
 
 
-#: ``assistant train KIND --preset NAME``: settings chosen by a measured sweep, under any
-#: option given explicitly. "cpu" for DPO: a run that moves the embedded model within ~30
-#: minutes on 2 cores (the sweep and its figures: docs/training.md, "A DPO recipe for a CPU").
+#: ``assistant train KIND --preset NAME``: measured settings, under any option given
+#: explicitly. "cpu" for DPO: one measured run moved the embedded model in ~31 minutes on 2
+#: cores (its figures and caveats: docs/training.md, "A DPO recipe for a CPU").
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"dpo": {"learning_rate": 5e-4, "max_steps": 64, "max_length": 256,
                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},

@@ -255,15 +255,17 @@ def ground(question: SquadQuestion, library: Library) -> GroundedExample:
     return GroundedExample(question, sources, gold)
 
 
-def grounded_params(example: GroundedExample, system_prompt: str) -> dict[str, Any]:
+def grounded_params(example: GroundedExample, system_prompt: str,
+                    written_by: str | None = None) -> dict[str, Any]:
     """What the reference answer stores beside its text: the system prompt the export puts
-    in its prompt, and what judging a model's answer to it needs."""
+    in its prompt, what judging a model's answer to it needs, and (synthetic examples) the
+    model that wrote the question."""
     q = example.question
-    return {
-        "system_prompt": system_prompt,
-        "grounded": {"id": q.id, "title": q.title, "answers": list(q.answers),
-                     "impossible": q.impossible, "gold_source": example.gold_source},
-    }
+    grounded = {"id": q.id, "title": q.title, "answers": list(q.answers),
+                "impossible": q.impossible, "gold_source": example.gold_source}
+    if written_by:
+        grounded["question_by"] = written_by
+    return {"system_prompt": system_prompt, "grounded": grounded}
 
 
 def _stored_ids(db: Database, prefix: str) -> set[str]:
@@ -335,16 +337,13 @@ def write_examples(db: Database, prefix: str, batch: list[GroundedExample], syst
     with db.write() as s:
         rows = []
         for ex in batch:
-            params = grounded_params(ex, system_prompt)
-            if written_by:
-                params["grounded"]["question_by"] = written_by
             conv = Conversation(title=title_from(ex.question.question) or DEFAULT_TITLE,
                                 source=f"{prefix}{ex.question.id}")
             question = Message(conversation=conv, role="user", content=ex.question.question)
             answer = Message(
                 conversation=conv, role="assistant", content=ex.answer, active=True,
                 model_id=SQUAD_MODEL_ID, model_version=SQUAD_MODEL_VERSION,
-                params=params, prompt_tokens=0, completion_tokens=0,
+                params=grounded_params(ex, system_prompt, written_by), prompt_tokens=0, completion_tokens=0,
                 latency_ms=0.0, ttft_ms=None,
             )
             s.add_all([conv, question, answer])

@@ -382,6 +382,40 @@ def _echo_gate(report) -> None:  # noqa: ANN001
         click.echo(f"  gate refuses: {line}")
 
 
+@models.command("import")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(("sft", "dpo", "kto", "rl", "reward")),
+              help="What it is, when the folder does not say (a bare adapter, or a version "
+                   "folder made before versions described themselves).")
+@click.option("--parent", default=BASE_VERSION, show_default=True,
+              help="Local version it continues (the source's parent is another registry's).")
+@needs("train")
+def models_import(folder: Path, kind: str | None, parent: str) -> None:
+    """Register a version trained elsewhere: another data folder's versions/<name>, or a
+    LoRA adapter folder. Its adapter must load onto this base model; it is registered under
+    the next free name here, converted for llama.cpp, and not activated."""
+    from alignment.version_import import describe_source, import_version
+    from assistant.models import load_model
+
+    settings, _, registry = _settings_db_registry()
+    describe_source(folder, kind)  # a wrong folder or kind fails before the model loads
+    click.echo(f"Loading the base model to check that the adapter fits ({settings.model})...")
+    loaded = load_model(settings)
+    version = import_version(registry, folder, loaded, kind=kind, parent=parent)
+    if version.kind != "reward" and settings.engine == "llamacpp" and Path(loaded.path).is_dir():
+        from assistant.conversion import convert_adapter
+        from assistant.errors import AssistantError
+
+        try:
+            convert_adapter(version.adapter_dir, Path(loaded.path))
+        except AssistantError as err:
+            click.echo(f"  not converted for llama.cpp yet ({err}); activation will try again.")
+    source = version.data["imported_from"]
+    click.echo(f"Imported {folder} as {version.name} ({version.kind} on {version.parent})"
+               + (f"; it was {source['name']} there." if source.get("name") else "."))
+    click.echo(f"Next: `assistant eval {version.name}`, then `assistant models activate {version.name}`.")
+
+
 @models.command("rollback")
 @needs("activate")
 def models_rollback() -> None:

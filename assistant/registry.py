@@ -1,7 +1,8 @@
 """The model registry: trained versions, which one the chat uses, and their evaluations.
 
 A version is a folder under ``data_dir/versions/<name>/`` (``adapter/`` written by peft,
-``data/`` the exact export it was trained on, ``curve.png``, ``log_history.json``) and a row
+``data/`` the exact export it was trained on, ``curve.png``, ``log_history.json``,
+``version.json`` a copy of its row, for ``assistant models import`` elsewhere) and a row
 in ``model_versions`` (lineage, data hash, config, metrics). Training writes into a staging
 folder; :meth:`Registry.register` renames it into place inside the transaction that inserts
 the row, so a crash leaves either no version or a complete one, never a half-written one
@@ -14,6 +15,7 @@ answer, so ``assistant models activate`` in a terminal switches a running app to
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -33,6 +35,9 @@ from assistant.versions import BASE_VERSION
 POLICY_KINDS = ("sft", "dpo", "kto", "rl")
 KINDS = (*POLICY_KINDS, "reward")
 STAGING_PREFIX = ".staging-"
+#: What a version folder says about itself (kind, base, lineage, data, config, metrics), so
+#: that another installation can import it (``assistant models import``).
+VERSION_FILE = "version.json"
 #: Default eval gate tolerance: a candidate whose QA accuracy drops by more than this is
 #: refused (the win rate is judged by a sign test instead: see :func:`gate_report`).
 DEFAULT_GATE = 0.05
@@ -144,6 +149,11 @@ class Registry:
             s.add(row)
             s.flush()
             row.name = row.path = f"v{row.id}"
+            (staging / VERSION_FILE).write_text(json.dumps({
+                "name": row.name, "kind": kind, "base_model": base_model,
+                "base_fingerprint": base_fingerprint, "parent": parent, "data": data,
+                "config": config, "metrics": metrics,
+            }, indent=1, default=str))
             target = self.root / row.name
             if target.exists():  # left by a crash between rename and commit: never registered
                 os.replace(target, self.root / f".orphaned-{row.name}-{time.time_ns()}")

@@ -23,7 +23,6 @@ every forward pass, its non-pad tokens (``attention_mask.sum()``) and its padded
 whether autograd was on (policy) or off (DPO's reference pass, adapter disabled). FLOPs::
 
     P      = non-embedding weights of the model (q,k,v,o,gate,up,down of every layer)
-             + the lm_head matmul (tied to the embeddings: vocab x hidden) for DPO
              + the scalar head (hidden x 1) for the reward model
     P_lora = LoRA A/B weights
     policy forward+backward, per token:  2(P+P_lora) forward
@@ -31,7 +30,11 @@ whether autograd was on (policy) or off (DPO's reference pass, adapter disabled)
                                        + 2 P_lora    backward to the LoRA weights
                                        = 4P + 6 P_lora   (no weight gradient of the frozen P)
     reference forward (DPO), per token:  2P
-    useful FLOPs = sum over forwards of non-pad tokens x the above
+    H      = the LM head (tied to the embeddings: vocab x hidden), DPO only. TRL's fused head
+             scores only the labelled (answer) positions (the product makes it do so on a CPU
+             too: alignment/training/lm_head.py); a spy on its kernel counts them:
+             4H per scored position with autograd on, 2H in the reference pass
+    useful FLOPs = sum over forwards of non-pad tokens x the above + the head's
     (LoRA on the top K layers only: the backward stops at the lowest adapted layer, so
     the backward term counts only the weights from there up.)
 
@@ -39,8 +42,8 @@ Attention's score/value matmuls (4 x seq x hidden per token per layer, ~5-8% at 
 lengths) are left out, so the fraction is a slight underestimate. ``executed`` counts
 padded tokens instead: the gap between the two is padding. ``--variants`` re-runs the
 measurement with one change at a time (batch size, max_length, threads, gradient
-checkpointing, LoRA placement, ``random`` batches instead of length-grouped ones, and one
-patch of TRL: ``compact``) and prints each as a
+checkpointing, LoRA placement, ``random`` batches instead of length-grouped ones) and
+prints each as a
 ratio to the baseline run, which runs again at the end to show drift; ``%model pk`` is
 trained tokens/s against the model's own peak (``meter.plain_step_tokens_per_s``: a plain
 forward/backward of the trained model on a full unpadded batch); ``--profile``
@@ -62,7 +65,6 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,10 +160,11 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 @dataclass(frozen=True)
 class Params:
-    p: int  # matmul weights incl. the head (see the module docstring)
+    p: int  # matmul weights of the body (see the module docstring)
     p_backward: int  # the part of p the backward pass goes through
     lora: int
     embedding: int
+    head: int = 0  # the LM head's matmul (vocab x hidden), run on the scored positions only
 
     def per_token(self, grad: bool) -> int:
         if not grad:  # DPO's reference forward: adapter disabled
@@ -191,22 +194,40 @@ def count_params(model: torch.nn.Module) -> Params:
             p += param.numel()
             by_layer[layer] = by_layer.get(layer, 0) + param.numel()
     out = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if out is not None and out.weight is embed:  # tied: the lm_head matmul still runs
-        p += embed.numel()
-        by_layer[None] = by_layer.get(None, 0) + embed.numel()
+    head = 0
+    if out is not None:  # the LM head: counted per scored position (Meter's kernel spy)
+        head = out.weight.numel()
+        if out.weight is not embed:  # untied: it was counted with the body above
+            p -= head
+            by_layer[None] -= head
     lowest = min(lora_layers, default=0)
     p_backward = sum(n for layer, n in by_layer.items() if layer is None or layer >= lowest)
-    return Params(p, p_backward, lora, embed.numel())
+    return Params(p, p_backward, lora, embed.numel(), head)
 
 
 class Meter(TrainerCallback):
     """Per optimizer step: wall time (end to end) and the forwards' token counts."""
 
     def __init__(self) -> None:
-        self.forwards: list[tuple[bool, int, int]] = []
-        self.steps: list[tuple[float, list[tuple[bool, int, int]]]] = []
+        self.forwards: list[tuple[bool, int, int, int]] = []  # grad, real, padded, head positions
+        self.steps: list[tuple[float, list[tuple[bool, int, int, int]]]] = []
         self.params = Params(0, 0, 0, 0)
         self._handle = None
+        self._unspy = None
+
+    def _spy_head(self) -> None:
+        """Count the positions TRL's fused LM head scores (rows of its kernel's input), as
+        forwards with no body tokens: ``(grad, 0, 0, positions)``."""
+        from trl.kernels import ChunkedLogProbFunction
+
+        original = ChunkedLogProbFunction.apply
+
+        def apply(hidden, *args):  # noqa: ANN001, ANN202
+            self.forwards.append((torch.is_grad_enabled(), 0, 0, int(hidden.shape[0])))
+            return original(hidden, *args)
+
+        ChunkedLogProbFunction.apply = apply
+        self._unspy = lambda: setattr(ChunkedLogProbFunction, "apply", original)
 
     def _hook(self, module, args, kwargs):  # noqa: ANN001, ANN202
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -215,11 +236,12 @@ class Meter(TrainerCallback):
             return
         padded = ids.numel()
         real = int(mask.sum()) if mask is not None and mask.dim() == 2 else padded
-        self.forwards.append((torch.is_grad_enabled(), real, padded))
+        self.forwards.append((torch.is_grad_enabled(), real, padded, 0))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
         self.params = count_params(model)
         self._handle = _body(model).register_forward_pre_hook(self._hook, with_kwargs=True)
+        self._spy_head()
         self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
@@ -229,6 +251,8 @@ class Meter(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         if self._handle is not None:
             self._handle.remove()
+        if self._unspy is not None:
+            self._unspy()
 
     def window(self, warmup: int, count: int | None = None) -> dict:
         """Totals over ``count`` steps after ``warmup`` (times from the end of step ``warmup``)."""
@@ -240,15 +264,18 @@ class Meter(TrainerCallback):
         timed = self.steps[warmup:last]
         fw = [f for _, fs in timed for f in fs]
         per_tok = {True: self.params.per_token(True), False: self.params.per_token(False)}
+        head = {True: 4 * self.params.head, False: 2 * self.params.head}  # per scored position
+        head_flop = sum(n * head[g] for g, _, _, n in fw)
         step_times = [ends[i + 1] - ends[i] for i in range(warmup, last)]
         return {
             "steps": len(timed),
             "seconds": timed[-1][0] - t0,
             "step_s": statistics.median(step_times),
-            "tokens": sum(r for g, r, _ in fw if g),  # trained tokens (policy forwards)
-            "padded": sum(pd for g, _, pd in fw if g),
-            "useful_flop": sum(r * per_tok[g] for g, r, _ in fw),
-            "executed_flop": sum(pd * per_tok[g] for g, _, pd in fw),
+            "tokens": sum(r for g, r, _, _ in fw if g),  # trained tokens (policy forwards)
+            "padded": sum(pd for g, _, pd, _ in fw if g),
+            "head_positions": sum(n for g, _, _, n in fw if g),
+            "useful_flop": sum(r * per_tok[g] for g, r, _, _ in fw) + head_flop,
+            "executed_flop": sum(pd * per_tok[g] for g, _, pd, _ in fw) + head_flop,
         }
 
 
@@ -364,24 +391,6 @@ class Variant:
     name: str
     overrides: dict
     threads: int | None = None
-    #: An experiment on TRL itself, not a setting: see ``compact_lm_head``.
-    patch: bool = False
-
-
-@contextmanager
-def compact_lm_head():  # noqa: ANN201
-    """TRL's fused LM head scores only the positions that have a label (the completion) on
-    Triton devices, but every position (prompt and padding included) elsewhere, CPU included,
-    where the reason it gives (tile shapes changing per batch recompile on Neuron) does not
-    apply. This runs the compact path on the CPU too (the torch tile code is unchanged)."""
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 VARIANTS = {
@@ -392,20 +401,19 @@ VARIANTS = {
     "top8": Variant("LoRA on top 8 layers only", {"lora_target_modules": "top8"}),
     "threads1": Variant("1 thread", {}, threads=1),
     "ckpt": Variant("gradient checkpointing on", {"gradient_checkpointing": True}),
-    "compact": Variant("TRL patch: LM head on labels only", {}, patch=True),
     "random": Variant("random batches (no length grouping)", {"train_sampling_strategy": "random"}),
 }
 
 
 def combine(spec: str) -> Variant:
-    """``nodrop+compact``: several variants' changes at once."""
+    """``nodrop+b8``: several variants' changes at once."""
     parts = [VARIANTS[name] for name in spec.split("+")]
     if len(parts) == 1:
         return parts[0]
     return Variant(" + ".join(v.name.split(" (")[0] for v in parts),
                    {k: v for part in parts for k, v in part.overrides.items()},
                    threads=next((v.threads for v in parts if v.threads), None),
-                   patch=any(v.patch for v in parts))
+                   )
 
 
 def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile: bool = False,  # noqa: ANN001, ANN201
@@ -461,12 +469,9 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
             threads_before = torch.get_num_threads()
             if variant and variant.threads:
                 torch.set_num_threads(variant.threads)
-            if variant and variant.patch and kind != "dpo":
-                continue  # the LM head patch only concerns trainers with an LM head
             try:
-                with compact_lm_head() if variant and variant.patch else nullcontext():
-                    w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
-                                       profile=args.profile and i == 0, measure_peak=i == 0)
+                w = throughput_one(ws, kind, args, device, variant.overrides if variant else {},
+                                   profile=args.profile and i == 0, measure_peak=i == 0)
             finally:
                 torch.set_num_threads(threads_before)
             tps = w["tokens"] / w["seconds"]
@@ -475,9 +480,12 @@ def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
                 base_tps[kind] = tps
                 prm = w["params"]
                 ref = " + 2P per reference token" if kind == "dpo" else ""
-                print(f"\n{kind}: P = {prm.p / 1e6:.1f}M (matmul weights incl. head), P_lora = "
+                head = (f"; + 4H (2H in the reference) per position the LM head scored, H = "
+                        f"{prm.head / 1e6:.1f}M: {w['head_positions'] / w['steps']:.0f} a step"
+                        if w["head_positions"] else "")
+                print(f"\n{kind}: P = {prm.p / 1e6:.1f}M (body matmul weights), P_lora = "
                       f"{prm.lora / 1e6:.2f}M, embedding lookup {prm.embedding / 1e6:.1f}M not counted; "
-                      f"FLOP = (4P + 6 P_lora) per trained token{ref}")
+                      f"FLOP = (4P + 6 P_lora) per trained token{ref}{head}")
             prm = w["params"]
             note = f" (backward through {prm.p_backward / 1e6:.1f}M of P)" if prm.p_backward != prm.p else ""
             name = variant.name if variant else ("baseline" if i == 0 else "baseline, again")
@@ -543,7 +551,7 @@ def main() -> None:
     t.add_argument("--kinds", nargs="+", default=["dpo", "reward"], choices=["dpo", "reward"])
     t.add_argument("--variants", nargs="*", default=None,
                    help=f"One change at a time vs the baseline: {' '.join(VARIANTS)} or all; "
-                   "join names with + to combine them (nodrop+compact).")
+                   "join names with + to combine them (nodrop+b8).")
     t.add_argument("--profile", action="store_true", help="torch.profiler table of one step.")
     args = ap.parse_args()
     if not (args.reward or args.throughput):

@@ -55,7 +55,7 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-def embedded_server(folder: Path, *extra: dict) -> Server:
+def embedded_server(folder: Path, *extra: dict, interrupt_requests: bool = False) -> Server:
     """A started server of the embedded model as :data:`BASE`, plus ``extra`` model entries
     (llama_cpp.server's config: ``model_alias``, ``lora_path``, ...; the embedded GGUF and the
     same options unless they say otherwise); logs in ``folder``. Skips (fails in CI) without
@@ -67,7 +67,7 @@ def embedded_server(folder: Path, *extra: dict) -> Server:
     model = {"model": str(embedded_gguf()), "n_ctx": 4096, "n_threads": 2, "verbose": False}
     # interrupt_requests off: on (its default), the server cuts a streaming answer short as
     # soon as another request arrives (compare mode sends two at once).
-    config = {"host": "127.0.0.1", "port": free_port(), "interrupt_requests": False,
+    config = {"host": "127.0.0.1", "port": free_port(), "interrupt_requests": interrupt_requests,
               "models": [{**model, "model_alias": BASE}, *({**model, **e} for e in extra)]}
     server = Server(config, folder / "server.log")
     server.start()

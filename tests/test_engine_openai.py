@@ -92,6 +92,32 @@ def test_stop_interrupts_the_answer(generator):
     assert stream.stats.stopped and stream.stats.completion_tokens < 300
 
 
+def test_an_answer_the_server_cuts_short_is_an_error_that_keeps_its_text(tmp_path):
+    """llama_cpp.server with its default interrupt_requests ends a streaming answer with
+    [DONE] and no finish reason when another request arrives: not a finished answer."""
+    from assistant.engines.llamacpp import GGUFVocab
+    from assistant.engines.openai_server import OpenAIGenerator
+    from assistant.errors import GenerationFailed
+    from assistant.model_files import embedded_gguf
+
+    srv = embedded_server(tmp_path, interrupt_requests=True)
+    try:
+        vocab = GGUFVocab.open(embedded_gguf())
+        gen = OpenAIGenerator(srv.url, model=BASE, prompt_ids=vocab.prompt_ids,
+                              specials=vocab.template.specials, workers=2)
+        long = GenerationParams(temperature=0.0, max_new_tokens=400, system_prompt=SYSTEM)
+        first = gen.stream(ask("Write a very long story about a dragon."), long)
+        it = iter(first)
+        parts = [next(it), next(it)]
+        second = gen.stream(ask("What is the capital of France?"), GREEDY)
+        with pytest.raises(GenerationFailed, match="ended the answer before it was finished"):
+            parts.extend(it)
+        assert "".join(parts).strip() and first.stats.finish_reason is None
+        assert "Paris" in "".join(second) and second.stats.finish_reason == "stop"
+    finally:
+        srv.stop()
+
+
 def test_a_version_the_server_serves_is_chosen_by_the_model_name(generator):
     base = "".join(generator.stream(ask("Name three colours."), GREEDY))
     generator.load_adapter("v1", "/anywhere/the/server/has/it")

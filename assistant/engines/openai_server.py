@@ -199,6 +199,15 @@ class OpenAIGenerator(VersionNames):
                             out.stats.finish_reason = choice.finish_reason
                     if out.stopping():
                         break
+            if out.stats.finish_reason is None and not out.stopping():
+                # The stream ended without saying why: cut short by the server (llama_cpp.server
+                # does so when another request arrives, unless interrupt_requests is off) or by
+                # a proxy. The text so far is kept as an unfinished answer.
+                raise GenerationFailed(
+                    f"The model server at {self.base_url} ended the answer before it was "
+                    "finished (no finish reason; llama_cpp.server does this when another request "
+                    "arrives: start it with interrupt_requests off). The text so far is kept; "
+                    "Regenerate asks again.")
             if usage is not None:
                 out.stats.completion_tokens = usage.completion_tokens
                 out.stats.prompt_tokens = usage.prompt_tokens

@@ -133,15 +133,17 @@ def _openai_engine(settings: Settings, loaded: LoadedModel | None = None) -> Eng
     from assistant.engines.openai_server import OpenAIGenerator
 
     o = settings.openai
-    prompt_ids, specials, checkpoint = None, None, None
+    prompt_ids, specials, checkpoint, prompt_text = None, None, None, None
     try:  # the base model's own tokenizer, when its files are here
         local = _llamacpp_vocab(settings)
         prompt_ids, specials, checkpoint = local.prompt_ids, local.template.specials, local.checkpoint
+        prompt_text = local.template.prompt
     except Exception as err:  # noqa: BLE001 - no local model: the server counts tokens
         log.info("No local tokenizer for %s (%s): prompt tokens are counted by the server",
                  settings.model, err)
     generator = OpenAIGenerator(o.base_url, o.api_key, o.model, o.timeout_s,
-                                settings.context_window, prompt_ids, specials, o.workers)
+                                settings.context_window, prompt_ids, specials, o.workers,
+                                prompt_text)
 
     def fingerprint() -> str:
         if checkpoint is None:

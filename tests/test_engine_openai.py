@@ -40,7 +40,8 @@ def generator(server):
 
     vocab = GGUFVocab.open(embedded_gguf())
     return OpenAIGenerator(server.url, model=BASE, prompt_ids=vocab.prompt_ids,
-                           specials=vocab.template.specials, workers=2)
+                           specials=vocab.template.specials, workers=2,
+                           prompt_text=vocab.template.prompt)
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -90,6 +91,24 @@ def test_stop_interrupts_the_answer(generator):
     next(it)
     stream.stop()
     assert stream.stats.stopped and stream.stats.completion_tokens < 300
+
+
+def test_continue_carries_on_from_the_last_word(generator, store, settings):
+    """Continue on llama_cpp.server (no continue_final_message): the prompt text, ending
+    inside the cut answer, goes to /v1/completions. Greedy, the answer cut at 8 tokens and
+    continued is what one 16-token answer says."""
+    from assistant.chat import ChatService
+
+    story = "Write a very long story about a dragon."
+    service = ChatService(store, generator, settings)
+    reply = service.send(None, story, replace(GREEDY, max_new_tokens=8))
+    first = "".join(reply)
+    assert reply.message.record.cut_at_limit
+    more = service.continue_answer(reply.message.id)
+    added = "".join(more)
+    assert added.strip() and more.message.content == first + added
+    whole = "".join(generator.stream(ask(story), replace(GREEDY, max_new_tokens=16)))
+    assert more.message.content == whole
 
 
 def test_an_answer_the_server_cuts_short_is_an_error_that_keeps_its_text(tmp_path):

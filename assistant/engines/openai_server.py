@@ -44,6 +44,10 @@ class OpenAIGenerator(VersionNames):
 
     ``model``: the served base model's name (default: the first one the server lists).
     ``prompt_ids``: the local tokenizer's rendering of a message list, when there is one.
+    ``prompt_text``: the local chat template's prompt text for a message list (ending inside
+    the last answer when the list ends with one): Continue sends it to ``/v1/completions``,
+    which every such server has, rather than rely on the chat endpoint's
+    ``continue_final_message`` (vLLM's; llama_cpp.server would answer anew).
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class OpenAIGenerator(VersionNames):
         prompt_ids: Callable[[Messages], list[int]] | None = None,
         specials: frozenset[str] | None = None,
         workers: int = 8,
+        prompt_text: Callable[[Messages], str] | None = None,
     ) -> None:
         try:
             from openai import OpenAI
@@ -83,6 +88,7 @@ class OpenAIGenerator(VersionNames):
         self.model_version = BASE_VERSION
         self.context_window = int(context_window or info.get("max_model_len") or 2048)
         self._prompt_ids = prompt_ids
+        self._prompt_text = prompt_text
         self._specials = specials if specials is not None else frozenset(COMMON_SPECIALS)
         if prompt_ids is None:  # the server must count for us: fail now, not at the first answer
             self._check_tokenize()
@@ -162,8 +168,12 @@ class OpenAIGenerator(VersionNames):
         sent = self._defused(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
 
+        continuing = bool(sent) and sent[-1]["role"] == "assistant"
+        # Continue an answer: the prompt text as the model reads it, ending inside the answer.
+        raw = self._prompt_text(messages) if continuing and self._prompt_text else None
+
         def job(out: QueuedTokenStream) -> None:
-            kwargs = dict(model=model, messages=sent, stream=True,
+            kwargs = dict(model=model, stream=True,
                           max_tokens=params.max_new_tokens, temperature=params.temperature,
                           top_p=params.top_p if params.temperature > 0 else 1.0)
             extra = {}
@@ -171,18 +181,23 @@ class OpenAIGenerator(VersionNames):
                 # The servers' own multiplicative penalty: llama.cpp's name, and vLLM's.
                 extra.update(repeat_penalty=params.repetition_penalty,
                              repetition_penalty=params.repetition_penalty)
-            if sent and sent[-1]["role"] == "assistant":
-                # Continue that answer (vLLM's and transformers' names); a server without
-                # them answers the conversation anew, and that is appended.
-                extra.update(continue_final_message=True, add_generation_prompt=False)
+            if raw is not None:
+                kwargs["prompt"] = raw
+                create = self._client.completions.create
+            else:
+                kwargs["messages"] = sent
+                create = self._client.chat.completions.create
+                if continuing:
+                    # No local template: vLLM's (and transformers') names for continuing the
+                    # last message; a server without them answers anew, and that is appended.
+                    extra.update(continue_final_message=True, add_generation_prompt=False)
             if extra:
                 kwargs["extra_body"] = extra
             try:
-                chunks = self._call("answering", lambda: self._client.chat.completions.create(
+                chunks = self._call("answering", lambda: create(
                     **kwargs, stream_options={"include_usage": True}))
             except openai.BadRequestError:  # a server that does not know stream_options
-                chunks = self._call("answering",
-                                    lambda: self._client.chat.completions.create(**kwargs))
+                chunks = self._call("answering", lambda: create(**kwargs))
             except openai.APIStatusError as err:
                 raise GenerationFailed(
                     f"The model server at {self.base_url} refused the request "
@@ -194,7 +209,7 @@ class OpenAIGenerator(VersionNames):
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
-                        out.emit(choice.delta.content or "")
+                        out.emit((choice.text if raw is not None else choice.delta.content) or "")
                         if choice.finish_reason:
                             out.stats.finish_reason = choice.finish_reason
                     if out.stopping():

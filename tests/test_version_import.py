@@ -7,30 +7,19 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
 from assistant.bootstrap import open_database, open_registry
-from assistant.cli import main
 from assistant.config import get_settings
 from assistant.registry import VERSION_FILE
-
-QUICK = ["--steps", "1", "--lora-r", "4", "--max-length", "96", "--batch-size", "2", "--grad-accum", "1",
-         "--eval-rows", "1"]
-
-
-def cli(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, list(args))
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+from tests.test_cli_training import QUICK, cli
 
 
 @pytest.fixture
 def trained(tiny_settings, feedback_db, tmp_path, monkeypatch):
     """v1 (sft) and v2 (reward) trained in the tiny settings' data folder; then the
     environment points at a second, empty installation on the same base model."""
-    cli("train", "sft", *QUICK)
-    cli("train", "reward", *QUICK)
+    cli("train", "sft", *QUICK, "--eval-rows", "1")
+    cli("train", "reward", *QUICK, "--eval-rows", "1")
     source = tiny_settings.data_dir / "versions"
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("ASSISTANT_DATABASE_URL", raising=False)

@@ -105,8 +105,9 @@ class OnPolicyReport:
     answered: int = 0
     rejected: int = 0  # pairs made
     kept: int = 0  # good answers (no pair)
-    #: Why answers were rejected: wrong, uncited (right but citing no source that holds the
-    #: answer), not_abstained.
+    #: Why answers were rejected: abstained (said the documents do not say, though a source
+    #: holds the answer), wrong, uncited (right but citing no source that holds the answer),
+    #: not_abstained.
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -115,7 +116,7 @@ def reason(verdict: Verdict, should_abstain: bool) -> str | None:
     if should_abstain:
         return None if verdict.abstained else "not_abstained"
     if not verdict.correct:
-        return "wrong"
+        return "abstained" if verdict.abstained else "wrong"
     if not verdict.cites_right:
         return "uncited"
     return None

@@ -522,3 +522,16 @@ def test_synth_with_a_real_teacher_server(env_settings, db, library, tmp_path):
     for example in grounded_examples(db):  # whatever the teacher wrote: kept only when checked
         reply = f"Question: {example.question}\nAnswer: {example.answers[0]}"
         assert any(not isinstance(check(reply, text), str) for text in texts.values())
+
+
+def test_a_false_abstention_is_rejected_for_that_reason():
+    """An answerable question met with "the documents do not say" is counted apart from a
+    wrong answer: on-policy runs report how many pairs teach the model not to abstain."""
+    from alignment.on_policy import reason
+
+    sources = ["Normandy is a region in the north of France."]
+    assert reason(judge(ABSTENTION, ("France",), sources), should_abstain=False) == "abstained"
+    assert reason(judge("It is in Spain [1].", ("France",), sources), should_abstain=False) == "wrong"
+    assert reason(judge("It is in France [1].", ("France",), sources), should_abstain=False) is None
+    assert reason(judge(ABSTENTION, (), sources), should_abstain=True) is None
+    assert reason(judge("France [1].", (), sources), should_abstain=True) == "not_abstained"

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from assistant.cli_auth import needs
+from assistant.registry import KINDS
 from assistant.config import get_settings
 from assistant.versions import BASE_VERSION
 
@@ -384,7 +385,7 @@ def _echo_gate(report) -> None:  # noqa: ANN001
 
 @models.command("import")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(("sft", "dpo", "kto", "rl", "reward")),
+@click.option("--kind", type=click.Choice(KINDS),
               help="What it is, when the folder does not say (a bare adapter, or a version "
                    "folder made before versions described themselves).")
 @click.option("--parent", default=BASE_VERSION, show_default=True,
@@ -402,14 +403,10 @@ def models_import(folder: Path, kind: str | None, parent: str) -> None:
     click.echo(f"Loading the base model to check that the adapter fits ({settings.model})...")
     loaded = load_model(settings)
     version = import_version(registry, folder, loaded, kind=kind, parent=parent)
-    if version.kind != "reward" and settings.engine == "llamacpp" and Path(loaded.path).is_dir():
-        from assistant.conversion import convert_adapter
-        from assistant.errors import AssistantError
+    if version.kind != "reward" and settings.engine == "llamacpp":
+        from alignment.training.run import convert_for_llamacpp
 
-        try:
-            convert_adapter(version.adapter_dir, Path(loaded.path))
-        except AssistantError as err:
-            click.echo(f"  not converted for llama.cpp yet ({err}); activation will try again.")
+        convert_for_llamacpp(version, loaded)  # as a trained version is; a failure is logged
     source = version.data["imported_from"]
     click.echo(f"Imported {folder} as {version.name} ({version.kind} on {version.parent})"
                + (f"; it was {source['name']} there." if source.get("name") else "."))

@@ -166,7 +166,7 @@ def train(
         raise
     if kind != "reward" and settings.engine == "llamacpp":
         tracker.step("converting the adapter for llama.cpp")
-        _convert_for_llamacpp(version, loaded)
+        convert_for_llamacpp(version, loaded)
     tracker.end()
     seconds = time.perf_counter() - started
     log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
@@ -200,7 +200,7 @@ def _pace(tracker: RunProgress, watcher: TrainingProgress, metrics: dict[str, An
     return out
 
 
-def _convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:
+def convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:
     """Make the chat's engine ready to serve the new version: its GGUF copy is made now, in
     the training process, not when someone activates it. A failure is only logged: the first
     activation converts again (and says why if it fails there too)."""

@@ -248,8 +248,11 @@ def table(record: EvalRecord) -> list[dict[str, str]]:
         add("identical answers", str(m.get("identical_answers", "-")), "", m["prompts"],
             "counted as ties")
         add("mean answer length (words)", _words(m, "candidate_words"), _words(m, "baseline_words"), m["prompts"])
+        penalty = (f"; greedy, repetition penalty {m['repetition_penalty']:g}"
+                   if "repetition_penalty" in m else "")
         add(f"repeated {m.get('repetition_ngram', REPEAT_N)}-grams", _share(m.get("candidate_repetition")),
-            _share(m.get("baseline_repetition")), m["prompts"], "share of word n-grams already seen in the answer")
+            _share(m.get("baseline_repetition")), m["prompts"],
+            f"share of word n-grams already seen in the answer{penalty}")
     if m.get("pairs"):
         rm = m.get("reward_model") or record.reward_model or "reward model"
         add(f"{rm} accuracy (95% CI)", _pct(m, "reward_accuracy"), "", m["pairs"], "held-out preference pairs")
@@ -278,7 +281,9 @@ def table(record: EvalRecord) -> list[dict[str, str]]:
 def summarize(record: EvalRecord) -> list[str]:
     """The record as lines for a terminal."""
     m = record.metrics
-    lines = [f"{record.candidate} against {record.baseline} ({m.get('seconds', 0):.0f} s):"]
+    decoding = (f"; greedy answers, repetition penalty {m['repetition_penalty']:g}"
+                if "repetition_penalty" in m else "")
+    lines = [f"{record.candidate} against {record.baseline} ({m.get('seconds', 0):.0f} s{decoding}):"]
     if "heldout_pairs_given" in m:
         lines.append(
             f"  held-out data: {m['heldout_pairs_given']} pairs given, {m.get('pairs', 0)} scored"

@@ -5,7 +5,8 @@ Three measurements, stored as an evaluation in the registry (what the activation
 1. the reward model's accuracy on held-out preference pairs (how far to trust the judge),
    beside what answer length alone would score on the same pairs;
 2. the candidate's win rate against the baseline: both answer the held-out prompts
-   (greedy) through the engine the chat uses (what is judged is what serves), the reward
+   (greedy, with the chat's repetition penalty) through the engine the chat uses (what is
+   judged is what serves), the reward
    model scores both answers; identical answers and scores within a
    tolerance tie, a tie counts half; the sign test on the rest gives the verdict (better,
    worse, not enough evidence). Without a reward model the win rate is not measured; the
@@ -70,6 +71,16 @@ class EvalOptions:
     #: A SQuAD file whose questions are asked (None: the held-out grounded examples).
     grounded_file: str | None = None
     grounded_titles: tuple[str, ...] = ()
+    #: Repetition penalty of every answer (None: the chat's, ``generation.repetition_penalty``;
+    #: 1.0: off, to see how much a version loops on its own).
+    repetition_penalty: float | None = None
+
+
+def penalty_of(settings: Settings, o: EvalOptions) -> float:
+    """The repetition penalty the answers are generated with: the option, else the chat's."""
+    if o.repetition_penalty is not None:
+        return o.repetition_penalty
+    return settings.generation.repetition_penalty
 
 
 @dataclass(frozen=True)
@@ -108,11 +119,13 @@ class _Source:
 class VersionAnswers:
     """The compared versions answering through the chat's own engine (``bootstrap.build_engine``:
     llama.cpp, transformers or a server), greedy, with the versions loaded as the chat loads
-    them: what is judged is what serves."""
+    them: what is judged is what serves. ``repetition_penalty`` is the chat's when the
+    answers are judged as the chat's (the evaluation); 1.0 (off) by default."""
 
     def __init__(self, generator: Generator, registry: Registry, fingerprint: str,
-                 names: set[str]) -> None:
+                 names: set[str], repetition_penalty: float = 1.0) -> None:
         self.generator = generator
+        self.repetition_penalty = repetition_penalty
         self.loaded: list[str] = []
         for name in sorted(names - {BASE_VERSION}):
             version = registry.check_servable(name, fingerprint)
@@ -123,8 +136,10 @@ class VersionAnswers:
     def generate(self, name: str, conversations: list[Messages], max_new_tokens: int,
                  batch_size: int = 8, desc: str = "",
                  params: GenerationParams | None = None) -> list[str]:
-        """Greedy, unless ``params`` (then its ``max_new_tokens`` is used too)."""
-        params = params or GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+        """Greedy with :attr:`repetition_penalty`, unless ``params`` (then its
+        ``max_new_tokens`` is used too)."""
+        params = params or GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                            repetition_penalty=self.repetition_penalty)
         out: list[str] = []
         with tqdm(total=len(conversations), desc=desc, leave=False) as bar:
             # A window of requests at once: a server batches them, an in-process engine queues.
@@ -166,7 +181,8 @@ def evaluate(
 
         scorer = load_reward_model(loaded, reward)
     engine = build_engine(settings, loaded)
-    models = VersionAnswers(engine.generator, registry, loaded.fingerprint, {candidate, baseline})
+    models = VersionAnswers(engine.generator, registry, loaded.fingerprint, {candidate, baseline},
+                            repetition_penalty=penalty_of(settings, o))
     try:
         return _evaluate(settings, registry, candidate, baseline, reward, scorer, models, o, db,
                          started, engine_label(engine.generator))
@@ -177,7 +193,8 @@ def evaluate(
 def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: str, reward,  # noqa: ANN001
               scorer, models: VersionAnswers, o: EvalOptions, db, started: float,  # noqa: ANN001
               engine: str) -> EvalRecord:
-    metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline, "engine": engine}
+    metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline, "engine": engine,
+                               "repetition_penalty": models.repetition_penalty}
     notes: list[str] = []
 
     # Held-out pairs (the default training split's test side).

@@ -54,12 +54,44 @@ def test_identical_versions_are_not_enough_evidence_never_better(tiny_settings, 
     text = "\n".join(summarize(record))
     assert "not enough evidence" in text and "better" not in text.split("win rate")[1].split("\n")[0]
     assert "8 of 8 identical" in text and "shorter wins" in text
+    # Judged as served: the chat's repetition penalty, said beside the figures.
+    assert m["repetition_penalty"] == tiny_settings.generation.repetition_penalty > 1.0
+    assert f"repetition penalty {tiny_settings.generation.repetition_penalty:g}" in text
 
     # Fewer prompts than the sign test needs: said, not passed.
     few = evaluate(tiny_settings, twin.name, EvalOptions(prompts=3, pairs=4, qa=0, max_new_tokens=4,
                                                          test_fraction=0.3), db=feedback_db)
     assert any("3 prompts cannot show a difference at 95%" in n for n in few.metrics["notes"])
     assert not gate_report(registry, twin.name).passes
+
+
+class _Recorder:
+    """A generator that records the parameters it is asked with (the test is about them)."""
+
+    def __init__(self):
+        self.params = []
+
+    def loaded_versions(self):
+        return []
+
+    def stream(self, messages, params, version):
+        self.params.append((version, params))
+        return iter(["ok"])
+
+
+@pytest.mark.parametrize(("option", "expected"), [(None, "chat"), (1.0, 1.0), (1.3, 1.3)])
+def test_answers_are_generated_greedy_with_the_chats_repetition_penalty_unless_told(
+        tiny_settings, option, expected):
+    from alignment.evaluate import VersionAnswers, penalty_of
+
+    penalty = penalty_of(tiny_settings, EvalOptions(repetition_penalty=option))
+    want = tiny_settings.generation.repetition_penalty if expected == "chat" else expected
+    assert penalty == want
+    recorder = _Recorder()
+    models = VersionAnswers(recorder, None, "fp", {"base"}, repetition_penalty=penalty)
+    assert models.generate("base", [[{"role": "user", "content": "hi"}]] * 3, 7) == ["ok"] * 3
+    assert {(v, p.temperature, p.max_new_tokens, p.repetition_penalty) for v, p in recorder.params} == {
+        ("base", 0.0, 7, want)}
 
 
 def test_a_reward_model_trained_on_another_base_is_a_clear_error(tiny_settings, feedback_db, tmp_path):

@@ -136,6 +136,10 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
         interval = (f" (95% CI {m['heldout_accuracy_low']:.1%}-{m['heldout_accuracy_high']:.1%})"
                     if m.get("heldout_accuracy_low") is not None else "")
         click.echo(f"  held-out accuracy {m['heldout_accuracy']:.1%}{interval} on {n} rows")
+    if m.get("heldout_margin") is not None:
+        click.echo(f"  held-out reward margin {m['heldout_margin']:.3f} (95% CI {m['heldout_margin_low']:.3f}"
+                   f" to {m['heldout_margin_high']:.3f}, bootstrap over {m['heldout_margin_batches']} "
+                   "batches; 0 before training)")
     if m.get("final_reward") is not None:
         click.echo(f"  mean reward {m['first_reward']:.3f} -> {m['final_reward']:.3f}")
     click.echo("  " + time_line(m, result.phase_seconds, result.seconds))

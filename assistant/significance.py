@@ -15,6 +15,7 @@ arithmetic as ``assistant eval``:
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -168,3 +169,25 @@ def compare(a: float, b: float, tolerance: float = SCORE_TOLERANCE) -> int:
     if abs(a - b) <= tolerance:
         return 0
     return 1 if a > b else -1
+
+
+def mean_interval(values: list[float], weights: list[float] | None = None, resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """A weighted mean of ``values`` with its 95% percentile-bootstrap interval, resampling
+    the values themselves (e.g. per-batch means weighted by batch size, where the rows inside
+    a batch are not available separately). Deterministic for a given ``seed``."""
+    if not values:
+        raise ValueError("no values")
+    w = list(weights) if weights is not None else [1.0] * len(values)
+    if len(w) != len(values) or min(w) <= 0:
+        raise ValueError("one positive weight per value")
+
+    def mean(idx: list[int]) -> float:
+        return sum(w[i] * values[i] for i in idx) / sum(w[i] for i in idx)
+
+    rng = random.Random(seed)
+    k = len(values)
+    draws = sorted(mean([rng.randrange(k) for _ in range(k)]) for _ in range(resamples))
+    low = draws[int(resamples * ALPHA / 2)]
+    high = draws[min(resamples - 1, int(resamples * (1 - ALPHA / 2)))]
+    return mean(list(range(k))), low, high

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.significance import (
-    BETTER, UNDECIDED, WORSE, compare, min_decided_for_significance, paired, prompts_needed,
-    rate, sign_test, wilson,
+    BETTER, UNDECIDED, WORSE, compare, mean_interval, min_decided_for_significance, paired,
+    prompts_needed, rate, sign_test, wilson,
 )
 from assistant.words import repeated_ngram_rate, repeated_ngrams, same_text
 
@@ -92,3 +92,33 @@ def test_text_measures():
     assert repeated_ngrams("the capital of France is Paris") == (0, 4)
     assert repeated_ngram_rate(["a b c a b c", "x y"]) == pytest.approx(1 / 4)
     assert repeated_ngram_rate([]) == 0.0
+
+
+def test_the_bootstrap_interval_of_a_weighted_mean():
+    assert mean_interval([0.3] * 5) == (0.3, 0.3, 0.3)
+    mean, low, high = mean_interval([0.0, 1.0], weights=[3, 1])
+    assert mean == 0.25 and 0.0 <= low < mean < high <= 1.0
+    # Close to the normal interval (mean +- 1.96 sd / sqrt(n)) on 40 spread values.
+    values = [((i * 37) % 40) / 10 - 2 for i in range(40)]  # -2.0 .. 1.9, each once
+    n, m = len(values), sum(values) / len(values)
+    half = 1.96 * (sum((v - m) ** 2 for v in values) / (n - 1)) ** 0.5 / n ** 0.5
+    mean, low, high = mean_interval(values)
+    assert mean == pytest.approx(m) and low == pytest.approx(m - half, abs=0.1 * half)
+    assert high == pytest.approx(m + half, abs=0.1 * half)
+    assert mean_interval(values, seed=3) == mean_interval(values, seed=3)
+    with pytest.raises(ValueError):
+        mean_interval([])
+    with pytest.raises(ValueError):
+        mean_interval([1.0, 2.0], weights=[1])
+
+
+def test_batch_sizes_of_a_heldout_evaluation():
+    from alignment.training.heldout import batch_rows, margin_interval
+
+    assert batch_rows(113, 4, 29) == [4] * 28 + [1]
+    assert batch_rows(8, 4, 2) == [4, 4] and batch_rows(8, 4, 3) is None
+    got = margin_interval({"rewards/margins": [0.2, 0.4, 0.0]}, 9, 4)
+    assert got["heldout_margin"] == pytest.approx((0.2 * 4 + 0.4 * 4 + 0.0) / 9)
+    assert got["heldout_margin_batches"] == 3
+    assert margin_interval({"rewards/margins": [0.2]}, 4, 4) == {}  # one batch: no interval
+    assert margin_interval({}, 8, 4) == {}

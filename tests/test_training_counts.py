@@ -24,7 +24,9 @@ def quick(kind, tmp_path, **overrides):
 
 @pytest.mark.parametrize("kind", ["reward", "dpo"])
 def test_rows_given_used_and_seen_are_recorded(kind, tiny_settings, feedback_db, tmp_path):
-    result = train(tiny_settings, kind, quick(kind, tmp_path), db=feedback_db)
+    # DPO: enough held-out rows, in batches of 2, for the 2+ batches a margin interval needs.
+    extra = {"per_device_eval_batch_size": 2, "test_fraction": 0.3} if kind == "dpo" else {}
+    result = train(tiny_settings, kind, quick(kind, tmp_path, **extra), db=feedback_db)
     v = result.version
     rows = v.data["rows"]
     assert rows == v.metrics["rows"]
@@ -47,6 +49,13 @@ def test_rows_given_used_and_seen_are_recorded(kind, tiny_settings, feedback_db,
         m = v.metrics
         assert m["heldout_rows"] == rows["heldout_used"]
         assert m["heldout_accuracy_low"] <= m["heldout_accuracy"] <= m["heldout_accuracy_high"]
+    else:  # DPO's held-out margin comes with an interval over the evaluation's batches
+        m = v.metrics
+        assert m["heldout_margin_batches"] == -(-rows["heldout_used"] // 2) >= 2
+        assert m["heldout_margin_low"] <= m["heldout_margin"] <= m["heldout_margin_high"]
+        assert m["heldout_margin_low"] < m["heldout_margin_high"]  # batches differ
+        if rows["heldout_used"] % 2 == 0:  # equal batches: TRL's mean of batch means
+            assert m["heldout_margin"] == pytest.approx(m["eval_rewards/margins"], abs=1e-6)
     lines = describe_counts(rows)
     assert lines[0].startswith(f"training rows: {rows['train_given']} given, {rows['train_used']} used")
     assert "4 seen" in lines[0] and "over 96 tokens" in lines[0]

@@ -330,7 +330,8 @@ def test_rows_used_and_an_evaluation_without_a_reward_model(service, registry):
         from assistant.storage.schema import ModelVersion
 
         s.get(ModelVersion, 1).data = {**v.data, "rows": rows}
-    policy = add_version(registry)
+    policy = add_version(registry, metrics={"heldout_margin": 0.23, "heldout_margin_low": 0.11,
+                                            "heldout_margin_high": 0.35, "heldout_margin_batches": 29})
     registry.record_evaluation(policy.name, "base", None, {
         "prompts": 16, "identical_answers": 5, "candidate_words": 12.5, "baseline_words": 30.0,
         "candidate_repetition": 0.4, "baseline_repetition": 0.1, "repetition_ngram": 3,
@@ -350,6 +351,8 @@ def test_rows_used_and_an_evaluation_without_a_reward_model(service, registry):
     run_ok(at)
     assert "could not check the win rate: no reward model judged the answers" in texts(at.caption)
     assert "Passes" not in texts(at.caption)
+    assert any(m.label == "Held-out margin" and m.value == "0.230" and "0.110 to 0.350" in str(m.proto.delta)
+               for m in at.metric)
     evaluation = at.dataframe[-1].value
     rows = dict(zip(evaluation["measure"], evaluation["candidate"]))
     assert rows["win rate"] == "not measured" and rows["repeated 3-grams"] == "40.0%"

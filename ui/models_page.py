@@ -384,6 +384,12 @@ def _headline_metrics(m: dict) -> None:
                     f"n={m.get('heldout_rows')}" if number("heldout_accuracy_low") is not None else None)
         row.metric("Held-out accuracy", f"{m['heldout_accuracy']:.1%}", width="content",
                    delta=interval, delta_color="off", delta_arrow="off")
+    if number("heldout_margin") is not None:
+        row.metric("Held-out margin", f"{m['heldout_margin']:.3f}", width="content",
+                   delta=f"95% CI {m['heldout_margin_low']:.3f} to {m['heldout_margin_high']:.3f}",
+                   delta_color="off", delta_arrow="off",
+                   help="How much more the version prefers the chosen answer than its parent does "
+                        "(DPO's implicit reward), on the held-out pairs; 0 before training.")
     if number("final_reward") is not None:
         first = number("first_reward")
         row.metric("Reward", f"{m['final_reward']:.3f}", width="content",

@@ -27,6 +27,7 @@ from peft import LoraConfig, PeftModel
 from alignment.errors import IncompatibleVersion, RewardModelMissing, TrainingOutOfMemory
 from alignment.training.config import config_record
 from alignment.training.data import defuse, describe_counts, fit, prepare, row_counts
+from alignment.training.heldout import batch_values, margin_interval
 from alignment.training.lm_head import labelled_positions_only
 from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
 from alignment.training.trainers import build_trainer, row_lengths
@@ -124,18 +125,21 @@ def train(
         trainer.callback_handler.callbacks.insert(0, watcher)
         with _out_of_memory_is_a_message(loaded, config), labelled_positions_only():
             output = trainer.train()
-            eval_metrics = {}
+            eval_metrics, margin = {}, {}
             if evaluated:
                 batches = len(trainer.get_eval_dataloader())
                 eta = watcher.estimate.eval_s if watcher.estimate else None
                 tracker.phase("evaluating", f"{_count(evaluated, 'held-out row')} in {_count(batches, 'batch')}",
                               total=batches, unit="batches", eta_s=eta)
-                eval_metrics = trainer.evaluate()
+                with batch_values(trainer) as kept:
+                    eval_metrics = trainer.evaluate()
+                margin = margin_interval(kept, evaluated, args.per_device_eval_batch_size * max(1, args.world_size))
 
         tracker.phase("saving", total=4 if kind != "reward" and settings.engine == "llamacpp" else 3,
                       unit="parts")
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
+        metrics.update(margin)
         rows = _rows(data, trainer, metrics, kind, config)
         metrics["rows"] = rows
         data.record["rows"] = rows

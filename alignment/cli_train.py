@@ -205,7 +205,7 @@ def train_sft(**options) -> None:
 @_train_options
 @click.option("--preset", type=click.Choice(["cpu"]),
               help="cpu: the recipe measured to move the model within ~30 min on 2 CPU cores "
-                   "(lr 5e-4, 64 steps of 8 rows, 256 tokens); options given win.")
+                   "(lr 5e-4, 56 steps of 8 rows, 256 tokens); options given win.")
 @needs("train")
 def train_dpo(**options) -> None:
     """Direct preference optimization on chosen/rejected pairs (DPOTrainer)."""

@@ -9,15 +9,12 @@ TRL keeps those values in a private dict (``trainer._metrics["eval"]``). Where i
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from assistant.significance import mean_interval
-
-log = logging.getLogger(__name__)
 
 MARGIN = "rewards/margins"
 

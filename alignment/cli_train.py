@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from assistant.cli_auth import needs
+from assistant.cli_quiet import quiet_libraries
 from assistant.registry import KINDS
 from assistant.config import get_settings
 from assistant.versions import BASE_VERSION
@@ -73,6 +74,7 @@ def _train_options(f):  # noqa: ANN001, ANN202
 
 def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
     """Train ``kind`` and print what was registered; returns the new version's name."""
+    quiet_libraries()
     from alignment import runs
     from alignment.machine_defaults import PRESETS, with_preset
     from alignment.training import make_config, train
@@ -454,6 +456,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy, grounded QA on retrieved sources (answer accuracy,
     citation accuracy, abstention). Stored for the activation gate."""
+    quiet_libraries()
     from alignment import runs
     from alignment.eval_metrics import summarize
     from alignment.evaluate import EvalOptions

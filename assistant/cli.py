@@ -7,15 +7,14 @@ status 1; nothing here holds logic of its own.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from assistant.cli_auth import login, needs
+from assistant.cli_quiet import quiet_libraries
 from assistant.config import get_settings
 from assistant.errors import AssistantError
 from assistant.plugins import COMMANDS_GROUP, register_commands
@@ -66,18 +65,6 @@ def main(verbose: int, user: str | None) -> None:
     private_umask()  # the data, backups and exports written from here are the owner's only
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _quiet_libraries() -> None:
-    """Keep the model libraries' progress bars ("Loading weights ...") and warnings out of
-    a command's output: they are about the libraries, not what was asked (-v keeps them).
-    Read by the libraries when first imported, which these commands do later."""
-    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
-        return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    warnings.filterwarnings("ignore", module=r"(transformers|sentence_transformers|torch|huggingface_hub)\b")
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -162,7 +149,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
 
     settings = get_settings()
     user = login()
-    _quiet_libraries()
+    quiet_libraries()
     click.echo("Loading the model...", err=True)
     service = build_chat_service(settings).for_owner(user)
     d = service.default_params()
@@ -285,7 +272,7 @@ def ingest(paths: tuple[Path, ...]) -> None:
 @needs()
 def search(query: str, top_k: int, mode: str | None, document_ids: tuple[int, ...]) -> None:
     """Search the documents without chatting: ranked chunks with their scores."""
-    _quiet_libraries()
+    quiet_libraries()
     click.echo("Loading the embedding model and the index...", err=True)
     library = _library()
     hits = library.retriever.search(

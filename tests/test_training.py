@@ -131,6 +131,28 @@ def _nothing_left(settings, db) -> None:
     assert not any(p.name.startswith(STAGING_PREFIX) for p in settings.versions_dir.glob("*"))
 
 
+@pytest.mark.parametrize("kind", ["reward", "sft", "dpo", "kto", "rl"])
+def test_checkpointing_off_unless_asked_and_the_step_bar_on_without_deprecation_warnings(kind, tmp_path):
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # as the CLI quiets the libraries (assistant.cli_quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # "gradient_checkpointing is deprecated"
+            off = make_config(kind, str(tmp_path / "off"))
+            on = make_config(kind, str(tmp_path / "on"), gradient_checkpointing=True)
+            unset = make_config(kind, str(tmp_path / "unset"), gradient_checkpointing=None)
+    finally:
+        hf_logging.set_verbosity(level)
+    assert (off.activation_checkpointing, off.gradient_checkpointing) == (False, False)  # TRL's default is on
+    assert (on.activation_checkpointing, on.gradient_checkpointing) == (True, True)
+    assert unset.activation_checkpointing is False
+    assert off.disable_tqdm is False  # transformers hides the step bar when its logging is quiet
+
+
 def test_no_feedback_at_all(tiny_settings, tmp_path):
     db = open_database(tiny_settings)
     with pytest.raises(NoTrainingData, match="No preference data in the database"):

@@ -119,7 +119,10 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
         "report_to": [],
         "save_strategy": "no",
         "logging_steps": 1,
-        "gradient_checkpointing": False,
+        # The step bar with its estimate; transformers would hide it whenever its own logging
+        # is quieter than warnings (the CLI quiets the libraries' noise: assistant.cli_quiet).
+        "disable_tqdm": False,
+        "activation_checkpointing": False,  # transformers' name; gradient_checkpointing is its alias
         "per_device_train_batch_size": sizes["per_device_train_batch_size"],
         "gradient_accumulation_steps": sizes["gradient_accumulation_steps"],
         "per_device_eval_batch_size": 4,
@@ -141,6 +144,11 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
         values.update(learning_rate=1e-5, num_generations=4,
                       max_completion_length=sizes["max_completion_length"],
                       per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    overrides = dict(overrides)
+    if overrides.get("gradient_checkpointing") is not None:  # --gradient-checkpointing, --set
+        if overrides.get("activation_checkpointing") is None:
+            overrides["activation_checkpointing"] = overrides["gradient_checkpointing"]
+    overrides.pop("gradient_checkpointing", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return CONFIGS[key](**values)
 

@@ -255,8 +255,11 @@ def _synth_summary(report: SynthReport) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="At most N examples this run.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True)
+@click.option("--repetition-penalty", type=click.FloatRange(1.0, 2.0),
+              help="Repetition penalty of the answers (default: the chat's, generation.repetition_penalty).")
 @needs("import")
-def data_on_policy(version: str | None, limit: int | None, batch_size: int, max_new_tokens: int) -> None:
+def data_on_policy(version: str | None, limit: int | None, batch_size: int, max_new_tokens: int,
+                   repetition_penalty: float | None) -> None:
     """The active model answers the grounded examples through the chat's engine; each wrong,
     uncited or non-abstaining answer becomes the rejected side of a preference pair. A
     stopped run keeps its pairs; the next one resumes."""
@@ -264,11 +267,13 @@ def data_on_policy(version: str | None, limit: int | None, batch_size: int, max_
     from assistant.config import get_settings
 
     report = run(get_settings(), _open_database(), version=version, limit=limit,
-                 batch_size=batch_size, max_new_tokens=max_new_tokens)
+                 batch_size=batch_size, max_new_tokens=max_new_tokens,
+                 repetition_penalty=repetition_penalty)
     why = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) or "none"
     click.echo(f"{report.version}: answered {report.answered} grounded examples "
                f"({report.done_before} done before, of {report.examples}): {report.rejected} pairs "
-               f"made (rejected: {why}), {report.kept} answers good.")
+               f"made (rejected: {why}), {report.kept} answers good; greedy, repetition penalty "
+               f"{report.repetition_penalty:g}.")
     if not report.examples:
         click.echo("No grounded examples: import some with `assistant data import squad FILE`.")
 

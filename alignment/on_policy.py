@@ -109,6 +109,7 @@ class OnPolicyReport:
     #: holds the answer), wrong, uncited (right but citing no source that holds the answer),
     #: not_abstained.
     reasons: dict[str, int] = field(default_factory=dict)
+    repetition_penalty: float = 1.0  # of the answers (the chat's, unless told otherwise)
 
 
 def reason(verdict: Verdict, should_abstain: bool) -> str | None:
@@ -128,11 +129,11 @@ AnswerFn = Callable[[list[Messages]], list[str]]
 
 def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine: str,
             *, limit: int | None = None, batch_size: int = BATCH_SIZE,
-            max_new_tokens: int = MAX_NEW_TOKENS) -> OnPolicyReport:
+            max_new_tokens: int = MAX_NEW_TOKENS, repetition_penalty: float = 1.0) -> OnPolicyReport:
     """Have ``version`` answer the grounded examples it has not answered yet (at most
     ``limit``) and store a pair for each bad answer; see the module docstring."""
     examples = grounded_examples(db)
-    report = OnPolicyReport(version, examples=len(examples))
+    report = OnPolicyReport(version, examples=len(examples), repetition_penalty=repetition_penalty)
     todo = [e for e in examples if version not in e.answered]
     report.done_before = len(examples) - len(todo)
     if limit is not None:
@@ -141,7 +142,7 @@ def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine:
         for i in range(0, len(todo), batch_size):
             batch = todo[i:i + batch_size]
             said = answer([e.messages() for e in batch])
-            _store(db, batch, said, version, model_id, engine, max_new_tokens, report)
+            _store(db, batch, said, version, model_id, engine, max_new_tokens, repetition_penalty, report)
             bar.update(len(batch))
     log.info("on-policy %s: %d answered, %d pairs, %d kept", version, report.answered,
              report.rejected, report.kept)
@@ -149,7 +150,7 @@ def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine:
 
 
 def _store(db: Database, batch: list[StoredExample], said: list[str], version: str, model_id: str,
-           engine: str, max_new_tokens: int, report: OnPolicyReport) -> None:
+           engine: str, max_new_tokens: int, repetition_penalty: float, report: OnPolicyReport) -> None:
     """One transaction per batch: its pairs and the marks that it was answered."""
     with db.write() as s:
         for example, text in zip(batch, said, strict=True):
@@ -170,6 +171,7 @@ def _store(db: Database, batch: list[StoredExample], said: list[str], version: s
                     reply_to_id=example.question_id, active=False, model_id=model_id,
                     model_version=version, engine=engine,
                     params={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
+                            "repetition_penalty": repetition_penalty,
                             "system_prompt": example.system_prompt,
                             "on_policy": {"rejected": why}},
                 )
@@ -189,9 +191,12 @@ def _store(db: Database, batch: list[StoredExample], said: list[str], version: s
 
 
 def run(settings, db: Database, *, version: str | None = None, limit: int | None = None,  # noqa: ANN001
-        batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS) -> OnPolicyReport:
+        batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
+        repetition_penalty: float | None = None) -> OnPolicyReport:
     """:func:`collect` with ``version`` (default: the active one) answering greedily through
-    the chat's engine (``bootstrap.build_engine``: llama.cpp by default)."""
+    the chat's engine (``bootstrap.build_engine``: llama.cpp by default), with the chat's
+    repetition penalty (``generation.repetition_penalty``) unless ``repetition_penalty`` is
+    given: the rejected answers are the ones users would read."""
     from alignment.evaluate import VersionAnswers
     from assistant.bootstrap import build_engine, open_registry
     from assistant.generation import engine_label
@@ -200,16 +205,18 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     registry = open_registry(settings, db)
     version = version or registry.active()
     registry.get(version)
+    penalty = settings.generation.repetition_penalty if repetition_penalty is None else repetition_penalty
     if not grounded_examples(db):  # nothing to answer: do not load a model for it
-        return OnPolicyReport(version)
+        return OnPolicyReport(version, repetition_penalty=penalty)
     engine = build_engine(settings)
     fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
-    models = VersionAnswers(engine.generator, registry, fingerprint, {version})
+    models = VersionAnswers(engine.generator, registry, fingerprint, {version}, repetition_penalty=penalty)
     try:
         def answer(prompts: list[Messages]) -> list[str]:
             return models.generate(version, prompts, max_new_tokens, batch_size)
 
         return collect(db, answer, version, engine.generator.model_id, engine_label(engine.generator),
-                       limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens)
+                       limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                       repetition_penalty=penalty)
     finally:
         models.close()

@@ -174,9 +174,10 @@ def test_on_policy_pairs_resume_and_show_on_the_feedback_page(db, library, tmp_p
     }
     # A run stopped after its first batch keeps that batch; the next resumes.
     with pytest.raises(KeyboardInterrupt):
-        collect(db, Scripted(script, stop_after=1), "base", "model", "engine", batch_size=2)
+        collect(db, Scripted(script, stop_after=1), "base", "model", "engine", batch_size=2,
+                repetition_penalty=1.1)
     assert sum("base" in e.answered for e in grounded_examples(db)) == 2
-    report = collect(db, Scripted(script), "base", "model", "engine", batch_size=2)
+    report = collect(db, Scripted(script), "base", "model", "engine", batch_size=2, repetition_penalty=1.1)
     assert report.done_before == 2 and report.answered == 3
     assert collect(db, Scripted(script), "base", "model", "engine").answered == 0  # all done
 
@@ -186,8 +187,11 @@ def test_on_policy_pairs_resume_and_show_on_the_feedback_page(db, library, tmp_p
               "Who gave their name to Bavaria?"):
         assert by_question[q] == "rejected"
     with db.read() as s:
-        reasons = {m.params["on_policy"]["rejected"] for m in s.query(Message).filter(Message.model_version == "base")}
+        made = s.query(Message).filter(Message.model_version == "base").all()
+        reasons = {m.params["on_policy"]["rejected"] for m in made}
+        penalties = {m.params["repetition_penalty"] for m in made}
     assert {"wrong", "uncited", "not_abstained"} <= reasons
+    assert penalties == {1.1}  # recorded with each rejected answer
 
     pairs = export(db, "preference", ExportOptions(test_fraction=0)).train
     rejected = {p["rejected"][0]["content"] for p in pairs}
@@ -322,6 +326,8 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     assert "5 grounded examples imported of 6 questions" in out and "1 skipped" in out
     out = cli("data", "on-policy", "--max-new-tokens", "4", "--batch-size", "3")
     assert "base: answered 5 grounded examples (0 done before, of 5)" in out
+    penalty = tiny_settings.generation.repetition_penalty  # the chat's: what users would read
+    assert f"greedy, repetition penalty {penalty:g}." in out
     out = cli("data", "on-policy")
     assert "answered 0 grounded examples (5 done before" in out
     out = cli("train", "grounded", "--steps", "1", "--lora-r", "4", "--max-length", "400",

@@ -19,9 +19,9 @@ CPU_DEFAULTS: dict[str, Any] = {"max_length": 256, "per_device_train_batch_size"
 
 
 #: ``assistant train KIND --preset NAME``: measured settings, under any option given
-#: explicitly. "cpu" for DPO: of three measured points, the one that moved the embedded model
-#: in under 30 minutes on 2 cores (its sweep and caveats: docs/training.md, "A DPO recipe for
-#: a CPU").
+#: explicitly. "cpu" for DPO: of the measured points (learning rate, steps, beta, LoRA rank),
+#: the one that moved the embedded model in under 30 minutes on 2 cores (its sweep and
+#: caveats: docs/training.md, "A DPO recipe for a CPU").
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"dpo": {"learning_rate": 5e-4, "max_steps": 56, "max_length": 256,
                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},

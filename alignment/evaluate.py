@@ -76,11 +76,9 @@ class EvalOptions:
     repetition_penalty: float | None = None
 
 
-def penalty_of(settings: Settings, o: EvalOptions) -> float:
-    """The repetition penalty the answers are generated with: the option, else the chat's."""
-    if o.repetition_penalty is not None:
-        return o.repetition_penalty
-    return settings.generation.repetition_penalty
+def penalty_of(settings: Settings, option: float | None) -> float:
+    """The repetition penalty answers are generated with: the option, else the chat's."""
+    return settings.generation.repetition_penalty if option is None else option
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def evaluate(
         scorer = load_reward_model(loaded, reward)
     engine = build_engine(settings, loaded)
     models = VersionAnswers(engine.generator, registry, loaded.fingerprint, {candidate, baseline},
-                            repetition_penalty=penalty_of(settings, o))
+                            repetition_penalty=penalty_of(settings, o.repetition_penalty))
     try:
         return _evaluate(settings, registry, candidate, baseline, reward, scorer, models, o, db,
                          started, engine_label(engine.generator))

@@ -142,7 +142,7 @@ def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine:
         for i in range(0, len(todo), batch_size):
             batch = todo[i:i + batch_size]
             said = answer([e.messages() for e in batch])
-            _store(db, batch, said, version, model_id, engine, max_new_tokens, repetition_penalty, report)
+            _store(db, batch, said, version, model_id, engine, max_new_tokens, report)
             bar.update(len(batch))
     log.info("on-policy %s: %d answered, %d pairs, %d kept", version, report.answered,
              report.rejected, report.kept)
@@ -150,7 +150,7 @@ def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine:
 
 
 def _store(db: Database, batch: list[StoredExample], said: list[str], version: str, model_id: str,
-           engine: str, max_new_tokens: int, repetition_penalty: float, report: OnPolicyReport) -> None:
+           engine: str, max_new_tokens: int, report: OnPolicyReport) -> None:
     """One transaction per batch: its pairs and the marks that it was answered."""
     with db.write() as s:
         for example, text in zip(batch, said, strict=True):
@@ -171,7 +171,7 @@ def _store(db: Database, batch: list[StoredExample], said: list[str], version: s
                     reply_to_id=example.question_id, active=False, model_id=model_id,
                     model_version=version, engine=engine,
                     params={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
-                            "repetition_penalty": repetition_penalty,
+                            "repetition_penalty": report.repetition_penalty,
                             "system_prompt": example.system_prompt,
                             "on_policy": {"rejected": why}},
                 )
@@ -197,7 +197,7 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     the chat's engine (``bootstrap.build_engine``: llama.cpp by default), with the chat's
     repetition penalty (``generation.repetition_penalty``) unless ``repetition_penalty`` is
     given: the rejected answers are the ones users would read."""
-    from alignment.evaluate import VersionAnswers
+    from alignment.evaluate import VersionAnswers, penalty_of
     from assistant.bootstrap import build_engine, open_registry
     from assistant.generation import engine_label
     from assistant.versions import BASE_VERSION
@@ -205,7 +205,7 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     registry = open_registry(settings, db)
     version = version or registry.active()
     registry.get(version)
-    penalty = settings.generation.repetition_penalty if repetition_penalty is None else repetition_penalty
+    penalty = penalty_of(settings, repetition_penalty)
     if not grounded_examples(db):  # nothing to answer: do not load a model for it
         return OnPolicyReport(version, repetition_penalty=penalty)
     engine = build_engine(settings)

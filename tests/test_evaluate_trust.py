@@ -84,7 +84,7 @@ def test_answers_are_generated_greedy_with_the_chats_repetition_penalty_unless_t
         tiny_settings, option, expected):
     from alignment.evaluate import VersionAnswers, penalty_of
 
-    penalty = penalty_of(tiny_settings, EvalOptions(repetition_penalty=option))
+    penalty = penalty_of(tiny_settings, EvalOptions(repetition_penalty=option).repetition_penalty)
     want = tiny_settings.generation.repetition_penalty if expected == "chat" else expected
     assert penalty == want
     recorder = _Recorder()

@@ -145,10 +145,9 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any
                       max_completion_length=sizes["max_completion_length"],
                       per_device_train_batch_size=4, gradient_accumulation_steps=1)
     overrides = dict(overrides)
-    if overrides.get("gradient_checkpointing") is not None:  # --gradient-checkpointing, --set
-        if overrides.get("activation_checkpointing") is None:
-            overrides["activation_checkpointing"] = overrides["gradient_checkpointing"]
-    overrides.pop("gradient_checkpointing", None)
+    asked = overrides.pop("gradient_checkpointing", None)  # --gradient-checkpointing, --set
+    if asked is not None and overrides.get("activation_checkpointing") is None:
+        overrides["activation_checkpointing"] = asked
     values.update({k: v for k, v in overrides.items() if v is not None})
     return CONFIGS[key](**values)
 

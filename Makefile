@@ -71,9 +71,11 @@ run: setup
 	$(BIN)/assistant db upgrade
 	$(BIN)/streamlit run ui/server.py --server.headless true --browser.gatherUsageStats false
 
+# Every figure names its CPU: the run starts with the CPU, its SIMD features and llama.cpp's build.
 test: setup browser postgres
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m assistant.cpu
+	$(BIN)/python -m pytest -q -rs
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

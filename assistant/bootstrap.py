@@ -124,9 +124,36 @@ def _llamacpp_engine(settings: Settings, loaded: LoadedModel | None = None) -> E
             "and cmake), so the chat runs on the slower transformers engine."))
         return engine
     gguf, model_id, checkpoint = _gguf_for(settings)
+    c = settings.llamacpp
+    threads = c.threads or llamacpp.default_threads()
+    layout, setup, notices = c.layout, None, []
+    if c.check:
+        from assistant.cpu import cpu_info
+        from assistant.engines.llamacpp_check import check
+
+        result = check(gguf, c.layout, threads, settings.resolved_model_cache_dir)
+        cpu = cpu_info().line()
+        if result.layout is None:
+            engine = _transformers_engine(settings, loaded)
+            engine.notices.insert(0, (
+                f"llama.cpp could not answer a test question with {gguf.name} on this CPU "
+                f"({cpu}): {result.failures()}. The chat runs on the slower transformers "
+                "engine instead. Rebuild llama.cpp (`make clean setup`) or set "
+                "ASSISTANT_ENGINE=transformers to skip this check."))
+            return engine
+        layout = result.layout
+        when = (f"checked on this CPU in {result.seconds:.1f} s" if result.seconds
+                else "checked on this CPU before")
+        setup = f"{layout} weight layout, {when}"
+        if result.failures():
+            notices.append(
+                f"llama.cpp failed with {gguf.name} on this CPU ({cpu}): {result.failures()}. "
+                f"It serves in the {layout} layout instead (prompts are read more slowly).")
     generator = llamacpp.LlamaCppGenerator(
-        gguf, model_id, settings.context_window, settings.llamacpp.threads, checkpoint)
-    return Engine(generator, _once(lambda: _checkpoint_fingerprint(checkpoint())))
+        gguf, model_id, settings.context_window, threads, checkpoint, layout=layout)
+    if setup:
+        generator.setup = setup
+    return Engine(generator, _once(lambda: _checkpoint_fingerprint(checkpoint())), notices)
 
 
 def _openai_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:

@@ -98,6 +98,20 @@ class LlamaCppSettings(BaseModel):
     convert_to: Literal["q8_0", "f16", "bf16", "f32"] = Field(
         "q8_0", description="Weight format a transformers checkpoint is converted to (once)."
     )
+    layout: Literal["auto", "repacked", "plain"] = Field(
+        "auto",
+        description="How llama.cpp lays the weights out in memory: repacked (rearranged for "
+        "the CPU's SIMD, AMX included: fastest where it works), plain (as the file stores "
+        "them), or auto: repacked, except on CPUs with AMX, where llama.cpp's AMX layout "
+        "crashes on some hosts.",
+    )
+    check: bool = Field(
+        True,
+        description="Before serving, load the model in a child process and answer a test "
+        "question (once per model file, llama.cpp build and CPU: the outcome is cached), so "
+        "that a crash in llama.cpp falls back to another layout or engine instead of "
+        "taking the app down.",
+    )
 
 
 class OpenAISettings(BaseModel):
@@ -146,7 +160,10 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on CUDA when supported, float32 elsewhere."
+        "auto",
+        description="auto: bfloat16 on CUDA when supported and on CPUs with fast bf16 (AMX or "
+        "AVX512_BF16; training then keeps fp32 weights and computes in bf16), float32 "
+        "elsewhere (bf16 is many times slower than fp32 on AVX2-only CPUs).",
     )
     context_window: int | None = Field(
         None, ge=64, description="Override the model's context length (tokens)."

@@ -5,7 +5,7 @@ through the chat's own path (``ChatService.compare`` read with ``side_by_side.in
     HF_HUB_OFFLINE=1 .venv/bin/python bench/compare.py [--url http://host:8000/v1] \
         [--tokens 96] [--rounds 3]
 
-Without ``--url`` it starts llama-cpp-python's own server (``python -m llama_cpp.server``,
+Without ``--url`` it starts llama-cpp-python's own server (``python -m assistant.engines.llamacpp_server``,
 ``interrupt_requests`` off) on the embedded GGUF, 2 threads. That server answers one request
 at a time, so expect little gain there: the gain is for servers that batch concurrent
 requests (vLLM). Both answers are sampled (compare mode samples the active version twice) and
@@ -48,7 +48,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
         "host": "127.0.0.1", "port": port, "interrupt_requests": False,
         "models": [{"model": str(embedded_gguf()), "model_alias": "smollm2", "n_ctx": 4096,
                     "n_threads": 2, "verbose": False}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file",
+    proc = subprocess.Popen([sys.executable, "-m", "assistant.engines.llamacpp_server", "--config_file",
                              str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(360):

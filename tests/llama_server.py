@@ -1,5 +1,6 @@
-"""A real OpenAI-compatible server on 127.0.0.1 for the tests: llama-cpp-python's own
-``python -m llama_cpp.server``, serving the embedded GGUF under :data:`BASE` (and whatever
+"""A real OpenAI-compatible server on 127.0.0.1 for the tests: llama-cpp-python's own server
+(started through ``python -m assistant.engines.llamacpp_server``, which picks the weight
+layout that is safe on this CPU), serving the embedded GGUF under :data:`BASE` (and whatever
 other models a test adds, e.g. a trained version under its name)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m llama_cpp.server`` with a config file, started and stopped by the tests."""
+    """llama-cpp-python's server with a config file, started and stopped by the tests."""
 
     def __init__(self, config: dict, log: Path) -> None:
         self.port = config["port"]
@@ -36,7 +37,7 @@ class Server:
         path = self.log.parent / "server.json"
         path.write_text(json.dumps(self.config))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(path)],
+            [sys.executable, "-m", "assistant.engines.llamacpp_server", "--config_file", str(path)],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -19,11 +19,12 @@ when the version changes.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,52 @@ def default_threads() -> int:
 
 
 PROMPT_BATCH = 128
+
+#: llama.cpp's weight layouts on a CPU. "repacked": its "extra buffer types" (weights
+#: rearranged at load for the CPU's SIMD: AVX2/AVX-512 interleaved blocks, AMX tiles), the
+#: fastest where they work; "plain": the weights as the file stores them. The AMX layout
+#: crashes on some AMX hosts (a segfault in ggml_backend_amx_mul_mat on the first answer), so
+#: :mod:`assistant.engines.llamacpp_check` picks the layout per host and tries it first.
+LAYOUTS = ("repacked", "plain")
+_params_lock = threading.Lock()
+
+
+def default_layout() -> str:
+    """The layout ``auto`` means before any check: "plain" where both the CPU and this
+    llama.cpp build have AMX (its AMX layout crashes on some such hosts), else "repacked"."""
+    from assistant.cpu import cpu_info, llamacpp_system_info
+
+    info = llamacpp_system_info() or ""
+    return "plain" if cpu_info().amx and "AMX_INT8 = 1" in info else "repacked"
+
+
+@contextlib.contextmanager
+def weight_layout(layout: str) -> Iterator[None]:
+    """Load models in ``layout`` while inside. ``Llama(...)`` does not expose the model
+    parameter ``use_extra_bufts``: it takes llama.cpp's defaults (extra buffer types on) from
+    ``llama_model_default_params``, so that function is wrapped while a model loads."""
+    if layout == "auto":
+        layout = default_layout()
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown llama.cpp weight layout {layout!r}: one of {LAYOUTS}")
+    if layout == "repacked":
+        yield
+        return
+    import llama_cpp.llama_cpp as native
+
+    with _params_lock:
+        original = native.llama_model_default_params
+
+        def plain() -> object:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        native.llama_model_default_params = plain
+        try:
+            yield
+        finally:
+            native.llama_model_default_params = original
 
 
 class GGUFVocab:
@@ -146,6 +193,7 @@ class LlamaCppGenerator(VersionNames):
         context_window: int | None = None,
         threads: int | None = None,
         base_checkpoint: Callable[[], Path] | None = None,
+        layout: str = "auto",
     ) -> None:
         path = _checked_gguf(Path(model_path).expanduser())
         try:
@@ -161,15 +209,19 @@ class LlamaCppGenerator(VersionNames):
         self.model_version = BASE_VERSION
         self._base_checkpoint = base_checkpoint
         self.threads = threads or default_threads()
+        self.layout = default_layout() if layout == "auto" else layout
+        #: How it runs on this host, for people (the app sets it after its start-up check).
+        self.setup = f"{self.layout} weight layout"
         try:
             # Prompts are read 128 tokens at a time: 8-11% faster than llama.cpp's 512 on
             # every weight format of the embedded model here (bench/prefill.py).
-            self._llm = Llama(
-                model_path=str(path), n_ctx=context_window or 0, n_threads=self.threads,
-                n_threads_batch=self.threads, n_batch=PROMPT_BATCH, n_ubatch=PROMPT_BATCH,
-                last_n_tokens_size=REPEAT_WINDOW,
-                verbose=False,
-            )
+            with weight_layout(self.layout):
+                self._llm = Llama(
+                    model_path=str(path), n_ctx=context_window or 0, n_threads=self.threads,
+                    n_threads_batch=self.threads, n_batch=PROMPT_BATCH, n_ubatch=PROMPT_BATCH,
+                    last_n_tokens_size=REPEAT_WINDOW,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as err:
             raise CorruptCheckpoint(
                 f"llama.cpp could not load {path} ({err}): the file is truncated or corrupt, "

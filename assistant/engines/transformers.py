@@ -1,4 +1,4 @@
-"""The transformers engine: the model in-process, exact fp32 (bf16 on CUDA).
+"""The transformers engine: the model in-process, exact fp32, or bf16 where it is fast.
 
 The reference the other engines are checked against, and the model training uses.
 Generation runs on long-lived worker threads with transformers' own
@@ -334,6 +334,9 @@ class TransformersGenerator(VersionNames):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self.engine = ENGINE
         self.weights = _DTYPE_NAMES.get(loaded.dtype, str(loaded.dtype).removeprefix("torch."))
+        #: How it runs on this host, for people: the dtype's reason and the device.
+        self.setup = f"{self.weights} on {loaded.device.type}" + (
+            f" ({loaded.dtype_reason})" if loaded.dtype_reason else "")
         self.template = from_hf_tokenizer(loaded.tokenizer)
         self.model_id = loaded.model_id
         self.model_version = loaded.version

@@ -100,13 +100,18 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
         raise click.BadParameter("online RL has no --max-length: use --max-completion-length "
                                  "for the sampled answers", param_hint="--max-length")
     try:
-        config = make_config(kind, str(Path(out) / "trainer"), algo=algo, **overrides)
+        config = make_config(kind, str(Path(out) / "trainer"), algo=algo, precision=settings.dtype,
+                             **overrides)
     except TypeError as err:
         field = str(err).rsplit(" ", 1)[-1]
         raise click.ClickException(
             f"Unknown training option {field}: not a field of TRL's "
             f"{type_name(kind, algo)} (see its documentation) nor of the assistant's RunArgs."
         ) from err
+    from alignment.training.config import precision_reason
+    from assistant.cpu import cpu_info
+
+    click.echo(f"Computing in {precision_reason(config, settings.dtype)}; CPU: {cpu_info().line()}.")
     # SIGTERM (cancel from the UI, a scheduler) unwinds like Ctrl-C: nothing half-registered.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -181,7 +186,8 @@ def _interrupt(signum, frame):  # noqa: ANN001, ANN202
 def train() -> None:
     """Train a reward model or a new LoRA version from the feedback (TRL trainers).
 
-    Runs on CUDA with bf16 when present, else on the CPU in fp32. Multi-GPU:
+    Runs on CUDA with bf16 when present, else on the CPU (bf16 compute where the CPU has AMX or
+    AVX512_BF16, fp32 elsewhere; ASSISTANT_DTYPE overrides). Multi-GPU:
     `accelerate launch --config_file alignment/accelerate/ddp.yaml -m assistant.cli train dpo`.
     """
 

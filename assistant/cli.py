@@ -145,7 +145,8 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
          repetition_penalty: float | None) -> None:
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
-    from assistant.generation import GenerationParams, describe
+    from assistant.cpu import cpu_info
+    from assistant.generation import GenerationParams, describe, setup_of
 
     settings = get_settings()
     user = login()
@@ -163,6 +164,8 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
     for notice in service.notices:
         click.echo(f"Note: {notice}", err=True)
     click.echo(f"{describe(service.generator)}. Type /help for commands.", err=True)
+    setup = setup_of(service.generator)
+    click.echo(f"Engine: {setup + '; ' if setup else ''}CPU: {cpu_info().line()}", err=True)
     if conversation_id is not None:
         conv = service.store.get_conversation(conversation_id)
         click.echo(f"Continuing #{conv.id}: {conv.title}", err=True)

@@ -9,8 +9,10 @@
 * a path to a transformers checkpoint folder, or to a ``.gguf`` file (converted the same way);
 * a hub id such as ``HuggingFaceTB/SmolLM2-360M-Instruct`` (needs network or a warm hub cache).
 
-CUDA with bfloat16 is used when present, float32 on CPU: bf16 matmuls on CPUs without
-native support are slower by orders of magnitude (see docs/architecture.md).
+``ASSISTANT_DTYPE=auto`` chooses per host (:func:`dtype_choice`): bfloat16 on CUDA when
+supported and on CPUs with fast bf16 (AMX or AVX512_BF16: bench/dtype.py), float32 on other
+CPUs, where bf16 matmuls are slower by orders of magnitude. Training keeps float32 weights on
+a CPU and computes in bf16 where it is fast (``alignment.training.config``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class LoadedModel:
     notices: list[str] = field(default_factory=list)
     #: Where the weights were loaded from (a folder, or a hub id): what training loads too.
     path: str = ""
+    #: Why ``dtype``: "auto: this CPU has AVX512_BF16", "ASSISTANT_DTYPE=float32", ...
+    dtype_reason: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -93,12 +97,28 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def select_dtype(preference: str, device: torch.device) -> torch.dtype:
+def dtype_choice(preference: str, device: torch.device, purpose: str = "inference"
+                 ) -> tuple[torch.dtype, str]:
+    """The dtype to load weights in, and why. ``purpose`` "training" keeps float32 weights on
+    a CPU (the trainer computes in bf16 where it is fast, with float32 master weights)."""
+    from assistant.cpu import bf16_fast, bf16_reason
+
     if preference != "auto":
-        return getattr(torch, preference)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+        return getattr(torch, preference), f"ASSISTANT_DTYPE={preference}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: this GPU supports bf16"
+        return torch.float32, "auto: this GPU has no bf16"
+    if device.type != "cpu":
+        return torch.float32, f"auto on {device.type}"
+    if purpose == "training":
+        return torch.float32, "auto: fp32 weights for training"
+    dtype = torch.bfloat16 if bf16_fast() else torch.float32
+    return dtype, f"auto: bf16 is {bf16_reason()} on this CPU"
+
+
+def select_dtype(preference: str, device: torch.device, purpose: str = "inference") -> torch.dtype:
+    return dtype_choice(preference, device, purpose)[0]
 
 
 # -- GGUF -> safetensors cache ---------------------------------------------------------------
@@ -198,12 +218,13 @@ def _load_gguf(gguf: Path, settings: Settings, dtype: torch.dtype, device: torch
         ) from err
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Load the configured base model; raise :class:`ModelNotFound` or
-    :class:`CorruptCheckpoint` with a message that says what to do."""
+def load_model(settings: Settings, purpose: str = "inference") -> LoadedModel:
+    """Load the configured base model (for ``purpose`` "inference" or "training": see
+    :func:`dtype_choice`); raise :class:`ModelNotFound` or :class:`CorruptCheckpoint` with a
+    message that says what to do."""
     started = time.perf_counter()
     device = select_device(settings.device)
-    dtype = select_dtype(settings.dtype, device)
+    dtype, dtype_reason = dtype_choice(settings.dtype, device, purpose)
     notices: list[str] = []
     spec = settings.model
 
@@ -264,9 +285,10 @@ def load_model(settings: Settings) -> LoadedModel:
         load_seconds=time.perf_counter() - started,
         notices=notices,
         path=str(path),
+        dtype_reason=dtype_reason,
     )
     log.info(
-        "Loaded %s from %s on %s/%s in %.1f s",
-        model_id, source, device, dtype, loaded.load_seconds,
+        "Loaded %s from %s on %s/%s (%s) in %.1f s",
+        model_id, source, device, dtype, dtype_reason, loaded.load_seconds,
     )
     return loaded

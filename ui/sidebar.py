@@ -6,7 +6,8 @@ import streamlit as st
 
 from assistant.chat import ChatService
 from assistant.errors import AssistantError
-from assistant.generation import GenerationParams, describe
+from assistant.cpu import cpu_info
+from assistant.generation import GenerationParams, describe, setup_of
 from assistant.storage.conversations import DocumentChoice, StoredConversation
 from assistant.versions import BASE_VERSION
 from ui import resources
@@ -88,6 +89,9 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     sb.caption(f"Model: {plain(describe(gen))}{where}", help=(
         "The engine that runs the model and its weight format; set ASSISTANT_ENGINE "
         "(llamacpp, transformers, openai) to change it."))
+    setup = setup_of(gen)
+    if setup:
+        sb.caption(f"Engine: {plain(setup)}", help=f"This machine's CPU: {cpu_info().line()}.")
     return GenerationParams(float(temperature), float(top_p), int(max_new), system,
                             float(penalty)), documents
 

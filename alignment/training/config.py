@@ -3,8 +3,10 @@ adds (where the data and the starting version come from, the LoRA shape). Everyt
 accepts (``learning_rate``, ``beta``, ``max_length``, ``num_generations``, ...) is set the
 TRL way; ``make_config`` only changes defaults that are wrong for this project:
 
-* fp32 on CPU (TRL defaults to ``bf16=True``, and bf16 matmul on CPUs without native
-  support is many times slower: docs/architecture.md), bf16 on CUDA when supported;
+* bf16 where it is fast: on CUDA when supported, and on CPUs with AMX or AVX512_BF16 (fp32
+  weights, bf16 compute: 1.5-1.7x the fp32 step, bench/dtype.py); fp32 on other CPUs (TRL
+  defaults to ``bf16=True``, and bf16 matmul on CPUs without native support is many times
+  slower: docs/engines.md). ``ASSISTANT_DTYPE`` (float32, bfloat16) overrides ``auto``;
 * no gradient checkpointing for small models (TRL turns it on; it slows them down), no hub,
   no intermediate checkpoints (a version is registered whole or not at all), log every step;
 * sized for the machine (:mod:`alignment.machine_defaults`): without CUDA, rows of at most 256 tokens,
@@ -100,21 +102,40 @@ CONFIGS = {
 RUN_ARG_NAMES = frozenset(f.name for f in fields(RunArgs))
 
 
-def device_defaults() -> dict[str, Any]:
+def device_defaults(precision: str = "auto") -> dict[str, Any]:
+    """Where and in what precision to train; ``precision`` is ``ASSISTANT_DTYPE``."""
+    from assistant.cpu import bf16_fast
+
+    gpu = has_gpu()
+    if precision == "auto":
+        bf16 = torch.cuda.is_bf16_supported() if gpu else bf16_fast()
+    else:
+        bf16 = precision == "bfloat16"
+    return {"bf16": bf16, "fp16": gpu and precision == "float16", "use_cpu": not gpu}
+
+
+def precision_reason(config: Any, precision: str = "auto") -> str:
+    """What the run computes in, and why, for its log."""
+    from assistant.cpu import bf16_reason
+
+    what = "bf16" if config.bf16 else "fp16" if config.fp16 else "fp32"
+    if precision != "auto":
+        return f"{what} (ASSISTANT_DTYPE={precision})"
     if has_gpu():
-        return {"bf16": torch.cuda.is_bf16_supported(), "fp16": False, "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
+        return f"{what} (auto, on the GPU)"
+    return f"{what} (auto: bf16 is {bf16_reason()} on this CPU)"
 
 
-def make_config(kind: str, output_dir: str, algo: str = "grpo", **overrides: Any) -> RunArgs:
+def make_config(kind: str, output_dir: str, algo: str = "grpo", precision: str = "auto",
+                **overrides: Any) -> RunArgs:
     """The TRL config for ``kind`` with this project's defaults; ``overrides`` win (any
-    field of the TRL config or of :class:`RunArgs`)."""
+    field of the TRL config or of :class:`RunArgs`). ``precision`` is ``ASSISTANT_DTYPE``."""
     key = algo if kind == "rl" else kind
     if key not in CONFIGS:
         raise ValueError(f"unknown training kind {kind!r} (algo {algo!r})")
     sizes = size_defaults()
     values: dict[str, Any] = {
-        **device_defaults(),
+        **device_defaults(precision),
         "output_dir": output_dir,
         "report_to": [],
         "save_strategy": "no",

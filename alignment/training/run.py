@@ -86,7 +86,7 @@ def train(
         if not data.test:  # nothing held out (or --eval-rows 0): no evaluation phase
             tracker.phases = tuple(p for p in tracker.phases if p != "evaluating")
         tracker.step(f"loading the model ({len(data.train)} training, {len(data.test)} held-out rows)")
-        loaded = loaded or load_model(settings)
+        loaded = loaded or load_model(settings, purpose="training")
         tracker.step(f"fitting the rows to {getattr(config, 'max_length', None) or 'the'} tokens"
                      if kind != "rl" else "reading the prompts")
         data = defuse(data, loaded.tokenizer, staging / "data")

@@ -9,6 +9,7 @@ and the adapter; the ratios are what to read (this machine is shared and noisy).
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import statistics
 from pathlib import Path
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = TransformersGenerator(load_model(get_settings()))

@@ -11,6 +11,7 @@ Targets (issue #2): ratio >= 0.95, warm load < 2 s.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import logging
 import statistics
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:

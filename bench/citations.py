@@ -20,6 +20,7 @@ Precision: the share of attributions that are right, over all kinds pooled.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import random
 import re
@@ -76,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     if not args.data.is_file():
         ap.error(f"{args.data} is missing: pass --data or set ASSISTANT_SHARED_DATA")
     data = json.loads(args.data.read_text())["data"]

@@ -14,6 +14,7 @@ long enough to reach ``--tokens``; rounds alternate the two modes; medians are r
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import json
 import socket
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     workdir = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     proc, url = (None, args.url) if args.url else start_server(workdir)
     try:

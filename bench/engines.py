@@ -14,6 +14,7 @@ The ratios are what to read: this machine is shared and noisy.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import json
 import statistics
@@ -137,6 +138,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: every core")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     threads, shipped, checkpoint = embedded_model(args.threads)
     q8 = convert_checkpoint(checkpoint, OUT / "models" / "smollm2-135m.q8_0.gguf", "q8_0")
     adapter = make_lora(checkpoint, OUT / "lora-r16")

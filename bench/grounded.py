@@ -30,6 +30,7 @@ the tests do) unless ``--file`` is given.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import json
 import os
@@ -93,6 +94,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     file = a.file or default_file()
     data_dir = a.data_dir or Path(tempfile.mkdtemp(prefix="bench-grounded-"))
     env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",

@@ -14,6 +14,7 @@ one process; the median of each and their ratio are printed. 800:10 is a grounde
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import statistics
 import sys
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shape", action="append", help="PROMPT:ANSWER tokens (repeatable)")
     a = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     shapes = [tuple(int(x) for x in s.split(":")) for s in (a.shape or ["800:10", "120:80"])]
     loaded = load_model(get_settings())
     model = loaded.model.float()

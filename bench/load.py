@@ -43,6 +43,7 @@ run, not across runs).
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import functools
 import json
@@ -791,9 +792,10 @@ def main() -> None:
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.worker:
+    if args.worker:  # its stdout is the protocol with the parent ("ready", ...)
         worker(args)
         return
+    print(cpu_report(), flush=True)  # every figure names its CPU
 
     if args.data_dir and args.data_dir.exists() and any(args.data_dir.iterdir()):
         sys.exit(f"{args.data_dir} is not empty: the audit needs fresh files; name a new folder")

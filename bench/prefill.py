@@ -14,6 +14,7 @@ transformers. The ratios are what to read; the machine is shared and noisy.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import ctypes
 import time
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 128, 512])
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     threads, shipped, checkpoint = embedded_model(args.threads)
     f32 = convert_checkpoint(checkpoint, OUT / "models" / "smollm2-135m.f32.gguf", "f32")
     files = {"Q4_1 (shipped)": shipped} | {n: quantized(f32, n) for n in FORMATS} | {"f32": f32}

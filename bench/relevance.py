@@ -23,6 +23,7 @@ figures are not the ones it was fitted to), and on both pooled (the default sett
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import os
 import sys
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=RetrievalSettings().min_similarity,
                     help="the threshold the summary line reports (default: the setting's)")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     if not args.data.is_file():
         ap.error(f"{args.data} is missing: pass --data or set ASSISTANT_SHARED_DATA")
     articles = load(args.data)

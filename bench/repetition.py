@@ -14,6 +14,7 @@ length in tokens, the share cut at the limit, and the tokens/s.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import json
 import statistics
@@ -71,6 +72,7 @@ def main() -> None:
                     "machine busy with other work, where 2 spin-wait)")
     ap.add_argument("--show", action="store_true", help="print each answer's start")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     defaults = GenerationDefaults()
     chats = prompts(args.prompts, defaults.system_prompt)
     gen = LlamaCppGenerator(embedded_gguf(), "embedded", 4096, threads=args.threads)

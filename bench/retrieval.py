@@ -12,6 +12,7 @@ dataset's own paragraphs, exact FAISS search), and ingest chunks/s as a ratio to
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import json
 import sys
@@ -64,6 +65,7 @@ def main() -> None:
                          "as the tests start it, tests/pg.py): its full-text search in lexical and "
                          "hybrid mode, beside SQLite's")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     articles, questions = load_squad(args.data)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,6 +32,7 @@ is a lower bound on what real embeddings get (``--vectors clustered`` shows the 
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import hashlib
 import os
@@ -330,6 +331,7 @@ def main() -> None:
     ap.add_argument("--faiss-threads", type=int, default=0,
                     help="OpenMP threads for FAISS; 0 keeps FAISS's default, as the app does")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     if args.faiss_threads:
         faiss.omp_set_num_threads(args.faiss_threads)
     if args.queries <= WARMUP:

@@ -16,6 +16,7 @@ on an idle machine to quote them.
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import os
 import shutil
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--no-ask", action="store_true",
                     help="Stop at the chat box; do not ask a question.")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     shutil.rmtree(args.data, ignore_errors=True)
     from playwright.sync_api import sync_playwright
 

@@ -55,6 +55,7 @@ forces one. This machine is shared: the load average is printed with each result
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import logging
 import math
@@ -99,8 +100,12 @@ def pick_device(choice: str) -> torch.device:
 
 
 def matmul_peak(device: torch.device, seconds: float = 3.0) -> tuple[float, str]:
-    """GFLOP/s of one large matmul in the dtype training uses on ``device``."""
-    n, dtype = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    """GFLOP/s of one large matmul in the dtype training computes in on ``device`` (bf16 on a
+    CPU with AMX or AVX512_BF16: alignment.training.config.device_defaults)."""
+    from alignment.training.config import device_defaults
+
+    cpu_bf16 = device.type == "cpu" and device_defaults()["bf16"]
+    n, dtype = (2048, torch.bfloat16 if cpu_bf16 else torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -142,7 +147,7 @@ def workspace(data: Path, model_cache: Path | None, device: torch.device) -> Wor
 
 
 def device_overrides(device: torch.device) -> dict:
-    # make_config picks bf16 on CUDA / fp32 on CPU by itself; only a forced CPU run on a
+    # make_config picks bf16 on CUDA / per CPU by itself; only a forced CPU run on a
     # CUDA machine needs saying so.
     if device.type == "cpu" and torch.cuda.is_available():
         return {"use_cpu": True, "bf16": False, "fp16": False}
@@ -447,7 +452,10 @@ def throughput_one(ws: Workspace, kind: str, args, device, extra: dict, profile:
 def throughput_bench(args, device: torch.device) -> None:  # noqa: ANN001
     ws = workspace(args.data, args.model_cache_dir, device)
     peak, how = matmul_peak(device)
-    dtype = "fp32" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    from alignment.training.config import device_defaults
+
+    bf16 = device_defaults()["bf16"] if device.type == "cpu" else torch.cuda.is_bf16_supported()
+    dtype = "bf16" if bf16 else "fp32"
     threads = torch.get_num_threads()
     print(f"\ndevice     {device.type} ({dtype}), {threads} threads, {load_text()}")
     print(f"peak       {peak:.1f} GFLOP/s ({how}, {threads} threads): the reference for every %peak")
@@ -554,6 +562,7 @@ def main() -> None:
                    "join names with + to combine them (nodrop+b8).")
     t.add_argument("--profile", action="store_true", help="torch.profiler table of one step.")
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     if not (args.reward or args.throughput):
         ap.error("choose --reward and/or --throughput")
     if not args.data.is_file():

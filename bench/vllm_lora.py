@@ -15,6 +15,7 @@ each adapter took to load, and the same with one chat as the baseline. Without
 
 from __future__ import annotations
 
+from assistant.cpu import report as cpu_report
 import argparse
 import os
 import socket
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--chats", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
+    print(cpu_report(), flush=True)  # every figure names its CPU
     model = args.model or default_model()
     from engines import make_lora  # bench/engines.py, beside this script
 

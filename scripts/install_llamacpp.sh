@@ -30,6 +30,23 @@ if ! "$BIN/python" -c "import llama_cpp" >/dev/null 2>&1; then
     echo "setup: llama.cpp built in $(( $(date +%s) - start )) s."
 fi
 
+# pip keeps the built wheel in its cache, and the build is compiled for the CPU it was made on
+# (GGML_NATIVE): a cached wheel from another CPU dies of an illegal instruction (exit 132 =
+# 128 + SIGILL) on its first answer. Try it on the embedded model; rebuild without the cache
+# if it dies so.
+gguf=$("$BIN/python" -c "from assistant.model_files import embedded_gguf; print(embedded_gguf())" 2>/dev/null)
+if [ -n "$gguf" ]; then
+    "$BIN/python" -m assistant.engines.llamacpp_probe "$gguf" plain 1 >/dev/null 2>&1
+    if [ $? -eq 132 ]; then
+        echo "setup: the llama.cpp build (from pip's cache) was compiled for another CPU;" \
+             "building it again for this one (about 6-12 minutes)..."
+        "$BIN/pip" install --quiet --no-cache-dir --force-reinstall --no-deps \
+            "llama-cpp-python[server]==$VERSION" ||
+        echo "setup: rebuilding llama-cpp-python failed (see above): the app will check it at" \
+             "start and run on the transformers engine." >&2
+    fi
+fi
+
 dest="$VENV/share/llama.cpp-convert"
 if [ ! -f "$dest/convert_lora_to_gguf.py" ]; then
     tmp=$(mktemp -d)

@@ -3,12 +3,12 @@ embedded model as shipped and converted, and LoRA adapters on it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from assistant.config import Settings
+from tests.needs import missing
 
 
 def require_llama() -> None:
@@ -16,10 +16,7 @@ def require_llama() -> None:
     from assistant.engines import llamacpp
 
     if not llamacpp.available():
-        message = "llama-cpp-python is not installed (make setup builds it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("llama-cpp-python is not installed (make setup builds it)")
 
 
 @pytest.fixture(scope="session")

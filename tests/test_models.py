@@ -8,15 +8,20 @@ import pytest
 import torch
 
 from assistant.config import Settings
+from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
 from assistant.models import cache_dir_for, embedded_gguf, load_model, select_dtype
 
 pytestmark = pytest.mark.slow
 
 
-def test_embedded_model_loads_in_fp32_on_cpu(embedded):
-    assert embedded.device.type == "cpu" and embedded.dtype == torch.float32
-    assert next(embedded.model.parameters()).dtype == torch.float32
+def test_embedded_model_loads_in_this_cpus_dtype(embedded):
+    """bf16 where the CPU computes it natively, fp32 elsewhere (tests/test_dtype.py has the
+    rule on each kind of host); training loads fp32 weights everywhere."""
+    expected = torch.bfloat16 if bf16_fast() else torch.float32
+    assert embedded.device.type == "cpu" and embedded.dtype == expected
+    assert next(embedded.model.parameters()).dtype == expected
+    assert embedded.dtype_reason.startswith("auto: bf16 is ")
     assert embedded.context_window == 8192
     assert "SmolLM2-135M-Instruct" in embedded.model_id and embedded.version == "base"
     assert embedded.tokenizer.chat_template
@@ -73,5 +78,6 @@ def test_hub_id_without_network_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_dtype_choice():
-    assert select_dtype("auto", torch.device("cpu")) == torch.float32
+    assert select_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if bf16_fast() else torch.float32)
+    assert select_dtype("auto", torch.device("cpu"), "training") == torch.float32
     assert select_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16

@@ -18,6 +18,7 @@ from alignment.errors import (
     TrainingOutOfMemory,
 )
 from alignment.training import make_config, train
+from assistant.cpu import bf16_fast
 from assistant.bootstrap import open_database, open_registry
 from assistant.registry import STAGING_PREFIX, VersionNotFound
 
@@ -72,7 +73,8 @@ def assert_registered(result, kind, parent, settings):
     assert digest.hexdigest() == v.data["sha256"]
     rows = (v.path / "data" / "train.jsonl").read_text().splitlines()
     assert len(rows) == v.data["train_rows"] > 0
-    assert v.config["bf16"] is False and v.config["use_cpu"] is True  # fp32 on this CPU
+    # fp32 weights; bf16 compute where this CPU has it natively (AMX, AVX512_BF16)
+    assert v.config["bf16"] is bf16_fast() and v.config["use_cpu"] is True
     assert v.config["max_steps"] == 2 and v.config["lora_r"] == 4
     # Registered: listed, and nothing left in staging.
     registry = open_registry(settings, open_database(settings))

@@ -55,6 +55,12 @@ def test_empty_state(app):
     assert at.title[0].value.endswith("Assistant")
     assert any("No conversations yet" in c.value for c in at.sidebar.caption)
     assert any("SmolLM2-135M-Instruct" in c.value for c in at.sidebar.caption)
+    # the engine says how it runs on this CPU: llama.cpp its weight layout, checked at start;
+    # transformers (without a llama.cpp build) its dtype and why
+    engine = [c.value for c in at.sidebar.caption if c.value.startswith("Engine: ")]
+    llama = any("llama.cpp" in c.value for c in at.sidebar.caption)
+    assert len(engine) == 1
+    assert ("weight layout, checked on this CPU" if llama else "on this CPU") in engine[0]
 
 
 def test_send_rate_and_reopen(app, stored):

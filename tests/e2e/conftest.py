@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's console scripts (streamlit, assistant)
@@ -147,8 +148,8 @@ def login_server(tmp_path_factory, model_cache) -> Iterator[AppServer]:
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium "
-                    "(apt-get install chromium chromium-driver)")
+        missing(f"{CHROMIUM} is missing: `make test` installs Debian's chromium "
+                "(apt-get install chromium chromium-driver)")
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()

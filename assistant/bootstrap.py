@@ -123,37 +123,70 @@ def _llamacpp_engine(settings: Settings, loaded: LoadedModel | None = None) -> E
             "llama-cpp-python is not installed (`make setup` builds it; it needs a C++ compiler "
             "and cmake), so the chat runs on the slower transformers engine."))
         return engine
-    gguf, model_id, checkpoint = _gguf_for(settings)
+    original, model_id, checkpoint = _gguf_for(settings)
     c = settings.llamacpp
     threads = c.threads or llamacpp.default_threads()
-    layout, setup, notices = c.layout, None, []
+    notices: list[str] = []
+    gguf, weights = _served_copy(original, c.weights, settings.resolved_model_cache_dir, notices)
+    layout, setup = c.layout, None
     if c.check:
-        from assistant.cpu import cpu_info
         from assistant.engines.llamacpp_check import check
 
-        result = check(gguf, c.layout, threads, settings.resolved_model_cache_dir)
-        cpu = cpu_info().line()
+        cache = settings.resolved_model_cache_dir
+        result = check(gguf, c.layout, threads, cache)
+        if result.layout is None and gguf != original:  # the copy failed: try the file itself
+            notices.append(_failed(gguf, result, "The file itself is served instead."))
+            gguf, weights = original, None
+            result = check(gguf, c.layout, threads, cache)
         if result.layout is None:
             engine = _transformers_engine(settings, loaded)
-            engine.notices.insert(0, (
-                f"llama.cpp could not answer a test question with {gguf.name} on this CPU "
-                f"({cpu}): {result.failures()}. The chat runs on the slower transformers "
-                "engine instead. Rebuild llama.cpp (`make clean setup`) or set "
-                "ASSISTANT_ENGINE=transformers to skip this check."))
+            engine.notices[:0] = [_failed(gguf, result, (
+                "The chat runs on the slower transformers engine instead. Rebuild llama.cpp "
+                "(`make clean setup`) or set ASSISTANT_ENGINE=transformers to skip this check.")),
+                *notices]
             return engine
+        if result.failures():
+            notices.append(_failed(gguf, result, f"It serves in the {result.layout} layout "
+                                                 "instead (prompts are read more slowly)."))
         layout = result.layout
         when = (f"checked on this CPU in {result.seconds:.1f} s" if result.seconds
                 else "checked on this CPU before")
         setup = f"{layout} weight layout, {when}"
-        if result.failures():
-            notices.append(
-                f"llama.cpp failed with {gguf.name} on this CPU ({cpu}): {result.failures()}. "
-                f"It serves in the {layout} layout instead (prompts are read more slowly).")
     generator = llamacpp.LlamaCppGenerator(
         gguf, model_id, settings.context_window, threads, checkpoint, layout=layout)
+    if weights:
+        generator.weights = weights
     if setup:
         generator.setup = setup
     return Engine(generator, _once(lambda: _checkpoint_fingerprint(checkpoint())), notices)
+
+
+def _failed(gguf: Path, result: object, then: str) -> str:
+    """A notice: what failed when llama.cpp was tried with ``gguf`` here, and what now."""
+    from assistant.cpu import cpu_info
+
+    verb = "could not answer a test question with" if result.layout is None else "failed with"
+    return f"llama.cpp {verb} {gguf.name} on this CPU ({cpu_info().line()}): {result.failures()}. {then}"
+
+
+def _served_copy(gguf: Path, setting: str, cache: Path, notices: list[str]) -> tuple[Path, str | None]:
+    """The file llama.cpp serves for ``gguf`` (a copy in another weight format, made once, when
+    the ``weights`` setting asks for one), and its label for people ("Q4_1 as BF16"; None:
+    the file's own)."""
+    from assistant.conversion import requantize
+    from assistant.engines import llamacpp
+    from assistant.errors import ConversionFailed
+
+    served = llamacpp.served_weights(gguf, setting)
+    if served == "file":
+        return gguf, None
+    try:
+        copy = requantize(gguf, cache / f"{gguf.stem}.{served}.gguf", served)
+    except (ConversionFailed, OSError) as err:
+        notices.append(f"Could not make a {served} copy of {gguf.name} ({err}): serving the "
+                       "file as it is.")
+        return gguf, None
+    return copy, f"{llamacpp.file_type(gguf)} as {served.upper()}"
 
 
 def _openai_engine(settings: Settings, loaded: LoadedModel | None = None) -> Engine:

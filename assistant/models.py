@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
+from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
 from assistant.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
     _HUB_ID,
@@ -101,7 +102,7 @@ def dtype_choice(preference: str, device: torch.device, purpose: str = "inferenc
                  ) -> tuple[torch.dtype, str]:
     """The dtype to load weights in, and why. ``purpose`` "training" keeps float32 weights on
     a CPU (the trainer computes in bf16 where it is fast, with float32 master weights)."""
-    from assistant.cpu import bf16_fast, bf16_reason
+    from assistant.cpu import bf16_reason
 
     if preference != "auto":
         return getattr(torch, preference), f"ASSISTANT_DTYPE={preference}"
@@ -226,6 +227,13 @@ def load_model(settings: Settings, purpose: str = "inference") -> LoadedModel:
     device = select_device(settings.device)
     dtype, dtype_reason = dtype_choice(settings.dtype, device, purpose)
     notices: list[str] = []
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not bf16_fast():
+        from assistant.cpu import cpu_info
+
+        notices.append(
+            f"ASSISTANT_DTYPE={settings.dtype} on a CPU without native bf16 ({cpu_info().line()}): "
+            "answers will be many times slower than in float32. Unset it (auto picks float32 "
+            "here) unless you are measuring this.")
     spec = settings.model
 
     if spec == EMBEDDED_MODEL:

@@ -3,13 +3,15 @@ engines on the embedded model, as ratios to bare llama.cpp and to the transforme
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/engines.py [--tokens 64] [--threads 2] [--rounds 3]
 
-Rows: transformers fp32, llama.cpp on the shipped GGUF (Q4_1) and on a q8_0 conversion, each
+Rows: transformers fp32 and bf16, llama.cpp on the shipped GGUF (Q4_1) and on a q8_0 conversion, each
 with the base and with a LoRA adapter active (random weights of a trained adapter's shape:
 the cost is the same), and bare ``llama_cpp.Llama`` on the same files. Decode tok/s counts
 tokens after the first one (the first one is the prompt's cost); greedy; median of
 ``--rounds``. Time to first token is measured with four sources in the prompt (~1,000
 tokens: SQuAD paragraphs when the data file is there, else filler text), from a cold cache.
-The ratios are what to read: this machine is shared and noisy.
+"answer s" is the time to a complete answer from four sources with the adapter: time to
+first token plus the other tokens at the adapter's decode rate. The ratios are what to read:
+this machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -101,8 +103,11 @@ def bare_rate(path: Path, ids: list[int], tokens: int, threads: int, rounds: int
               lora: Path | None = None) -> float:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                verbose=False, lora_path=str(lora) if lora else None)
+    from assistant.engines.llamacpp import weight_layout
+
+    with weight_layout("auto"):  # the layout the engine uses on this CPU
+        llm = Llama(model_path=str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+                    verbose=False, lora_path=str(lora) if lora else None)
     rates = []
     for _ in range(rounds):
         llm.reset()
@@ -147,16 +152,19 @@ def main() -> None:
                          four_sources())
 
     results: dict[str, dict[str, float]] = {}
-    settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models")
-    tf = TransformersGenerator(load_model(settings))
-    tf.load_adapter("lora", adapter)
-    results["transformers fp32"] = {
-        "base": engine_rates(tf, params, "base", args.rounds),
-        "lora": engine_rates(tf, params, "lora", args.rounds),
-        "ttft": ttft(tf, rag, params, "base", args.rounds),
-        "prompt": tf.count_prompt_tokens(rag),
-    }
-    del tf
+    for dtype in ("float32", "bfloat16"):
+        settings = Settings(data_dir=Path(tempfile.mkdtemp()), model_cache_dir=OUT / "models",
+                            dtype=dtype)
+        tf = TransformersGenerator(load_model(settings))
+        tf.load_adapter("lora", adapter)
+        results[f"transformers {tf.weights}"] = {
+            "base": engine_rates(tf, params, "base", args.rounds),
+            "lora": engine_rates(tf, params, "lora", args.rounds),
+            "ttft": ttft(tf, rag, params, "base", args.rounds),
+            "prompt": tf.count_prompt_tokens(rag),
+        }
+        tf._executor.shutdown()
+        del tf
     for label, path in (("Q4_1 (shipped)", shipped), ("q8_0", q8)):
         gen = LlamaCppGenerator(path, label, 4096, threads, lambda: checkpoint)
         gen.load_adapter("lora", adapter)
@@ -171,16 +179,19 @@ def main() -> None:
         }
         gen._executor.shutdown()
 
-    tf_row = results["transformers fp32"]
+    tf_row = results["transformers fp32"]  # the reference: exact, and every CPU runs it
     print(f"threads {threads}, {args.tokens} new tokens, greedy, median of {args.rounds}; "
           f"RAG prompt {tf_row['prompt']} tokens")
     print(f"{'engine':26} {'base tok/s':>10} {'lora tok/s':>10} {'vs bare':>8} {'lora vs bare':>12}"
-          f" {'lora vs tf':>10} {'TTFT ms':>8} {'TTFT vs tf':>10}")
+          f" {'lora vs tf':>10} {'TTFT ms':>8} {'TTFT vs tf':>10} {'answer s':>8}")
     for name, r in results.items():
         vs_bare = f"{r['base'] / r['bare']:.2f}x" if "bare" in r else "-"
         lora_bare = f"{r['lora'] / r['bare_lora']:.2f}x" if "bare" in r else "-"
+        # a complete answer from four sources with the adapter: the first token, then the rest
+        answer = r["ttft"] / 1000 + (args.tokens - 1) / r["lora"]
         print(f"{name:26} {r['base']:10.1f} {r['lora']:10.1f} {vs_bare:>8} {lora_bare:>12}"
-              f" {r['lora'] / tf_row['lora']:9.2f}x {r['ttft']:8.0f} {r['ttft'] / tf_row['ttft']:9.2f}x")
+              f" {r['lora'] / tf_row['lora']:9.2f}x {r['ttft']:8.0f} {r['ttft'] / tf_row['ttft']:9.2f}x"
+              f" {answer:8.2f}")
     for name, r in results.items():
         if "bare" in r:
             print(f"bare llama_cpp.Llama {name.removeprefix('llama.cpp ')}: {r['bare']:.1f} tok/s,"

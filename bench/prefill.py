@@ -25,7 +25,7 @@ from assistant.engines.llamacpp import GGUFVocab
 from assistant.prompting import build_messages
 from engines import OUT, embedded_model, four_sources  # bench/engines.py, beside this script
 
-FORMATS = ("q8_0", "q4_0", "f16")
+FORMATS = ("q8_0", "q4_0", "f16", "bf16")
 
 
 def quantized(f32: Path, name: str) -> Path:
@@ -46,8 +46,11 @@ def quantized(f32: Path, name: str) -> Path:
 def llama_rate(path: Path, ids: list[int], threads: int, n_batch: int, rounds: int) -> float:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=2048, n_batch=n_batch, n_ubatch=n_batch,
-                n_threads=threads, n_threads_batch=threads, verbose=False)
+    from assistant.engines.llamacpp import weight_layout
+
+    with weight_layout("auto"):  # the layout the engine uses on this CPU
+        llm = Llama(model_path=str(path), n_ctx=2048, n_batch=n_batch, n_ubatch=n_batch,
+                    n_threads=threads, n_threads_batch=threads, verbose=False)
     best = float("inf")
     for _ in range(rounds):
         llm.reset()  # a cold cache: every prompt token is read again
@@ -58,11 +61,11 @@ def llama_rate(path: Path, ids: list[int], threads: int, n_batch: int, rounds: i
     return len(ids) / best
 
 
-def transformers_rate(checkpoint: Path, ids: list[int], rounds: int) -> float:
+def transformers_rate(checkpoint: Path, ids: list[int], rounds: int, dtype: str = "float32") -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).eval()
     x = torch.tensor([ids])
     best = float("inf")
     with torch.inference_mode():
@@ -92,6 +95,8 @@ def main() -> None:
     print(f"{len(ids)}-token prompt, {threads} threads, best of {args.rounds}")
     reference = transformers_rate(checkpoint, ids, args.rounds)
     print(f"{'transformers fp32':24s} {reference:7.1f} tok/s  1.00x")
+    bf16 = transformers_rate(checkpoint, ids, args.rounds, "bfloat16")
+    print(f"{'transformers bf16':24s} {bf16:7.1f} tok/s  {bf16 / reference:.2f}x")
     for name, path in files.items():
         for n_batch in args.batches:
             rate = llama_rate(path, ids, threads, n_batch, args.rounds)

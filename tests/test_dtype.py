@@ -82,3 +82,16 @@ def test_bf16_picks_the_same_greedy_tokens_as_fp32(embedded_checkpoint):
     assert total >= 60
     assert agree / total >= 0.9
     assert sum(diffs) / len(diffs) < 0.1
+
+
+def test_bf16_forced_on_a_cpu_without_it_says_it_will_be_slow(monkeypatch, tmp_path, tiny_model_dir):
+    from assistant.config import Settings
+    from assistant.models import load_model
+
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: AVX2)
+    loaded = load_model(Settings(data_dir=tmp_path, model=str(tiny_model_dir), dtype="bfloat16"))
+    assert loaded.dtype == torch.bfloat16
+    assert any(n.startswith("ASSISTANT_DTYPE=bfloat16 on a CPU without native bf16 (Intel(R) Xeon(R) "
+                            "CPU @ 2.20GHz, 2 cores: AVX2 (no AMX))") for n in loaded.notices)
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: EPYC)
+    assert load_model(Settings(data_dir=tmp_path, model=str(tiny_model_dir), dtype="bfloat16")).notices == []

@@ -342,12 +342,16 @@ def test_a_conversion_that_fails_halfway_leaves_nothing(embedded_llama, embedded
 def test_the_chat_service_records_the_engine(llama_settings):
     from assistant.bootstrap import build_chat_service
 
+    from assistant.cpu import bf16_fast
+
     service = build_chat_service(llama_settings)
     reply = service.send(None, "What is the capital of France?", GREEDY)
     text = "".join(reply)
     assert "Paris" in text
     record = reply.message.record
-    assert record.engine == "llama.cpp (Q4_1)" and record.model_version == "base"
+    # the shipped Q4_1, served as a bf16 copy where the CPU multiplies bf16 natively
+    weights = "Q4_1 as BF16" if bf16_fast() else "Q4_1"
+    assert record.engine == f"llama.cpp ({weights})" and record.model_version == "base"
 
 
 def test_without_llama_cpp_the_app_falls_back_with_a_notice(settings, monkeypatch, embedded):
@@ -386,9 +390,11 @@ def test_quantized_weights_stay_close_in_log_probability(transformers_engine, em
     import torch
     from llama_cpp import Llama
 
+    from assistant.engines.llamacpp import weight_layout
     from assistant.model_files import embedded_gguf
 
-    llm = Llama(model_path=str(embedded_gguf()), n_ctx=512, logits_all=True, verbose=False)
+    with weight_layout("auto"):  # the layout that is safe on this CPU (plain on AMX hosts)
+        llm = Llama(model_path=str(embedded_gguf()), n_ctx=512, logits_all=True, verbose=False)
     model, tok = transformers_engine.loaded.model, transformers_engine.loaded.tokenizer
     diffs, agree, total = [], 0, 0
     for prompt in PROMPTS:
@@ -412,3 +418,35 @@ def test_quantized_weights_stay_close_in_log_probability(transformers_engine, em
     assert total >= len(PROMPTS) * 4
     assert float(np.mean(diffs)) < 0.15, f"mean |log p difference| {np.mean(diffs):.3f} nats"
     assert agree / total > 0.9, f"llama.cpp's top token agreed on {agree} of {total}"
+
+
+def test_the_weights_served_follow_the_setting_and_the_cpu(llama_settings, monkeypatch):
+    """auto: a bf16 copy of the small quantized file on a CPU with fast bf16 (made once, the
+    same model: the greedy answer is the shipped file's), the file itself elsewhere; a set
+    format is served whatever the CPU."""
+    from assistant import cpu as cpu_module
+    from assistant.bootstrap import build_engine
+    from assistant.cpu import CpuInfo
+    from assistant.engines.llamacpp import served_weights
+    from assistant.model_files import embedded_gguf
+
+    fast = CpuInfo("AMD EPYC", frozenset({"avx2", "avx512f", "avx512_bf16"}), 2)
+    slow = CpuInfo("Intel(R) Xeon(R) CPU @ 2.20GHz", frozenset({"avx2"}), 2)
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: fast)
+    assert served_weights(embedded_gguf(), "auto") == "bf16"
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: slow)
+    assert served_weights(embedded_gguf(), "auto") == "file"
+    assert served_weights(embedded_gguf(), "q8_0") == "q8_0"
+    monkeypatch.setattr(cpu_module, "cpu_info", lambda: fast)
+
+    answers = {}
+    for setting in ("file", "bf16"):
+        llama_settings.llamacpp.weights = setting
+        engine = build_engine(llama_settings)
+        gen = engine.generator
+        answers[gen.weights] = "".join(gen.stream(ask("What is the capital of France?"), GREEDY))
+        gen._executor.shutdown()
+    assert set(answers) == {"Q4_1", "Q4_1 as BF16"}
+    assert answers["Q4_1"] == answers["Q4_1 as BF16"] and "Paris" in answers["Q4_1"]
+    copy = llama_settings.resolved_model_cache_dir / "SmolLM2-135M-Instruct.Q4_1.bf16.gguf"
+    assert copy.is_file() and copy.stat().st_size > 2 * embedded_gguf().stat().st_size

@@ -51,6 +51,8 @@ class Attempt:
     detail: str  # what the child said: its answer, or why it failed
     seconds: float
     cached: bool = False
+    #: It did not answer in time: not cached, since a loaded machine can be the reason.
+    hung: bool = False
 
 
 @dataclass
@@ -118,7 +120,7 @@ def run_probe(gguf: Path, layout: str, threads: int, timeout: float | None = Non
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Attempt(layout, False, f"did not answer within {timeout:.0f} s",
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, hung=True)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         return Attempt(layout, False, describe_exit(proc.returncode, proc.stderr), seconds)
@@ -145,9 +147,10 @@ def check(gguf: Path, setting: str, threads: int, cache_dir: Path) -> CheckResul
             log.info("Checking llama.cpp with %s in the %s layout on %s", gguf.name, layout,
                      cpu.line())
             attempt = run_probe(gguf, layout, threads)
-            cache[key] = {k: v for k, v in asdict(attempt).items() if k != "cached"}
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(cache_path, json.dumps(cache, indent=1))
+            if not attempt.hung:
+                cache[key] = {k: v for k, v in asdict(attempt).items() if k not in ("cached", "hung")}
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                atomic.write_text(cache_path, json.dumps(cache, indent=1))
         result.attempts.append(attempt)
         if attempt.ok:
             result.layout = layout

@@ -127,7 +127,9 @@ def _llamacpp_engine(settings: Settings, loaded: LoadedModel | None = None) -> E
     c = settings.llamacpp
     threads = c.threads or llamacpp.default_threads()
     notices: list[str] = []
-    gguf, weights = _served_copy(original, c.weights, settings.resolved_model_cache_dir, notices)
+    gguf, weights = original, None
+    if not Path(settings.model).expanduser().is_dir():  # a folder is converted to its format directly
+        gguf, weights = _served_copy(original, c.weights, settings.resolved_model_cache_dir, notices)
     layout, setup = c.layout, None
     if c.check:
         from assistant.engines.llamacpp_check import check
@@ -262,7 +264,7 @@ def _gguf_for(settings: Settings) -> tuple[Path, str, Callable[[], Path]]:
                 "checkpoint folder (config.json, weights, tokenizer) or at a .gguf file.")
         from assistant.conversion import convert_checkpoint
 
-        fmt = settings.llamacpp.convert_to
+        fmt = _conversion_format(path, settings.llamacpp.convert_to)
         gguf = convert_checkpoint(path, cache / f"{path.resolve().name}.{fmt}.gguf", fmt)
         return gguf, spec, lambda: path
     if is_hub_id(spec):
@@ -273,6 +275,19 @@ def _gguf_for(settings: Settings) -> tuple[Path, str, Callable[[], Path]]:
     raise ModelNotFound(
         f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint folder, a "
         ".gguf file, or 'embedded' (the default).")
+
+
+def _conversion_format(folder: Path, setting: str) -> str:
+    """``convert_to``, with auto resolved: bf16 where the CPU multiplies it natively and the
+    checkpoint is small (llama.cpp reads prompts fastest from bf16 there: docs/engines.md),
+    q8_0 elsewhere (and for large models, whose decoding is bound by the bytes read)."""
+    if setting != "auto":
+        return setting
+    from assistant.cpu import bf16_fast
+
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(
+        p.stat().st_size for p in folder.glob("*.bin"))
+    return "bf16" if bf16_fast() and size <= 2 * 2**30 else "q8_0"
 
 
 @dataclass

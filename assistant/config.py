@@ -95,8 +95,11 @@ class LlamaCppSettings(BaseModel):
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads; default: every core this process may use."
     )
-    convert_to: Literal["q8_0", "f16", "bf16", "f32"] = Field(
-        "q8_0", description="Weight format a transformers checkpoint is converted to (once)."
+    convert_to: Literal["auto", "q8_0", "f16", "bf16", "f32"] = Field(
+        "auto",
+        description="Weight format a transformers checkpoint is converted to (once). auto: "
+        "bf16 for a small checkpoint (weights up to 2 GB) on CPUs with AMX or AVX512_BF16, "
+        "q8_0 elsewhere.",
     )
     weights: Literal["auto", "file", "bf16", "f16", "q8_0"] = Field(
         "auto",

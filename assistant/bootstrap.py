@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from assistant.chat import ChatService
     from assistant.embedding import Embedder
+    from assistant.engines.llamacpp_check import CheckResult
     from assistant.generation import Generator
     from assistant.index import SyncReport, VectorIndex
     from assistant.ingest import Ingestor
@@ -163,7 +164,7 @@ def _llamacpp_engine(settings: Settings, loaded: LoadedModel | None = None) -> E
     return Engine(generator, _once(lambda: _checkpoint_fingerprint(checkpoint())), notices)
 
 
-def _failed(gguf: Path, result: object, then: str) -> str:
+def _failed(gguf: Path, result: CheckResult, then: str) -> str:
     """A notice: what failed when llama.cpp was tried with ``gguf`` here, and what now."""
     from assistant.cpu import cpu_info
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from assistant.chat_template import ChatTemplate, from_gguf_vocab
 from assistant.conversion import convert_adapter, is_gguf
+from assistant.cpu import CpuInfo
 from assistant.errors import AdapterError, CorruptCheckpoint, EngineUnavailable, ModelNotFound
 from assistant.generation import (
     FINISH_LENGTH,
@@ -84,17 +86,22 @@ BF16_COPY_MAX_FILE = 300 * 2**20
 _WIDE = ("F32", "F16", "BF16")
 
 
+def _file_type_of(meta: dict) -> str:
+    return FILE_TYPES.get(int(meta.get("general.file_type", -1) or -1), "GGUF")
+
+
 def file_type(path: Path) -> str:
     """The weight format a GGUF file's header names (``general.file_type``): "Q4_1", ...
-    Reads the metadata only (llama.cpp's vocab-only load)."""
-    import llama_cpp
-    from llama_cpp._internals import LlamaModel
+    Reads the metadata only, once per version of the file (start-up asks twice)."""
+    stat = path.stat()
+    return _file_type(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    model = LlamaModel(path_model=str(path), params=params, verbose=False)
+
+@functools.lru_cache(maxsize=16)
+def _file_type(path: str, size: int, mtime_ns: int) -> str:
+    model = _vocab_only(Path(path))
     try:
-        return FILE_TYPES.get(int(model.metadata().get("general.file_type", -1) or -1), "GGUF")
+        return _file_type_of(model.metadata())
     finally:
         model.close()
 
@@ -113,13 +120,17 @@ def served_weights(path: Path, setting: str) -> str:
     return "file" if file_type(path) in _WIDE else "bf16"
 
 
+def auto_layout(cpu: CpuInfo, system_info: str | None) -> str:
+    """The layout ``auto`` means: "plain" where both the CPU and the llama.cpp build have AMX
+    (its AMX layout crashes on some such hosts), else "repacked"."""
+    return "plain" if cpu.amx and "AMX_INT8 = 1" in (system_info or "") else "repacked"
+
+
 def default_layout() -> str:
-    """The layout ``auto`` means before any check: "plain" where both the CPU and this
-    llama.cpp build have AMX (its AMX layout crashes on some such hosts), else "repacked"."""
+    """:func:`auto_layout` for this machine and this llama.cpp build."""
     from assistant.cpu import cpu_info, llamacpp_system_info
 
-    info = llamacpp_system_info() or ""
-    return "plain" if cpu_info().amx and "AMX_INT8 = 1" in info else "repacked"
+    return auto_layout(cpu_info(), llamacpp_system_info())
 
 
 @contextlib.contextmanager
@@ -162,7 +173,7 @@ class GGUFVocab:
 
         self._model = model
         meta = model.metadata()
-        self.weights = FILE_TYPES.get(int(meta.get("general.file_type", -1) or -1), "GGUF")
+        self.weights = _file_type_of(meta)
         self.n_ctx_train = model.n_ctx_train()
         control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
         vocab = model.vocab
@@ -177,23 +188,27 @@ class GGUFVocab:
     @classmethod
     def open(cls, path: str | Path) -> GGUFVocab:
         path = _checked_gguf(Path(path).expanduser())
-        import llama_cpp
-        from llama_cpp._internals import LlamaModel
-
-        params = llama_cpp.llama_model_default_params()
-        params.vocab_only = True
-        try:
-            model = LlamaModel(path_model=str(path), params=params, verbose=False)
-        except (ValueError, RuntimeError, OSError) as err:
-            raise CorruptCheckpoint(
-                f"llama.cpp could not read the vocabulary of {path} ({err}): the file is "
-                "truncated or corrupt."
-            ) from err
-        return cls(model, path)
+        return cls(_vocab_only(path), path)
 
     def prompt_ids(self, messages: Messages) -> list[int]:
         text = self.template.prompt(messages)
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _vocab_only(path: Path):  # noqa: ANN202 - llama_cpp._internals.LlamaModel
+    """``path``'s metadata and vocabulary, without its weights (fast)."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    try:
+        return LlamaModel(path_model=str(path), params=params, verbose=False)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CorruptCheckpoint(
+            f"llama.cpp could not read the vocabulary of {path} ({err}): the file is "
+            "truncated or corrupt."
+        ) from err
 
 
 def _checked_gguf(path: Path) -> Path:

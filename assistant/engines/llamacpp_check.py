@@ -33,6 +33,7 @@ from pathlib import Path
 
 from assistant import atomic
 from assistant.cpu import CpuInfo, cpu_info, llamacpp_system_info
+from assistant.engines.llamacpp import auto_layout
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def layouts_to_try(setting: str, cpu: CpuInfo, system_info: str | None) -> list[
     """In order: the layout the setting asks for, then the plain one (which needs nothing of
     the CPU beyond what the build was compiled for)."""
     if setting == "auto":
-        setting = "plain" if cpu.amx and "AMX_INT8 = 1" in (system_info or "") else "repacked"
+        setting = auto_layout(cpu, system_info)
     return [setting] if setting == "plain" else [setting, "plain"]
 
 

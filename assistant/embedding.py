@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,21 +48,27 @@ class Embedder:
         self.dim = int(self.model.get_embedding_dimension())
         self.tokenizer = self.model.tokenizer
         self.max_tokens = int(self.model.max_seq_length)
+        # The tokenizer sets its truncation and padding on each call: two threads encoding at
+        # once (two sessions uploading, or one asking while another uploads) mix them up
+        # ("expected sequence of length 170 at dim 1 (got 128)"). One call at a time.
+        self._lock = threading.Lock()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        with self._lock:
+            enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in enc]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        with self._lock:
+            vecs = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
         return np.ascontiguousarray(vecs, dtype=np.float32)

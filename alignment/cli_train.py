@@ -453,12 +453,14 @@ def models_rollback() -> None:
 @click.option("--repetition-penalty", type=click.FloatRange(1.0, 2.0),
               help="Repetition penalty of the answers (default: the chat's, "
               "generation.repetition_penalty; 1.0: off, to see how much a version loops).")
+@click.option("--answer-mode", type=click.Choice(["free", "quoted", "extractive"]),
+              help="How grounded answers are formed (default: the chat's, answers.mode).")
 @click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
 @needs("evaluate")
 def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: int, prompts: int,
              qa: int, max_new_tokens: int, grounded: int, grounded_file: str | None,
              grounded_titles: tuple[str, ...], repetition_penalty: float | None,
-             run_dir: Path | None) -> None:
+             answer_mode: str | None, run_dir: Path | None) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy, grounded QA on retrieved sources (answer accuracy,
     citation accuracy, abstention). Stored for the activation gate."""
@@ -471,7 +473,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
     options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
                           max_new_tokens=max_new_tokens, grounded=grounded, grounded_file=grounded_file,
                           grounded_titles=tuple(grounded_titles),
-                          repetition_penalty=repetition_penalty)
+                          repetition_penalty=repetition_penalty, answer_mode=answer_mode)
     try:
         record = run_eval(get_settings(), candidate, options)
     except BaseException as err:

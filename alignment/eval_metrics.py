@@ -150,7 +150,9 @@ def grounded_metrics(candidate: Sequence[Any], baseline: Sequence[Any],
     * citation accuracy: of the correct answers, the share citing a source that holds it (the
       sides' n differ: intervals, no paired test);
     * abstention: unanswerable questions where the model said the documents do not say
-      (paired), and the false abstentions on answerable ones.
+      (paired), and the false abstentions on answerable ones;
+    * quotes verbatim: of the answers that quote, the share whose every quote is word for
+      word in the source it names.
     """
     out: dict[str, Any] = {}
     ans = [i for i, a in enumerate(answerable) if a]
@@ -169,6 +171,11 @@ def grounded_metrics(candidate: Sequence[Any], baseline: Sequence[Any],
     if una:
         out.update(_paired("abstention", [candidate[i].abstained for i in una],
                            [baseline[i].abstained for i in una]))
+    for side, verdicts in (("", candidate), ("baseline_", baseline)):
+        quoting = [v.quotes_verbatim for v in verdicts if getattr(v, "quotes_verbatim", None) is not None]
+        if quoting:
+            out.update(_interval(f"{side}quotes_verbatim", sum(quoting), len(quoting)))
+            out[f"{side}quoting_n"] = len(quoting)
     return out
 
 
@@ -179,7 +186,8 @@ _N = {"win_rate": "prompts", "reward_accuracy": "pairs", "shorter_wins": "pairs"
       "grounded_accuracy": "grounded_answerable", "baseline_grounded_accuracy": "grounded_answerable",
       "grounded_cited": "grounded_answerable", "baseline_grounded_cited": "grounded_answerable",
       "citation_accuracy": "citation_n", "baseline_citation_accuracy": "baseline_citation_n",
-      "abstention": "grounded_unanswerable", "baseline_abstention": "grounded_unanswerable"}
+      "abstention": "grounded_unanswerable", "baseline_abstention": "grounded_unanswerable",
+      "quotes_verbatim": "quoting_n", "baseline_quotes_verbatim": "baseline_quoting_n"}
 
 #: The grounded rows of a record: (label, key, n key, paired).
 GROUNDED_ROWS = (
@@ -188,6 +196,7 @@ GROUNDED_ROWS = (
     ("citation accuracy (of correct answers)", "citation_accuracy", "citation_n", False),
     ("abstention on unanswerable", "abstention", "grounded_unanswerable", True),
     ("false abstention on answerable", "false_abstention", "grounded_answerable", False),
+    ("quotes word for word in the source (of answers that quote)", "quotes_verbatim", "quoting_n", False),
 )
 
 
@@ -317,7 +326,11 @@ def summarize(record: EvalRecord) -> list[str]:
     if m.get("grounded_questions"):
         lines.append(f"  grounded QA on retrieved sources ({m.get('grounded_source', 'held-out examples')}): "
                      f"{m['grounded_questions']} questions, {m.get('grounded_answerable', 0)} answerable, "
-                     f"{m.get('grounded_unanswerable', 0)} to abstain on")
+                     f"{m.get('grounded_unanswerable', 0)} to abstain on; answers "
+                     f"{m.get('answer_mode', 'free')}"
+                     + (f", {m['grounded_seconds_per_answer']:.2f} s vs "
+                        f"{m['baseline_grounded_seconds_per_answer']:.2f} s each"
+                        if "grounded_seconds_per_answer" in m else ""))
         for label, key, _n_key, is_paired in GROUNDED_ROWS:
             if key in m:
                 verdict = f"; {m.get(f'{key}_verdict', '')}" if is_paired else ""

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from alignment.errors import NoTrainingData
 from alignment.eval_metrics import answer_metrics, qa_metrics, reward_model_metrics, summarize, table, win_metrics
 from alignment.export import ExportOptions, export
-from alignment.grounded import contains_answer
+from alignment.grounded import Verdict, contains_answer, judge
 from assistant.bootstrap import build_engine, open_database, open_registry
 from assistant.config import Settings
 from assistant.generation import GenerationParams, Generator, engine_label
@@ -74,6 +74,9 @@ class EvalOptions:
     #: Repetition penalty of every answer (None: the chat's, ``generation.repetition_penalty``;
     #: 1.0: off, to see how much a version loops on its own).
     repetition_penalty: float | None = None
+    #: How grounded answers are formed (:mod:`assistant.answer_modes`; None: the chat's,
+    #: ``answers.mode``).
+    answer_mode: str | None = None
 
 
 def penalty_of(settings: Settings, option: float | None) -> float:
@@ -257,6 +260,7 @@ class GroundedItem:
     messages: Messages
     answers: tuple[str, ...]  # empty: the right answer is the abstention
     sources: tuple[str, ...]
+    question: str = ""
 
 
 def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[GroundedItem], str]:  # noqa: ANN001
@@ -274,7 +278,7 @@ def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[Grounde
             ex = ground(q, library)
             items.append(GroundedItem(
                 build_messages(settings.generation.system_prompt, [], q.question, ex.sources),
-                ex.judged_answers, tuple(s.text for s in ex.sources)))
+                ex.judged_answers, tuple(s.text for s in ex.sources), q.question))
         titles = f" ({', '.join(o.grounded_titles)})" if o.grounded_titles else ""
         return items, f"{o.grounded_file}{titles}"
     from alignment.export import split_of
@@ -282,7 +286,7 @@ def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[Grounde
 
     held_out = [e for e in grounded_examples(db)
                 if split_of(e.conversation_id, o.split_seed, o.test_fraction) == "test"]
-    items = [GroundedItem(e.messages(), e.answers, tuple(s.text for s in e.sources))
+    items = [GroundedItem(e.messages(), e.answers, tuple(s.text for s in e.sources), e.question)
              for e in held_out[: o.grounded]]
     return items, "held-out grounded examples"
 
@@ -290,25 +294,55 @@ def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[Grounde
 def grounded_qa(settings: Settings, db, models: VersionAnswers, candidate: str, baseline: str,  # noqa: ANN001
                 o: EvalOptions, notes: list[str]) -> dict[str, Any]:
     from alignment.eval_metrics import grounded_metrics
-    from alignment.grounded import judge
 
     items, where = grounded_items(settings, db, o)
     if not items:
         notes.append("no grounded questions (import a SQuAD file with `assistant data import squad`, "
                      "or pass --grounded-file): grounded QA not measured")
         return {}
-    conversations = [i.messages for i in items]
-    verdicts = {}
+    mode = o.answer_mode or settings.answers.mode
+    similarity = _similarity(settings) if mode != "free" else None
+    verdicts, seconds = {}, {}
     for name in (candidate, baseline):
-        said = models.generate(name, conversations, o.grounded_max_new_tokens, o.batch_size,
-                               f"{name} grounded QA")
-        verdicts[name] = [judge(a, i.answers, i.sources) for a, i in zip(said, items)]
+        said, seconds[name] = grounded_answers(settings, models, name, items, mode, o, similarity)
+        verdicts[name] = [judge_item(a, i) for a, i in zip(said, items)]
         if name == candidate:
-            examples = [{"question": i.messages[-1]["content"].rsplit("Question: ", 1)[-1][:300],
-                         "answers": list(i.answers), "candidate": a[:300]} for a, i in zip(said, items)][:5]
+            examples = [{"question": i.question[:300], "answers": list(i.answers), "candidate": a[:300]}
+                        for a, i in zip(said, items)][:5]
     out = grounded_metrics(verdicts[candidate], verdicts[baseline], [bool(i.answers) for i in items])
-    out.update(grounded_source=where, grounded_examples=examples)
+    out.update(grounded_source=where, grounded_examples=examples, answer_mode=mode,
+               grounded_seconds_per_answer=round(seconds[candidate] / len(items), 3),
+               baseline_grounded_seconds_per_answer=round(seconds[baseline] / len(items), 3))
     return out
+
+
+def judge_item(answer: str, item: GroundedItem) -> Verdict:
+    return judge(answer, item.answers, item.sources)
+
+
+def grounded_answers(settings: Settings, models: VersionAnswers, name: str, items: list[GroundedItem],
+                     mode: str, o: EvalOptions, similarity=None) -> tuple[list[str], float]:  # noqa: ANN001
+    """Version ``name``'s answers to ``items`` formed in ``mode`` as the chat forms them
+    (:func:`assistant.answer_modes.compose`), and the seconds they took in all."""
+    from assistant.answer_modes import WITHOUT_MODEL, compose, first_sentence
+
+    started = time.perf_counter()
+    if mode in WITHOUT_MODEL:
+        said = [""] * len(items)
+    else:
+        said = models.generate(name, [i.messages for i in items], o.grounded_max_new_tokens,
+                               o.batch_size, f"{name} grounded QA")
+    if mode != "free":
+        said = [compose(mode, first_sentence(a), i.question, i.sources, similarity,
+                        settings.answers.min_similarity).text for a, i in zip(said, items)]
+    return said, time.perf_counter() - started
+
+
+def _similarity(settings: Settings):  # noqa: ANN202
+    from assistant.answer_modes import similarity_of
+    from assistant.embedding import Embedder
+
+    return similarity_of(Embedder(settings.retrieval.embedding_model))
 
 
 # -- answer generation (the seam: both versions answer the same prompts) --------------------------

@@ -4,12 +4,13 @@ Pure Python (no model, no database): the SQuAD import builds the reference answe
 the on-policy pairs and ``assistant eval`` judge the model's answers here, by one set of
 rules stated once:
 
-* an answer is **correct** when it contains a gold answer, both normalised the SQuAD way
-  (lower case, no punctuation, no articles, single spaces); to an unanswerable question
-  the correct answer is the abstention;
+* an answer is **correct** when its first :data:`MAX_JUDGED_WORDS` words contain a gold
+  answer, both normalised the SQuAD way (lower case, no punctuation, no articles, single
+  spaces); to an unanswerable question the correct answer is the abstention;
 * it **abstains** when it contains :data:`ABSTENTION` (normalised the same way), the one
   sentence the training data teaches for "the sources do not say";
 * its **citation is right** when a source it cites with ``[n]`` holds a gold answer;
+* its **quotes are verbatim** when each ``"quote" [n]`` is word for word in source n;
 * the reference answer is the gold span followed by the ``[n]`` of the source that holds it.
 """
 
@@ -20,11 +21,13 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from assistant.answer_modes import ABSTENTION, quotes
 from assistant.citations import explicit_citations
+from assistant.evidence import verbatim
 
-#: The answer to a question the sources do not answer (defined once: training data and
-#: evaluation both use it).
-ABSTENTION = "The documents do not say."
+#: Words of an answer that are judged: a longer answer cannot win by its length (a gold span
+#: said somewhere in 200 words is not an answer a reader finds).
+MAX_JUDGED_WORDS = 50
 
 #: Characters of the context on each side of a gold span that locate it in a chunk (a
 #: short answer like "France" may be in several chunks: the one with its surroundings is
@@ -90,11 +93,14 @@ class Verdict:
     #: A cited source holds a gold answer (None: the question has no answer to cite).
     cites_right: bool | None
     cites_any: bool
+    #: Every quote is word for word in the source it names (None: the answer quotes nothing).
+    quotes_verbatim: bool | None = None
 
     @property
     def good(self) -> bool:
-        """What the on-policy pairs keep as it is: right, cited right (or rightly abstaining)."""
-        return self.correct and self.cites_right is not False
+        """What the on-policy pairs keep as it is: right, cited right (or rightly abstaining),
+        and quoting only what its sources say."""
+        return self.correct and self.cites_right is not False and self.quotes_verbatim is not False
 
 
 def judge(answer: str, answers: Sequence[str], sources: Sequence[str]) -> Verdict:
@@ -102,8 +108,12 @@ def judge(answer: str, answers: Sequence[str], sources: Sequence[str]) -> Verdic
     sources) given ``sources`` (their texts, in [n] order)."""
     numbers = cited(answer, len(sources))
     abstained = is_abstention(answer)
+    quoted = quotes(answer)
+    exact = all(1 <= n <= len(sources) and verbatim(q, sources[n - 1]) for q, n in quoted) \
+        if quoted else None
     if not answers:
-        return Verdict(abstained, abstained, None, bool(numbers))
-    correct = contains_answer(answer, answers) and not abstained
+        return Verdict(abstained, abstained, None, bool(numbers), exact)
+    judged = " ".join(answer.split()[:MAX_JUDGED_WORDS])
+    correct = contains_answer(judged, answers) and not abstained
     right = any(contains_answer(sources[n - 1], answers) for n in numbers)
-    return Verdict(correct, abstained, right, bool(numbers))
+    return Verdict(correct, abstained, right, bool(numbers), exact)

@@ -107,7 +107,7 @@ class OnPolicyReport:
     kept: int = 0  # good answers (no pair)
     #: Why answers were rejected: abstained (said the documents do not say, though a source
     #: holds the answer), wrong, uncited (right but citing no source that holds the answer),
-    #: not_abstained.
+    #: misquoted (a "quote" [n] that is not word for word in source n), not_abstained.
     reasons: dict[str, int] = field(default_factory=dict)
     repetition_penalty: float = 1.0  # of the answers (the chat's, unless told otherwise)
 
@@ -116,6 +116,8 @@ def reason(verdict: Verdict, should_abstain: bool) -> str | None:
     """Why an answer is rejected, or None when it is good."""
     if should_abstain:
         return None if verdict.abstained else "not_abstained"
+    if verdict.quotes_verbatim is False:
+        return "misquoted"
     if not verdict.correct:
         return "abstained" if verdict.abstained else "wrong"
     if not verdict.cites_right:

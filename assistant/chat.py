@@ -27,6 +27,7 @@ from assistant.errors import (
     NotAQuestion,
 )
 from assistant.generation import GenerationParams, Generator, TokenStream, engine_label
+from assistant.answer_modes import ComposedStream, compose, evidence_of, similarity_of
 from assistant.citations import cite
 from assistant.prompting import FittedPrompt, Turn, fit_history
 from assistant.retrieval import Hit, Retriever
@@ -142,10 +143,12 @@ class Reply:
             self._finalized = True
         try:
             # An answer stopped before its first word is not worth a row.
+            composed = getattr(self._stream, "composed", None)  # answer_modes.ComposedStream
+            text = composed.text if composed is not None else self.text
             if self.continues is not None:
-                self.message = self._service._store_continuation(self, self.text)
-            elif complete or self.text:
-                self.message = self._service._store_answer(self, self.text)
+                self.message = self._service._store_continuation(self, text)
+            elif complete or text:
+                self.message = self._service._store_answer(self, text)
         finally:
             self.done.set()
 
@@ -273,7 +276,7 @@ class ChatService:
         hits, retrieval = self.retrieval(text, choice)
         fitted, hits, retrieval = self._fit(params, history, text, hits, retrieval)
         question = self.store.add_user_message(conversation_id, text, documents)
-        stream = self._stream(fitted.messages, params, version)
+        stream = self._answer_stream(fitted.messages, params, version, text, hits)
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits,
                      retrieval)
 
@@ -341,7 +344,7 @@ class ChatService:
         choice = self.store.get_conversation(question.conversation_id).documents
         hits, retrieval = self.retrieval(question.content, choice)
         fitted, hits, retrieval = self._fit(params, history, question.content, hits, retrieval)
-        stream = self._stream(fitted.messages, params, version)
+        stream = self._answer_stream(fitted.messages, params, version, question.content, hits)
         return Reply(self, question.conversation_id, question, fitted, params, stream, hits,
                      retrieval)
 
@@ -368,6 +371,25 @@ class ChatService:
         stream = self._stream(messages, params, record.model_version)
         return Reply(self, question.conversation_id, question, fitted, params, stream, sources,
                      retrieval, continues=answer)
+
+    def answer_mode(self) -> str:
+        return self.settings.answers.mode
+
+    def _answer_stream(self, messages, params: GenerationParams, version: str | None,  # noqa: ANN001
+                       question: str, hits: list[Hit]) -> TokenStream:
+        """The answer's stream: the model's (``free`` mode, or no sources), or the answer
+        composed with its quoted evidence (:mod:`assistant.answer_modes`)."""
+        mode = self.answer_mode()
+        if mode == "free" or not hits:
+            return self._stream(messages, params, version)
+        texts = [hit.text for hit in hits]
+        similarity = similarity_of(self.retriever.embedder) if self.retriever is not None else None
+
+        def form(said: str):  # noqa: ANN202
+            return compose(mode, said, question, texts, similarity, self.settings.answers.min_similarity)
+
+        inner = None if mode == "extractive" else self._stream(messages, params, version)
+        return ComposedStream(form, inner, version or self.generator.model_version)
 
     def _stream(self, messages, params: GenerationParams, version: str | None) -> TokenStream:  # noqa: ANN001
         if version is None or version == self.generator.model_version:
@@ -431,25 +453,35 @@ class ChatService:
 
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
+        composed = getattr(reply._stream, "composed", None)
+        extractive = composed is not None and composed.how in ("quote", "abstained") and \
+            getattr(reply._stream, "_inner", None) is None
         record = AnswerRecord(
             model_id=self.generator.model_id,
             model_version=getattr(reply._stream, "version", None) or self.generator.model_version,
-            params=reply.params.as_dict(),
+            # With sources: how the answer was formed (assistant.answer_modes).
+            params={**reply.params.as_dict(),
+                    **({"answer_mode": self.answer_mode()} if reply.sources else {}),
+                    **({"formed": composed.how} if composed is not None else {})},
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
             latency_ms=stats.latency_ms,
             ttft_ms=stats.ttft_ms,
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
-            engine=engine_label(self.generator),
+            engine="extractive (no model)" if extractive else engine_label(self.generator),
             retrieval=reply.retrieval,
             finish_reason=None if stats.stopped else stats.finish_reason,
         )
-        cited = cite(text, [hit.text for hit in reply.sources], reply.question.content).cited
+        texts = [hit.text for hit in reply.sources]
+        cited = cite(text, texts, reply.question.content).cited
+        evidence = composed.evidence if composed is not None else \
+            evidence_of(text, texts, reply.question.content)
         sources = tuple(
             SourceRecord(
                 rank=n, chunk_id=hit.chunk_id, document_name=hit.document_name,
                 location=hit.location, text=hit.text, score=hit.score, cited=n in cited,
+                evidence=evidence.get(n, ()),
             )
             for n, hit in enumerate(reply.sources, start=1)
         )

@@ -410,6 +410,7 @@ def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
     """The sources under an answer, as the app lists them: the cited ones with their text
     (and who cited them: the model with its own [n], or attribution), then the others the
     model was shown."""
+    from assistant.answer_modes import quotes, unverified_quotes
     from assistant.citations import explicit_citations
 
     def where(src) -> str:  # noqa: ANN001
@@ -418,10 +419,16 @@ def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
     cited = [src for src in m.sources if src.cited]
     others = [src for src in m.sources if not src.cited]
     explicit = explicit_citations(m.content, len(m.sources))
+    quoted = {n for _, n in quotes(m.content)}
     for src in cited:
         text = " ".join(src.text.split())
-        how = "cited by the model" if src.rank in explicit else "attributed, not cited by the model"
+        how = ("quoted" if src.rank in quoted else "cited by the model" if src.rank in explicit
+               else "attributed, not cited by the model")
         click.echo(f"  [{src.rank}] {where(src)} ({how}): {text[:200]}{'…' if len(text) > 200 else ''}")
+        for sentence in src.evidence_text:
+            click.echo(f"      evidence: \"{' '.join(sentence.split())}\"")
+    for quote, n in unverified_quotes(m.content, [src.text for src in m.sources]):
+        click.echo(f"  [not a quote: source {n} does not say \"{quote}\" word for word]")
     if others:
         label = "Also shown to the model" if cited else "Sources shown to the model"
         click.echo(f"  {label}: " + "; ".join(f"[{src.rank}] {where(src)}" for src in others))

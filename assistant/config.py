@@ -89,6 +89,25 @@ class RetrievalSettings(BaseModel):
     parse: ParseLimits = ParseLimits()
 
 
+class AnswerSettings(BaseModel):
+    """How an answer from the documents is formed (assistant.answer_modes)."""
+
+    mode: Literal["free", "quoted", "extractive"] = Field(
+        "quoted",
+        description="free: the model's answer as written. quoted: the model's first sentence "
+        "and the source sentence that backs it, quoted with its [n] (the best-matching source "
+        "sentence instead when none backs it). extractive: only the best-matching source "
+        "sentence, quoted (no language model: instant). Answers without sources are the "
+        "model's in every mode.",
+    )
+    min_similarity: float = Field(
+        0.4, ge=-1.0, le=1.0,
+        description="In the quoting modes, the answer is \"The documents do not say.\" when no "
+        "source sentence has at least this embedding similarity to the question (-1: always "
+        "quote; the trade-off is measured in docs/retrieval.md).",
+    )
+
+
 class LlamaCppSettings(BaseModel):
     """The llama.cpp engine (``engine = "llamacpp"``)."""
 
@@ -198,6 +217,7 @@ class Settings(BaseSettings):
         "Add the first admin with `assistant users add NAME --role admin`.",
     )
     generation: GenerationDefaults = GenerationDefaults()
+    answers: AnswerSettings = AnswerSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     openai: OpenAISettings = OpenAISettings()

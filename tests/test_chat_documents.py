@@ -121,6 +121,7 @@ def test_chat_export_and_eval_build_the_same_prompt(store, settings, library, db
     from alignment.evaluate import QAItem, qa_messages
     from alignment.export import ExportOptions, export
 
+    settings.answers.mode = "free"  # the model's answer is the one exported
     svc = service_for(store, settings, library, "In Quillhaven [1].")
     question = "Where is the Zorblax festival held?"
     reply = svc.send(None, question, PARAMS, documents=DocumentChoice(use_documents=True))
@@ -141,3 +142,40 @@ def test_chat_export_and_eval_build_the_same_prompt(store, settings, library, db
     list(svc_one.send(None, question, PARAMS))
     item = QAItem(context=hit.text, question=question, answers=("Quillhaven",), title="note.txt")
     assert qa_messages(item, PARAMS.system_prompt) == svc_one.generator.prompts[-1]
+
+
+@pytest.mark.parametrize("mode", ["free", "quoted", "extractive"])
+def test_each_answer_mode_stores_its_evidence_and_quotes_verbatim(store, settings, library, mode):
+    """The chat forms the answer in the configured mode and stores, with the source that
+    backs it, the sentence that does (shown highlighted; exports and eval read it)."""
+    settings.answers.mode = mode
+    svc = service_for(store, settings, library,
+                      "It is held in Quillhaven [1]. Also other things, at length, go on here.")
+    reply = svc.send(None, "In which town is the Zorblax festival held?", PARAMS)
+    text = "".join(reply)
+    answer = store.get_message(reply.message.id)
+    festival = next(s for s in answer.sources if s.document_name == "festival.md")
+    sentence = "The Zorblax festival is held every year in the town of Quillhaven, on the third of May."
+    assert festival.cited and festival.evidence_text == [sentence]
+    assert answer.record.params["answer_mode"] == mode
+    if mode == "free":
+        assert text.rstrip() == "It is held in Quillhaven [1]. Also other things, at length, go on here."
+        assert len(svc.generator.prompts) == 1
+    elif mode == "quoted":
+        assert text == f'It is held in Quillhaven [1].\n\n"{sentence}" [1]'
+        assert not reply._stream.replaced
+        assert answer.record.params["formed"] == "model+quote"
+        assert answer.record.finish_reason == "stop" and not answer.record.stopped
+    else:
+        assert text == f'"{sentence}" [1]' and svc.generator.prompts == []  # no model
+        assert answer.record.engine == "extractive (no model)"
+    assert answer.content == text
+
+
+def test_a_question_no_sentence_answers_is_abstained_on_in_the_quoting_modes(store, settings, library):
+    settings.answers.mode = "extractive"
+    settings.answers.min_similarity = 0.9
+    svc = service_for(store, settings, library, "unused")
+    reply = svc.send(None, "Where is the Zorblax festival held?", PARAMS)
+    assert "".join(reply) == "The documents do not say."
+    assert not any(s.evidence for s in store.get_message(reply.message.id).sources)

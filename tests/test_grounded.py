@@ -541,3 +541,19 @@ def test_a_false_abstention_is_rejected_for_that_reason():
     assert reason(judge("It is in France [1].", ("France",), sources), should_abstain=False) is None
     assert reason(judge(ABSTENTION, (), sources), should_abstain=True) is None
     assert reason(judge("France [1].", (), sources), should_abstain=True) == "not_abstained"
+
+
+def test_a_quote_not_in_its_source_is_rejected_and_long_answers_are_judged_on_50_words():
+    """data on-policy turns down an answer whose "quote" [n] is not word for word in source n
+    (even when it holds the answer); a gold span after the 50th word does not count."""
+    from alignment.grounded import MAX_JUDGED_WORDS
+    from alignment.on_policy import reason
+
+    sources = ["Normandy is a region in the north of France."]
+    altered = 'France [1]. "Normandy is a region in the south of France." [1]'
+    assert reason(judge(altered, ("France",), sources), should_abstain=False) == "misquoted"
+    exact = 'France [1]. "Normandy is a region in the north of France." [1]'
+    assert reason(judge(exact, ("France",), sources), should_abstain=False) is None
+    assert judge(exact, ("France",), sources).quotes_verbatim is True
+    padded = " ".join(["word"] * MAX_JUDGED_WORDS) + " France [1]."
+    assert not judge(padded, ("France",), sources).correct

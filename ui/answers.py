@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from assistant.answer_modes import quotes, unverified_quotes
 from assistant.chat import SAYS_NO_DOCUMENT, ChatService, trim_notice
 from assistant.citations import MIN_RUN, Citations, cite
 from assistant.errors import AssistantError
@@ -50,18 +51,46 @@ def _numbers(ns) -> str:  # noqa: ANN001
     return ", ".join(f"source {n}" for n in sorted(ns))
 
 
+def _escaped(text: str) -> str:
+    """``text`` as Markdown that shows it as it is, line breaks kept."""
+    return "  \n".join(plain(line) if line.strip() else "" for line in text.split("\n"))
+
+
+def highlighted(text: str, spans: tuple[tuple[int, int], ...]) -> str:
+    """A source's text as Markdown with its evidence (``spans``) highlighted."""
+    out, at = [], 0
+    for a, b in sorted(spans):
+        if a < at or b > len(text):
+            continue  # overlapping or out of range: not from this text
+        out.append(_escaped(text[at:a]))
+        out.append(f":orange-background[{_escaped(text[a:b])}]")
+        at = b
+    out.append(_escaped(text[at:]))
+    return "".join(out)
+
+
+def _source_text(src) -> None:  # noqa: ANN001 - a SourceRecord
+    if src.evidence:
+        st.markdown(highlighted(src.text, src.evidence),
+                    help="Highlighted: the sentence that backs the answer.")
+    else:
+        st.text(src.text)
+
+
 def _sources(m: StoredMessage, c: Citations) -> None:
     """The cited sources under an answer (expandable), then the others it was shown."""
     cited = [src for src in m.sources if src.cited]
     others = [src for src in m.sources if not src.cited]
+    quoted = {n for _, n in quotes(m.content)}
     for src in cited:
         # plain() trims its text: the separator goes outside it, or the space before it is lost.
         where = f" · {plain(src.location)}" if src.location else ""
-        how = (" · cited by the model" if src.rank in c.explicit
+        how = (" · quoted" if src.rank in quoted
+               else " · cited by the model" if src.rank in c.explicit
                else " · attributed" if src.rank in c.attributed else "")
         label = f"[{src.rank}] {plain(src.document_name)}{where}{how}"
-        with st.expander(label, icon=":material/format_quote:"):
-            st.text(src.text)
+        with st.expander(label, icon=":material/format_quote:", expanded=bool(src.evidence)):
+            _source_text(src)
     if others:
         label = "Sources shown to the model" if not cited else "Other sources shown to the model"
         with st.expander(f"{label} ({len(others)})", icon=":material/library_books:"):
@@ -77,6 +106,9 @@ def answer(service: ChatService, m: StoredMessage, question: str = "") -> None:
     st.markdown(body)
     if legend:
         st.caption(legend, help=ATTRIBUTED_HELP)
+    for quote, n in unverified_quotes(m.edited or m.content, [src.text for src in m.sources]):
+        st.caption(f":material/warning: Not a quote: source {n} does not say "
+                   f"\u201c{plain(quote)}\u201d word for word.")
     if m.edited:
         # A rating and comment were about the model's answer, not the corrected text: they
         # stay with the original (changeable there), and the corrected text shows none.

@@ -55,6 +55,12 @@ class SourceRecord:
     text: str
     score: float
     cited: bool = False
+    #: The sentences of ``text`` that back the answer, as ``(start, end)`` offsets.
+    evidence: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def evidence_text(self) -> list[str]:
+        return [self.text[a:b] for a, b in self.evidence]
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,9 @@ def _conv(row: Conversation) -> StoredConversation:
 
 
 def _source(row: MessageSource) -> SourceRecord:
-    return SourceRecord(**{f.name: getattr(row, f.name) for f in fields(SourceRecord)})
+    values = {f.name: getattr(row, f.name) for f in fields(SourceRecord)}
+    values["evidence"] = tuple((int(a), int(b)) for a, b in values["evidence"] or ())
+    return SourceRecord(**values)
 
 
 def _msg(
@@ -356,6 +364,7 @@ class ConversationStore:
             s.add_all(
                 MessageSource(message_id=row.id, **{
                     **asdict(src), "chunk_id": src.chunk_id if src.chunk_id in live else None,
+                    "evidence": [list(span) for span in src.evidence] or None,
                 })
                 for src in sources
             )

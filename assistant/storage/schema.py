@@ -285,6 +285,8 @@ class MessageSource(Base):
     text: Mapped[str] = mapped_column(CleanText)
     score: Mapped[float] = mapped_column(Float)
     cited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The sentences of ``text`` that back the answer: ``[[start, end], ...]`` offsets.
+    evidence: Mapped[list[list[int]] | None] = mapped_column(JSON)
 
 
 class Choice(Base):

@@ -1,0 +1,175 @@
+"""Evidence sentences and the answer modes (assistant.evidence, assistant.answer_modes), on
+plain text, the real embedding model, and the project's SQuAD articles."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignment.grounded import judge
+from assistant.answer_modes import (
+    ABSTENTION,
+    REPLACED,
+    ComposedStream,
+    compose,
+    first_sentence,
+    quotes,
+    sentence_done,
+    similarity_of,
+    unverified_quotes,
+)
+from assistant.evidence import MAX_WORDS, best_for_question, sentences, supporting, verbatim
+from assistant.generation import GenerationStats
+
+NORMANS = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to "
+    "Normandy, a region in France. They were descended from Norse raiders and pirates from "
+    "Denmark, Iceland and Norway. Their leader Rollo agreed to swear fealty to King Charles "
+    "III of West Francia."
+)
+BREAD = (
+    "Sourdough is leavened with a starter of wild yeast and lactic acid bacteria. "
+    "The dough ferments for many hours before it is baked."
+)
+
+
+@pytest.fixture(scope="module")
+def similarity():
+    from assistant.config import Settings
+    from assistant.embedding import Embedder
+
+    return similarity_of(Embedder(Settings().retrieval.embedding_model))
+
+
+def test_sentences_are_verbatim_slices_and_cut_where_there_is_no_end():
+    spans = sentences(NORMANS)
+    assert [NORMANS[a:b][:12] for a, b in spans] == ["The Normans ", "They were de", "Their leader"]
+    # A table, code or a one-line file with no sentence end: lines, then windows of words.
+    table = "name | year\nRollo | 911\n" + " ".join(f"w{i}" for i in range(150))
+    units = [table[a:b] for a, b in sentences(table)]
+    assert units[:2] == ["name | year", "Rollo | 911"]
+    assert all(len(u.split()) <= MAX_WORDS for u in units) and len(units) == 5
+    assert sentences("--- | ---\n\n   \n") == []  # nothing with a word in it
+
+
+def test_best_sentence_for_a_question_by_words_and_by_meaning(similarity):
+    e = best_for_question("From which countries did the Norse originate?", [BREAD, NORMANS])
+    assert e.source == 2 and e.text.startswith("They were descended")
+    assert NORMANS[e.start:e.end] == e.text
+    # Meaning breaks what words cannot: no word of the question is in the right sentence.
+    q = "Which ruler received an oath of allegiance?"
+    assert not best_for_question(q, [NORMANS]).text.startswith("Their leader Rollo")
+    e = best_for_question(q, [NORMANS], similarity)
+    assert e.text.startswith("Their leader Rollo") and e.similarity is not None
+    # Another language: the quote is still a slice of the source.
+    german = "Die Normannen gaben der Normandie ihren Namen. Sie stammten von Wikingern ab."
+    e = best_for_question("Wem verdankt die Normandie ihren Namen?", [german], similarity)
+    assert verbatim(e.text, german) and e.text.startswith("Die Normannen")
+
+
+def test_supporting_sentence_holds_the_answers_own_words():
+    q = "Where is Normandy?"
+    e = supporting("Normandy is a region in France.", [BREAD, NORMANS], q)
+    assert (e.source, e.text[:12]) == (2, "The Normans ")
+    # An invented answer (no source holds "Spain") and an echo of the question: no support.
+    assert supporting("Normandy is in Spain.", [BREAD, NORMANS], q) is None
+    assert supporting("Normandy is where?", [NORMANS], q) is None
+    # Only the cited source counts when the answer names one.
+    assert supporting("Normandy is a region in France [1].", [BREAD, NORMANS], q, among=[1]) is None
+
+
+def test_first_sentence_and_when_the_stream_has_it():
+    assert first_sentence("It is in France [2]. More words follow.") == "It is in France [2]."
+    assert first_sentence("No end here\nsecond line") == "No end here"
+    assert not sentence_done("It is in France")
+    assert not sentence_done("It is in France.")  # a marker may still come
+    assert not sentence_done("It is in France. [")
+    assert sentence_done("It is in France [1]. The")
+    assert sentence_done("A list\n- one")
+
+
+def test_quoted_mode_quotes_the_sentence_behind_the_models_answer(similarity):
+    q = "In what country is Normandy located?"
+    c = compose("quoted", "Normandy is a region in France. It has cows.", q, [BREAD, NORMANS], similarity)
+    assert c.how == "model+quote"
+    assert c.text.startswith("Normandy is a region in France. [2]\n\n")
+    assert quotes(c.text) == [(NORMANS[:NORMANS.index("France.") + 7], 2)]
+    assert c.evidence == {2: ((0, NORMANS.index("France.") + 7),)}
+    v = judge(c.text, ["France"], [BREAD, NORMANS])
+    assert v.correct and v.cites_right and v.quotes_verbatim
+
+
+def test_an_unsupported_model_answer_is_replaced_by_the_extractive_one(similarity):
+    q = "In what country is Normandy located?"
+    c = compose("quoted", "Normandy is in Spain, near Madrid.", q, [BREAD, NORMANS], similarity)
+    assert c.how == "quote" and "Spain" not in c.text
+    assert quotes(c.text)[0][1] == 2 and "France" in c.text
+    # Extractive mode answers the same without the model at all.
+    assert compose("extractive", "", q, [BREAD, NORMANS], similarity).text == c.text
+
+
+def test_no_relevant_sentence_abstains_and_free_mode_keeps_the_models_words(similarity):
+    q = "What is the boiling point of mercury?"
+    c = compose("extractive", "", q, [BREAD, NORMANS], similarity, min_similarity=0.5)
+    assert (c.text, c.how, c.evidence) == (ABSTENTION, "abstained", {})
+    assert compose("quoted", "The documents do not say.", q, [NORMANS], similarity).text == ABSTENTION
+    free = compose("free", "Normandy is a region in France [2].", "Where is Normandy?", [BREAD, NORMANS])
+    assert free.text == "Normandy is a region in France [2]." and free.how == "model"
+    assert list(free.evidence) == [2]  # the cited source, its sentence as evidence
+    assert compose("free", "Normandy is a region in France.", "Where is Normandy?", [NORMANS]).evidence == {}
+    assert compose("quoted", "Hello!", "Hi", []).how == "plain"  # no sources: a chat answer
+    with pytest.raises(ValueError, match="quoted"):
+        compose("poetic", "x", "y", [NORMANS])
+
+
+def test_altered_quotes_and_missing_sources_are_never_shown_as_verbatim():
+    altered = '"The Normans were the people who in the 9th and 11th centuries gave their name to Normandy" [1]'
+    assert unverified_quotes(altered, [NORMANS]) == [("The Normans were the people who in the 9th and "
+                                                       "11th centuries gave their name to Normandy", 1)]
+    v = judge(altered, ["10th and 11th centuries"], [NORMANS])
+    assert v.quotes_verbatim is False and not v.correct
+    exact = '"They were descended from Norse raiders" [1]'
+    assert unverified_quotes(exact, [NORMANS]) == []
+    assert unverified_quotes('"They were descended from Norse raiders" [3]', [NORMANS]) != []
+    assert judge('"They were descended from Norse raiders" [3]', ["Norse"], [NORMANS]).quotes_verbatim is False
+
+
+def test_a_question_answered_across_two_sentences_quotes_one_and_abstains_nowhere(similarity):
+    two = "Rollo was a Viking. In 911 he received land from the king."
+    c = compose("extractive", "", "When did the Viking Rollo receive land?", [two], similarity)
+    assert c.how == "quote" and verbatim(quotes(c.text)[0][0], two)
+
+
+class _Stream:
+    def __init__(self, chunks):
+        self.chunks, self.stats, self.version, self.stopped = chunks, GenerationStats(), "v1", False
+
+    def __iter__(self):
+        for c in self.chunks:
+            if self.stopped:
+                return
+            self.stats.completion_tokens += 1
+            yield c
+
+    def stop(self):
+        self.stopped = True
+        self.stats.stopped = True
+
+
+def test_composed_stream_streams_the_first_sentence_then_the_quote():
+    inner = _Stream(["Normandy is ", "in France [1]", ". And ", "then ", "more ", "words."])
+    got = ComposedStream(lambda said: compose("quoted", said, "Where is Normandy?", [NORMANS]), inner, "v1")
+    out = list(got)
+    assert out[:2] == ["Normandy is", " in France [1]"]  # as the model wrote them
+    assert "".join(out) == got.composed.text and got.composed.text.startswith("Normandy is in France [1].\n\n")
+    assert inner.stopped and inner.stats.completion_tokens == 3  # the rest was never generated
+    assert not got.stats.stopped and got.stats.finish_reason == "stop" and got.version == "v1"
+    assert not got.replaced
+    # A sentence the sources do not back: shown as it came, then replaced by the quote.
+    wrong = ComposedStream(lambda said: compose("quoted", said, "Where is Normandy?", [NORMANS]),
+                           _Stream(["It is in Spain", ". More"]), "v1")
+    out = list(wrong)
+    assert out[0] == "It is in Spain" and out[-1].startswith(f"\n{REPLACED}\n")
+    assert wrong.replaced and "Spain" not in wrong.composed.text
+    stopped = ComposedStream(lambda said: compose("quoted", said, "q", [NORMANS]), _Stream(["a"]), "v1")
+    stopped.stop()
+    assert list(stopped) == [] and stopped.stats.stopped and stopped.composed is None

@@ -415,10 +415,10 @@ def models_import(folder: Path, kind: str | None, parent: str) -> None:
     click.echo(f"Loading the base model to check that the adapter fits ({settings.model})...")
     loaded = load_model(settings)
     version = import_version(registry, folder, loaded, kind=kind, parent=parent)
-    if version.kind != "reward" and settings.engine == "llamacpp":
-        from alignment.training.run import convert_for_llamacpp
+    if version.kind != "reward":
+        from alignment.training.run import prepare_for_engine
 
-        convert_for_llamacpp(version, loaded)  # as a trained version is; a failure is logged
+        prepare_for_engine(settings, version, loaded)  # as a trained version is; a failure is logged
     source = version.data["imported_from"]
     click.echo(f"Imported {folder} as {version.name} ({version.kind} on {version.parent})"
                + (f"; it was {source['name']} there." if source.get("name") else "."))

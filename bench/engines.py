@@ -163,7 +163,7 @@ def main() -> None:
             "ttft": ttft(tf, rag, params, "base", args.rounds),
             "prompt": tf.count_prompt_tokens(rag),
         }
-        tf._executor.shutdown()
+        tf.close()
         del tf
     for label, path in (("Q4_1 (shipped)", shipped), ("q8_0", q8)):
         gen = LlamaCppGenerator(path, label, 4096, threads, lambda: checkpoint)
@@ -177,7 +177,7 @@ def main() -> None:
             "bare": bare_rate(path, ids, args.tokens, threads, args.rounds),
             "bare_lora": bare_rate(path, ids, args.tokens, threads, args.rounds, lora_gguf),
         }
-        gen._executor.shutdown()
+        gen.close()
 
     tf_row = results["transformers fp32"]  # the reference: exact, and every CPU runs it
     print(f"threads {threads}, {args.tokens} new tokens, greedy, median of {args.rounds}; "

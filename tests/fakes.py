@@ -82,6 +82,9 @@ class FakeGenerator:
     def concurrent_streams(self) -> int:
         return self.streams
 
+    def close(self) -> None:
+        pass
+
     def load_adapter(self, name: str, path) -> None:
         self.adapters[name] = path
 

@@ -46,7 +46,7 @@ def generator(tiny_model_dir, tmp_path):
     gen = TransformersGenerator(load_model(Settings(model=str(tiny_model_dir), data_dir=tmp_path)),
                                 workers=2)
     yield gen
-    gen._executor.shutdown(wait=True)
+    gen.close()
 
 
 def answer(gen, version=None, messages=ASK) -> str:

@@ -103,7 +103,7 @@ def test_an_engine_that_crashes_in_one_layout_serves_in_the_other(probe, llama_s
         answer = "".join(gen.stream(QUESTION, GenerationParams(temperature=0, max_new_tokens=12)))
         assert "Paris" in answer
     finally:
-        gen._executor.shutdown()
+        gen.close()
 
 
 @pytest.mark.slow
@@ -144,7 +144,7 @@ def test_the_check_can_be_turned_off(probe, llama_settings):
         assert engine.notices == []
         assert not (llama_settings.resolved_model_cache_dir / llamacpp_check.CACHE_FILE).exists()
     finally:
-        engine.generator._executor.shutdown()
+        engine.generator.close()
 
 
 @pytest.mark.slow
@@ -158,5 +158,5 @@ def test_both_layouts_answer_alike_on_this_cpu(embedded_checkpoint):
     for layout in ("repacked", "plain"):
         gen = LlamaCppGenerator(embedded_gguf(), "embedded", 1024, layout=layout)
         answers.append("".join(gen.stream(QUESTION, params)))
-        gen._executor.shutdown()
+        gen.close()
     assert answers[0] == answers[1] and "Paris" in answers[0]

@@ -448,7 +448,7 @@ def test_the_weights_served_follow_the_setting_and_the_cpu(llama_settings, monke
         engine = build_engine(llama_settings)
         gen = engine.generator
         answers[gen.weights] = "".join(gen.stream(ask("What is the capital of France?"), GREEDY))
-        gen._executor.shutdown()
+        gen.close()
     assert set(answers) == {"Q4_1", "Q4_1 as BF16"}
     assert answers["Q4_1"] == answers["Q4_1 as BF16"] and "Paris" in answers["Q4_1"]
     copy = llama_settings.resolved_model_cache_dir / "SmolLM2-135M-Instruct.Q4_1.bf16.gguf"

@@ -7,6 +7,7 @@ import streamlit as st
 from assistant.chat import ChatService
 from assistant.errors import AssistantError
 from assistant.cpu import cpu_info
+from assistant.engines.registry import names as engine_names
 from assistant.generation import GenerationParams, describe, setup_of
 from assistant.storage.conversations import DocumentChoice, StoredConversation
 from assistant.versions import BASE_VERSION
@@ -88,7 +89,7 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
     where = f" on {loaded.device.type}" if loaded else ""
     sb.caption(f"Model: {plain(describe(gen))}{where}", help=(
         "The engine that runs the model and its weight format; set ASSISTANT_ENGINE "
-        "(llamacpp, transformers, openai) to change it."))
+        f"({', '.join(engine_names())}) to change it."))
     setup = setup_of(gen)
     if setup:
         sb.caption(f"Engine: {plain(setup)}", help=f"This machine's CPU: {cpu_info().line()}.")

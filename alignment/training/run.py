@@ -32,6 +32,7 @@ from alignment.training.lm_head import labelled_positions_only
 from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
 from alignment.training.trainers import build_trainer, row_lengths
 from assistant.bootstrap import open_database, open_registry
+from assistant.engines.registry import spec
 from assistant.config import Settings
 from assistant.models import LoadedModel, load_model
 from assistant.registry import Registry, Version
@@ -135,8 +136,8 @@ def train(
                     eval_metrics = trainer.evaluate()
                 margin = margin_interval(kept, evaluated, args.per_device_eval_batch_size * max(1, args.world_size))
 
-        tracker.phase("saving", total=4 if kind != "reward" and settings.engine == "llamacpp" else 3,
-                      unit="parts")
+        prepares = kind != "reward" and spec(settings.engine).prepare is not None
+        tracker.phase("saving", total=4 if prepares else 3, unit="parts")
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
         metrics.update(margin)
@@ -168,9 +169,9 @@ def train(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if kind != "reward" and settings.engine == "llamacpp":
-        tracker.step("converting the adapter for llama.cpp")
-        convert_for_llamacpp(version, loaded)
+    if prepares:
+        tracker.step(f"preparing the adapter for the {settings.engine} engine")
+        prepare_for_engine(settings, version, loaded)
     tracker.end()
     seconds = time.perf_counter() - started
     log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
@@ -204,21 +205,18 @@ def _pace(tracker: RunProgress, watcher: TrainingProgress, metrics: dict[str, An
     return out
 
 
-def convert_for_llamacpp(version: Version, loaded: LoadedModel) -> None:
-    """Make the chat's engine ready to serve the new version: its GGUF copy is made now, in
-    the training process, not when someone activates it. A failure is only logged: the first
-    activation converts again (and says why if it fails there too)."""
-    from assistant.conversion import convert_adapter
+def prepare_for_engine(settings: Settings, version: Version, loaded: LoadedModel) -> None:
+    """Make the chat's engine ready to serve the new version (llama.cpp: its GGUF copy) now,
+    in the training process, not when someone activates it. A failure is only logged: the
+    first activation prepares it again (and says why if it fails there too)."""
+    from assistant.engines.registry import prepare_version
     from assistant.errors import AssistantError
 
-    base = Path(loaded.path)
-    if not base.is_dir():
-        return
     try:
-        convert_adapter(version.adapter_dir, base)
+        prepare_version(settings, version.adapter_dir, loaded.path)
     except AssistantError as err:
-        log.warning("%s could not be converted for llama.cpp now (%s); activation will try again",
-                    version.name, err)
+        log.warning("%s could not be prepared for the %s engine now (%s); activation will try again",
+                    version.name, settings.engine, err)
 
 
 # -- steps -------------------------------------------------------------------------------------

@@ -296,6 +296,13 @@ class LlamaCppGenerator(VersionNames):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.vocab.prompt_ids(messages))
 
+    def close(self) -> None:
+        """Finish the answer being generated, then stop the worker; nothing more is served."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        llm, self._llm = self._llm, None
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()  # frees the model and its context now, not when collected
+
     def concurrent_streams(self) -> int:
         return 1  # one context, one sequence: answers queue on the one worker
 

@@ -25,11 +25,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
 from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
 from assistant.model_files import BASE_VERSION
 from assistant.prompting import Messages, defuse_special_tokens
+
+if TYPE_CHECKING:
+    from assistant.config import Settings
+    from assistant.engines.registry import Engine
+    from assistant.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +157,10 @@ class OpenAIGenerator(VersionNames):
                 "counted with its own tokenizer."
             ) from err
 
+    def close(self) -> None:
+        """Finish the answer being generated, then stop the worker; nothing more is served."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
     def concurrent_streams(self) -> int:
         """The requests sent at once (``workers``). Whether the server batches them is its
         business: vLLM does; llama_cpp.server answers them one after the other."""
@@ -209,7 +219,10 @@ class OpenAIGenerator(VersionNames):
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
-                        out.emit((choice.text if raw is not None else choice.delta.content) or "")
+                        text = (choice.text if raw is not None else choice.delta.content) or ""
+                        # A chunk with no text (the role, the finish reason) is no token; the
+                        # server's usage, when it sends one, replaces this count at the end.
+                        out.emit(text, tokens=1 if text else 0)
                         if choice.finish_reason:
                             out.stats.finish_reason = choice.finish_reason
                     if out.stopping():
@@ -283,3 +296,34 @@ def _detail(err) -> str:  # noqa: ANN001
     if isinstance(body, dict):
         body = body.get("message") or body.get("detail") or body
     return str(body or err)[:300]
+
+
+# -- built from the settings (assistant.engines.registry) --------------------------------------
+def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
+    """The OpenAI-compatible engine for ``settings.openai`` (``loaded`` is not used)."""
+    from assistant.engines.llamacpp_setup import checkpoint_fingerprint, local_vocab, once
+    from assistant.engines.registry import Engine
+
+    o = settings.openai
+    prompt_ids, specials, checkpoint, prompt_text = None, None, None, None
+    try:  # the base model's own tokenizer, when its files are here
+        local = local_vocab(settings)
+        prompt_ids, specials, checkpoint = local.prompt_ids, local.template.specials, local.checkpoint
+        prompt_text = local.template.prompt
+    except Exception as err:  # noqa: BLE001 - no local model: the server counts tokens
+        log.info("No local tokenizer for %s (%s): prompt tokens are counted by the server",
+                 settings.model, err)
+    generator = OpenAIGenerator(o.base_url, o.api_key, o.model, o.timeout_s,
+                                settings.context_window, prompt_ids, specials, o.workers,
+                                prompt_text)
+
+    def fingerprint() -> str:
+        if checkpoint is None:
+            from assistant.errors import ModelNotFound
+
+            raise ModelNotFound(
+                f"ASSISTANT_MODEL ({settings.model}) is not here, so adapters cannot be checked "
+                "against the served base model. Point it at the same model's files.")
+        return checkpoint_fingerprint(checkpoint())
+
+    return Engine(generator, once(fingerprint))

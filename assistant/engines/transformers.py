@@ -352,6 +352,10 @@ class TransformersGenerator(VersionNames):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(encode(self.template, self.loaded.tokenizer, messages))
 
+    def close(self) -> None:
+        """Finish the answer being generated, then stop the worker; nothing more is served."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
     def concurrent_streams(self) -> int:
         # Even with several workers, answers on the one model share its cores (and wait for
         # each other when their versions differ): nothing is batched.

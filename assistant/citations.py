@@ -111,10 +111,12 @@ def cite(
     question_words = _words(question)
     attributed: set[int] = set()
     out: list[str] = []
-    for sentence in _SENTENCE.findall(answer):
+    segments = _SENTENCE.findall(answer)
+    for i, sentence in enumerate(segments):
         body = sentence.rstrip()
-        best = 0 if _MARKER.search(body) or not prepared else (
-            _supporting(body, prepared, question_words))
+        # A marker right after the sentence is its own: '"A quote." [2]' is cited already.
+        marked = _MARKER.search(body) or (i + 1 < len(segments) and _MARKER.match(segments[i + 1].lstrip()))
+        best = 0 if marked or not prepared else _supporting(body, prepared, question_words)
         if best:
             attributed.add(best)
             # "... May [1]." rather than "... May. [1]"

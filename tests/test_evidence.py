@@ -173,3 +173,12 @@ def test_composed_stream_streams_the_first_sentence_then_the_quote():
     stopped = ComposedStream(lambda said: compose("quoted", said, "q", [NORMANS]), _Stream(["a"]), "v1")
     stopped.stop()
     assert list(stopped) == [] and stopped.stats.stopped and stopped.composed is None
+
+
+def test_a_quoted_sentence_is_not_attributed_again():
+    """The quote already carries its [n]: attribution adds no marker inside it."""
+    from assistant.citations import cite
+
+    composed = compose("extractive", "", "From which countries did the Norse originate?", [BREAD, NORMANS])
+    c = cite(composed.text, [BREAD, NORMANS], "From which countries did the Norse originate?")
+    assert c.text == composed.text and c.explicit == {2} and c.attributed == set()

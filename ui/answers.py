@@ -38,8 +38,11 @@ def with_citations(text: str, m: StoredMessage, question: str = "") -> tuple[str
         return safe_markdown(text), Citations(text), None
     c = cite(text, [s.text for s in m.sources], question, mark=attributed_mark)
     parts = []
-    if c.explicit:
-        parts.append(f"[n]: cited by the model ({_numbers(c.explicit)})")
+    quoted = {n for _, n in quotes(text)} & c.explicit  # the answer mode's quotes and markers
+    if quoted:
+        parts.append(f"[n]: quoted word for word from {_numbers(quoted)}, highlighted below")
+    if c.explicit - quoted:
+        parts.append(f"[n]: cited by the model ({_numbers(c.explicit - quoted)})")
     marked = sorted({n for n in range(1, len(m.sources) + 1) if attributed_mark(n) in c.text})
     if marked:
         parts.append(f"{attributed_mark(marked[0])}: attributed, not cited by the model "

@@ -196,6 +196,8 @@ class ComposedStream:
         self.stats = inner.stats if inner is not None else GenerationStats()
         self.version = inner.version if inner is not None else version
         self.composed: Composed | None = None
+        #: What the model wrote before it was stopped ("" in extractive mode).
+        self.model_text = ""
         self.replaced = False
         self._stopped = threading.Event()
         self._started = time.perf_counter()
@@ -215,6 +217,7 @@ class ComposedStream:
         if self._stopped.is_set():
             self.stats.stopped = True
             return
+        self.model_text = said.strip()
         self.composed = self._compose(said)
         s = self.stats
         s.stopped = False

@@ -462,7 +462,8 @@ class ChatService:
             # With sources: how the answer was formed (assistant.answer_modes).
             params={**reply.params.as_dict(),
                     **({"answer_mode": self.answer_mode()} if reply.sources else {}),
-                    **({"formed": composed.how} if composed is not None else {})},
+                    **({"formed": composed.how, "model_text": reply._stream.model_text}
+                       if composed is not None else {})},
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
             latency_ms=stats.latency_ms,

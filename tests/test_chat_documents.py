@@ -165,6 +165,8 @@ def test_each_answer_mode_stores_its_evidence_and_quotes_verbatim(store, setting
         assert text == f'It is held in Quillhaven [1].\n\n"{sentence}" [1]'
         assert not reply._stream.replaced
         assert answer.record.params["formed"] == "model+quote"
+        # The model's own words are kept beside the composed answer.
+        assert answer.record.params["model_text"].startswith("It is held in Quillhaven [1].")
         assert answer.record.finish_reason == "stop" and not answer.record.stopped
     else:
         assert text == f'"{sentence}" [1]' and svc.generator.prompts == []  # no model

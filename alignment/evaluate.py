@@ -324,7 +324,7 @@ def grounded_answers(settings: Settings, models: VersionAnswers, name: str, item
                      mode: str, o: EvalOptions, similarity=None) -> tuple[list[str], float]:  # noqa: ANN001
     """Version ``name``'s answers to ``items`` formed in ``mode`` as the chat forms them
     (:func:`assistant.answer_modes.compose`), and the seconds they took in all."""
-    from assistant.answer_modes import WITHOUT_MODEL, compose, first_sentence
+    from assistant.answer_modes import WITHOUT_MODEL, compose
 
     started = time.perf_counter()
     if mode in WITHOUT_MODEL:
@@ -333,7 +333,7 @@ def grounded_answers(settings: Settings, models: VersionAnswers, name: str, item
         said = models.generate(name, [i.messages for i in items], o.grounded_max_new_tokens,
                                o.batch_size, f"{name} grounded QA")
     if mode != "free":
-        said = [compose(mode, first_sentence(a), i.question, i.sources, similarity,
+        said = [compose(mode, a, i.question, i.sources, similarity,
                         settings.answers.min_similarity).text for a, i in zip(said, items)]
     return said, time.perf_counter() - started
 

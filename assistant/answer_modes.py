@@ -127,11 +127,13 @@ def extract(question: str, sources: Sequence[str], similarity: Similarity | None
     return Composed(_quoted(best), _span(best), "quote")
 
 
-def evidence_of(answer: str, sources: Sequence[str], question: str = "") -> dict[int, tuple[tuple[int, int], ...]]:
-    """For each source the answer cites (or is attributed to), the sentences that back its
-    sentences: each sentence of the answer is matched within the sources it cites itself,
-    else within all the answer cites."""
-    cited = sorted(cite(answer, sources, question).cited)
+def evidence_of(answer: str, sources: Sequence[str], question: str = "",
+                cited: set[int] | None = None) -> dict[int, tuple[tuple[int, int], ...]]:
+    """For each source the answer cites (or is attributed to: ``cited``, when the caller
+    has it from :func:`assistant.citations.cite`), the sentences that back its sentences:
+    each sentence of the answer is matched within the sources it cites itself, else within
+    all the answer cites."""
+    cited = sorted(cite(answer, sources, question).cited if cited is None else cited)
     found: dict[int, list[tuple[int, int]]] = {}
     for a, b in sentences(answer) if cited else ():
         sentence = answer[a:b]
@@ -193,6 +195,8 @@ class ComposedStream:
                  version: str) -> None:
         self._compose = compose
         self._inner = inner
+        #: Whether a language model writes part of the answer (not in extractive mode).
+        self.uses_model = inner is not None
         self.stats = inner.stats if inner is not None else GenerationStats()
         self.version = inner.version if inner is not None else version
         self.composed: Composed | None = None

@@ -454,8 +454,7 @@ class ChatService:
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
         composed = getattr(reply._stream, "composed", None)
-        extractive = composed is not None and composed.how in ("quote", "abstained") and \
-            getattr(reply._stream, "_inner", None) is None
+        extractive = composed is not None and not reply._stream.uses_model
         record = AnswerRecord(
             model_id=self.generator.model_id,
             model_version=getattr(reply._stream, "version", None) or self.generator.model_version,
@@ -477,7 +476,7 @@ class ChatService:
         texts = [hit.text for hit in reply.sources]
         cited = cite(text, texts, reply.question.content).cited
         evidence = composed.evidence if composed is not None else \
-            evidence_of(text, texts, reply.question.content)
+            evidence_of(text, texts, reply.question.content, cited)
         sources = tuple(
             SourceRecord(
                 rank=n, chunk_id=hit.chunk_id, document_name=hit.document_name,

@@ -27,21 +27,21 @@ from dataclasses import dataclass, field
 
 from assistant.words import WORD, content_words
 
-_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*[\"')\]]*\s*|\n+")
 #: New (not-in-the-question) content words a sentence needs to be attributed at all.
 MIN_NEW_WORDS = 3
 #: Consecutive words (stopwords included) the sentence and the source must share.
 MIN_RUN = 5
 # Words an answer uses to talk about the sources rather than to state anything.
-_META = frozenset(
+META_WORDS = frozenset(
     "according source sources document documents text passage context answer question "
     "mentioned mention mentions states state says said provided given based".split()
 )
 
 
 def _words(text: str) -> set[str]:
-    return set(content_words(text)) - _META
+    return set(content_words(text)) - META_WORDS
 
 
 def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -51,7 +51,7 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 
 def explicit_citations(answer: str, count: int) -> set[int]:
     """Numbers in markers like [1], [2, 3] or [1][3] that name one of ``count`` sources."""
-    found = {int(n) for g in _MARKER.findall(answer) for n in re.findall(r"\d+", g)}
+    found = {int(n) for g in MARKER.findall(answer) for n in re.findall(r"\d+", g)}
     return {n for n in found if 1 <= n <= count}
 
 
@@ -115,7 +115,7 @@ def cite(
     for i, sentence in enumerate(segments):
         body = sentence.rstrip()
         # A marker right after the sentence is its own: '"A quote." [2]' is cited already.
-        marked = _MARKER.search(body) or (i + 1 < len(segments) and _MARKER.match(segments[i + 1].lstrip()))
+        marked = MARKER.search(body) or (i + 1 < len(segments) and MARKER.match(segments[i + 1].lstrip()))
         best = 0 if marked or not prepared else _supporting(body, prepared, question_words)
         if best:
             attributed.add(best)

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from assistant.citations import MARKER, META_WORDS
 from assistant.words import STOPWORDS, WORD
 
 #: Longest unit quoted, in words: a longer run without a sentence end is cut into windows.
@@ -45,13 +46,9 @@ MIN_ANSWER_COVER = 0.5
 # Sentence ends: . ! or ? (with closing quotes or brackets) before a space and an opening
 # capital, digit or quote; line breaks always end a unit.
 _END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
-# Words that talk about the sources or the question rather than about the subject.
-_META = frozenset(
-    "according source sources document documents text passage context answer question "
-    "mentioned mention mentions states state says said provided given based name named "
-    "many much".split()
-)
-_MARKER = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+# Words that talk about the sources or the question rather than about the subject: the
+# citation rule's, and words of questions ("what is it named", "how many").
+_META = META_WORDS | frozenset("name named many much".split())
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class Evidence:
 
 def stems(text: str) -> list[str]:
     """The content words of ``text`` as stems, in order."""
-    words = WORD.findall(_MARKER.sub(" ", text.lower()))
+    words = WORD.findall(MARKER.sub(" ", text.lower()))
     return [w[:STEM] for w in words
             if w not in STOPWORDS and w not in _META and not (w.isdigit() and len(w) == 1)]
 
@@ -175,12 +172,13 @@ def supporting(answer: str, sources: Sequence[str], question: str = "",
     all), the one holding the largest weighted share of the answer's own words (those not
     in ``question``), the question's words breaking ties; None when the answer has no words
     of its own or no sentence holds ``min_cover`` of them."""
-    units = [u for u in _units(sources) if among is None or u.source in among]
+    every = _units(sources)
+    units = [u for u in every if among is None or u.source in among]
     question_words = set(stems(question))
     own = set(stems(answer)) - question_words
     if not units or not own:
         return None
-    weight = _weights(_units(sources))
+    weight = _weights(every)
     default = math.log(1 + len(units))
     best = max(units, key=lambda u: (_cover(own, u, weight, default),
                                      _cover(question_words, u, weight, default), -u.source, -u.start))

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from alignment.grounded import judge  # noqa: E402
 from alignment.squad import ground, import_squad, parse_squad, select_articles, span_in_context  # noqa: E402
-from assistant.answer_modes import MODES, compose, first_sentence, similarity_of  # noqa: E402
+from assistant.answer_modes import MODES, compose, similarity_of  # noqa: E402
 from assistant.bootstrap import build_engine, open_database, open_library  # noqa: E402
 from assistant.config import Settings  # noqa: E402
 from assistant.cpu import report as cpu_report  # noqa: E402
@@ -112,8 +112,7 @@ def main() -> None:
             verdicts = []
             for e, answer in zip(examples, said):
                 texts = [s.text for s in e.sources]
-                text = compose(mode, answer if mode == "free" else first_sentence(answer),
-                               e.question.question, texts, cached,
+                text = compose(mode, answer, e.question.question, texts, cached,
                                -1.0 if threshold is None else threshold).text
                 verdicts.append((judge(text, e.judged_answers, texts), bool(e.judged_answers)))
             ans = [v for v, a in verdicts if a]

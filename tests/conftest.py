@@ -79,7 +79,7 @@ def database_url(database_kind, request, tmp_path) -> Iterator[str | None]:
     with fresh_database_url(database_kind, request, tmp_path) as url:
         yield url
 
-pytest_plugins = ["tests.engines"]
+pytest_plugins = ["tests.engines", "tests.vllm_server"]
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def embedded_f32_gguf(embedded_checkpoint, tmp_path_factory) -> Path:
     return convert_checkpoint(embedded_checkpoint, out, "f32")
 
 
-def make_lora(checkpoint: Path, out: Path, seed: int, scale: float = 0.06) -> Path:
+def make_lora(checkpoint: Path, out: Path, seed: int, scale: float = 0.06, r: int = 8) -> Path:
     """A LoRA adapter on ``checkpoint`` with small random weights: it changes the answers
     without turning the model into noise."""
     import torch
@@ -59,7 +59,7 @@ def make_lora(checkpoint: Path, out: Path, seed: int, scale: float = 0.06) -> Pa
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"],
                         init_lora_weights=False, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     with torch.no_grad():

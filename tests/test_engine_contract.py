@@ -1,6 +1,7 @@
 """One contract, every engine: the same behaviours over transformers and llama.cpp in-process
-and the OpenAI-compatible engine on a real server (llama-cpp-python's ``llama_cpp.server`` on
-127.0.0.1), all on the real embedded model: stream, stop, the token limit, prompt token
+and the OpenAI-compatible engine on two real servers on 127.0.0.1 (llama-cpp-python's
+``llama_cpp.server``, and vLLM's CPU build counting prompt tokens with its ``/tokenize`` and
+loading adapters at runtime), all on the real embedded model: stream, stop, the token limit, prompt token
 counts, adapters loaded / activated / unloaded, and an adapter the engine cannot serve
 refused with its reason, nothing changed."""
 
@@ -22,7 +23,7 @@ LONG = [{"role": "system", "content": SYSTEM},
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=["transformers", "llamacpp", "openai"])
+@pytest.fixture(scope="module", params=["transformers", "llamacpp", "openai", "vllm"])
 def engine(request, embedded, embedded_checkpoint, embedded_adapters, tmp_path_factory):
     """(generator, name the adapter "v1" is loaded under)."""
     from tests.engines import require_llama
@@ -32,6 +33,15 @@ def engine(request, embedded, embedded_checkpoint, embedded_adapters, tmp_path_f
         from assistant.engines.transformers import TransformersGenerator
 
         gen = TransformersGenerator(embedded)
+    elif request.param == "vllm":
+        from assistant.engines.openai_server import OpenAIGenerator
+        from tests.vllm_server import BASE
+
+        vllm = request.getfixturevalue("vllm_session").ensure(runtime_lora=True)
+        # No local tokenizer: prompt tokens are counted by the server (/tokenize), and "v1"
+        # is pushed at runtime (/v1/load_lora_adapter) by the test that loads it.
+        gen = OpenAIGenerator(vllm.url, model=BASE, workers=2)
+        assert gen.server == "vLLM"
     elif request.param == "llamacpp":
         require_llama()
         from assistant.engines.llamacpp import LlamaCppGenerator

@@ -1,5 +1,7 @@
-"""The OpenAI-compatible engine against a real server on 127.0.0.1: llama-cpp-python's own
-``llama_cpp.server``, serving the embedded GGUF and one trained version under its name."""
+"""The OpenAI-compatible engine against real servers on 127.0.0.1: llama-cpp-python's own
+``llama_cpp.server``, serving the embedded GGUF and one trained version under its name, and,
+for the behaviours every server shares (``any_generator``), vLLM's CPU build as well (more
+of vLLM in test_engine_vllm.py)."""
 
 from __future__ import annotations
 
@@ -44,35 +46,56 @@ def generator(server):
                            prompt_text=vocab.template.prompt)
 
 
+@pytest.fixture(params=["llama_cpp.server", "vllm"])
+def any_generator(request):
+    """The engine with the local tokenizer and template (as the product builds it when the
+    model's files are here), on llama_cpp.server or on vLLM."""
+    if request.param == "llama_cpp.server":
+        return request.getfixturevalue("generator")
+    from assistant.engines.llamacpp import GGUFVocab
+    from assistant.engines.openai_server import OpenAIGenerator
+    from assistant.model_files import embedded_gguf
+    from tests.vllm_server import BASE as VLLM_BASE
+
+    vllm = request.getfixturevalue("vllm_server")
+    vocab = GGUFVocab.open(embedded_gguf())
+    return OpenAIGenerator(vllm.url, model=VLLM_BASE, prompt_ids=vocab.prompt_ids,
+                           specials=vocab.template.specials, workers=2,
+                           prompt_text=vocab.template.prompt)
+
+
 def ask(text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
-def test_streams_an_answer_from_the_server(generator):
-    assert generator.engine == "OpenAI-compatible server" and generator.base_model == BASE
+def test_streams_an_answer_from_the_server(any_generator):
+    generator = any_generator
+    assert generator.engine in ("OpenAI-compatible server", "vLLM server")
     stream = generator.stream(ask("What is the capital of France?"), GREEDY)
     chunks = list(stream)
     assert "Paris" in "".join(chunks) and len(chunks) >= 3
     assert stream.stats.completion_tokens > 0 and stream.stats.ttft_ms is not None
 
 
-def test_our_prompt_rendering_matches_the_servers(generator, server):
+def test_our_prompt_rendering_matches_the_servers(any_generator):
     """The server renders the chat template itself: it must count the tokens we count."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=server.url, api_key="x")
+    generator = any_generator
+    client = OpenAI(base_url=generator.base_url, api_key="x")
     conversations = [
         ask("What is the capital of France?"),
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
          {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a fruit."}],
     ]
     for messages in conversations:
-        done = client.chat.completions.create(model=BASE, messages=messages, max_tokens=1,
+        done = client.chat.completions.create(model=generator.base_model, messages=messages, max_tokens=1,
                                               temperature=0)
         assert done.usage.prompt_tokens == generator.count_prompt_tokens(messages)
 
 
-def test_the_token_limit_and_the_repetition_penalty_reach_the_server(generator):
+def test_the_token_limit_and_the_repetition_penalty_reach_the_server(any_generator):
+    generator = any_generator
     story = ask("Write a very long story about a dragon.")
     cut = generator.stream(story, GREEDY)
     plain = "".join(cut)
@@ -84,7 +107,8 @@ def test_the_token_limit_and_the_repetition_penalty_reach_the_server(generator):
     assert done.stats.finish_reason == "stop"
 
 
-def test_stop_interrupts_the_answer(generator):
+def test_stop_interrupts_the_answer(any_generator):
+    generator = any_generator
     stream = generator.stream(ask("Write a very long story about a dragon."),
                               GenerationParams(temperature=0.0, max_new_tokens=300))
     it = iter(stream)
@@ -93,12 +117,13 @@ def test_stop_interrupts_the_answer(generator):
     assert stream.stats.stopped and stream.stats.completion_tokens < 300
 
 
-def test_continue_carries_on_from_the_last_word(generator, store, settings):
-    """Continue on llama_cpp.server (no continue_final_message): the prompt text, ending
+def test_continue_carries_on_from_the_last_word(any_generator, store, settings):
+    """Continue (llama_cpp.server has no continue_final_message): the prompt text, ending
     inside the cut answer, goes to /v1/completions. Greedy, the answer cut at 8 tokens and
     continued is what one 16-token answer says."""
     from assistant.chat import ChatService
 
+    generator = any_generator
     story = "Write a very long story about a dragon."
     service = ChatService(store, generator, settings)
     reply = service.send(None, story, replace(GREEDY, max_new_tokens=8))

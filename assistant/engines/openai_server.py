@@ -54,6 +54,8 @@ class OpenAIGenerator(VersionNames):
     the last answer when the list ends with one): Continue sends it to ``/v1/completions``,
     which every such server has, rather than rely on the chat endpoint's
     ``continue_final_message`` (vLLM's; llama_cpp.server would answer anew).
+    ``max_adapters``: versions pushed to the server at once; pushing one more first unloads
+    the least recently used one that is not active (it is pushed again when asked for).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class OpenAIGenerator(VersionNames):
         specials: frozenset[str] | None = None,
         workers: int = 8,
         prompt_text: Callable[[Messages], str] | None = None,
+        max_adapters: int = 8,
     ) -> None:
         try:
             from openai import OpenAI
@@ -100,8 +103,13 @@ class OpenAIGenerator(VersionNames):
             self._check_tokenize()
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai")
-        #: version name -> the adapter folder it was loaded from (None: served by the server)
+        #: version name -> the adapter folder it was loaded from (None: served by the server),
+        #: least recently used first
         self._adapters: dict[str, Path | None] = {}
+        #: version name -> the adapter folder it was asked to load from (to push it again to a
+        #: server that restarted, even one another process had pushed it to)
+        self._folders: dict[str, Path] = {}
+        self.max_adapters = max_adapters
 
     # -- server calls --------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable):  # noqa: ANN202
@@ -111,9 +119,10 @@ class OpenAIGenerator(VersionNames):
             return fn()
         except openai.APIConnectionError as err:
             raise EngineUnavailable(
-                f"The model server at {self.base_url} is unreachable ({what}: {err}). Start it, "
-                "or check ASSISTANT_OPENAI__BASE_URL; your question is kept, ask again once it "
-                "is back."
+                f"The model server at {self.base_url} is unreachable ({what}: {err}). The engine "
+                "setting is ASSISTANT_ENGINE=openai with ASSISTANT_OPENAI__BASE_URL="
+                f"{self.base_url}: start the server (vLLM: `make vllm-serve`), or point the "
+                "setting at it; your question is kept, ask again once it is back."
             ) from err
         except openai.AuthenticationError as err:
             raise EngineUnavailable(
@@ -170,10 +179,11 @@ class OpenAIGenerator(VersionNames):
     def stream(
         self, messages: Messages, params: GenerationParams, version: str | None = None
     ) -> QueuedTokenStream:
-        import openai
 
         version = self.model_version if version is None else version
         self._check_known(version)
+        if version in self._adapters:  # most recently used last
+            self._adapters[version] = self._adapters.pop(version)
         model = self.base_model if version == BASE_VERSION else version
         sent = self._defused(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
@@ -183,6 +193,8 @@ class OpenAIGenerator(VersionNames):
         raw = self._prompt_text(messages) if continuing and self._prompt_text else None
 
         def job(out: QueuedTokenStream) -> None:
+            import openai
+
             kwargs = dict(model=model, stream=True,
                           max_tokens=params.max_new_tokens, temperature=params.temperature,
                           top_p=params.top_p if params.temperature > 0 else 1.0)
@@ -203,30 +215,28 @@ class OpenAIGenerator(VersionNames):
                     extra.update(continue_final_message=True, add_generation_prompt=False)
             if extra:
                 kwargs["extra_body"] = extra
-            try:
-                chunks = self._call("answering", lambda: create(
-                    **kwargs, stream_options={"include_usage": True}))
-            except openai.BadRequestError:  # a server that does not know stream_options
-                chunks = self._call("answering", lambda: create(**kwargs))
-            except openai.APIStatusError as err:
-                raise GenerationFailed(
-                    f"The model server at {self.base_url} refused the request "
-                    f"({err.status_code}: {_detail(err)})."
-                ) from err
+            chunks = self._open(create, kwargs, version)
             usage = None
-            with chunks:
-                for chunk in chunks:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices:
-                        text = (choice.text if raw is not None else choice.delta.content) or ""
-                        # A chunk with no text (the role, the finish reason) is no token; the
-                        # server's usage, when it sends one, replaces this count at the end.
-                        out.emit(text, tokens=1 if text else 0)
-                        if choice.finish_reason:
-                            out.stats.finish_reason = choice.finish_reason
-                    if out.stopping():
-                        break
+            try:
+                with chunks:
+                    for chunk in chunks:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        for choice in chunk.choices:
+                            text = (choice.text if raw is not None else choice.delta.content) or ""
+                            # A chunk with no text (the role, the finish reason) is no token;
+                            # the server's usage, when it sends one, replaces this count.
+                            out.emit(text, tokens=1 if text else 0)
+                            if choice.finish_reason:
+                                out.stats.finish_reason = choice.finish_reason
+                        if out.stopping():
+                            break
+            except (openai.APIConnectionError, openai.APIError) as err:
+                # The connection dropped mid-answer: the server died or was restarted.
+                raise GenerationFailed(
+                    f"The model server at {self.base_url} stopped answering mid-answer "
+                    f"({type(err).__name__}: {err}). The text so far is kept; ask again (answer "
+                    "again) once the server is back.") from err
             if out.stats.finish_reason is None and not out.stopping():
                 # The stream ended without saying why: cut short by the server (llama_cpp.server
                 # does so when another request arrives, unless interrupt_requests is off) or by
@@ -242,6 +252,48 @@ class OpenAIGenerator(VersionNames):
 
         return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens)
 
+    def _open(self, create: Callable, kwargs: dict, version: str):  # noqa: ANN202
+        """The server's answer stream; a version the server has lost (restarted since it was
+        pushed) is pushed again, once. A refusal is :class:`GenerationFailed` with the
+        server's reason (a prompt over its ``--max-model-len``, ...)."""
+        import openai
+
+        def send():  # noqa: ANN202
+            try:
+                return self._call("answering", lambda: create(
+                    **kwargs, stream_options={"include_usage": True}))
+            except openai.BadRequestError as err:
+                if "stream_options" not in str(err):
+                    raise
+                # a server that does not know stream_options
+                return self._call("answering", lambda: create(**kwargs))
+
+        try:
+            try:
+                return send()
+            except openai.NotFoundError:
+                path = self._folders.get(version)
+                if version == BASE_VERSION or path is None:
+                    raise
+                log.warning("The server at %s no longer serves %s (restarted?): pushing it "
+                            "again", self.base_url, version)
+                try:
+                    self._post("/load_lora_adapter", {"lora_name": version, "lora_path": str(path)})
+                except openai.APIStatusError as err:
+                    raise GenerationFailed(
+                        f"The model server at {self.base_url} no longer serves version "
+                        f"{version} (it restarted?) and refused to load it again "
+                        f"({err.status_code}: {_detail(err)}). Start it with runtime adapter "
+                        "loading (vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), or switch "
+                        "to another version.") from err
+                self._adapters[version] = path  # pushed by us now: ours to unload
+                return send()
+        except openai.APIStatusError as err:
+            raise GenerationFailed(
+                f"The model server at {self.base_url} refused the request "
+                f"({err.status_code}: {_detail(err)})."
+            ) from err
+
     # -- versions ------------------------------------------------------------------------------
 
 
@@ -256,9 +308,11 @@ class OpenAIGenerator(VersionNames):
         if name in self._adapters:
             return
         path = Path(path).expanduser().resolve()
+        self._folders[name] = path
         if name in self._served_models():
             self._adapters[name] = None
             return
+        self._make_room()
         started = time.perf_counter()
         try:
             self._post("/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
@@ -278,6 +332,18 @@ class OpenAIGenerator(VersionNames):
             ) from err
         self._adapters[name] = path
         log.info("The server loaded adapter %s in %.1f s", name, time.perf_counter() - started)
+
+    def _make_room(self) -> None:
+        """Unload the least recently used pushed versions (not the active one) until one more
+        fits in ``max_adapters``."""
+        pushed = [n for n, p in self._adapters.items() if p is not None]
+        for name in list(pushed):
+            if len(pushed) < self.max_adapters:
+                return
+            if name != self.model_version:
+                log.info("Unloading version %s from the server (least recently used)", name)
+                self.unload_adapter(name)
+                pushed.remove(name)
 
     def unload_adapter(self, name: str) -> None:
         if name == BASE_VERSION:
@@ -315,7 +381,7 @@ def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
                  settings.model, err)
     generator = OpenAIGenerator(o.base_url, o.api_key, o.model, o.timeout_s,
                                 settings.context_window, prompt_ids, specials, o.workers,
-                                prompt_text)
+                                prompt_text, o.max_adapters)
 
     def fingerprint() -> str:
         if checkpoint is None:

@@ -95,7 +95,7 @@ def main() -> None:
         run_chats(gen, 2, args.tokens, ["base", *names])  # warm-up: first prompts, adapters
         baseline, _ = run_chats(gen, 1, args.tokens, ["base"])
         print(f"\n{args.tokens}-token answers; baseline: 1 chat on base, {baseline:.1f} tok/s")
-        for label, versions in (("base only", ["base"]), (f"base, {', '.join(names)}", ["base", *names])):
+        for label, versions in (("base only", ["base"]), (f"{', '.join(names)}, base", [*names, "base"])):
             for n in counts:
                 total, per_chat = run_chats(gen, n, args.tokens, versions)
                 print(f"  {n} chat(s), {label:>14}: {total:6.1f} tok/s in all "

@@ -137,13 +137,16 @@ def data_import_hh(file: Path) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="At most N questions (a seeded sample).")
 @click.option("--unanswerable-share", type=click.FloatRange(0, 1),
               help="At most this share of v2's unanswerable questions in the sample [all kept].")
+@click.option("--quote", is_flag=True,
+              help="The reference answers quote the source's sentence that holds the answer, word "
+              "for word with its [n], after the short answer (as the quoted answer mode shows).")
 @needs("import")
 def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple[str, ...],
-                      limit: int | None, unanswerable_share: float | None) -> None:
+                      limit: int | None, unanswerable_share: float | None, quote: bool) -> None:
     """Import a SQuAD v1.1 / v2.0 file: articles become documents, questions become grounded
     examples (the chat's prompt with the sources retrieval finds; the gold answer citing its
-    source, or "The documents do not say." when none holds it). Imported again, a question
-    already there is skipped."""
+    source, with --quote the sentence that holds it quoted, or "The documents do not say."
+    when none holds it). Imported again, a question already there is skipped."""
     from alignment.squad import import_squad
     from assistant.bootstrap import open_library
     from assistant.config import get_settings
@@ -153,7 +156,7 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
     library = open_library(settings, db)
     report = import_squad(db, library, file, settings.generation.system_prompt, documents=documents,
                           examples=examples, titles=titles, limit=limit,
-                          unanswerable_share=unanswerable_share)
+                          unanswerable_share=unanswerable_share, quote=quote)
     click.echo(f"{file.name} (SQuAD {report.version}): {report.articles} articles, "
                f"{report.questions} questions.")
     for line in report.documents:
@@ -194,10 +197,10 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
     not one the chunk already got) are kept, then grounded with the product's retrieval.
     Resumes where a stopped run ended. --teacher-url: a server's model (e.g. a bigger one on
     vLLM) writes them instead."""
-    from alignment.evaluate import VersionAnswers
+    from alignment.answering import answering
     from alignment.synth import MAX_NEW_TOKENS, TRIED_FILE, chunks_of, synthesize
     from alignment.teacher import reworded
-    from assistant.bootstrap import build_engine, open_library, open_registry
+    from assistant.bootstrap import open_library, open_registry
     from assistant.config import get_settings
     from assistant.generation import GenerationParams
     from assistant.versions import BASE_VERSION
@@ -212,33 +215,29 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
     library = open_library(settings, db)
     chunks_of(library, documents)  # an empty library or an unknown name: before the model loads
     registry = open_registry(settings, db)
+    generator = None
     if teacher_url:
         from alignment.teacher import build_teacher
 
         generator = build_teacher(settings, teacher_url, teacher_model, teacher_key, batch_size)
-        version, fingerprint = BASE_VERSION, ""  # the teacher's served model
+        version = BASE_VERSION  # the teacher's served model
         written_by = f"teacher {generator.model_id}"
         click.echo(f"The teacher ({generator.model_id}) writes the questions.")
     else:
         version = version or registry.active()
         registry.get(version)
-        engine = build_engine(settings)
-        generator = engine.generator
-        fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
-        written_by = f"{generator.model_id} version {version}"
-    models = VersionAnswers(generator, registry, fingerprint, {version})
+    with answering(settings, registry, {version}, generator=generator) as models:
+        if not teacher_url:
+            written_by = f"{models.generator.model_id} version {version}"
 
-    def generate(prompts: list, params: GenerationParams) -> list[str]:
-        return models.generate(version, prompts, MAX_NEW_TOKENS, batch_size, params=params)
+        def generate(prompts: list, params: GenerationParams) -> list[str]:
+            return models.generate(version, prompts, MAX_NEW_TOKENS, batch_size, params=params)
 
-    answer = reworded(generate, teacher_url) if teacher_url else generate
-    try:
+        answer = reworded(generate, teacher_url) if teacher_url else generate
         report = synthesize(
             db, library, answer, settings.generation.system_prompt,
             state=settings.data_dir / TRIED_FILE, limit=limit, batch_size=batch_size,
             per_chunk=per_chunk, documents=documents, written_by=written_by)
-    finally:
-        models.close()
     _synth_summary(report)
 
 

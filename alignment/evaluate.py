@@ -35,20 +35,19 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from alignment.answering import VersionAnswers, answering, penalty_of
 from alignment.errors import NoTrainingData
 from alignment.eval_metrics import answer_metrics, qa_metrics, reward_model_metrics, summarize, table, win_metrics
 from alignment.export import ExportOptions, export
 from alignment.grounded import Verdict, contains_answer, judge
-from assistant.bootstrap import build_engine, open_database, open_registry
+from alignment.on_policy import grounded_examples
+from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
-from assistant.generation import GenerationParams, Generator, engine_label
 from assistant.models import LoadedModel, load_model
-from assistant.prompting import Messages, build_messages
+from assistant.messages import Messages
+from assistant.prompting import build_messages
 from assistant.registry import EvalRecord, Registry
 from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
-from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +76,6 @@ class EvalOptions:
     #: How grounded answers are formed (:mod:`assistant.answer_modes`; None: the chat's,
     #: ``answers.mode``).
     answer_mode: str | None = None
-
-
-def penalty_of(settings: Settings, option: float | None) -> float:
-    """The repetition penalty answers are generated with: the option, else the chat's."""
-    return settings.generation.repetition_penalty if option is None else option
 
 
 @dataclass(frozen=True)
@@ -117,48 +111,6 @@ class _Source:
     text: str
 
 
-class VersionAnswers:
-    """The compared versions answering through the chat's own engine (``bootstrap.build_engine``:
-    llama.cpp, transformers or a server), greedy, with the versions loaded as the chat loads
-    them: what is judged is what serves. ``repetition_penalty`` is the chat's when the
-    answers are judged as the chat's (the evaluation); 1.0 (off) by default."""
-
-    def __init__(self, generator: Generator, registry: Registry, fingerprint: str,
-                 names: set[str], repetition_penalty: float = 1.0) -> None:
-        self.generator = generator
-        self.repetition_penalty = repetition_penalty
-        self.loaded: list[str] = []
-        for name in sorted(names - {BASE_VERSION}):
-            version = registry.check_servable(name, fingerprint)
-            if name not in generator.loaded_versions():
-                generator.load_adapter(name, version.adapter_dir)
-                self.loaded.append(name)
-
-    def generate(self, name: str, conversations: list[Messages], max_new_tokens: int,
-                 batch_size: int = 8, desc: str = "",
-                 params: GenerationParams | None = None) -> list[str]:
-        """Greedy with :attr:`repetition_penalty`, unless ``params`` (then its
-        ``max_new_tokens`` is used too)."""
-        params = params or GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                            repetition_penalty=self.repetition_penalty)
-        out: list[str] = []
-        with tqdm(total=len(conversations), desc=desc, leave=False) as bar:
-            # A window of requests at once: a server batches them, an in-process engine queues.
-            for i in range(0, len(conversations), batch_size):
-                streams = [self.generator.stream(c, params, version=name)
-                           for c in conversations[i:i + batch_size]]
-                for stream in streams:
-                    out.append("".join(stream).strip())
-                    bar.update()
-        return out
-
-    def close(self) -> None:
-        """Unload what was loaded for the evaluation (the engine may be shared)."""
-        for name in self.loaded:
-            self.generator.unload_adapter(name)
-        self.loaded = []
-
-
 def evaluate(
     settings: Settings,
     candidate: str,
@@ -181,14 +133,11 @@ def evaluate(
         from alignment.reward_model import load_reward_model
 
         scorer = load_reward_model(loaded, reward)
-    engine = build_engine(settings, loaded)
-    models = VersionAnswers(engine.generator, registry, loaded.fingerprint, {candidate, baseline},
-                            repetition_penalty=penalty_of(settings, o.repetition_penalty))
-    try:
+    with answering(settings, registry, {candidate, baseline}, loaded=loaded,
+                   fingerprint=loaded.fingerprint,
+                   repetition_penalty=penalty_of(settings, o.repetition_penalty)) as models:
         return _evaluate(settings, registry, candidate, baseline, reward, scorer, models, o, db,
-                         started, engine_label(engine.generator))
-    finally:
-        models.close()
+                         started, models.engine)
 
 
 def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: str, reward,  # noqa: ANN001
@@ -282,7 +231,6 @@ def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[Grounde
         titles = f" ({', '.join(o.grounded_titles)})" if o.grounded_titles else ""
         return items, f"{o.grounded_file}{titles}"
     from alignment.export import split_of
-    from alignment.on_policy import grounded_examples
 
     held_out = [e for e in grounded_examples(db)
                 if split_of(e.conversation_id, o.split_seed, o.test_fraction) == "test"]

@@ -43,7 +43,8 @@ from sqlalchemy import select
 from alignment.errors import ExportPathError, NoTrainingData
 from alignment.pii import mask_value
 from assistant import atomic
-from assistant.prompting import Messages, Turn, build_messages
+from assistant.messages import Messages
+from assistant.prompting import Turn, build_messages
 from assistant.storage.conversations import SourceRecord, thread_key
 from assistant.storage.db import Database
 from assistant.storage.origins import ORIGIN_FILTERS, is_grounded, matches, origin_of

@@ -56,13 +56,34 @@ def cited(answer: str, sources: int) -> set[int]:
     return explicit_citations(answer, sources)
 
 
-def reference_answer(span: str, source: int | None) -> str:
+def reference_answer(span: str, source: int | None, sentence: str | None = None) -> str:
     """The answer the model is taught: the gold span citing source ``source`` (1-based), or
-    the abstention when no source holds it."""
+    the abstention when no source holds it. With ``sentence`` (the source's sentence that
+    holds the span), that sentence follows, quoted word for word: the answer the quoted
+    answer mode shows, so the model learns to answer, quote and cite."""
     if source is None:
         return ABSTENTION
     span = " ".join(span.split()).rstrip(".")
-    return f"{span} [{source}]."
+    short = f"{span} [{source}]."
+    if not sentence:
+        return short
+    from assistant.answer_modes import quoted
+
+    return f"{short}\n\n{quoted(sentence, source)}"
+
+
+def holding_sentence(span: str, source: str) -> str | None:
+    """The sentence of ``source`` that holds ``span`` (verbatim, as the source words it; the
+    first such sentence), or None when no single sentence holds it."""
+    from assistant.evidence import sentences
+
+    span = " ".join(span.split())
+    if not span:
+        return None
+    for start, end in sentences(source):
+        if span in " ".join(source[start:end].split()):
+            return source[start:end]
+    return None
 
 
 def holding_source(span: str, context: str, start: int | None, sources: Sequence[str]) -> int | None:

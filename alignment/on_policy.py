@@ -27,7 +27,8 @@ from sqlalchemy.orm import aliased
 from tqdm import tqdm
 
 from alignment.grounded import Verdict, cited, judge
-from assistant.prompting import Messages, build_messages
+from assistant.messages import Messages
+from assistant.prompting import build_messages
 from assistant.storage.conversations import SourceRecord
 from assistant.storage.db import Database
 from assistant.storage.origins import GROUNDED_PREFIXES
@@ -199,10 +200,8 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     the chat's engine (``bootstrap.build_engine``: llama.cpp by default), with the chat's
     repetition penalty (``generation.repetition_penalty``) unless ``repetition_penalty`` is
     given: the rejected answers are the ones users would read."""
-    from alignment.evaluate import VersionAnswers, penalty_of
-    from assistant.bootstrap import build_engine, open_registry
-    from assistant.generation import engine_label
-    from assistant.versions import BASE_VERSION
+    from alignment.answering import answering, penalty_of
+    from assistant.bootstrap import open_registry
 
     registry = open_registry(settings, db)
     version = version or registry.active()
@@ -210,15 +209,10 @@ def run(settings, db: Database, *, version: str | None = None, limit: int | None
     penalty = penalty_of(settings, repetition_penalty)
     if not grounded_examples(db):  # nothing to answer: do not load a model for it
         return OnPolicyReport(version, repetition_penalty=penalty)
-    engine = build_engine(settings)
-    fingerprint = engine.fingerprint() if version != BASE_VERSION else ""
-    models = VersionAnswers(engine.generator, registry, fingerprint, {version}, repetition_penalty=penalty)
-    try:
+    with answering(settings, registry, {version}, repetition_penalty=penalty) as models:
         def answer(prompts: list[Messages]) -> list[str]:
             return models.generate(version, prompts, max_new_tokens, batch_size)
 
-        return collect(db, answer, version, engine.generator.model_id, engine_label(engine.generator),
+        return collect(db, answer, version, models.generator.model_id, models.engine,
                        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                        repetition_penalty=penalty)
-    finally:
-        models.close()

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from alignment.errors import IncompatibleVersion
 from assistant.chat_template import template_input
 from assistant.models import LoadedModel
-from assistant.prompting import Messages
+from assistant.messages import Messages
 from assistant.registry import Version
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from tqdm import tqdm
 
 from alignment.errors import ImportFileError
-from alignment.grounded import ABSTENTION, holding_source, reference_answer
+from alignment.grounded import ABSTENTION, holding_sentence, holding_source, reference_answer
 from assistant.storage.conversations import DEFAULT_TITLE, SourceRecord, title_from
 from assistant.storage.db import Database
 from assistant.storage.origins import SQUAD_PREFIX
@@ -221,15 +221,20 @@ class GroundedExample:
     sources: tuple[SourceRecord, ...]
     #: The 1-based source holding the gold span (None: the answer is the abstention).
     gold_source: int | None
+    #: Whether the reference answer quotes the source's sentence that holds the span.
+    quote: bool = False
 
     @property
     def answer(self) -> str:
         span = self.question.answers[0] if self.question.answers else ""
+        sentence = None
         if self.gold_source is not None:
             # The span as the holding source words it (the first gold answer it holds).
             text = self.sources[self.gold_source - 1].text
             span = next((a for a in self.question.answers if a in text), span)
-        return reference_answer(span, self.gold_source)
+            if self.quote:
+                sentence = holding_sentence(span, text)
+        return reference_answer(span, self.gold_source, sentence)
 
     @property
     def judged_answers(self) -> tuple[str, ...]:
@@ -237,9 +242,9 @@ class GroundedExample:
         return self.question.answers if self.gold_source is not None else ()
 
 
-def ground(question: SquadQuestion, library: Library) -> GroundedExample:
+def ground(question: SquadQuestion, library: Library, quote: bool = False) -> GroundedExample:
     """Retrieve sources for ``question`` as the chat does (only the relevant ones: the
-    chat's gate) and build its reference answer."""
+    chat's gate) and build its reference answer (``quote``: with the supporting sentence)."""
     hits = library.retriever.relevant(question.question).hits
     sources = tuple(
         SourceRecord(rank=n, chunk_id=h.chunk_id, document_name=h.document_name,
@@ -252,7 +257,7 @@ def ground(question: SquadQuestion, library: Library) -> GroundedExample:
         gold = holding_source(span, question.context, start, texts)
         if gold is not None:
             break
-    return GroundedExample(question, sources, gold)
+    return GroundedExample(question, sources, gold, quote)
 
 
 def grounded_params(example: GroundedExample, system_prompt: str,
@@ -262,7 +267,8 @@ def grounded_params(example: GroundedExample, system_prompt: str,
     model that wrote the question."""
     q = example.question
     grounded = {"id": q.id, "title": q.title, "answers": list(q.answers),
-                "impossible": q.impossible, "gold_source": example.gold_source}
+                "impossible": q.impossible, "gold_source": example.gold_source,
+                "target": "quoted" if example.quote else "short"}
     if written_by:
         grounded["question_by"] = written_by
     return {"system_prompt": system_prompt, "grounded": grounded}
@@ -286,6 +292,7 @@ def import_squad(
     limit: int | None = None,
     unanswerable_share: float | None = None,
     batch_size: int = BATCH_SIZE,
+    quote: bool = False,
 ) -> SquadReport:
     """Import the SQuAD file at ``path``; see the module docstring."""
     path = Path(path)
@@ -312,7 +319,7 @@ def import_squad(
         if not span_in_context(q):
             report.span_not_in_context += 1
             continue
-        example = ground(q, library)
+        example = ground(q, library, quote)
         done.add(q.id)
         if q.impossible:
             report.unanswerable += 1

@@ -41,7 +41,7 @@ from alignment.squad import SquadQuestion, write_examples, ground
 from assistant import atomic
 from assistant.errors import AssistantError
 from assistant.generation import GenerationParams
-from assistant.prompting import Messages
+from assistant.messages import Messages
 from assistant.storage.db import Database
 from assistant.storage.origins import SYNTH_PREFIX
 from assistant.storage.schema import Conversation

@@ -18,7 +18,7 @@ from alignment.errors import AlignmentError
 from assistant.config import OpenAISettings, Settings
 from assistant.errors import AssistantError
 from assistant.generation import GenerationParams
-from assistant.prompting import Messages
+from assistant.messages import Messages
 
 if TYPE_CHECKING:
     from assistant.engines.openai_server import OpenAIGenerator

@@ -103,8 +103,13 @@ def _with_marker(sentence: str, n: int) -> str:
     return sentence if re.search(r"\[\d+", sentence) else f"{sentence} [{n}]"
 
 
+def quoted(sentence: str, source: int) -> str:
+    """``sentence`` of source ``source`` (1-based) quoted as answers quote it: ``"..." [n]``."""
+    return f'"{sentence}" [{source}]'
+
+
 def _quoted(e: Evidence) -> str:
-    return f'"{e.text}" [{e.source}]'
+    return quoted(e.text, e.source)
 
 
 def _span(e: Evidence) -> dict[int, tuple[tuple[int, int], ...]]:

@@ -19,9 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from assistant.errors import ModelNotFound
-from assistant.prompting import Messages, continued_answer, defuse_special_tokens
-
-#: Used when a model ships no template (base models): the ChatML layout.
+from assistant.messages import Messages, continued_answer, defuse_special_tokens
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
     "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"

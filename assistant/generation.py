@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from assistant.errors import AdapterError, AssistantError, GenerationFailed
-from assistant.prompting import Messages
+from assistant.messages import Messages
 from assistant.versions import BASE_VERSION
 
 

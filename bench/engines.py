@@ -31,7 +31,8 @@ from assistant.engines.transformers import TransformersGenerator
 from assistant.generation import GenerationParams, Generator
 from assistant.model_files import embedded_gguf
 from assistant.models import checkpoint_for_gguf, load_model
-from assistant.prompting import Messages, build_messages
+from assistant.messages import Messages
+from assistant.prompting import build_messages
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_2_articles.json"
 OUT = Path(__file__).resolve().parent / "out"

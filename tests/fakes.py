@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 from assistant.generation import FINISH_LENGTH, FINISH_STOP, GenerationParams, GenerationStats
-from assistant.prompting import Messages
+from assistant.messages import Messages
 
 
 def count_words(messages: Messages) -> int:

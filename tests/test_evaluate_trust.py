@@ -82,7 +82,7 @@ class _Recorder:
 @pytest.mark.parametrize(("option", "expected"), [(None, "chat"), (1.0, 1.0), (1.3, 1.3)])
 def test_answers_are_generated_greedy_with_the_chats_repetition_penalty_unless_told(
         tiny_settings, option, expected):
-    from alignment.evaluate import VersionAnswers, penalty_of
+    from alignment.answering import VersionAnswers, penalty_of
 
     penalty = penalty_of(tiny_settings, EvalOptions(repetition_penalty=option).repetition_penalty)
     want = tiny_settings.generation.repetition_penalty if expected == "chat" else expected

@@ -121,6 +121,37 @@ def test_import_v2_makes_documents_and_grounded_examples(db, library, store, tmp
     assert store.counts()["conversations"] == 5
 
 
+def test_quoted_targets_answer_quote_the_holding_sentence_and_cite(db, library, tmp_path):
+    """`data import squad --quote`: the reference answer is the short answer citing its source,
+    then the source's sentence that holds the span, word for word with its [n]: what the quoted
+    answer mode shows. The on-policy check finds nothing misquoted in it, the quoted mode's
+    composer keeps it as it is, and the abstention stays the abstention."""
+    from alignment.grounded import judge as judge_answer
+    from alignment.on_policy import reason
+    from assistant.answer_modes import compose, quotes, unverified_quotes
+
+    path = write(tmp_path, squad("v2.0"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "import", "squad", str(path), "--quote"])
+    assert result.exit_code == 0, result.output
+    examples = {e.question: e for e in grounded_examples(db)}
+    n2 = examples["Who was the leader of the Norse raiders?"]
+    gold = next(s.rank for s in n2.sources if "Rollo" in s.text)
+    sentence = ("They were descended from Norse raiders and pirates from Denmark, Iceland and "
+                "Norway under their leader Rollo.")
+    assert n2.reference == f'Rollo [{gold}].\n\n"{sentence}" [{gold}]'
+    texts = [s.text for s in n2.sources]
+    assert quotes(n2.reference) and not unverified_quotes(n2.reference, texts)
+    verdict = judge_answer(n2.reference, n2.answers, texts)
+    assert verdict.quotes_verbatim and reason(verdict, should_abstain=False) is None
+    composed = compose("quoted", n2.reference, n2.question, texts)
+    assert composed.how == "model+quote" and composed.text == n2.reference
+    assert examples["Who gave their name to Bavaria?"].reference == ABSTENTION
+    with db.read() as s:
+        params = [m.params for m in s.scalars(select(Message).where(Message.role == "assistant"))]
+    assert {p["grounded"]["target"] for p in params} == {"quoted"}
+
+
 def test_import_v1_and_answer_not_retrieved_abstains(db, library, tmp_path):
     obj = squad("1.1")
     # Only the Normans article becomes a document: the bakery question's answer is in no

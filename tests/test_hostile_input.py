@@ -27,7 +27,8 @@ from assistant.chat_template import template_input
 from assistant.engines.transformers import TransformersGenerator
 from assistant.generation import GenerationParams
 from assistant.models import load_model
-from assistant.prompting import ZERO_WIDTH_SPACE, defuse_special_tokens, with_sources
+from assistant.messages import ZERO_WIDTH_SPACE, defuse_special_tokens
+from assistant.prompting import with_sources
 from assistant.storage import ConversationStore
 from assistant.storage.conversations import AnswerRecord, SourceRecord
 from tests.fake_app import APP, run_ok, fake_app

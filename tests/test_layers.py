@@ -57,6 +57,8 @@ def test_imports_are_found_wherever_they_stand():
     ("alignment", ("ui", "streamlit")),
     # Storage holds what it is given: parsing, chunking and ingest sit above it.
     ("assistant/storage", ("assistant.parsing", "assistant.chunking", "assistant.ingest")),
+    # Engines take messages (assistant.messages), not the chat's prompt building.
+    ("assistant/engines", ("assistant.prompting", "assistant.chat", "assistant.retrieval")),
 ])
 def test_layers_point_one_way(folder, forbidden):
     assert violations(folder, forbidden) == []

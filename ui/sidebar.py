@@ -85,9 +85,8 @@ def render(service: ChatService) -> tuple[GenerationParams, DocumentChoice]:
             "loop on one sentence until the token limit.")
         system = st.text_area("System prompt", d.system_prompt, key="system_prompt")
     gen = service.generator
-    loaded = getattr(gen, "loaded", None)
-    where = f" on {loaded.device.type}" if loaded else ""
-    sb.caption(f"Model: {plain(describe(gen))}{where}", help=(
+    # The engine says how it runs here (its device and dtype, its weight layout) in setup_of.
+    sb.caption(f"Model: {plain(describe(gen))}", help=(
         "The engine that runs the model and its weight format; set ASSISTANT_ENGINE "
         f"({', '.join(engine_names())}) to change it."))
     setup = setup_of(gen)

@@ -43,7 +43,7 @@ from assistant.generation import (
     VersionNames,
 )
 from assistant.model_files import BASE_VERSION
-from assistant.prompting import Messages
+from assistant.messages import Messages
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
 from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
 from assistant.model_files import BASE_VERSION
-from assistant.prompting import Messages, defuse_special_tokens
+from assistant.messages import Messages, defuse_special_tokens
 
 if TYPE_CHECKING:
     from assistant.config import Settings

@@ -41,7 +41,7 @@ from assistant.generation import (
     VersionNames,
 )
 from assistant.models import BASE_VERSION, LoadedModel
-from assistant.prompting import Messages
+from assistant.messages import Messages
 
 log = logging.getLogger(__name__)
 

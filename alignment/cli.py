@@ -27,11 +27,12 @@ from assistant.storage.origins import ORIGIN_FILTERS
 
 if TYPE_CHECKING:
     from alignment.synth import SynthReport
+    from assistant.storage import Database
 
 MALFORMED_SHOWN = 20
 
 
-def _open_database():  # noqa: ANN202
+def _open_database() -> Database:
     from assistant.bootstrap import open_database
     from assistant.config import get_settings
 
@@ -47,7 +48,7 @@ class _Date(click.ParamType):
     def __init__(self, end_of_day: bool = False) -> None:
         self.end_of_day = end_of_day
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN202
+    def convert(self, value: str | datetime, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
         try:

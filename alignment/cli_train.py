@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ast
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -25,8 +27,17 @@ from assistant.registry import KINDS
 from assistant.config import get_settings
 from assistant.versions import BASE_VERSION
 
+if TYPE_CHECKING:
+    from types import FrameType
 
-def _settings_db_registry():  # noqa: ANN202
+    from assistant.config import Settings
+    from assistant.registry import GateReport, Registry
+    from assistant.storage import Database
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _settings_db_registry() -> tuple[Settings, Database, Registry]:
     from assistant.bootstrap import open_database, open_registry
 
     settings = get_settings()
@@ -34,14 +45,14 @@ def _settings_db_registry():  # noqa: ANN202
     return settings, db, open_registry(settings, db)
 
 
-def _value(text: str):  # noqa: ANN202
+def _value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
-def _train_options(f):  # noqa: ANN001, ANN202
+def _train_options(f: _F) -> _F:
     options = [
         click.option("--steps", type=int, help="Optimizer steps (default: one epoch)."),
         click.option("--epochs", type=float, help="Epochs over the training rows [1]."),
@@ -178,7 +189,7 @@ def type_name(kind: str, algo: str) -> str:
     return CONFIGS[algo if kind == "rl" else kind].__mro__[2].__name__
 
 
-def _interrupt(signum, frame):  # noqa: ANN001, ANN202
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
@@ -386,7 +397,7 @@ def models_activate(name: str, force: bool, threshold: float | None) -> None:
     _echo_gate(report)
 
 
-def _echo_gate(report) -> None:  # noqa: ANN001
+def _echo_gate(report: GateReport) -> None:
     for line in report.checked:
         click.echo(f"  gate checked: {line}")
     for line in report.not_checked:

@@ -33,7 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignment.answering import VersionAnswers, answering, penalty_of
 from alignment.errors import NoTrainingData
@@ -48,6 +48,12 @@ from assistant.messages import Messages
 from assistant.prompting import build_messages
 from assistant.registry import EvalRecord, Registry
 from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
+
+if TYPE_CHECKING:
+    from alignment.reward_model import RewardScorer
+    from assistant.evidence import Similarity
+    from assistant.registry import Version
+    from assistant.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,7 @@ def evaluate(
     candidate: str,
     options: EvalOptions | None = None,
     *,
-    db=None,  # noqa: ANN001
+    db: Database | None = None,
     loaded: LoadedModel | None = None,
 ) -> EvalRecord:
     o = options or EvalOptions()
@@ -140,8 +146,8 @@ def evaluate(
                          started, models.engine)
 
 
-def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: str, reward,  # noqa: ANN001
-              scorer, models: VersionAnswers, o: EvalOptions, db, started: float,  # noqa: ANN001
+def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: str, reward: Version | None,
+              scorer: RewardScorer | None, models: VersionAnswers, o: EvalOptions, db: Database, started: float,
               engine: str) -> EvalRecord:
     metrics: dict[str, Any] = {"candidate": candidate, "baseline": baseline, "engine": engine,
                                "repetition_penalty": models.repetition_penalty}
@@ -212,7 +218,7 @@ class GroundedItem:
     question: str = ""
 
 
-def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[GroundedItem], str]:  # noqa: ANN001
+def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[list[GroundedItem], str]:
     """The grounded questions to ask and where they come from."""
     if o.grounded_file:
         from alignment.squad import ground, parse_squad, pick, select_articles, span_in_context
@@ -239,7 +245,7 @@ def grounded_items(settings: Settings, db, o: EvalOptions) -> tuple[list[Grounde
     return items, "held-out grounded examples"
 
 
-def grounded_qa(settings: Settings, db, models: VersionAnswers, candidate: str, baseline: str,  # noqa: ANN001
+def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candidate: str, baseline: str,
                 o: EvalOptions, notes: list[str]) -> dict[str, Any]:
     from alignment.eval_metrics import grounded_metrics
 
@@ -269,7 +275,7 @@ def judge_item(answer: str, item: GroundedItem) -> Verdict:
 
 
 def grounded_answers(settings: Settings, models: VersionAnswers, name: str, items: list[GroundedItem],
-                     mode: str, o: EvalOptions, similarity=None) -> tuple[list[str], float]:  # noqa: ANN001
+                     mode: str, o: EvalOptions, similarity: Similarity | None = None) -> tuple[list[str], float]:
     """Version ``name``'s answers to ``items`` formed in ``mode`` as the chat forms them
     (:func:`assistant.answer_modes.compose`), and the seconds they took in all."""
     from assistant.answer_modes import WITHOUT_MODEL, compose
@@ -286,7 +292,7 @@ def grounded_answers(settings: Settings, models: VersionAnswers, name: str, item
     return said, time.perf_counter() - started
 
 
-def _similarity(settings: Settings):  # noqa: ANN202
+def _similarity(settings: Settings) -> Similarity:
     from assistant.answer_modes import similarity_of
     from assistant.embedding import Embedder
 

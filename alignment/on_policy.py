@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import aliased
@@ -33,6 +33,9 @@ from assistant.storage.conversations import SourceRecord
 from assistant.storage.db import Database
 from assistant.storage.origins import GROUNDED_PREFIXES
 from assistant.storage.schema import Choice, Conversation, Message, MessageSource
+
+if TYPE_CHECKING:
+    from assistant.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,7 @@ def _store(db: Database, batch: list[StoredExample], said: list[str], version: s
             reference.params = params  # a new dict: JSON columns track assignment, not mutation
 
 
-def run(settings, db: Database, *, version: str | None = None, limit: int | None = None,  # noqa: ANN001
+def run(settings: Settings, db: Database, *, version: str | None = None, limit: int | None = None,
         batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
         repetition_penalty: float | None = None) -> OnPolicyReport:
     """:func:`collect` with ``version`` (default: the active one) answering greedily through

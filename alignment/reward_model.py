@@ -5,6 +5,7 @@ head and the version's LoRA, merged. Used by `train rl` (as TRL's reward functio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
@@ -16,8 +17,11 @@ from assistant.models import LoadedModel
 from assistant.messages import Messages
 from assistant.registry import Version
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def load_sequence_classifier(loaded: LoadedModel):  # noqa: ANN201
+
+def load_sequence_classifier(loaded: LoadedModel) -> PreTrainedModel:
     """The base checkpoint with a fresh one-output head (``num_labels=1``; transformers'
     report that the head is new is expected and silenced)."""
     from transformers.utils import logging as hf_logging

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from assistant.citations import cite, explicit_citations
 from assistant.evidence import (
@@ -39,6 +40,9 @@ from assistant.evidence import (
     verbatim,
 )
 from assistant.generation import FINISH_STOP, GenerationStats, TokenStream
+
+if TYPE_CHECKING:
+    from assistant.embedding import Embedder
 
 #: The answer to a question the sources do not answer (the training data teaches it, the
 #: evaluation counts it as abstaining).
@@ -173,7 +177,7 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
     return Composed(text, _span(best), "model+quote")
 
 
-def similarity_of(embedder) -> Similarity:  # noqa: ANN001 - an assistant.embedding.Embedder
+def similarity_of(embedder: Embedder) -> Similarity:
     """The cosine similarity of a question to texts by ``embedder`` (normalized vectors)."""
     def similarity(question: str, texts: Sequence[str]) -> list[float]:
         vectors = embedder.encode([question, *texts])

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -48,6 +49,9 @@ from assistant.errors import AssistantError
 from assistant.storage.db import Database
 from assistant.storage.schema import AppSetting, LoginFailure, LoginSession
 from assistant.storage.schema import User as UserRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ROLES = ("user", "admin")
 #: What only admins may do (the UI hides these, the CLI refuses them, for users).
@@ -379,14 +383,14 @@ class UserStore:
                     LoginSession.token_hash == _token_hash(token)))
 
     @staticmethod
-    def _row(s, name: str) -> UserRow:  # noqa: ANN001
+    def _row(s: Session, name: str) -> UserRow:
         row = s.scalar(select(UserRow).where(UserRow.name == name))
         if row is None:
             raise UserError(f"There is no user {name!r} (`assistant users list`).")
         return row
 
     @staticmethod
-    def _keep_an_admin(s, row: UserRow) -> None:  # noqa: ANN001
+    def _keep_an_admin(s: Session, row: UserRow) -> None:
         others = s.scalar(
             select(func.count()).select_from(UserRow).where(
                 UserRow.role == "admin", UserRow.disabled.is_(False), UserRow.id != row.id
@@ -405,7 +409,7 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _revoke_all(s, user_id: int) -> None:  # noqa: ANN001
+def _revoke_all(s: Session, user_id: int) -> None:
     s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
 
 

@@ -33,11 +33,11 @@ import shutil
 import sqlite3
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
@@ -48,6 +48,9 @@ from assistant.doctor import RESTORE_MARKER, DoctorReport, diagnose
 from assistant.errors import AssistantError
 from assistant.processes import pid_alive
 from assistant.versions import BASE_VERSION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +243,7 @@ def _copy_index(settings: Settings, snapshot: Path, out: Path) -> dict[str, Any]
 
 
 def copy_index(settings: Settings, out: Path, models: set[str], size: int | None, ids: set[int],
-               vectors) -> dict[str, Any]:  # noqa: ANN001
+               vectors: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]) -> dict[str, Any]:
     """The index part of :func:`_copy_index`, given what the database snapshot holds (its
     embedding models, the size of a vector, the chunk ids, and ``vectors()`` to rebuild from)."""
     from assistant.index import INDEX_FILE, META_FILE, VectorIndex

@@ -24,7 +24,8 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
@@ -39,6 +40,10 @@ from assistant.config import Settings
 from assistant.doctor import RESTORE_MARKER, diagnose
 from assistant.permissions import FILE_MODE
 from assistant.storage.db import Database
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +163,7 @@ def _fill(settings: Settings, db: Database, pg_dump: str, uri: str, env: dict[st
                           [name for name, _ in versions], missing, index)
 
 
-def _vectors(conn, batch: int = 10_000):  # noqa: ANN001, ANN202
+def _vectors(conn: Connection, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     import numpy as np
 
     last = 0

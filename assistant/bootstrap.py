@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from assistant.index import SyncReport, VectorIndex
     from assistant.ingest import Ingestor
     from assistant.models import LoadedModel
+    from assistant.registry import Registry
     from assistant.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 
@@ -75,7 +76,7 @@ def open_library(settings: Settings, db: Database, repair: bool = True) -> Libra
     )
 
 
-def open_registry(settings: Settings, db: Database):  # noqa: ANN201 - Registry
+def open_registry(settings: Settings, db: Database) -> Registry:
     from assistant.registry import Registry
 
     return Registry(db, settings.versions_dir)

@@ -41,7 +41,10 @@ from assistant.storage.conversations import (
 )
 
 if TYPE_CHECKING:
+    from assistant.answer_modes import Composed
+    from assistant.messages import Messages
     from assistant.registry import Registry
+    from assistant.storage.ownership import Owner
 
 log = logging.getLogger(__name__)
 #: Retrieval outcomes an answer announces: documents were searched, and none is in the prompt.
@@ -180,7 +183,7 @@ class ChatService:
         #: Versions that failed to load -> when; retried after RETRY_FAILED_S (files restored?).
         self._failed_versions: dict[str, float] = {}
 
-    def for_owner(self, owner) -> ChatService:  # noqa: ANN001
+    def for_owner(self, owner: Owner | None) -> ChatService:
         """The same service (model, retriever, version state) seeing only ``owner``'s
         conversations (login on; see ``storage.ownership``). Cheap: one per page run."""
         scoped = copy.copy(self)
@@ -375,7 +378,7 @@ class ChatService:
     def answer_mode(self) -> str:
         return self.settings.answers.mode
 
-    def _answer_stream(self, messages, params: GenerationParams, version: str | None,  # noqa: ANN001
+    def _answer_stream(self, messages: Messages, params: GenerationParams, version: str | None,
                        question: str, hits: list[Hit]) -> TokenStream:
         """The answer's stream: the model's (``free`` mode, or no sources), or the answer
         composed with its quoted evidence (:mod:`assistant.answer_modes`)."""
@@ -385,13 +388,13 @@ class ChatService:
         texts = [hit.text for hit in hits]
         similarity = similarity_of(self.retriever.embedder) if self.retriever is not None else None
 
-        def form(said: str):  # noqa: ANN202
+        def form(said: str) -> Composed:
             return compose(mode, said, question, texts, similarity, self.settings.answers.min_similarity)
 
         inner = None if mode == "extractive" else self._stream(messages, params, version)
         return ComposedStream(form, inner, version or self.generator.model_version)
 
-    def _stream(self, messages, params: GenerationParams, version: str | None) -> TokenStream:  # noqa: ANN001
+    def _stream(self, messages: Messages, params: GenerationParams, version: str | None) -> TokenStream:
         if version is None or version == self.generator.model_version:
             return self.generator.stream(messages, params)
         self.load_version(version)

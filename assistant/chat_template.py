@@ -17,9 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from assistant.errors import ModelNotFound
 from assistant.messages import Messages, continued_answer, defuse_special_tokens
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from transformers import PreTrainedTokenizerBase
+
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
     "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
@@ -28,7 +34,7 @@ CHATML = (
 
 
 @lru_cache(maxsize=8)
-def _compile(source: str):  # noqa: ANN202 - a jinja2 Template
+def _compile(source: str) -> Template:
     from jinja2 import TemplateError
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -36,7 +42,8 @@ def _compile(source: str):  # noqa: ANN202 - a jinja2 Template
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):  # noqa: ANN001, ANN202
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | str | None = None,
+               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
                           sort_keys=sort_keys)
 
@@ -83,7 +90,7 @@ class ChatTemplate:
         return self.render(conversation) + start
 
 
-def from_hf_tokenizer(tokenizer) -> ChatTemplate:  # noqa: ANN001
+def from_hf_tokenizer(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
     """The template and special tokens of a transformers tokenizer."""
     source = getattr(tokenizer, "chat_template", None)
     if not isinstance(source, str) or not source:
@@ -103,7 +110,7 @@ def from_gguf_vocab(template: str | None, specials: Iterable[str],
     return ChatTemplate(template or CHATML, frozenset(specials), dict(variables or {}))
 
 
-def template_input(tokenizer, messages: Messages) -> Messages:  # noqa: ANN001
+def template_input(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> Messages:
     """``messages`` as they go into a transformers tokenizer's chat template (training,
     the reward scorer): no text in them can become one of the tokenizer's special tokens."""
     return from_hf_tokenizer(tokenizer).defuse(messages)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from assistant.passages import Chunk
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
     from assistant.parsing import Section
 
 # A sentence ends at . ! ? (optionally followed by a quote or bracket, kept with it) before
@@ -38,7 +40,7 @@ def split_units(text: str) -> list[str]:
     return units
 
 
-def _hard_split(unit: str, size: int, tokenizer) -> list[str]:  # noqa: ANN001
+def _hard_split(unit: str, size: int, tokenizer: PreTrainedTokenizerFast) -> list[str]:
     """Cut one over-long sentence into pieces of at most ``size`` tokens (by offsets).
 
     Cuts fall between words where the window has a word start: a piece that begins inside a
@@ -62,14 +64,14 @@ def _hard_split(unit: str, size: int, tokenizer) -> list[str]:  # noqa: ANN001
     return pieces
 
 
-def _count(tokenizer, text: str) -> int:  # noqa: ANN001
+def _count(tokenizer: PreTrainedTokenizerFast, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def chunk_sections(
     sections: Sequence[Section],
     count_tokens: Callable[[Sequence[str]], list[int]],
-    tokenizer,  # noqa: ANN001 - a fast tokenizer, used only to cut over-long sentences
+    tokenizer: PreTrainedTokenizerFast,  # used only to cut over-long sentences
     size: int = 200,
     overlap: int = 40,
 ) -> list[Chunk]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,12 @@ from assistant.errors import AssistantError
 from assistant.plugins import COMMANDS_GROUP, register_commands
 from assistant.permissions import private_umask
 from assistant.words import clean_text
+
+if TYPE_CHECKING:
+    from assistant.bootstrap import Library
+    from assistant.chat import ChatService, Reply
+    from assistant.storage import StoredMessage
+    from assistant.storage.conversations import SourceRecord
 
 HELP_IN_CHAT = """Commands: /up [comment]  /down [comment]  rate the last answer
           /continue  go on with an answer cut at the token limit
@@ -226,7 +232,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
 
 
 # -- documents ---------------------------------------------------------------------------------
-def _library(repair: bool = True):  # noqa: ANN202
+def _library(repair: bool = True) -> Library:
     from assistant.bootstrap import open_database, open_library
 
     settings = get_settings()
@@ -368,7 +374,7 @@ _register_ops(main)
 PLUGINS = register_commands(main)
 
 
-def _print_reply(reply, label: str = "assistant> "):  # noqa: ANN001, ANN202
+def _print_reply(reply: Reply, label: str = "assistant> ") -> StoredMessage | None:
     """Stream an answer (Ctrl-C stops it), then say if the token limit cut it and list its
     sources; returns the stored message (None if nothing was stored)."""
     for notice in reply.notices:
@@ -393,7 +399,7 @@ def _print_reply(reply, label: str = "assistant> "):  # noqa: ANN001, ANN202
 CUT_NOTICE = "[cut at the token limit: /continue goes on with it]"
 
 
-def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
+def _print_history(service: ChatService, conversation_id: int) -> None:
     from assistant.chat import SAYS_NO_DOCUMENT
     from assistant.storage.conversations import RETRIEVAL
 
@@ -406,14 +412,14 @@ def _print_history(service, conversation_id: int) -> None:  # noqa: ANN001
         _print_sources(m)
 
 
-def _print_sources(m) -> None:  # noqa: ANN001 - a StoredMessage
+def _print_sources(m: StoredMessage) -> None:
     """The sources under an answer, as the app lists them: the cited ones with their text
     (and who cited them: the model with its own [n], or attribution), then the others the
     model was shown."""
     from assistant.answer_modes import quotes, unverified_quotes
     from assistant.citations import explicit_citations
 
-    def where(src) -> str:  # noqa: ANN001
+    def where(src: SourceRecord) -> str:
         return f"{src.document_name}{f' · {src.location}' if src.location else ''}"
 
     cited = [src for src in m.sources if src.cited]

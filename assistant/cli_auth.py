@@ -22,6 +22,8 @@ import functools
 import getpass
 import os
 import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import click
 
@@ -39,6 +41,8 @@ from assistant.config import get_settings
 
 _USER_KEY = "assistant.user"  # ctx.meta: the logged-in user (None: login off)
 PASSWORD_ENV = "ASSISTANT_PASSWORD"
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _users() -> UserStore:
@@ -96,13 +100,13 @@ def cli_client() -> str:
         return f"cli:uid {os.getuid()}"
 
 
-def needs(action: str | None = None):  # noqa: ANN201
+def needs(action: str | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorator (under the ``@click`` ones): log in, and refuse unless the user may do
     ``action`` (None: any logged-in user)."""
 
-    def wrap(f):  # noqa: ANN001, ANN202
+    def wrap(f: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(f)
-        def inner(*args, **kwargs):  # noqa: ANN202
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             login(action)
             return f(*args, **kwargs)
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
@@ -45,6 +45,10 @@ from assistant.processes import pid_alive
 from assistant.permissions import loose_paths, tighten
 from assistant.storage.db import Database
 from assistant.versions import BASE_VERSION
+
+if TYPE_CHECKING:
+    from assistant.embedding import Embedder
+    from assistant.registry import ActivationRecord, Registry, Version
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,7 @@ def diagnose(
     *,
     repair: bool = False,
     scan: Sequence[Path] = (),
-    embedder=None,  # noqa: ANN001 - an Embedder, only needed to re-embed (loaded when needed)
+    embedder: Embedder | None = None,  # only needed to re-embed (loaded when needed)
 ) -> DoctorReport:
     """Run every check on the data of ``settings``; with ``repair``, repair what can be.
 
@@ -147,7 +151,7 @@ def diagnose(
 
 
 class _Doctor:
-    def __init__(self, settings: Settings, repair: bool, scan: list[Path], embedder) -> None:  # noqa: ANN001
+    def __init__(self, settings: Settings, repair: bool, scan: list[Path], embedder: Embedder | None) -> None:
         self.settings = settings
         self.repair = repair
         self.scan = scan
@@ -424,7 +428,7 @@ class _Doctor:
             how = f"rebuilt it from the {n} vectors stored in the database"
         r.add("index", REPAIRED, f"the FAISS index disagreed with the database ({what}); {how}")
 
-    def _load_embedder(self):  # noqa: ANN202
+    def _load_embedder(self) -> Embedder:
         if self._embedder is None:
             from assistant.embedding import Embedder
 
@@ -471,7 +475,7 @@ class _Doctor:
         r.add("active", REPAIRED, f"the active version {active} {why}; switched the chat back "
               f"to {target} (the last good version; logged with reason {DOCTOR_REASON!r})")
 
-    def _stray(self, registry) -> None:  # noqa: ANN001
+    def _stray(self, registry: Registry) -> None:
         r = self.report
         strays = registry.stray_folders()
         if not strays:
@@ -642,7 +646,7 @@ def _embedder_name(settings: Settings) -> str:
     return EMBEDDED_NAME if model == EMBEDDED_MODEL else model
 
 
-def _version_problem(version) -> str | None:  # noqa: ANN001
+def _version_problem(version: Version) -> str | None:
     """Why ``version``'s files cannot serve, or None."""
     if version.path is None or not version.path.is_dir():
         return f"its folder {version.path} is missing"
@@ -678,7 +682,7 @@ def safetensors_complete(path: Path) -> bool:
         return False
 
 
-def _replay(history) -> list[str]:  # noqa: ANN001
+def _replay(history: Iterable[ActivationRecord]) -> list[str]:
     """The activation stack, replayed as Registry does: an activation pushes, a rollback pops."""
     stack: list[str] = []
     for record in history:
@@ -690,7 +694,7 @@ def _replay(history) -> list[str]:  # noqa: ANN001
     return stack
 
 
-def _last_good(registry, known: dict, broken: dict) -> str:  # noqa: ANN001
+def _last_good(registry: Registry, known: dict, broken: dict) -> str:
     for name in reversed(_replay(registry.history())):
         if name == BASE_VERSION or (name in known and name not in broken and known[name].kind != "reward"):
             return name

@@ -138,7 +138,7 @@ class VectorIndex:
             scores, ids = self._index.search(q, k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
-    def _search_params(self, selector) -> faiss.SearchParameters:  # noqa: ANN001
+    def _search_params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         if self.kind == "ivf":
             return faiss.SearchParametersIVF(sel=selector, nprobe=self._index.nprobe)
         inner = faiss.downcast_index(self._index.index)
@@ -155,7 +155,7 @@ class VectorIndex:
                 np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
             )
 
-    def remove(self, ids: Sequence[int], rebuild_from=None) -> None:  # noqa: ANN001
+    def remove(self, ids: Sequence[int], rebuild_from: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """Drop ``ids``. HNSW cannot remove: it is rebuilt from ``rebuild_from`` (an
         iterable of (ids, vectors) batches, normally the database)."""
         if len(ids) == 0:

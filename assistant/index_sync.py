@@ -5,6 +5,7 @@ after a change of embedding model."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 
 from assistant.embedding import Embedder
 from assistant.index import SyncReport, VectorIndex
@@ -52,7 +53,8 @@ def catch_up(store: DocumentStore, index: VectorIndex) -> tuple[int, int]:
     return len(add), len(drop)
 
 
-def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder, progress=None) -> int:  # noqa: ANN001
+def reembed(store: DocumentStore, index: VectorIndex, embedder: Embedder,
+            progress: Callable[[list[int]], Iterable[int]] | None = None) -> int:
     """Embed every stored chunk again with ``embedder`` and rebuild the index."""
     n = store.replace_embeddings(embedder.encode, embedder.name, progress=progress)
     index.rebuild(store.iter_vectors())

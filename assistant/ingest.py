@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
@@ -29,6 +30,12 @@ from assistant.index import VectorIndex
 from assistant.parse_worker import parse_isolated
 from assistant.parsing import SUPPORTED_SUFFIXES, safe_filename
 from assistant.storage.documents import DocumentStore, StoredDocument
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from assistant.parsing import ParsedDocument
+    from assistant.passages import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,8 @@ class Ingestor:
             log.info("%s was stored meanwhile by another process: skipped", name)
             return IngestResult(name, "duplicate", document=existing)
 
-    def _store(self, name, parsed, digest, size, chunks, vectors, previous) -> IngestResult:  # noqa: ANN001
+    def _store(self, name: str, parsed: ParsedDocument, digest: str, size: int, chunks: list[Chunk],
+               vectors: np.ndarray, previous: StoredDocument | None) -> IngestResult:
         with self.index.sync_lock:
             change = self.store.add(
                 name=parsed.name,

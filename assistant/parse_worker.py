@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from assistant.config import ParseLimits
 from assistant.errors import (
@@ -229,7 +230,7 @@ class _Pool:
             worker.kill()
 
 
-def _start(errors) -> subprocess.Popen:  # noqa: ANN001
+def _start(errors: IO[bytes]) -> subprocess.Popen:
     root = str(Path(__file__).resolve().parent.parent)
     # Nothing of the app's own settings or secrets (ASSISTANT_PASSWORD, a token) is the
     # parser's business: a child taken over through a parser bug finds none of them.
@@ -261,7 +262,7 @@ def _limit(limits: ParseLimits) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, hard_as))
 
 
-def _read_exactly(stream, size: int) -> bytes:  # noqa: ANN001
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise EOFError

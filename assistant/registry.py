@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -31,6 +31,9 @@ from assistant.errors import AssistantError
 from assistant.storage import Database
 from assistant.storage.schema import Activation, Evaluation, ModelVersion
 from assistant.versions import BASE_VERSION
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 POLICY_KINDS = ("sft", "dpo", "kto", "rl")
 KINDS = (*POLICY_KINDS, "reward")
@@ -186,7 +189,7 @@ class Registry:
             )
             return self._version(row) if row else None
 
-    def _all(self, s) -> list[ModelVersion]:  # noqa: ANN001
+    def _all(self, s: Session) -> list[ModelVersion]:
         return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
 
     def _version(self, row: ModelVersion) -> Version:

@@ -3,6 +3,9 @@ actions (regenerate, flip versions, best, edit); and the A/B ballot of compare m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from assistant.answer_modes import quotes, unverified_quotes
@@ -13,6 +16,10 @@ from assistant.storage import StoredMessage
 from assistant.storage.conversations import RETRIEVAL
 from ui.state import CONTINUE, EDIT_ERROR, REGENERATE, guard, guard_cb, set_state
 from ui.text import plain, safe_markdown
+
+if TYPE_CHECKING:
+    from assistant.storage.comparisons import StoredComparison
+    from assistant.storage.conversations import SourceRecord
 
 TAGS = ["inaccurate", "unhelpful", "unsafe", "wrong citation", "too long", "off topic"]
 
@@ -50,7 +57,7 @@ def with_citations(text: str, m: StoredMessage, question: str = "") -> tuple[str
     return safe_markdown(c.text), c, " · ".join(parts) or None
 
 
-def _numbers(ns) -> str:  # noqa: ANN001
+def _numbers(ns: Iterable[int]) -> str:
     return ", ".join(f"source {n}" for n in sorted(ns))
 
 
@@ -72,7 +79,7 @@ def highlighted(text: str, spans: tuple[tuple[int, int], ...]) -> str:
     return "".join(out)
 
 
-def _source_text(src) -> None:  # noqa: ANN001 - a SourceRecord
+def _source_text(src: SourceRecord) -> None:
     if src.evidence:
         st.markdown(highlighted(src.text, src.evidence),
                     help="Highlighted: the sentence that backs the answer.")
@@ -231,7 +238,7 @@ def _rate(service: ChatService, message_id: int) -> None:
 
 
 # -- compare mode --------------------------------------------------------------------------------
-def ballot(service: ChatService, cmp, every: dict) -> None:  # noqa: ANN001
+def ballot(service: ChatService, cmp: StoredComparison, every: dict) -> None:
     """Two answers side by side, model names hidden until the vote."""
     left, right = st.columns(2)
     for col, label, mid in ((left, "A", cmp.a_id), (right, "B", cmp.b_id)):
@@ -244,7 +251,7 @@ def ballot(service: ChatService, cmp, every: dict) -> None:  # noqa: ANN001
                    args=(service.comparisons.vote, cmp.id, vote))
 
 
-def verdict(cmp, every: dict) -> None:  # noqa: ANN001
+def verdict(cmp: StoredComparison, every: dict) -> None:
     a, b = every[cmp.a_id], every[cmp.b_id]
     result = {"a": "A won", "b": "B won", "tie": "a tie", "both_bad": "both bad"}[cmp.vote]
     versions = f"A: {_version(a)}, B: {_version(b)}"

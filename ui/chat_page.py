@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from assistant.chat import ChatService
@@ -15,6 +18,9 @@ from ui import answers, login, resources, sidebar
 from ui.state import CONTINUE, CONV, EDIT_ERROR, PAIR_ERROR, PENDING, REGENERATE, guard
 from ui.text import error_text, plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads, upload_cap_mb
+
+if TYPE_CHECKING:
+    from assistant.chat import Reply
 
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
 _URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
@@ -197,7 +203,7 @@ def searching(service: ChatService, documents: DocumentChoice) -> str:
     return "Reading the conversation…"
 
 
-def reading(reply) -> str:  # noqa: ANN001
+def reading(reply: Reply) -> str:
     """What the answer's bubble says while the model reads its prompt (the first word waits
     for that: seconds on a CPU)."""
     n = len(reply.sources)
@@ -206,7 +212,7 @@ def reading(reply) -> str:  # noqa: ANN001
     return "Reading the question…"
 
 
-def _first_then_rest(chunks, status: str):  # noqa: ANN001, ANN202
+def _first_then_rest(chunks: Iterable[str], status: str) -> Iterator[str]:
     """The chunks, with ``status`` under a spinner until the first one arrives."""
     chunks = iter(chunks)
     with st.spinner(status):
@@ -216,7 +222,7 @@ def _first_then_rest(chunks, status: str):  # noqa: ANN001, ANN202
         yield from chunks
 
 
-def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
+def _stream_pair(service: ChatService, a: Reply, b: Reply) -> None:
     """Compare mode: stream A and B side by side, at once when the engine can generate both
     at once, else B after A; the vote comes after the rerun."""
     replies, labels = (a, b), "AB"
@@ -271,7 +277,7 @@ def _stream_pair(service: ChatService, a, b) -> None:  # noqa: ANN001
     st.rerun()
 
 
-def _stream(reply) -> None:  # noqa: ANN001
+def _stream(reply: Reply) -> None:
     """Show an answer as it is generated, with a Stop button; then rerun to show it stored."""
     with st.chat_message("assistant"):
         if reply.continues is not None:

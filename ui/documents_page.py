@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from assistant.errors import AssistantError
@@ -9,6 +11,9 @@ from assistant.parsing import SUPPORTED_SUFFIXES
 from ui import login, resources
 from ui.text import plain
 from ui.uploads import ingest_uploads, upload_cap_mb
+
+if TYPE_CHECKING:
+    from assistant.bootstrap import Library
 
 FILE_TYPES = sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 
@@ -52,7 +57,7 @@ def render() -> None:
     _search(library)
 
 
-def _upload(library) -> None:  # noqa: ANN001
+def _upload(library: Library) -> None:
     with st.form("upload_form", clear_on_submit=True):
         files = st.file_uploader(
             "Add documents", type=FILE_TYPES, accept_multiple_files=True, key="upload",
@@ -71,7 +76,7 @@ def _upload(library) -> None:  # noqa: ANN001
                    f"{library.ingestor.settings.max_upload_mb:g} MB.", icon=":material/upload_file:")
 
 
-def _search(library) -> None:  # noqa: ANN001
+def _search(library: Library) -> None:
     st.subheader("Search")
     query = st.text_input("Search the documents", key="doc_search", placeholder="e.g. Who ruled Normandy?")
     mode = st.segmented_control(

@@ -7,6 +7,7 @@ votes) and export are for admins."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
@@ -20,6 +21,11 @@ from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.stats import feedback_stats
 from ui import login, resources
 from ui.text import error_text, plain
+
+if TYPE_CHECKING:
+    from assistant.storage import Database
+    from assistant.storage.ownership import Owner
+    from assistant.storage.stats import FeedbackStats
 
 
 def render() -> None:
@@ -47,7 +53,7 @@ def render() -> None:
         _export(db)
 
 
-def _counts(stats) -> None:  # noqa: ANN001
+def _counts(stats: FeedbackStats) -> None:
     cols = st.columns(min(len(stats.by_kind), 4))
     for i, (kind, n) in enumerate(sorted(stats.by_kind.items())):
         cols[i % len(cols)].metric(kind, n)
@@ -64,7 +70,7 @@ def _counts(stats) -> None:  # noqa: ANN001
         st.caption("Tags: " + ", ".join(f"{plain(t)} ({n})" for t, n in stats.tags.items()))
 
 
-def _leaderboard(db) -> None:  # noqa: ANN001
+def _leaderboard(db: Database) -> None:
     st.subheader("Leaderboard")
     board = leaderboard(ComparisonStore(db).outcomes())
     if not board:
@@ -85,7 +91,7 @@ def _leaderboard(db) -> None:  # noqa: ANN001
                "the ratings are a first guess.")
 
 
-def _pairs(db, owner) -> None:  # noqa: ANN001
+def _pairs(db: Database, owner: Owner | None) -> None:
     st.subheader("Preference pairs")
     cols = st.columns(2)
     source = cols[0].segmented_control("Source", ["all", "chats", "imports"], default="all", key="pairs_source")
@@ -109,7 +115,7 @@ def _pairs(db, owner) -> None:  # noqa: ANN001
                       on_click=delete_pair, args=(db, p.kind, p.id, owner))
 
 
-def _export(db) -> None:  # noqa: ANN001
+def _export(db: Database) -> None:
     st.subheader("Export training data")
     with st.form("export_form"):
         cols = st.columns(4)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import streamlit as st
 
@@ -14,6 +15,8 @@ from assistant.storage import Database
 
 if TYPE_CHECKING:  # importing it loads torch and transformers (seconds): the pages do, later
     from assistant.chat import ChatService
+
+_T = TypeVar("_T")
 
 
 @st.cache_resource(show_spinner=False)
@@ -41,7 +44,7 @@ def _chat_service() -> ChatService:
     return build_chat_service(settings(), database(), library=_library())
 
 
-def _or_stop(build, message: str):  # noqa: ANN001, ANN202
+def _or_stop(build: Callable[[], _T], message: str) -> _T:
     """Build a resource under a spinner; on a domain error show the reason and stop the
     page, so the user sees what to fix instead of a traceback."""
     try:

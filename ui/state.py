@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import streamlit as st
 
 from assistant.errors import AssistantError
@@ -14,9 +17,10 @@ EDIT_ERROR = "_edit_error"  # a rejected edit, shown on the next run
 PAIR_ERROR = "_pair_error"  # why a compare-mode answer failed, shown on the next run
 
 FAILED = object()
+_T = TypeVar("_T")
 
 
-def guard(fn, *args):  # noqa: ANN001, ANN201
+def guard(fn: Callable[..., _T], *args) -> _T | object:
     """Call a store function; show a domain error instead of raising it."""
     try:
         return fn(*args)
@@ -25,10 +29,10 @@ def guard(fn, *args):  # noqa: ANN001, ANN201
         return FAILED
 
 
-def guard_cb(fn, *args) -> None:  # noqa: ANN001
+def guard_cb(fn: Callable[..., object], *args) -> None:
     """``guard`` for widget callbacks (which must not return a value)."""
     guard(fn, *args)
 
 
-def set_state(key: str, value) -> None:  # noqa: ANN001
+def set_state(key: str, value: object) -> None:
     st.session_state[key] = value

@@ -173,7 +173,7 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", precision: str =
     return CONFIGS[key](**values)
 
 
-def config_record(config) -> dict[str, Any]:  # noqa: ANN001
+def config_record(config: RunArgs) -> dict[str, Any]:
     """The config as stored with a version: TRL's ``to_dict`` (JSON-safe), no paths of
     this machine's temporary folders."""
     record = config.to_dict()

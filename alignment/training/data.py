@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignment.errors import RowsTooLong
 from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
@@ -15,6 +15,11 @@ from alignment.readiness import DATA_KIND, MIN_ROWS, check_rows, distinct_prompt
 from alignment.training.lengths import fit_rows
 from assistant.chat_template import template_input
 from assistant.storage import Database
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from alignment.training.config import RunArgs
 
 
 @dataclass
@@ -26,7 +31,7 @@ class TrainingData:
     report: ExportReport
 
 
-def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # noqa: ANN001
+def prepare(db: Database, kind: str, config: RunArgs, folder: Path) -> TrainingData:
     data_kind = DATA_KIND[kind]
     options = ExportOptions(test_fraction=config.test_fraction, seed=config.split_seed,
                             grounded=bool(getattr(config, "grounded", False)))
@@ -49,7 +54,7 @@ def prepare(db: Database, kind: str, config, folder: Path) -> TrainingData:  # n
     return TrainingData(train_rows, test_rows, record, used.report)
 
 
-def defuse(data: TrainingData, tokenizer, folder: Path) -> TrainingData:  # noqa: ANN001
+def defuse(data: TrainingData, tokenizer: PreTrainedTokenizerBase, folder: Path) -> TrainingData:
     """The rows as the chat gives text to the model: no message text becomes a special token
     (``generation.template_input``; TRL would read a literal ``<|im_end|>`` in a message as a
     turn boundary). When that changes a row, the version's files are written again, so that
@@ -69,7 +74,8 @@ def defuse(data: TrainingData, tokenizer, folder: Path) -> TrainingData:  # noqa
 FITTED_KINDS = ("reward", "dpo", "kto")
 
 
-def fit(data: TrainingData, tokenizer, config, kind: str, folder: Path) -> TrainingData:  # noqa: ANN001
+def fit(data: TrainingData, tokenizer: PreTrainedTokenizerBase, config: RunArgs, kind: str,
+        folder: Path) -> TrainingData:
     """Rows fitted to ``config.max_length`` (:mod:`.lengths`): prompts shortened from the left
     by default, over-long rows dropped with ``config.drop_long``. The counts go into the
     record under ``lengths``; a split emptied (or the training split left under its minimum)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.significance import mean_interval
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 MARGIN = "rewards/margins"
 
 
 @contextmanager
-def batch_values(trainer, keys: tuple[str, ...] = (MARGIN,)) -> Iterator[dict[str, list[float]]]:  # noqa: ANN001
+def batch_values(trainer: Trainer, keys: tuple[str, ...] = (MARGIN,)) -> Iterator[dict[str, list[float]]]:
     """Around ``trainer.evaluate()``: yields a dict that then holds each key's per-batch
     values (absent when the trainer keeps none)."""
     kept: dict[str, list[float]] = {}

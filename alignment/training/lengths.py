@@ -16,7 +16,10 @@ instead. :class:`LengthReport` says which happened to how many rows.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: Marks a prompt message whose beginning was cut.
 CUT = "… "
@@ -48,19 +51,19 @@ def _completions(row: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return [row[k] for k in ("chosen", "rejected", "completion") if isinstance(row.get(k), list)]
 
 
-def _length(tokenizer, messages: list[dict[str, Any]], generation_prompt: bool = False) -> int:  # noqa: ANN001
+def _length(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool = False) -> int:
     ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
                                         return_dict=False)
     return len(ids)
 
 
-def _row_length(tokenizer, row: dict[str, Any]) -> int:  # noqa: ANN001
+def _row_length(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> int:
     if "messages" in row:
         return _length(tokenizer, row["messages"])
     return max(_length(tokenizer, row["prompt"] + c) for c in _completions(row))
 
 
-def _shorten_prompt(tokenizer, row: dict[str, Any], max_length: int) -> dict[str, Any] | None:  # noqa: ANN001
+def _shorten_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], max_length: int) -> dict[str, Any] | None:
     """The row with its prompt cut from the left to fit, or None when the answers alone do
     not leave room for a prompt."""
     prompt = [dict(m) for m in row["prompt"]]
@@ -89,7 +92,7 @@ def _shorten_prompt(tokenizer, row: dict[str, Any], max_length: int) -> dict[str
     return None
 
 
-def fit_rows(rows: list[dict[str, Any]], tokenizer, max_length: int | None,  # noqa: ANN001
+def fit_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int | None,
              drop: bool = False) -> tuple[list[dict[str, Any]], LengthReport]:
     """``rows`` fitted to ``max_length`` tokens (see the module's docstring)."""
     report = LengthReport(given=len(rows), max_length=max_length, mode="drop" if drop else "truncate")

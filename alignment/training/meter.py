@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -51,7 +52,7 @@ class TokenMeter:
             self._handle.remove()
             self._handle = None
 
-    def _hook(self, module, args, kwargs) -> None:  # noqa: ANN001
+    def _hook(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if not torch.is_grad_enabled():
             return
         ids = kwargs.get("input_ids", args[0] if args else None)

@@ -14,13 +14,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from alignment.runs import write_json
 from alignment.run_estimate import Estimate, duration, flags, from_first_step, smaller_setting
 from alignment.training.meter import TokenMeter
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 #: Logged values drawn beside the loss, when the trainer logs them.
 SECONDARY = ("rewards/accuracies", "accuracy", "reward", "rewards/margins", "kl")
@@ -145,7 +149,8 @@ class TrainingProgress(TrainerCallback):
         self.started = time.time()
         self.evaluated = 0
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: torch.nn.Module | None = None, **kwargs) -> None:
         if model is not None:
             self.meter.attach(model)
         self.started = time.time()
@@ -153,12 +158,13 @@ class TrainingProgress(TrainerCallback):
                             total=state.max_steps, unit="steps")
         self.progress.update(step=0, max_steps=state.max_steps)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs) -> None:
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
             self.progress.update(loss=self.loss)
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         measured = self.meter.step()
         step, total = state.global_step, state.max_steps or 0
         if step == 1:
@@ -179,10 +185,11 @@ class TrainingProgress(TrainerCallback):
             eta = max(0.0, per_step * (total - step))
         self.progress.update(done=step, step=step, max_steps=total, epoch=state.epoch, eta_s=eta)
 
-    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self.meter.detach()
 
-    def on_prediction_step(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           **kwargs) -> None:
         if self.progress.state.get("phase") != "evaluating":
             return
         self.evaluated += 1

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft import LoraConfig, PeftModel
@@ -39,6 +39,12 @@ from assistant.registry import Registry, Version
 from assistant.versions import BASE_VERSION
 from assistant.storage import Database
 
+if TYPE_CHECKING:
+    from transformers import Trainer
+
+    from alignment.training.config import RunArgs
+    from alignment.training.data import TrainingData
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +63,7 @@ class TrainResult:
 def train(
     settings: Settings,
     kind: str,
-    config,  # noqa: ANN001 - a config from alignment.training.config.make_config
+    config: RunArgs,  # from alignment.training.config.make_config
     *,
     algo: str = "grpo",
     db: Database | None = None,
@@ -220,7 +226,7 @@ def prepare_for_engine(settings: Settings, version: Version, loaded: LoadedModel
 
 
 # -- steps -------------------------------------------------------------------------------------
-def _parent(registry: Registry, kind: str, config) -> Version:  # noqa: ANN001
+def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
     if kind == "reward":
         if config.parent not in (None, BASE_VERSION):
             raise IncompatibleVersion(
@@ -240,7 +246,7 @@ def _parent(registry: Registry, kind: str, config) -> Version:  # noqa: ANN001
     return version
 
 
-def _reward_version(registry: Registry, config) -> Version:  # noqa: ANN001
+def _reward_version(registry: Registry, config: RunArgs) -> Version:
     if config.reward_version:
         version = registry.get(config.reward_version)
         if version.kind != "reward":
@@ -253,14 +259,15 @@ def _reward_version(registry: Registry, config) -> Version:  # noqa: ANN001
     return version
 
 
-def _lora(config, task_type: str) -> LoraConfig:  # noqa: ANN001
+def _lora(config: RunArgs, task_type: str) -> LoraConfig:
     targets = config.lora_target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=targets, task_type=task_type)
 
 
-def _model(kind: str, loaded: LoadedModel, parent: Version, config):  # noqa: ANN001, ANN202
+def _model(kind: str, loaded: LoadedModel, parent: Version,
+           config: RunArgs) -> tuple[torch.nn.Module, LoraConfig | None]:
     """The model to train and, for a new adapter, the LoRA config TRL should wrap it with."""
     if kind == "reward":
         from alignment.reward_model import load_sequence_classifier
@@ -274,9 +281,9 @@ def _model(kind: str, loaded: LoadedModel, parent: Version, config):  # noqa: AN
     return PeftModel.from_pretrained(model, str(parent.adapter_dir), is_trainable=True), None
 
 
-def _rows(data, trainer, metrics: dict[str, Any], kind: str, config) -> dict[str, Any]:  # noqa: ANN001
+def _rows(data: TrainingData, trainer: Trainer, metrics: dict[str, Any], kind: str, config: RunArgs) -> dict[str, Any]:
     """The rows the trainer really used and saw (TRL may still drop rows of its own)."""
-    def size(dataset) -> int | None:  # noqa: ANN001
+    def size(dataset: Any) -> int | None:
         try:
             return len(dataset) if dataset is not None else None
         except TypeError:  # an iterable dataset
@@ -322,7 +329,7 @@ def _metrics(train: dict, evaluation: dict, history: list[dict]) -> dict[str, An
 
 
 @contextmanager
-def _out_of_memory_is_a_message(loaded: LoadedModel, config) -> Iterator[None]:  # noqa: ANN001
+def _out_of_memory_is_a_message(loaded: LoadedModel, config: RunArgs) -> Iterator[None]:
     try:
         yield
     except (torch.OutOfMemoryError, MemoryError) as err:

@@ -12,10 +12,18 @@ its rows are put in a length-grouped order before TRL sees them (:func:`grouped_
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+
+    from alignment.training.config import RunArgs
 
 
 def _datasets(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> tuple[Dataset, Dataset | None]:
@@ -35,8 +43,10 @@ def prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "prompt": list(messages[:-1]), "completion": [messages[-1]]}
 
 
-def build_trainer(kind: str, algo: str, model, config, train, test, tokenizer,  # noqa: ANN001, ANN201
-                  peft_config=None, reward_model=None, callbacks=()):  # noqa: ANN001
+def build_trainer(kind: str, algo: str, model: torch.nn.Module, config: RunArgs, train: list[dict[str, Any]],
+                  test: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
+                  peft_config: LoraConfig | None = None, reward_model: torch.nn.Module | None = None,
+                  callbacks: Sequence[TrainerCallback] = ()) -> Trainer:
     if kind == "sft":
         train, test = [prompt_completion(r) for r in train], [prompt_completion(r) for r in test]
     if kind == "kto" and config.train_sampling_strategy == "sequential":
@@ -76,7 +86,7 @@ def _text_length(row: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", ""))) for k in ("prompt", "completion") for m in row.get(k) or [])
 
 
-def row_lengths(dataset) -> list[int] | None:  # noqa: ANN001
+def row_lengths(dataset: object) -> list[int] | None:
     """Tokens of each tokenized row as the model sees it: the prompt and its longest answer
     (None: not a tokenized dataset)."""
     if not isinstance(dataset, Dataset):
@@ -97,7 +107,7 @@ def row_lengths(dataset) -> list[int] | None:  # noqa: ANN001
     return longest
 
 
-def _add_lengths(trainer) -> None:  # noqa: ANN001
+def _add_lengths(trainer: Trainer) -> None:
     name = trainer.args.length_column_name
     for split in ("train_dataset", "eval_dataset"):
         dataset = getattr(trainer, split, None)

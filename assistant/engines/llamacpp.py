@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.chat_template import ChatTemplate, from_gguf_vocab
 from assistant.conversion import convert_adapter, is_gguf
@@ -44,6 +45,9 @@ from assistant.generation import (
 )
 from assistant.model_files import BASE_VERSION
 from assistant.messages import Messages
+
+if TYPE_CHECKING:
+    from llama_cpp._internals import LlamaModel
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +172,7 @@ class GGUFVocab:
     (:meth:`open`: no weights, fast), which is how the OpenAI-compatible engine counts the
     tokens of a model it does not run."""
 
-    def __init__(self, model, path: Path) -> None:  # noqa: ANN001 - llama_cpp._internals.LlamaModel
+    def __init__(self, model: LlamaModel, path: Path) -> None:
         import llama_cpp
 
         self._model = model
@@ -195,7 +199,7 @@ class GGUFVocab:
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
-def _vocab_only(path: Path):  # noqa: ANN202 - llama_cpp._internals.LlamaModel
+def _vocab_only(path: Path) -> LlamaModel:
     """``path``'s metadata and vocabulary, without its weights (fast)."""
     import llama_cpp
     from llama_cpp._internals import LlamaModel

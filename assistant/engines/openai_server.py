@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
 from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
@@ -33,11 +33,16 @@ from assistant.model_files import BASE_VERSION
 from assistant.messages import Messages, defuse_special_tokens
 
 if TYPE_CHECKING:
+    from openai import APIStatusError, Stream
+    from openai.types import Completion
+    from openai.types.chat import ChatCompletionChunk
+
     from assistant.config import Settings
     from assistant.engines.registry import Engine
     from assistant.models import LoadedModel
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Special-token strings of common chat templates, defused when no local tokenizer says which.
 COMMON_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>",
@@ -112,7 +117,7 @@ class OpenAIGenerator(VersionNames):
         self.max_adapters = max_adapters
 
     # -- server calls --------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable):  # noqa: ANN202
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
         import openai
 
         try:
@@ -134,7 +139,7 @@ class OpenAIGenerator(VersionNames):
         page = self._call("listing models", self._client.models.list)
         return {m.id: (m.model_extra or {}) | {"owned_by": m.owned_by} for m in page.data}
 
-    def _post(self, path: str, body: dict, cast_to: type = str):  # noqa: ANN202
+    def _post(self, path: str, body: dict, cast_to: type = str) -> Any:
         """A POST through the client (its auth, timeouts and errors): vLLM's adapter endpoints
         answer plain text (``str``), ``/tokenize`` JSON (``object``)."""
         return self._call(path, lambda: self._client.post(path, body=body, cast_to=cast_to))
@@ -252,13 +257,13 @@ class OpenAIGenerator(VersionNames):
 
         return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens)
 
-    def _open(self, create: Callable, kwargs: dict, version: str):  # noqa: ANN202
+    def _open(self, create: Callable, kwargs: dict, version: str) -> Stream[ChatCompletionChunk] | Stream[Completion]:
         """The server's answer stream; a version the server has lost (restarted since it was
         pushed) is pushed again, once. A refusal is :class:`GenerationFailed` with the
         server's reason (a prompt over its ``--max-model-len``, ...)."""
         import openai
 
-        def send():  # noqa: ANN202
+        def send() -> Stream[ChatCompletionChunk] | Stream[Completion]:
             try:
                 return self._call("answering", lambda: create(
                     **kwargs, stream_options={"include_usage": True}))
@@ -357,7 +362,7 @@ class OpenAIGenerator(VersionNames):
 
 
 
-def _detail(err) -> str:  # noqa: ANN001
+def _detail(err: APIStatusError) -> str:
     body = getattr(err, "body", None)
     if isinstance(body, dict):
         body = body.get("message") or body.get("detail") or body

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
@@ -43,12 +44,15 @@ from assistant.generation import (
 from assistant.models import BASE_VERSION, LoadedModel
 from assistant.messages import Messages
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
 
 ENGINE = "transformers"
 
 
-def encode(template: ChatTemplate, tokenizer, messages: Messages) -> list[int]:  # noqa: ANN001
+def encode(template: ChatTemplate, tokenizer: PreTrainedTokenizerBase, messages: Messages) -> list[int]:
     """Token ids of the rendered prompt (the template carries its own BOS, if any)."""
     return tokenizer(template.prompt(messages), add_special_tokens=False)["input_ids"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
@@ -18,6 +19,9 @@ from assistant.storage.conversations import show_only
 from assistant.storage.db import Database
 from assistant.storage.ownership import Owner, can_see, visible
 from assistant.storage.schema import Choice, Comparison, Conversation, Message, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 VOTES = ("a", "b", "tie", "both_bad")
 
@@ -55,7 +59,7 @@ class ComparisonStore:
         self.db = db
         self.owner = owner
 
-    def _check(self, s, question_id: int, comparison_id: int) -> None:  # noqa: ANN001
+    def _check(self, s: Session, question_id: int, comparison_id: int) -> None:
         question = s.get(Message, question_id)
         if question is None or not can_see(self.owner, question.conversation):
             raise ComparisonNotFound(comparison_id)

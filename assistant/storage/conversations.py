@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
@@ -22,6 +22,10 @@ from assistant.storage.schema import (
     MessageSource,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
 
 DEFAULT_TITLE = "New chat"
 TITLE_MAX = 200
@@ -165,7 +169,7 @@ def _msg(
     )
 
 
-def show_only(session, question_id: int, answer_id: int) -> None:  # noqa: ANN001
+def show_only(session: Session, question_id: int, answer_id: int) -> None:
     """Make ``answer_id`` the one alternative of ``question_id`` that is shown."""
     session.execute(
         update(Message).where(Message.reply_to_id == question_id)
@@ -451,7 +455,7 @@ class ConversationStore:
 
     def counts(self) -> dict[str, int]:
         with self.db.read() as s:
-            def count(q):  # noqa: ANN001, ANN202
+            def count(q: Select[int]) -> int:
                 return s.scalar(q.where(visible(self.owner))) or 0
 
             return {
@@ -463,13 +467,13 @@ class ConversationStore:
             }
 
     # -- helpers -------------------------------------------------------------------------
-    def _get(self, s, conversation_id: int) -> Conversation:  # noqa: ANN001
+    def _get(self, s: Session, conversation_id: int) -> Conversation:
         row = s.get(Conversation, conversation_id)
         if row is None or not can_see(self.owner, row):
             raise ConversationNotFound(conversation_id)
         return row
 
-    def _answer(self, s, message_id: int, refusal: str, needs_question: bool = False) -> Message:  # noqa: ANN001
+    def _answer(self, s: Session, message_id: int, refusal: str, needs_question: bool = False) -> Message:
         """The assistant message ``message_id``; ``refusal`` is the error for other roles
         (and, with ``needs_question``, for answers not tied to a question)."""
         row = s.get(Message, message_id)
@@ -480,7 +484,7 @@ class ConversationStore:
         return row
 
     @staticmethod
-    def _latest_feedback(s, message_ids: list[int]) -> dict[int, Feedback]:  # noqa: ANN001
+    def _latest_feedback(s: Session, message_ids: list[int]) -> dict[int, Feedback]:
         if not message_ids:
             return {}
         latest: dict[int, Feedback] = {}

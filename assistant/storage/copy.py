@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Table, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,10 @@ from assistant.errors import DatabaseError
 from assistant.storage.db import Database
 from assistant.storage.migrate import ensure_current, head_revision
 from assistant.storage.schema import Base
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,8 @@ def copy_database(source: Database, target: Database, *, force: bool = False,
     return report
 
 
-def _copy(source: Database, target: Database, force: bool, progress) -> tuple[dict[str, int], bool]:  # noqa: ANN001
+def _copy(source: Database, target: Database, force: bool,
+          progress: Callable[[str, int], None] | None) -> tuple[dict[str, int], bool]:
     from alembic import command
 
     from assistant.storage.migrate import alembic_config
@@ -116,7 +122,7 @@ def _same(a: Database, b: Database) -> bool:
     return ua._replace(password=None) == ub._replace(password=None)
 
 
-def _check_revision(conn, target: Database) -> None:  # noqa: ANN001
+def _check_revision(conn: Connection, target: Database) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -134,7 +140,7 @@ def _check_revision(conn, target: Database) -> None:  # noqa: ANN001
                           "Nothing was changed.") from None
 
 
-def _copy_table(src, dst, table: Table, progress) -> int:  # noqa: ANN001
+def _copy_table(src: Session, dst: Session, table: Table, progress: Callable[[str, int], None] | None) -> int:
     pk = list(table.primary_key.columns)
     rows = src.execute(select(table).order_by(*pk).execution_options(yield_per=BATCH))
     n = 0
@@ -148,7 +154,7 @@ def _copy_table(src, dst, table: Table, progress) -> int:  # noqa: ANN001
     return n
 
 
-def _empty(dst, target: Database) -> None:  # noqa: ANN001
+def _empty(dst: Session, target: Database) -> None:
     if target.engine.dialect.name == "postgresql":
         names = ", ".join(f'"{t.name}"' for t in tables())
         dst.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -157,7 +163,7 @@ def _empty(dst, target: Database) -> None:  # noqa: ANN001
         dst.execute(table.delete())
 
 
-def _reset_sequences(dst, target: Database) -> None:  # noqa: ANN001
+def _reset_sequences(dst: Session, target: Database) -> None:
     """PostgreSQL hands out ids from a sequence that knows nothing of copied ids: set each
     past the largest, or the first new row would collide with a copied one."""
     if target.engine.dialect.name != "postgresql":

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -37,6 +38,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.errors import DatabaseError, DatabaseLocked, DatabaseUnreachable
 from assistant.storage.lexical import lexical_for
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +92,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN instead of the driver.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -97,7 +103,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # noqa: ANN001
+    def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get("sqlite_write"):
             _begin_immediate(conn, busy_timeout_s)
         else:
@@ -110,7 +116,7 @@ def make_engine(url: str, busy_timeout_s: float = 10.0) -> Engine:
 _write_deadline = threading.local()
 
 
-def _begin_immediate(conn, busy_timeout_s: float) -> None:  # noqa: ANN001
+def _begin_immediate(conn: Connection, busy_timeout_s: float) -> None:
     """``BEGIN IMMEDIATE``, tried again every few ms while another process holds the lock,
     for up to the busy timeout. SQLite's own busy handler sleeps up to 100 ms between tries,
     and the thread waiting here holds up its process's other writers (``Database.write``)."""

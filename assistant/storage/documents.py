@@ -4,9 +4,10 @@ plus lexical search over the chunk text (the database's own full-text engine:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -17,6 +18,9 @@ from assistant.storage.db import Database
 from assistant.storage.lexical import fts_query  # noqa: F401  (its home before lexical.py)
 from assistant.storage.schema import Document, DocumentChunk
 from assistant.words import search_word_count
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,8 @@ class DocumentStore:
                 out.setdefault(did, set()).add(cid)
             return out
 
-    def replace_embeddings(self, embed, model_name: str, progress=None) -> int:  # noqa: ANN001
+    def replace_embeddings(self, embed: Callable[[list[str]], np.ndarray], model_name: str,
+                           progress: Callable[[list[int]], Iterable[int]] | None = None) -> int:
         """Embed every chunk's text again with ``embed`` (texts -> vectors) and record
         ``model_name`` on its document: one document at a time, each in a short transaction
         of its own, embedded before the transaction starts. One transaction for the whole
@@ -281,7 +286,7 @@ class DocumentStore:
             return self.db.lexical.search(s, query, limit, document_ids)
 
     @staticmethod
-    def _count(s, document_id: int) -> int:  # noqa: ANN001
+    def _count(s: Session, document_id: int) -> int:
         return s.scalar(
             select(func.count()).select_from(DocumentChunk).where(DocumentChunk.document_id == document_id)
         ) or 0

@@ -1,9 +1,16 @@
 """Alembic environment. Called through ``assistant.storage.migrate`` with a live connection."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from alembic import context
 from sqlalchemy import create_engine
 
 from assistant.storage.schema import Base
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 config = context.config
 target_metadata = Base.metadata
@@ -20,7 +27,7 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things in place; batch mode copies the table.
     context.configure(
         connection=connection, target_metadata=target_metadata, render_as_batch=True

@@ -121,7 +121,7 @@ def test_import_v2_makes_documents_and_grounded_examples(db, library, store, tmp
     assert store.counts()["conversations"] == 5
 
 
-def test_quoted_targets_answer_quote_the_holding_sentence_and_cite(db, library, tmp_path):
+def test_quoted_targets_answer_quote_the_holding_sentence_and_cite(env_settings, db, library, tmp_path):
     """`data import squad --quote`: the reference answer is the short answer citing its source,
     then the source's sentence that holds the span, word for word with its [n]: what the quoted
     answer mode shows. The on-policy check finds nothing misquoted in it, the quoted mode's

@@ -357,3 +357,51 @@ def test_concurrent_chats_share_the_server(vllm_server):
         t.join(timeout=120)
     assert len(results) == 8 and all("Paris" in r for r in results)
     gen.close()
+
+
+def test_the_launcher_runs_the_app_command_on_vllm_and_a_stop_stops_both(model_cache, tmp_path):
+    """`make run-vllm`'s launcher: vLLM for ASSISTANT_MODEL (the embedded model), then the
+    command with the openai engine's settings pointing at it; stopped (SIGTERM: kill, a
+    service manager), it stops the command and vLLM, which runs in a session of its own."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.llama_server import free_port
+    from tests.vllm_server import PYTHON, require_vllm
+
+    require_vllm()
+    port = free_port()
+    seen = tmp_path / "env.json"
+    app = ("import json, os, sys, time; json.dump({k: v for k, v in os.environ.items() "
+           "if k.startswith('ASSISTANT_')}, open(sys.argv[1], 'w')); time.sleep(600)")
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(tmp_path / "data"),
+           "ASSISTANT_MODEL_CACHE_DIR": str(model_cache), "ASSISTANT_VLLM__PYTHON": str(PYTHON),
+           "ASSISTANT_VLLM__PORT": str(port)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "assistant.engines.vllm_launch", "--", sys.executable, "-c", app,
+         str(seen)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not seen.exists() or not seen.read_text():
+            assert launcher.poll() is None, launcher.stdout.read()
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.5)
+        told = json.loads(seen.read_text())
+        url = f"http://127.0.0.1:{port}/v1"
+        assert told["ASSISTANT_ENGINE"] == "openai" and told["ASSISTANT_OPENAI__BASE_URL"] == url
+        assert told["ASSISTANT_OPENAI__MODEL"] == BASE
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as r:
+            assert [m["id"] for m in json.load(r)["data"]] == [BASE]
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) != 0
+        out = launcher.stdout.read()
+        assert f"vLLM serves {BASE} at {url}" in out
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/models", timeout=5)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="vLLM's output (default: data_dir/vllm.log).")
     opts = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Stopped (kill, a service manager, a closed terminal): stop vLLM too, and the command.
+    # vLLM runs in a session of its own, so nothing else would reach it.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_file = opts.log or settings.data_dir / "vllm.log"

@@ -17,6 +17,7 @@ adapters of rank 16 on all linear layers (a trained adapter's shape).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -80,7 +81,8 @@ def main() -> None:
                                 for i in (1, 2)]
     counts = [int(n) for n in args.chats.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
-    settings = Settings(data_dir=workdir, vllm=VllmSettings(device=args.device))
+    python = os.environ.get("ASSISTANT_VLLM__PYTHON") or VllmSettings().python
+    settings = Settings(data_dir=workdir, vllm=VllmSettings(device=args.device, python=python))
     started = time.perf_counter()
     with vllm_launch.serving(settings, workdir / "vllm.log", model=str(model)) as spec:
         print(f"vLLM ready in {time.perf_counter() - started:.0f} s ({spec.url}; log "

@@ -23,9 +23,9 @@ import click
 
 from assistant.cli_auth import needs
 from assistant.cli_quiet import quiet_libraries
-from assistant.registry import KINDS
+from alignment.training_kinds import KINDS, TrainingKind, training_kind
 from assistant.config import get_settings
-from assistant.versions import BASE_VERSION
+from assistant.versions import BASE_VERSION, REWARD_KIND
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -83,13 +83,13 @@ def _train_options(f: _F) -> _F:
     return f
 
 
-def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
+def _run(kind: str, options: dict, algo: str | None = None) -> str | None:
     """Train ``kind`` and print what was registered; returns the new version's name."""
     quiet_libraries()
     from alignment import runs
-    from alignment.machine_defaults import PRESETS, with_preset
     from alignment.training import make_config, train
 
+    spec = training_kind(kind)
     run_dir: Path | None = options.pop("run_dir")
     preset = options.pop("preset", None)
     items = options.pop("extra")
@@ -102,12 +102,12 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
     overrides = {renamed.get(k, k): v for k, v in options.items()}
     overrides.update({k: _value(v) for k, v in extra.items()})
     if preset:
-        overrides = with_preset(preset, kind, overrides)
+        overrides = spec.with_preset(preset, overrides)
         click.echo(f"Preset {preset}: " + ", ".join(
-            f"{k}={overrides[k]}" for k in PRESETS[preset][kind]) + ".")
+            f"{k}={overrides[k]}" for k in spec.presets[preset]) + ".")
     settings = get_settings()
     out = run_dir or settings.data_dir / "runs" / "cli"
-    if kind == "rl" and overrides.get("max_length") is not None:
+    if spec.online and overrides.get("max_length") is not None:
         raise click.BadParameter("online RL has no --max-length: use --max-completion-length "
                                  "for the sampled answers", param_hint="--max-length")
     try:
@@ -141,7 +141,7 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
     from alignment.training.data import describe_counts
 
     rows = m.get("rows") or {}
-    click.echo(f"Registered {v.name}: {kind}{f' ({algo})' if kind == 'rl' else ''} from {v.parent}, "
+    click.echo(f"Registered {v.name}: {spec.title(algo)} from {v.parent}, "
                f"{m.get('steps')} steps in {result.seconds:.0f} s on "
                f"{rows.get('train_used', v.data['train_rows'])} rows "
                f"(data sha256 {v.data['sha256'][:12]}).")
@@ -165,7 +165,7 @@ def _run(kind: str, options: dict, algo: str = "grpo") -> str | None:
         click.echo(f"  {m['trained_tokens_per_s']:.0f} trained tokens/s; "
                    f"{m['padding_share']:.0%} of the batches' tokens were padding")
     click.echo(f"  curve: {v.curve}")
-    if kind != "reward" and not options_grounded(overrides):
+    if not spec.reward and not options_grounded(overrides):
         click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
     return v.name
 
@@ -183,10 +183,8 @@ def time_line(metrics: dict, phases: dict[str, float], total: float) -> str:
     return f"training time {duration(train_s)}, total time {duration(total)} ({parts})"
 
 
-def type_name(kind: str, algo: str) -> str:
-    from alignment.training.config import CONFIGS
-
-    return CONFIGS[algo if kind == "rl" else kind].__mro__[2].__name__
+def type_name(kind: str, algo: str | None) -> str:
+    return training_kind(kind).trl_stem(algo).rpartition(".")[2] + "Config"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
@@ -203,40 +201,33 @@ def train() -> None:
     """
 
 
-@train.command("reward")
-@_train_options
-@needs("train")
-def train_reward(**options) -> None:
-    """Reward model: the base model with a scalar head + LoRA, on preference pairs
-    (RewardTrainer); reports accuracy on the held-out pairs."""
-    _run("reward", options)
+def _kind_command(spec: TrainingKind) -> click.Command:
+    """``assistant train KIND``: the common options, and those the kind's entry calls for."""
+    def command(algo: str | None = None, **options: Any) -> None:
+        _run(spec.name, options, algo=algo)
+
+    command.__doc__ = spec.help
+    command = _train_options(command)
+    if spec.presets:
+        described = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+                              for name, values in spec.presets.items())
+        command = click.option("--preset", type=click.Choice(list(spec.presets)),
+                               help=f"A measured recipe ({described}); options given win.")(command)
+    if spec.online:
+        command = click.option("--max-completion-length", type=int, help="Tokens per sample [32 on a "
+                               "CPU, 64 with CUDA].")(command)
+        command = click.option("--num-generations", type=int, help="Samples per prompt [4].")(command)
+        command = click.option("--reward", "reward_version",
+                               help="Reward model version (default: the newest).")(command)
+    if len(spec.algorithms) > 1:
+        command = click.option("--algo", type=click.Choice(list(spec.algorithms)),
+                               default=spec.default_algorithm, show_default=True,
+                               help="TRL's trainer for this kind.")(command)
+    return train.command(spec.name)(needs("train")(command))
 
 
-@train.command("sft")
-@_train_options
-@needs("train")
-def train_sft(**options) -> None:
-    """Supervised fine-tuning on answers rated 👍, chosen or edited (SFTTrainer)."""
-    _run("sft", options)
-
-
-@train.command("dpo")
-@_train_options
-@click.option("--preset", type=click.Choice(["cpu"]),
-              help="cpu: the recipe measured to move the model within ~30 min on 2 CPU cores "
-                   "(lr 5e-4, 56 steps of 8 rows, 256 tokens); options given win.")
-@needs("train")
-def train_dpo(**options) -> None:
-    """Direct preference optimization on chosen/rejected pairs (DPOTrainer)."""
-    _run("dpo", options)
-
-
-@train.command("kto")
-@_train_options
-@needs("train")
-def train_kto(**options) -> None:
-    """KTO on unpaired 👍 / 👎 (KTOTrainer)."""
-    _run("kto", options)
+for _spec in KINDS.values():
+    _kind_command(_spec)
 
 
 #: ``train grounded``'s default --max-length: the chat's prompt with four sources (the
@@ -283,20 +274,6 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
         dpo = sft
     if dpo:
         click.echo(f"Next: `assistant eval {dpo}`, then `assistant models activate {dpo}`.")
-
-
-@train.command("rl")
-@_train_options
-@click.option("--algo", type=click.Choice(["grpo", "rloo"]), default="grpo", show_default=True,
-              help="TRL's online RL trainer (TRL has no PPOTrainer since 2026: these replace it).")
-@click.option("--reward", "reward_version", help="Reward model version (default: the newest).")
-@click.option("--num-generations", type=int, help="Samples per prompt [4].")
-@click.option("--max-completion-length", type=int, help="Tokens per sample [64].")
-@needs("train")
-def train_rl(algo: str, **options) -> None:
-    """Online RL against a trained reward model: GRPOTrainer or RLOOTrainer sample answers
-    to the feedback's prompts and learn from the reward model's scores."""
-    _run("rl", options, algo=algo)
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -408,7 +385,7 @@ def _echo_gate(report: GateReport) -> None:
 
 @models.command("import")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(KINDS),
+@click.option("--kind", type=click.Choice(list(KINDS)),
               help="What it is, when the folder does not say (a bare adapter, or a version "
                    "folder made before versions described themselves).")
 @click.option("--parent", default=BASE_VERSION, show_default=True,
@@ -426,7 +403,7 @@ def models_import(folder: Path, kind: str | None, parent: str) -> None:
     click.echo(f"Loading the base model to check that the adapter fits ({settings.model})...")
     loaded = load_model(settings)
     version = import_version(registry, folder, loaded, kind=kind, parent=parent)
-    if version.kind != "reward":
+    if version.kind != REWARD_KIND:
         from alignment.training.run import prepare_for_engine
 
         prepare_for_engine(settings, version, loaded)  # as a trained version is; a failure is logged

@@ -48,6 +48,7 @@ from assistant.messages import Messages
 from assistant.prompting import build_messages
 from assistant.registry import EvalRecord, Registry
 from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
+from assistant.versions import REWARD_KIND
 
 if TYPE_CHECKING:
     from alignment.reward_model import RewardScorer
@@ -132,7 +133,7 @@ def evaluate(
     baseline = o.baseline or registry.active()
     registry.get(candidate)
     registry.get(baseline)
-    reward = registry.get(o.reward) if o.reward else registry.newest("reward")
+    reward = registry.get(o.reward) if o.reward else registry.newest(REWARD_KIND)
     loaded = loaded or load_model(settings)
     scorer = None
     if reward is not None:  # before any answer is generated: another base fails at once

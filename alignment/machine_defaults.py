@@ -18,23 +18,6 @@ CPU_DEFAULTS: dict[str, Any] = {"max_length": 256, "per_device_train_batch_size"
                                 "max_completion_length": 32}
 
 
-#: ``assistant train KIND --preset NAME``: measured settings, under any option given
-#: explicitly. "cpu" for DPO: of the measured points (learning rate, steps, beta, LoRA rank),
-#: the one that moved the embedded model in under 30 minutes on 2 cores (its sweep and
-#: caveats: docs/training.md, "A DPO recipe for a CPU").
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {"dpo": {"learning_rate": 5e-4, "max_steps": 56, "max_length": 256,
-                    "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},
-}
-
-
-def with_preset(name: str, kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` (TRL field -> value, None: not given) filled from preset ``name`` for
-    ``kind``; a value given explicitly is kept. Raises KeyError for a kind without it."""
-    chosen = PRESETS[name][kind]
-    return {**overrides, **{k: v for k, v in chosen.items() if overrides.get(k) is None}}
-
-
 def has_gpu() -> bool:
     return torch.cuda.is_available()
 

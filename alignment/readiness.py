@@ -12,19 +12,8 @@ from typing import Any
 
 from alignment.errors import NotEnoughTrainingData
 from alignment.export import ExportOptions, export
+from alignment.training_kinds import training_kind
 from assistant.storage import Database
-
-#: Which export feeds which trainer.
-DATA_KIND = {"reward": "preference", "dpo": "preference", "rl": "preference", "kto": "kto", "sft": "sft"}
-MIN_ROWS = {"reward": 8, "dpo": 8, "kto": 8, "sft": 4, "rl": 4}
-
-HINTS = {
-    "preference": "Preference pairs come from regenerating an answer and choosing the best, "
-    "editing an answer, 👍/👎 on two answers to one question, or compare-mode votes; "
-    "`assistant data import hh-rlhf FILE` adds public pairs.",
-    "kto": "KTO learns from 👍 and 👎 on single answers (it needs both kinds).",
-    "sft": "SFT learns from answers rated 👍, chosen as the best, or edited.",
-}
 
 
 def distinct_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,21 +30,18 @@ def distinct_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def check_rows(kind: str, train_rows: list[dict[str, Any]], min_rows: int | None = None) -> None:
     """Raise :class:`NotEnoughTrainingData` when ``train_rows`` cannot train ``kind``."""
-    data_kind = DATA_KIND[kind]
-    need = min_rows if min_rows is not None else MIN_ROWS[kind]
-    what = {"preference": "preference pairs", "kto": "rated answers", "sft": "good answers"}[data_kind]
-    if kind == "rl":
-        what = "distinct prompts"
+    spec = training_kind(kind)
+    need = min_rows if min_rows is not None else spec.min_rows
     if len(train_rows) < need:
-        raise NotEnoughTrainingData(kind, what, len(train_rows), need, HINTS[data_kind])
-    if kind == "kto":
+        raise NotEnoughTrainingData(kind, spec.rows_named, len(train_rows), need, spec.hint)
+    if spec.both_labels:
         labels = {bool(r["label"]) for r in train_rows}
         if labels != {True, False}:
             have = sum(r["label"] == (True in labels) for r in train_rows)
             missing = "👎" if True in labels else "👍"
             raise NotEnoughTrainingData(
                 kind, f"rows of each label (it has {have} of one and none {missing})", 0, 1,
-                HINTS["kto"],
+                spec.hint,
             )
 
 
@@ -63,9 +49,10 @@ def check_data(db: Database, kind: str, *, test_fraction: float = 0.1, split_see
                limit: int | None = None, min_rows: int | None = None) -> int:
     """The training rows a ``kind`` run would get from ``db`` (the defaults are a run's);
     raises :class:`NoTrainingData` or :class:`NotEnoughTrainingData` as the run would."""
-    result = export(db, DATA_KIND[kind], ExportOptions(test_fraction=test_fraction, seed=split_seed))
+    spec = training_kind(kind)
+    result = export(db, spec.data, ExportOptions(test_fraction=test_fraction, seed=split_seed))
     rows = result.train[:limit] if limit else list(result.train)
-    if kind == "rl":
+    if spec.online:
         rows = distinct_prompts(rows)
     check_rows(kind, rows, min_rows)
     return len(rows)

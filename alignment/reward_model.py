@@ -15,6 +15,7 @@ from alignment.errors import IncompatibleVersion
 from assistant.chat_template import template_input
 from assistant.models import LoadedModel
 from assistant.messages import Messages
+from assistant.versions import REWARD_KIND
 from assistant.registry import Version
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class RewardScorer:
 
 
 def load_reward_model(loaded: LoadedModel, version: Version) -> RewardScorer:
-    if version.kind != "reward":
+    if version.kind != REWARD_KIND:
         raise IncompatibleVersion(
             f"{version.name} is a {version.kind} version, not a reward model: name a version "
             "trained with `assistant train reward` (`assistant models list` shows the kinds)."

@@ -24,7 +24,8 @@ from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.models import LoadedModel
-from assistant.registry import KINDS, VERSION_FILE, Registry, Version
+from alignment.training_kinds import KINDS, REWARD
+from assistant.registry import VERSION_FILE, Registry, Version
 from assistant.versions import BASE_VERSION
 
 #: Files of a version folder that are copied besides ``adapter/`` (when present).
@@ -66,10 +67,10 @@ def describe_source(source: Path, kind: str | None = None) -> tuple[Path, dict[s
             f"({', '.join(KINDS)}).")
     # A reward model's adapter carries its scalar head (peft's modules_to_save "score").
     has_head = "score" in (config.get("modules_to_save") or [])
-    if has_head and kind != "reward":
+    if has_head and kind != REWARD:
         raise ImportRefused(f"{source} holds a reward model's adapter (it has a score head), "
                             f"not a {kind} policy: pass --kind reward.")
-    if kind == "reward" and not has_head:
+    if kind == REWARD and not has_head:
         raise ImportRefused(f"{source} holds a policy adapter (it has no score head), "
                             "not a reward model.")
     return adapter, meta, kind
@@ -85,7 +86,7 @@ def import_version(registry: Registry, source: Path, loaded: LoadedModel, *,
             f"{source} was trained on another base model ({meta.get('base_model')}); this "
             f"installation's is {loaded.model_id}. Set ASSISTANT_MODEL to the same base.")
     parent_version = registry.get(parent)  # an unknown name lists the known ones
-    if kind == "reward" and not parent_version.is_base:
+    if kind == REWARD and not parent_version.is_base:
         raise ImportRefused("A reward model starts from the base model: leave out --parent.")
     staging = registry.staging_dir()
     try:
@@ -125,7 +126,7 @@ def _check_fits(adapter: Path, kind: str, loaded: LoadedModel, source: Path) -> 
     from peft import PeftModel
 
     try:
-        if kind == "reward":
+        if kind == REWARD:
             from alignment.reward_model import load_sequence_classifier
 
             model = load_sequence_classifier(loaded)
@@ -133,7 +134,7 @@ def _check_fits(adapter: Path, kind: str, loaded: LoadedModel, source: Path) -> 
             model = copy.deepcopy(loaded.model)
         PeftModel.from_pretrained(model, str(adapter))
     except Exception as err:  # noqa: BLE001 - peft/torch raise many kinds; all mean "does not fit"
-        what = "a reward model's adapter" if kind == "reward" else f"a {kind} policy's adapter"
+        what = "a reward model's adapter" if kind == REWARD else f"a {kind} policy's adapter"
         first = (str(err).splitlines() or [""])[0][:300]
         raise ImportRefused(
             f"The adapter in {source} does not fit the base model {loaded.model_id} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -30,13 +31,14 @@ from sqlalchemy import select
 from assistant.errors import AssistantError
 from assistant.storage import Database
 from assistant.storage.schema import Activation, Evaluation, ModelVersion
-from assistant.versions import BASE_VERSION
+from assistant.versions import BASE_VERSION, REWARD_KIND
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-POLICY_KINDS = ("sft", "dpo", "kto", "rl")
-KINDS = (*POLICY_KINDS, "reward")
+#: A version's kind: a short name. Which kinds exist is training's business (its table of
+#: kinds, alignment.training_kinds); the registry knows one: a reward model is no chat version.
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,15}")
 STAGING_PREFIX = ".staging-"
 #: What a version folder says about itself (kind, base, lineage, data, config, metrics), so
 #: that another installation can import it (``assistant models import``).
@@ -138,8 +140,8 @@ class Registry:
         """Insert the row, name it ``v<id>`` and move ``staging`` to that name, in one
         transaction: if the move fails, no row is left; if the process dies before the
         commit, the folder has no row and is set aside next time (or by ``doctor``)."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        if not KIND_PATTERN.fullmatch(kind):
+            raise ValueError(f"a version's kind is a short lowercase name (16 characters at most), not {kind!r}")
         if not (staging / "adapter").is_dir():
             raise ValueError(f"{staging} holds no adapter/ folder")
         with self.db.write() as s:
@@ -236,7 +238,7 @@ class Registry:
         version = self.get(name)
         if version.is_base:
             return version
-        if version.kind == "reward":
+        if version.kind == REWARD_KIND:
             raise ActivationRefused(
                 f"{name} is a reward model (it scores answers, it does not write them): "
                 "activate a version trained with sft, dpo, kto or rl."
@@ -272,7 +274,7 @@ class Registry:
         newest one trained. None when there is nothing to compare with (no training yet)."""
         if active != BASE_VERSION:
             return self.get(active).parent or BASE_VERSION
-        chat = {v.name for v in self.list() if v.kind != "reward"}
+        chat = {v.name for v in self.list() if v.kind != REWARD_KIND}
         earlier = [r.version for r in reversed(self.history()) if r.version in chat]
         if earlier:
             return earlier[0]

@@ -26,13 +26,13 @@ def cli(*args: str, ok: bool = True):
 
 
 def test_the_cpu_preset_fills_only_what_is_not_given():
-    from alignment.machine_defaults import PRESETS, with_preset
+    from alignment.training_kinds import KINDS
 
-    got = with_preset("cpu", "dpo", {"max_steps": 10, "learning_rate": None, "beta": 0.2})
-    assert got == {**PRESETS["cpu"]["dpo"], "max_steps": 10, "beta": 0.2}
+    got = KINDS["dpo"].with_preset("cpu", {"max_steps": 10, "learning_rate": None, "beta": 0.2})
+    assert got == {**KINDS["dpo"].presets["cpu"], "max_steps": 10, "beta": 0.2}
     assert got["learning_rate"] == 5e-4 and got["max_length"] == 256
     with pytest.raises(KeyError):
-        with_preset("cpu", "reward", {})
+        KINDS["reward"].with_preset("cpu", {})
 
 
 def test_train_eval_activate_rollback(tiny_settings, feedback_db):
@@ -123,3 +123,11 @@ def test_a_cancelled_background_run_registers_nothing(tiny_settings, feedback_db
     assert run.status == "cancelled", run.log_tail(40)
     registry = open_registry(tiny_settings, feedback_db)
     assert registry.list() == [] and registry.stray_folders() == []
+
+
+def test_a_kind_added_to_the_table_trains_from_its_generated_command(tiny_settings, feedback_db):
+    """ORPO is one entry in alignment.training_kinds: its command trains and registers it."""
+    out = cli("train", "orpo", *QUICK, "--eval-rows", "2").output
+    assert "Registered v1: orpo from base, 2 steps" in out
+    assert "Next: `assistant eval v1`" in out
+    assert open_registry(tiny_settings, feedback_db).get("v1").config["trl_config"] == "ORPOConfig"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect
 
 from assistant.storage import Database, current_revision, head_revision, upgrade
@@ -104,3 +105,35 @@ def test_upgrade_counts_the_words_of_stored_chunks(tmp_path):
     with db.read() as s:
         assert s.connection().exec_driver_sql("SELECT word_count FROM chunks").scalar() == 10
     assert downgrade(db, "0008") == "0008"
+
+
+def test_upgrade_lets_any_kind_of_version_in_and_keeps_the_numbering(tmp_path):
+    """0013 drops the CHECK on a version's kind (the kinds of training are the training
+    code's table) by copying the table on SQLite: the rows stay, and AUTOINCREMENT still
+    never gives a deleted version's id again."""
+    import sqlalchemy
+
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    upgrade(db, "0012")
+    row = ("INSERT INTO model_versions (name, kind, base_model, base_fingerprint, parent, path, data, "
+           "config, metrics, created_at) VALUES ('{name}', '{kind}', 'm', 'f', 'base', '', '{{}}', '{{}}', "
+           "'{{}}', '2026-01-01')")
+    with db.write() as s:
+        s.connection().exec_driver_sql(row.format(name="v1", kind="dpo"))
+        s.connection().exec_driver_sql(row.format(name="v2", kind="sft"))
+        s.connection().exec_driver_sql("DELETE FROM model_versions WHERE name = 'v2'")
+    with pytest.raises(sqlalchemy.exc.IntegrityError), db.write() as s:
+        s.connection().exec_driver_sql(row.format(name="v3", kind="orpo"))  # 0012's CHECK
+    assert upgrade(db) == head_revision()
+    with db.write() as s:
+        s.connection().exec_driver_sql(row.format(name="v3", kind="orpo"))
+    with db.read() as s:
+        rows = s.connection().exec_driver_sql("SELECT id, name, kind FROM model_versions ORDER BY id").all()
+    assert [tuple(r) for r in rows] == [(1, "v1", "dpo"), (3, "v3", "orpo")]  # id 2 not reused
+    with pytest.raises(RuntimeError, match="cannot downgrade"):
+        downgrade(db, "0012")
+    with db.write() as s:
+        s.connection().exec_driver_sql("DELETE FROM model_versions WHERE kind = 'orpo'")
+    assert downgrade(db, "0012") == "0012"
+    with pytest.raises(sqlalchemy.exc.IntegrityError), db.write() as s:
+        s.connection().exec_driver_sql(row.format(name="v4", kind="orpo"))

@@ -47,6 +47,18 @@ def test_register_names_versions_and_moves_the_folder(registry):
     assert registry.stray_folders() == []
 
 
+def test_any_kind_training_names_registers_and_a_malformed_one_is_refused(registry):
+    """The kinds of training are training's table, not a database CHECK: a kind added
+    there registers on both databases without a migration; a kind that is no short
+    lowercase name is refused before anything is written."""
+    assert make_version(registry, "orpo").kind == "orpo"
+    assert make_version(registry, "a_new_kind").kind == "a_new_kind"
+    for bad in ("", "DPO", "x" * 17, "dpo; drop"):
+        with pytest.raises(ValueError, match="short lowercase name"):
+            make_version(registry, bad)
+    assert [v.kind for v in registry.list()] == ["orpo", "a_new_kind"]
+
+
 def test_a_failed_registration_leaves_no_row(registry, monkeypatch):
     staging = registry.staging_dir()
     (staging / "adapter").mkdir()

@@ -18,6 +18,7 @@ from alignment.errors import (
     TrainingOutOfMemory,
 )
 from alignment.training import make_config, train
+from alignment.training_kinds import KINDS
 from assistant.cpu import bf16_fast
 from assistant.bootstrap import open_database, open_registry
 from assistant.registry import STAGING_PREFIX, VersionNotFound
@@ -26,7 +27,7 @@ from assistant.registry import STAGING_PREFIX, VersionNotFound
 def quick(kind, tmp_path, **overrides):
     values = dict(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, lora_r=4,
                   eval_rows=4, learning_rate=1e-3)
-    if kind == "rl":
+    if KINDS[kind].online:
         values.update(num_generations=2, max_completion_length=8, per_device_train_batch_size=2)
     else:
         values["max_length"] = 96
@@ -83,7 +84,10 @@ def assert_registered(result, kind, parent, settings):
     return v
 
 
-@pytest.mark.parametrize("kind", ["sft", "dpo", "kto", "reward"])
+OFFLINE = [k.name for k in KINDS.values() if not k.online]
+
+
+@pytest.mark.parametrize("kind", OFFLINE)
 def test_each_trainer_trains_an_adapter_and_registers_it(kind, tiny_settings, feedback_db, tiny_model_dir, tmp_path):
     result = train(tiny_settings, kind, quick(kind, tmp_path), db=feedback_db)
     v = assert_registered(result, kind, "base", tiny_settings)
@@ -133,7 +137,7 @@ def _nothing_left(settings, db) -> None:
     assert not any(p.name.startswith(STAGING_PREFIX) for p in settings.versions_dir.glob("*"))
 
 
-@pytest.mark.parametrize("kind", ["reward", "sft", "dpo", "kto", "rl"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_checkpointing_off_unless_asked_and_the_step_bar_on_without_deprecation_warnings(kind, tmp_path):
     import warnings
 

@@ -16,8 +16,9 @@ from alignment.run_estimate import LONG_S, SHORT_MAX_LENGTH, duration, from_hist
 from assistant.chat import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
-from assistant.registry import POLICY_KINDS, Registry, Version, activate_version, gate_report
-from assistant.versions import BASE_VERSION
+from alignment.training_kinds import KINDS, REWARD, policy_kinds, training_kind
+from assistant.registry import Registry, Version, activate_version, gate_report
+from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import login, resources
 from ui.text import error_text, plain
 
@@ -37,16 +38,6 @@ CONFIG_KEYS = (
 #: Trainer bookkeeping left out of the metrics table.
 NOISE = ("_runtime", "_samples_per_second", "_steps_per_second")
 HEADLINE = (("heldout_accuracy", "held-out accuracy"), ("final_reward", "reward"), ("final_loss", "loss"))
-TRAIN_KINDS = {
-    "dpo": "DPO: learns from preference pairs (regenerate and mark the best, edits, compare "
-           "votes, imported pairs).",
-    "kto": "KTO: learns from unpaired :material/thumb_up: / :material/thumb_down: ratings.",
-    "sft": "SFT: imitates answers rated :material/thumb_up:, marked best or edited.",
-    "reward": "Reward model: learns to score answers from preference pairs. It does not chat; "
-              "online RL and `assistant eval` use it as the judge.",
-    "rl": "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
-          "from a reward model's scores.",
-}
 STATUS_COLORS = {"queued": "orange", "running": "blue", "done": "green", "failed": "red",
                  "died": "red", "cancelled": "gray"}
 
@@ -237,14 +228,14 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
     name = v.name if v else BASE_VERSION
     reasons: list[str] = []
     report = None
-    if v is not None and v.kind != "reward" and name != active:
+    if v is not None and v.kind != REWARD_KIND and name != active:
         try:
             report = gate_report(registry, name)
             reasons = report.reasons
         except AssistantError as err:
             reasons = [str(err)]
     row = st.container(horizontal=True, vertical_alignment="center")
-    reward = v is not None and v.kind == "reward"
+    reward = v is not None and v.kind == REWARD_KIND
     row.button(
         f"Activate {name}", key=f"activate_{name}", icon=":material/rocket_launch:",
         type="secondary" if reward else "primary", disabled=service is None or name == active,
@@ -257,7 +248,7 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
             help="Activate even though the evaluation does not show it at least as good as "
                  "the version in use.",
         )
-    if v is not None and v.kind in POLICY_KINDS:
+    if v is not None and v.kind in policy_kinds():
         row.button(
             "Evaluate", key=f"evaluate_{name}", icon=":material/query_stats:",
             disabled=name == active,
@@ -466,7 +457,7 @@ def _evaluations(v: Version, evaluations: list) -> None:
 def _train(settings: Settings, versions: list[Version], active: str) -> None:
     st.subheader("Train a new version")
     sizes = size_defaults()
-    kinds = list(TRAIN_KINDS)
+    kinds = list(KINDS)
     cols = st.columns(3)
     kind = cols[0].selectbox("Kind", kinds, key="train_kind")
     steps = cols[1].number_input("Steps", 1, 100_000, 50, 10, key="train_steps",
@@ -474,7 +465,8 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
                                       f"{sizes['gradient_accumulation_steps']} rows (gradient accumulation).")
     batch = cols[2].number_input("Batch size", 1, 512, sizes["per_device_train_batch_size"], 1,
                                  key="train_batch_size")
-    st.caption(TRAIN_KINDS[kind])
+    spec = training_kind(kind)
+    st.caption(error_text(spec.help))
     cols = st.columns(3)
     lr = cols[0].number_input("Learning rate", min_value=0.0, max_value=1.0, value=None, step=1e-5,
                               format="%g", key="train_lr", placeholder="the kind's default",
@@ -483,7 +475,7 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
     if lr:
         args += ["--lr", f"{lr:g}"]
     eval_rows = 0
-    if kind != "rl":
+    if not spec.online:
         eval_rows = int(st.number_input(
             "Held-out rows", 0, 100_000, sizes["eval_rows"], 8, key="train_eval_rows",
             help="Held-out rows evaluated after training (accuracy on rows the run did not "
@@ -491,22 +483,25 @@ def _train(settings: Settings, versions: list[Version], active: str) -> None:
                  f"({'GPU' if has_gpu() else 'CPU'}); 0: none."))
         args += ["--eval-rows", str(eval_rows)]
     ready = True
-    if kind != "reward":
-        parents = [BASE_VERSION] + [v.name for v in reversed(versions) if v.kind in POLICY_KINDS]
+    if not spec.reward:
+        parents = [BASE_VERSION] + [v.name for v in reversed(versions) if v.kind in policy_kinds()]
         start = parents.index(active) if active in parents else 0
         parent = cols[1].selectbox("Start from", parents, index=start, key="train_parent",
                                    help="The version whose adapter training continues (base: a new one).")
         args += ["--parent", parent]
-    if kind == "rl":
-        algo = cols[2].selectbox("Algorithm", ["grpo", "rloo"], key="train_algo",
-                                 help="TRL's online RL trainers (TRL has no PPOTrainer since 2026).")
-        judges = [v.name for v in reversed(versions) if v.kind == "reward"]
+    if len(spec.algorithms) > 1:
+        algo = cols[2].selectbox("Algorithm", list(spec.algorithms), key="train_algo",
+                                 help=f"TRL's trainers for {kind}.")
+        args += ["--algo", algo]
+    if spec.online:
+        judges = [v.name for v in reversed(versions) if v.kind == REWARD]
         if judges:
             judge = st.selectbox("Reward model", judges, key="train_reward")
-            args += ["--algo", algo, "--reward", judge]
+            args += ["--reward", judge]
         else:
             ready = False
-            st.warning("Online RL needs a reward model: train one with kind 'reward' first.")
+            st.warning(f"Kind {kind} needs a reward model to judge its samples: train one with kind "
+                       f"'{REWARD}' first.")
     missing, rows = _data_check_cached(kind, settings.resolved_database_url)
     if missing:
         ready = False

@@ -10,7 +10,7 @@ from assistant.cpu import cpu_info
 from assistant.engines.registry import names as engine_names
 from assistant.generation import GenerationParams, describe, setup_of
 from assistant.storage.conversations import DocumentChoice, StoredConversation
-from assistant.versions import BASE_VERSION
+from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import resources
 from ui.state import CONV, FAILED, guard
 from ui.text import plain
@@ -125,7 +125,7 @@ def _compare_versions(service: ChatService) -> tuple[str, str] | None:
     if service.registry is None:
         return None
     try:
-        names = [v.name for v in service.registry.list() if v.kind != "reward"]
+        names = [v.name for v in service.registry.list() if v.kind != REWARD_KIND]
     except AssistantError as err:
         st.sidebar.error(str(err))
         return None

@@ -16,23 +16,23 @@ TRL way; ``make_config`` only changes defaults that are wrong for this project:
 * training batches grouped by length (``train_sampling_strategy="group_by_length"``, the
   lengths given by :mod:`.trainers`): on random batches 40-47% of every batch was padding.
   KTO keeps TRL's sequential order (its KL term pairs each row with its neighbours); online
-  RL batches the prompts' samples, whose lengths the sampler cannot know.
+  RL batches the prompts' samples, whose lengths the sampler cannot know;
+* each kind's own defaults (learning rates for LoRA, RL's samples) from its entry in
+  :mod:`alignment.training_kinds`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
+from functools import cache
 from typing import Any
 
 import torch
-from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
 
 from alignment.machine_defaults import has_gpu, size_defaults
-from alignment.readiness import DATA_KIND, MIN_ROWS  # noqa: F401 (kept here for importers)
+from alignment.training_kinds import KINDS, training_kind
 
-TRAIN_KINDS = ("reward", "sft", "dpo", "kto", "rl")
-#: Kinds whose training batches are grouped by length (see the module docstring).
-GROUPED_KINDS = ("reward", "sft", "dpo")
+TRAIN_KINDS = tuple(KINDS)
 
 
 @dataclass
@@ -65,40 +65,22 @@ class RunArgs:
     grounded: bool = field(default=False, metadata={"help": "Only grounded rows."})
 
 
-@dataclass
-class RewardRunConfig(RunArgs, RewardConfig):
-    pass
+def config_class(kind: str, algo: str | None = None) -> type[RunArgs]:
+    """TRL's config for ``kind`` (and its algorithm) with :class:`RunArgs` added, e.g.
+    ``DPORunConfig(RunArgs, trl.DPOConfig)``."""
+    return _run_config(training_kind(kind).trl_class("Config", algo))
 
 
-@dataclass
-class SFTRunConfig(RunArgs, SFTConfig):
-    pass
+@cache
+def _run_config(trl_config: type) -> type[RunArgs]:
+    name = trl_config.__name__.removesuffix("Config") + "RunConfig"
+    cls = make_dataclass(name, [], bases=(RunArgs, trl_config))
+    # A module attribute, so that pickle finds it: the trainer saves its args with torch.save.
+    cls.__module__ = __name__
+    globals()[name] = cls
+    return cls
 
 
-@dataclass
-class DPORunConfig(RunArgs, DPOConfig):
-    pass
-
-
-@dataclass
-class KTORunConfig(RunArgs, KTOConfig):
-    pass
-
-
-@dataclass
-class GRPORunConfig(RunArgs, GRPOConfig):
-    pass
-
-
-@dataclass
-class RLOORunConfig(RunArgs, RLOOConfig):
-    pass
-
-
-CONFIGS = {
-    "reward": RewardRunConfig, "sft": SFTRunConfig, "dpo": DPORunConfig, "kto": KTORunConfig,
-    "grpo": GRPORunConfig, "rloo": RLOORunConfig,
-}
 RUN_ARG_NAMES = frozenset(f.name for f in fields(RunArgs))
 
 
@@ -126,13 +108,12 @@ def precision_reason(config: Any, precision: str = "auto") -> str:
     return f"{what} (auto: bf16 is {bf16_reason()} on this CPU)"
 
 
-def make_config(kind: str, output_dir: str, algo: str = "grpo", precision: str = "auto",
+def make_config(kind: str, output_dir: str, algo: str | None = None, precision: str = "auto",
                 **overrides: Any) -> RunArgs:
     """The TRL config for ``kind`` with this project's defaults; ``overrides`` win (any
     field of the TRL config or of :class:`RunArgs`). ``precision`` is ``ASSISTANT_DTYPE``."""
-    key = algo if kind == "rl" else kind
-    if key not in CONFIGS:
-        raise ValueError(f"unknown training kind {kind!r} (algo {algo!r})")
+    spec = training_kind(kind)
+    cls = config_class(kind, algo)
     sizes = size_defaults()
     values: dict[str, Any] = {
         **device_defaults(precision),
@@ -151,26 +132,16 @@ def make_config(kind: str, output_dir: str, algo: str = "grpo", precision: str =
         "seed": 0,
         "eval_rows": sizes["eval_rows"],
     }
-    if kind in GROUPED_KINDS:
+    if spec.grouped:
         values["train_sampling_strategy"] = "group_by_length"
-    if kind in ("dpo", "kto", "reward", "sft"):
-        values["max_length"] = sizes["max_length"]
-    if kind == "sft":
-        values["learning_rate"] = 2e-4  # TRL's 2e-5 is tuned for full fine-tuning, not LoRA
-    if kind == "dpo":
-        values["learning_rate"] = 5e-5  # TRL's 1e-6 is tuned for full fine-tuning, not LoRA
-    if kind == "kto":
-        values["learning_rate"] = 5e-5
-    if kind == "rl":
-        values.update(learning_rate=1e-5, num_generations=4,
-                      max_completion_length=sizes["max_completion_length"],
-                      per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    values.update({key: sizes[key] for key in spec.sized})
+    values.update(spec.defaults)
     overrides = dict(overrides)
     asked = overrides.pop("gradient_checkpointing", None)  # --gradient-checkpointing, --set
     if asked is not None and overrides.get("activation_checkpointing") is None:
         overrides["activation_checkpointing"] = asked
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return CONFIGS[key](**values)
+    return cls(**values)
 
 
 def config_record(config: RunArgs) -> dict[str, Any]:

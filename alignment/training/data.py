@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from alignment.errors import RowsTooLong
 from alignment.export import ExportOptions, ExportReport, ExportResult, export, write_export
-from alignment.readiness import DATA_KIND, MIN_ROWS, check_rows, distinct_prompts
+from alignment.readiness import check_rows, distinct_prompts
+from alignment.training_kinds import training_kind
 from alignment.training.lengths import fit_rows
 from assistant.chat_template import template_input
 from assistant.storage import Database
@@ -32,14 +33,14 @@ class TrainingData:
 
 
 def prepare(db: Database, kind: str, config: RunArgs, folder: Path) -> TrainingData:
-    data_kind = DATA_KIND[kind]
+    spec = training_kind(kind)
     options = ExportOptions(test_fraction=config.test_fraction, seed=config.split_seed,
                             grounded=bool(getattr(config, "grounded", False)))
-    result = export(db, data_kind, options)  # raises NoTrainingData when there is none
+    result = export(db, spec.data, options)  # raises NoTrainingData when there is none
     train_rows = result.train[: config.limit] if config.limit else list(result.train)
     everything = config.eval_rows is None or config.eval_rows < 0
     test_rows = list(result.test) if everything else result.test[: config.eval_rows]
-    if kind == "rl":  # online RL samples its own answers: only the prompts are used
+    if spec.online:  # online RL samples its own answers: only the prompts are used
         train_rows, test_rows = distinct_prompts(train_rows), distinct_prompts(test_rows)
 
     check_rows(kind, train_rows, config.min_rows)
@@ -47,7 +48,7 @@ def prepare(db: Database, kind: str, config: RunArgs, folder: Path) -> TrainingD
     used = ExportResult(train_rows, test_rows, replace(result.report, train=len(train_rows), test=len(test_rows)))
     write_export(used, folder, "jsonl")
     record = {
-        "kind": data_kind, "train_rows": len(train_rows), "test_rows": len(test_rows),
+        "kind": spec.data, "train_rows": len(train_rows), "test_rows": len(test_rows),
         "sha256": _sha256(folder), "limit": config.limit, "test_fraction": config.test_fraction,
         "split_seed": config.split_seed, "export": vars(result.report),
     }
@@ -70,21 +71,18 @@ def defuse(data: TrainingData, tokenizer: PreTrainedTokenizerBase, folder: Path)
                                       "special_tokens_defused": True}, data.report)
 
 
-#: Kinds whose rows are fitted to max_length here (SFT and online RL keep TRL's handling).
-FITTED_KINDS = ("reward", "dpo", "kto")
-
-
 def fit(data: TrainingData, tokenizer: PreTrainedTokenizerBase, config: RunArgs, kind: str,
         folder: Path) -> TrainingData:
     """Rows fitted to ``config.max_length`` (:mod:`.lengths`): prompts shortened from the left
     by default, over-long rows dropped with ``config.drop_long``. The counts go into the
     record under ``lengths``; a split emptied (or the training split left under its minimum)
     by the limit is refused with a message naming the limit."""
-    max_length = getattr(config, "max_length", None) if kind in FITTED_KINDS else None
+    spec = training_kind(kind)  # SFT and online RL keep TRL's handling of long rows
+    max_length = getattr(config, "max_length", None) if spec.fitted else None
     drop = bool(getattr(config, "drop_long", False))
     train, train_report = fit_rows(data.train, tokenizer, max_length, drop)
     test, test_report = fit_rows(data.test, tokenizer, max_length, drop)
-    need = config.min_rows if config.min_rows is not None else MIN_ROWS[kind]
+    need = config.min_rows if config.min_rows is not None else spec.min_rows
     if max_length is not None and data.test and not test:
         raise RowsTooLong(kind, "held-out", len(data.test), 0, max_length, drop)
     if max_length is not None and len(train) < need <= len(data.train):

@@ -31,12 +31,13 @@ from alignment.training.heldout import batch_values, margin_interval
 from alignment.training.lm_head import labelled_positions_only
 from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
 from alignment.training.trainers import build_trainer, row_lengths
+from alignment.training_kinds import training_kind
 from assistant.bootstrap import open_database, open_registry
-from assistant.engines.registry import spec
+from assistant.engines.registry import spec as engine_spec
 from assistant.config import Settings
 from assistant.models import LoadedModel, load_model
 from assistant.registry import Registry, Version
-from assistant.versions import BASE_VERSION
+from assistant.versions import BASE_VERSION, REWARD_KIND
 from assistant.storage import Database
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def train(
     kind: str,
     config: RunArgs,  # from alignment.training.config.make_config
     *,
-    algo: str = "grpo",
+    algo: str | None = None,
     db: Database | None = None,
     progress: Path | None = None,
     callbacks: Sequence[Any] = (),
@@ -77,12 +78,13 @@ def train(
     Each phase (:data:`.progress.PHASES`) reports its progress and estimate to ``progress``
     (a progress.json, for the Models page) and to ``echo`` (a terminal)."""
     started = time.perf_counter()
-    phases = tuple(p for p in PHASES if not (kind == "rl" and p == "evaluating"))
+    spec = training_kind(kind)
+    phases = tuple(p for p in PHASES if not (spec.online and p == "evaluating"))
     tracker = RunProgress(progress, kind, echo, phases)
     db = db or open_database(settings)
     registry = open_registry(settings, db)
     parent = _parent(registry, kind, config)
-    reward_version = _reward_version(registry, config) if kind == "rl" else None
+    reward_version = _reward_version(registry, config) if spec.online else None
     before = registry.newest(kind)
     tracker.phase("loading", total=4, unit="parts", eta_s=_last_phase(before, "loading"))
 
@@ -95,7 +97,7 @@ def train(
         tracker.step(f"loading the model ({len(data.train)} training, {len(data.test)} held-out rows)")
         loaded = loaded or load_model(settings, purpose="training")
         tracker.step(f"fitting the rows to {getattr(config, 'max_length', None) or 'the'} tokens"
-                     if kind != "rl" else "reading the prompts")
+                     if not spec.online else "reading the prompts")
         data = defuse(data, loaded.tokenizer, staging / "data")
         data = fit(data, loaded.tokenizer, config, kind, staging / "data")
         for needed in filter(None, (parent, reward_version)):
@@ -118,10 +120,10 @@ def train(
         )
         args = trainer.args
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
-        if kind == "rl":  # each prompt is sampled num_generations times
+        if spec.online:  # each prompt is sampled num_generations times
             rows_per_step = max(1, rows_per_step // max(1, getattr(args, "num_generations", 1)))
         evaluated = 0  # the held-out rows the trainer kept (TRL may still drop some)
-        if kind != "rl" and data.test:
+        if not spec.online and data.test:
             evaluated = len(trainer.eval_dataset) if trainer.eval_dataset is not None else len(data.test)
         watcher = TrainingProgress(
             tracker, rows_per_step=rows_per_step, lengths=row_lengths(trainer.train_dataset),
@@ -142,7 +144,7 @@ def train(
                     eval_metrics = trainer.evaluate()
                 margin = margin_interval(kept, evaluated, args.per_device_eval_batch_size * max(1, args.world_size))
 
-        prepares = kind != "reward" and spec(settings.engine).prepare is not None
+        prepares = not spec.reward and engine_spec(settings.engine).prepare is not None
         tracker.phase("saving", total=4 if prepares else 3, unit="parts")
         history = trainer.state.log_history
         metrics = _metrics(output.metrics, eval_metrics, history)
@@ -161,9 +163,10 @@ def train(
         shutil.rmtree(staging / "adapter" / "ref", ignore_errors=True)  # TRL's frozen reference copy
         write_json(staging / "log_history.json", history)
         tracker.step("drawing the loss curve")
-        plot_curve(history, staging / "curve.png", f"{kind}{f' ({algo})' if kind == 'rl' else ''}")
+        plot_curve(history, staging / "curve.png", spec.title(algo))
         record = config_record(config)
-        record.update(algo=algo if kind == "rl" else None, reward_version=getattr(reward_version, "name", None))
+        record.update(algo=(algo or spec.default_algorithm) if len(spec.algorithms) > 1 else None,
+                      reward_version=getattr(reward_version, "name", None))
         tracker.step("registering the version")
         metrics["phase_seconds"] = tracker.seconds()
         metrics["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -227,7 +230,7 @@ def prepare_for_engine(settings: Settings, version: Version, loaded: LoadedModel
 
 # -- steps -------------------------------------------------------------------------------------
 def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
-    if kind == "reward":
+    if training_kind(kind).reward:
         if config.parent not in (None, BASE_VERSION):
             raise IncompatibleVersion(
                 "A reward model starts from the base model (it gets a new scalar head): "
@@ -236,7 +239,7 @@ def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
         return registry.get(BASE_VERSION)
     name = config.parent or registry.active()
     version = registry.get(name)  # VersionNotFound lists the known ones
-    if version.kind == "reward":
+    if version.kind == REWARD_KIND:
         raise IncompatibleVersion(
             f"{name} is a reward model: a chat version cannot be trained on top of it. "
             "Choose an sft, dpo, kto or rl version (or base) with --parent."
@@ -249,10 +252,10 @@ def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
 def _reward_version(registry: Registry, config: RunArgs) -> Version:
     if config.reward_version:
         version = registry.get(config.reward_version)
-        if version.kind != "reward":
+        if version.kind != REWARD_KIND:
             raise RewardModelMissing(f"{version.name} is a {version.kind} version, not a reward model.")
         return version
-    version = registry.newest("reward")
+    version = registry.newest(REWARD_KIND)
     if version is None:
         raise RewardModelMissing("Online RL needs a trained reward model to score the samples, "
                                  "and the registry has none.")
@@ -269,7 +272,7 @@ def _lora(config: RunArgs, task_type: str) -> LoraConfig:
 def _model(kind: str, loaded: LoadedModel, parent: Version,
            config: RunArgs) -> tuple[torch.nn.Module, LoraConfig | None]:
     """The model to train and, for a new adapter, the LoRA config TRL should wrap it with."""
-    if kind == "reward":
+    if training_kind(kind).reward:
         from alignment.reward_model import load_sequence_classifier
 
         return load_sequence_classifier(loaded), _lora(config, "SEQ_CLS")
@@ -290,7 +293,7 @@ def _rows(data: TrainingData, trainer: Trainer, metrics: dict[str, Any], kind: s
             return None
 
     trained = size(getattr(trainer, "train_dataset", None))
-    heldout = size(getattr(trainer, "eval_dataset", None)) if data.test and kind != "rl" else 0
+    heldout = size(getattr(trainer, "eval_dataset", None)) if data.test and not training_kind(kind).online else 0
     args = trainer.args
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
     rows = row_counts(data, len(data.train) if trained is None else trained, heldout,

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
-from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
+
+from alignment.training_kinds import training_kind
 
 if TYPE_CHECKING:
     import torch
@@ -43,26 +44,25 @@ def prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "prompt": list(messages[:-1]), "completion": [messages[-1]]}
 
 
-def build_trainer(kind: str, algo: str, model: torch.nn.Module, config: RunArgs, train: list[dict[str, Any]],
-                  test: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
+def build_trainer(kind: str, algo: str | None, model: torch.nn.Module, config: RunArgs,
+                  train: list[dict[str, Any]], test: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase,
                   peft_config: LoraConfig | None = None, reward_model: torch.nn.Module | None = None,
                   callbacks: Sequence[TrainerCallback] = ()) -> Trainer:
-    if kind == "sft":
+    """TRL's trainer for ``kind`` (:mod:`alignment.training_kinds` names it) on these rows."""
+    spec = training_kind(kind)
+    cls = spec.trl_class("Trainer", algo)
+    if spec.completion_only:
         train, test = [prompt_completion(r) for r in train], [prompt_completion(r) for r in test]
-    if kind == "kto" and config.train_sampling_strategy == "sequential":
+    if spec.ordered_by_length and config.train_sampling_strategy == "sequential":
         per_update = config.per_device_train_batch_size * config.gradient_accumulation_steps
         train = [train[i] for i in grouped_order([_text_length(r) for r in train], per_update, config.seed)]
     train_ds, test_ds = _datasets(train, test)
     common = dict(model=model, args=config, train_dataset=train_ds, eval_dataset=test_ds,
                   processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
-    if kind == "rl":
-        cls = GRPOTrainer if algo == "grpo" else RLOOTrainer
+    if spec.online:
         common.pop("eval_dataset")  # evaluated by `assistant eval`, against the reward model
         return cls(reward_funcs=[reward_model], reward_processing_classes=[tokenizer], **common)
-    classes = {"reward": RewardTrainer, "sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer}
-    if kind not in classes:
-        raise ValueError(f"unknown kind {kind!r}")
-    trainer = classes[kind](**common)
+    trainer = cls(**common)
     if config.train_sampling_strategy == "group_by_length":
         _add_lengths(trainer)
     return trainer

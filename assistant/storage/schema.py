@@ -339,10 +339,9 @@ class ModelVersion(Base):
     once, after its files are complete; its lineage, data and config never change."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (
-        CheckConstraint("kind IN ('sft', 'dpo', 'kto', 'rl', 'reward')", name="ck_version_kind"),
-        {"sqlite_autoincrement": True},
-    )
+    #: No CHECK on ``kind``: the kinds of training are the training code's table, and the
+    #: registry checks a kind's shape when it registers a version (migration 0013).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(CleanString(40), unique=True)

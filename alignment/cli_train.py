@@ -30,6 +30,7 @@ from assistant.versions import BASE_VERSION, REWARD_KIND
 if TYPE_CHECKING:
     from types import FrameType
 
+    from alignment.training import TrainResult
     from assistant.config import Settings
     from assistant.registry import GateReport, Registry
     from assistant.storage import Database
@@ -135,13 +136,22 @@ def _run(kind: str, options: dict, algo: str | None = None) -> str | None:
         raise
     if result.version is None:  # a non-main process of a distributed run
         return None
-    v, m = result.version, result.metrics
+    v = result.version
     if run_dir:
         runs.finish(run_dir, "done", version=v.name)
+    _report(result, spec.title(algo))
+    if not spec.reward and not options_grounded(overrides):
+        click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
+    return v.name
+
+
+def _report(result: TrainResult, title: str) -> None:
+    """What a run registered, on what, how it learned and how long it took."""
     from alignment.training.data import describe_counts
 
+    v, m = result.version, result.metrics
     rows = m.get("rows") or {}
-    click.echo(f"Registered {v.name}: {spec.title(algo)} from {v.parent}, "
+    click.echo(f"Registered {v.name}: {title} from {v.parent}, "
                f"{m.get('steps')} steps in {result.seconds:.0f} s on "
                f"{rows.get('train_used', v.data['train_rows'])} rows "
                f"(data sha256 {v.data['sha256'][:12]}).")
@@ -165,9 +175,6 @@ def _run(kind: str, options: dict, algo: str | None = None) -> str | None:
         click.echo(f"  {m['trained_tokens_per_s']:.0f} trained tokens/s; "
                    f"{m['padding_share']:.0%} of the batches' tokens were padding")
     click.echo(f"  curve: {v.curve}")
-    if not spec.reward and not options_grounded(overrides):
-        click.echo(f"Next: `assistant eval {v.name}`, then `assistant models activate {v.name}`.")
-    return v.name
 
 
 def options_grounded(overrides: dict) -> bool:

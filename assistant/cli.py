@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from assistant.words import clean_text
 if TYPE_CHECKING:
     from assistant.bootstrap import Library
     from assistant.chat import ChatService, Reply
+    from assistant.generation import GenerationParams
     from assistant.storage import StoredMessage
     from assistant.storage.conversations import SourceRecord
 
@@ -172,63 +174,72 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
     click.echo(f"{describe(service.generator)}. Type /help for commands.", err=True)
     setup = setup_of(service.generator)
     click.echo(f"Engine: {setup + '; ' if setup else ''}CPU: {cpu_info().line()}", err=True)
+    session = _TerminalChat(service, params, conversation_id)
     if conversation_id is not None:
         conv = service.store.get_conversation(conversation_id)
         click.echo(f"Continuing #{conv.id}: {conv.title}", err=True)
         _print_history(service, conv.id)
-
-    last_answer_id: int | None = None
     while True:
         try:
             line = input("you> ")
-        except EOFError:
-            click.echo()
-            return
-        except KeyboardInterrupt:
+        except (EOFError, KeyboardInterrupt):
             click.echo()
             return
         except UnicodeDecodeError as err:
             click.echo(f"Error: that line is not valid text ({err.encoding}: {err.reason}); "
                        "type it again.", err=True)
             continue
-        line = clean_text(line)  # invalid UTF-8 let through by surrogateescape
-        cmd, _, arg = line.strip().partition(" ")
         try:
-            if cmd in ("/quit", "/exit"):
+            if not session.handle(clean_text(line)):  # invalid UTF-8 let through by surrogateescape
                 return
-            if cmd == "/help":
-                click.echo(HELP_IN_CHAT)
-            elif cmd == "/new":
-                conversation_id, last_answer_id = None, None
-                click.echo("New conversation.")
-            elif cmd == "/list":
-                for c in service.store.list_conversations(chats_only=True):
-                    click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
-            elif cmd == "/open":
-                if not arg.strip().isdigit():
-                    click.echo("Usage: /open ID, a conversation number (/list shows them).", err=True)
-                    continue
-                conv = service.store.get_conversation(int(arg))
-                conversation_id, last_answer_id = conv.id, None
-                _print_history(service, conv.id)
-            elif cmd in ("/up", "/down"):
-                if last_answer_id is None:
-                    click.echo("Nothing to rate yet.")
-                else:
-                    service.store.rate(last_answer_id, 1 if cmd == "/up" else -1, arg or None)
-                    click.echo("Rating saved.")
-            elif cmd == "/continue":
-                if last_answer_id is None:
-                    click.echo("Nothing to continue yet.")
-                else:
-                    _print_reply(service.continue_answer(last_answer_id), "assistant (continued)> ")
-            else:
-                reply = service.send(conversation_id, line, params)
-                conversation_id = reply.conversation_id
-                if (message := _print_reply(reply)) is not None:
-                    last_answer_id = message.id
         except AssistantError as err:
             click.echo(f"Error: {err}", err=True)
+
+
+@dataclass
+class _TerminalChat:
+    """The terminal chat's state between lines: the conversation and the last answer
+    (what /up, /down and /continue act on)."""
+
+    service: ChatService
+    params: GenerationParams
+    conversation_id: int | None = None
+    last_answer_id: int | None = None
+
+    def handle(self, line: str) -> bool:
+        """Act on one line (a command or a message); False: the user quits."""
+        service = self.service
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd in ("/quit", "/exit"):
+            return False
+        if cmd == "/help":
+            click.echo(HELP_IN_CHAT)
+        elif cmd == "/new":
+            self.conversation_id, self.last_answer_id = None, None
+            click.echo("New conversation.")
+        elif cmd == "/list":
+            for c in service.store.list_conversations(chats_only=True):
+                click.echo(f"#{c.id:<5} {c.updated_at:%Y-%m-%d %H:%M}  {c.title}")
+        elif cmd == "/open":
+            if not arg.strip().isdigit():
+                click.echo("Usage: /open ID, a conversation number (/list shows them).", err=True)
+                return True
+            conv = service.store.get_conversation(int(arg))
+            self.conversation_id, self.last_answer_id = conv.id, None
+            _print_history(service, conv.id)
+        elif cmd in ("/up", "/down", "/continue") and self.last_answer_id is None:
+            click.echo("Nothing to continue yet." if cmd == "/continue" else "Nothing to rate yet.")
+        elif cmd in ("/up", "/down"):
+            service.store.rate(self.last_answer_id, 1 if cmd == "/up" else -1, arg or None)
+            click.echo("Rating saved.")
+        elif cmd == "/continue":
+            _print_reply(service.continue_answer(self.last_answer_id), "assistant (continued)> ")
+        else:
+            reply = service.send(self.conversation_id, line, self.params)
+            self.conversation_id = reply.conversation_id
+            if (message := _print_reply(reply)) is not None:
+                self.last_answer_id = message.id
+        return True
 
 
 # -- documents ---------------------------------------------------------------------------------

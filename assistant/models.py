@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
@@ -234,53 +234,7 @@ def load_model(settings: Settings, purpose: str = "inference") -> LoadedModel:
             f"ASSISTANT_DTYPE={settings.dtype} on a CPU without native bf16 ({cpu_info().line()}): "
             "answers will be many times slower than in float32. Unset it (auto picks float32 "
             "here) unless you are measuring this.")
-    spec = settings.model
-
-    if spec == EMBEDDED_MODEL:
-        gguf = embedded_gguf()
-        model, tokenizer, source = _load_gguf(gguf, settings, dtype, device, notices)
-        model_id = f"{EMBEDDED_NAME} (embedded {EMBEDDED_FILE})"
-        path = cache_dir_for(gguf, settings.resolved_model_cache_dir)
-    else:
-        path = Path(spec).expanduser()
-        model_id = spec
-        if path.is_file() and path.suffix == ".gguf":
-            model, tokenizer, source = _load_gguf(path, settings, dtype, device, notices)
-            path = cache_dir_for(path, settings.resolved_model_cache_dir)
-        elif path.exists():
-            if not (path / "config.json").is_file():
-                raise ModelNotFound(
-                    f"{path} has no config.json: ASSISTANT_MODEL must point at a "
-                    "transformers checkpoint folder (config.json, weights, tokenizer) "
-                    "or at a .gguf file."
-                )
-            try:
-                model, tokenizer = _load_checkpoint(path, dtype, device)
-            except Exception as err:
-                raise CorruptCheckpoint(
-                    f"Could not load the model at {path}: {type(err).__name__}: "
-                    f"{str(err)[:300]}. The checkpoint looks incomplete or corrupt; "
-                    "copy it again or point ASSISTANT_MODEL elsewhere."
-                ) from err
-            source = "path"
-        elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
-            try:
-                AutoConfig.from_pretrained(spec)
-                model, tokenizer = _load_checkpoint(spec, dtype, device)
-            except OSError as err:
-                raise ModelNotFound(
-                    f"Model '{spec}' is not a local path and could not be fetched from the "
-                    f"hub ({str(err)[:200]}). Without network, download it elsewhere and "
-                    "set ASSISTANT_MODEL to its folder, or use ASSISTANT_MODEL=embedded."
-                ) from err
-            source = "hub"
-            path = spec
-        else:
-            raise ModelNotFound(
-                f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint "
-                "folder, a .gguf file, a hub id, or 'embedded' (the default)."
-            )
-
+    model, tokenizer, model_id, source, path = _load_weights(settings, dtype, device, notices)
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -300,3 +254,50 @@ def load_model(settings: Settings, purpose: str = "inference") -> LoadedModel:
         model_id, source, device, dtype, dtype_reason, loaded.load_seconds,
     )
     return loaded
+
+
+def _load_weights(settings: Settings, dtype: torch.dtype, device: torch.device,
+                  notices: list[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, str, Path | str]:
+    """The model ``settings.model`` names (embedded, a .gguf file, a checkpoint folder, a hub
+    id), its tokenizer, its id, where it came from and its folder (or hub id)."""
+    spec = settings.model
+    if spec == EMBEDDED_MODEL:
+        gguf = embedded_gguf()
+        model, tokenizer, source = _load_gguf(gguf, settings, dtype, device, notices)
+        return (model, tokenizer, f"{EMBEDDED_NAME} (embedded {EMBEDDED_FILE})", source,
+                cache_dir_for(gguf, settings.resolved_model_cache_dir))
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        model, tokenizer, source = _load_gguf(path, settings, dtype, device, notices)
+        return model, tokenizer, spec, source, cache_dir_for(path, settings.resolved_model_cache_dir)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"{path} has no config.json: ASSISTANT_MODEL must point at a "
+                "transformers checkpoint folder (config.json, weights, tokenizer) "
+                "or at a .gguf file."
+            )
+        try:
+            model, tokenizer = _load_checkpoint(path, dtype, device)
+        except Exception as err:
+            raise CorruptCheckpoint(
+                f"Could not load the model at {path}: {type(err).__name__}: "
+                f"{str(err)[:300]}. The checkpoint looks incomplete or corrupt; "
+                "copy it again or point ASSISTANT_MODEL elsewhere."
+            ) from err
+        return model, tokenizer, spec, "path", path
+    if _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+        try:
+            AutoConfig.from_pretrained(spec)
+            model, tokenizer = _load_checkpoint(spec, dtype, device)
+        except OSError as err:
+            raise ModelNotFound(
+                f"Model '{spec}' is not a local path and could not be fetched from the "
+                f"hub ({str(err)[:200]}). Without network, download it elsewhere and "
+                "set ASSISTANT_MODEL to its folder, or use ASSISTANT_MODEL=embedded."
+            ) from err
+        return model, tokenizer, spec, "hub", spec
+    raise ModelNotFound(
+        f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint "
+        "folder, a .gguf file, a hub id, or 'embedded' (the default)."
+    )

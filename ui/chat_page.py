@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -85,25 +85,49 @@ def _conversation(
     _settle_pending_reply()
     if EDIT_ERROR in st.session_state:
         st.error(st.session_state.pop(EDIT_ERROR))
+    current, every, comparisons = _load_conversation(service)
+    _show_history(service, every, comparisons)
+    if PAIR_ERROR in st.session_state:
+        st.error(st.session_state.pop(PAIR_ERROR), icon=":material/error:")
+    _answer_requested(service, params)
+    submitted = _chat_input(service)
+    if submitted is None:
+        return
+    prompt = submitted if isinstance(submitted, str) else submitted.text
+    files = [] if isinstance(submitted, str) else list(submitted.files)
+    if files:
+        with st.chat_message("user"):
+            st.caption("Attached: " + ", ".join(plain(f.name) for f in files))
+            ingest_uploads(resources.library(), files)
+        if not prompt.strip():
+            return
+    _send(service, current, prompt, params, documents)
+
+
+def _load_conversation(service: ChatService) -> tuple[int | None, dict[int, StoredMessage], dict]:
+    """The open conversation's id, every message of it (also inactive ones: a regenerated
+    answer's siblings) and its compare-mode pairs; none when it is gone."""
     current = st.session_state.get(CONV)
-    messages: list[StoredMessage] = []
     every: dict[int, StoredMessage] = {}
     comparisons: dict = {}
     if current is not None:
         try:
             every = {m.id: m for m in service.store.messages(current, include_inactive=True)}
-            messages = [m for m in every.values() if m.active]
             comparisons = service.comparisons.for_conversation(current)
         except ConversationNotFound:
             st.session_state[CONV] = current = None
         except AssistantError as err:
             st.error(str(err))
+    return current, every, comparisons
+
+
+def _show_history(service: ChatService, every: dict[int, StoredMessage], comparisons: dict) -> None:
+    messages = [m for m in every.values() if m.active]
     if not messages:
         # Material icons, not emoji: browsers without an emoji font showed empty boxes.
         st.title(":material/forum: Assistant")
         st.caption("Ask anything. Answers stream from the local model; rate them with "
                    ":material/thumb_up: / :material/thumb_down:.")
-
     for m in messages:
         pending = comparisons.get(m.reply_to_id) if m.role == "assistant" else None
         if pending is not None and pending.vote is None:
@@ -118,26 +142,27 @@ def _conversation(
             else:
                 st.markdown(safe_markdown(m.content))
 
-    if PAIR_ERROR in st.session_state:
-        st.error(st.session_state.pop(PAIR_ERROR), icon=":material/error:")
+
+def _answer_requested(service: ChatService, params: GenerationParams) -> None:
+    """An answer a button asked for on the last run: regenerate, or continue (with the
+    answer's own settings: it goes on as it started)."""
     regenerate = st.session_state.pop(REGENERATE, None)
-    if regenerate is not None:
-        try:
-            reply = service.regenerate(regenerate, params)
-        except AssistantError as err:
-            st.error(str(err))
-        else:
-            _stream(reply)
     go_on = st.session_state.pop(CONTINUE, None)
-    if go_on is not None:
+    for wanted, start in ((regenerate, lambda: service.regenerate(regenerate, params)),
+                          (go_on, lambda: service.continue_answer(go_on))):
+        if wanted is None:
+            continue
         try:
-            # With the answer's own settings: it goes on as it started.
-            reply = service.continue_answer(go_on)
+            reply = start()
         except AssistantError as err:
             st.error(str(err))
         else:
             _stream(reply)
 
+
+def _chat_input(service: ChatService) -> Any:
+    """The message box (with the attach button for those who may upload); a message
+    refused on the last run is put back in it, with the reason beside it."""
     attach = login.may("upload")  # attached files join the shared library: admins only
     refused = st.session_state.pop(REFUSED, None)
     if refused is not None:
@@ -146,7 +171,7 @@ def _conversation(
         text, reason = refused
         st.session_state["chat_input"] = text
         st.error(f"{reason} Your message is back in the box below.", icon=":material/error:")
-    submitted = st.chat_input(
+    return st.chat_input(
         # Short enough to show whole at phone width; the attach button is a "+", not a clip.
         "Ask anything; + attaches documents" if attach else "Ask anything",
         key="chat_input",
@@ -157,19 +182,14 @@ def _conversation(
         file_type=sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES),
         submit_mode="disable",
     )
-    if submitted is None:
-        return
-    prompt = submitted if isinstance(submitted, str) else submitted.text
-    files = [] if isinstance(submitted, str) else list(submitted.files)
-    if files:
-        with st.chat_message("user"):
-            st.caption("Attached: " + ", ".join(plain(f.name) for f in files))
-            ingest_uploads(resources.library(), files)
-        if not prompt.strip():
-            return
+
+
+def _send(service: ChatService, current: int | None, prompt: str, params: GenerationParams,
+          documents: DocumentChoice) -> None:
+    """The question shown at once, and its answer streamed (two in compare mode); the
+    answer's bubble says what happens before the first word (searching the documents, then
+    reading the sources and the question). A refused message goes back into the box."""
     compare = st.session_state.get("compare_mode", False)
-    # The question shows at once, and the answer's bubble says what happens before the
-    # first word (searching the documents, then reading the sources and the question).
     question, answer = st.empty(), st.empty()
     with question.container(), st.chat_message("user"):
         st.markdown(safe_markdown(prompt))

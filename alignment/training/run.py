@@ -31,7 +31,7 @@ from alignment.training.heldout import batch_values, margin_interval
 from alignment.training.lm_head import labelled_positions_only
 from alignment.training.progress import PHASES, RunProgress, TrainingProgress, plot_curve, write_json
 from alignment.training.trainers import build_trainer, row_lengths
-from alignment.training_kinds import training_kind
+from alignment.training_kinds import TrainingKind, training_kind
 from assistant.bootstrap import open_database, open_registry
 from assistant.engines.registry import spec as engine_spec
 from assistant.config import Settings
@@ -85,37 +85,93 @@ def train(
     registry = open_registry(settings, db)
     parent = _parent(registry, kind, config)
     reward_version = _reward_version(registry, config) if spec.online else None
-    before = registry.newest(kind)
-    tracker.phase("loading", total=4, unit="parts", eta_s=_last_phase(before, "loading"))
-
-    staging = registry.staging_dir()
+    # The staging folder once the run can start: a refusal above leaves nothing behind.
+    run = _Run(settings, spec, algo, config, tracker, registry, registry.staging_dir(), started,
+               parent, reward_version)
+    tracker.phase("loading", total=4, unit="parts", eta_s=_last_phase(registry.newest(kind), "loading"))
     try:
+        data, loaded = run.load_data(db, loaded)
+        trainer, watcher, evaluated = run.build(data, loaded, callbacks)
+        with _out_of_memory_is_a_message(loaded, config), labelled_positions_only():
+            output = trainer.train()
+            eval_metrics, margin = run.evaluate(trainer, watcher, evaluated)
+        prepares = not spec.reward and engine_spec(settings.engine).prepare is not None
+        tracker.phase("saving", total=4 if prepares else 3, unit="parts")
+        metrics = _metrics(output.metrics, eval_metrics, trainer.state.log_history) | margin
+        rows = _rows(data, trainer, metrics, kind, config)
+        metrics["rows"] = data.record["rows"] = rows
+        metrics.update(_pace(tracker, watcher, metrics, watcher.rows_per_step, rows))
+        for line in describe_counts(rows):
+            log.info("%s", line)
+        version = run.save(trainer, data, loaded, metrics)
+    except BaseException:
+        shutil.rmtree(run.staging, ignore_errors=True)
+        raise
+    history = trainer.state.log_history
+    if version is None:  # a non-main process of a distributed run
+        return TrainResult(None, metrics, history, time.perf_counter() - started, trainer)
+    if prepares:
+        tracker.step(f"preparing the adapter for the {settings.engine} engine")
+        prepare_for_engine(settings, version, loaded)
+    tracker.end()
+    seconds = time.perf_counter() - started
+    log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, run.parent.name, seconds)
+    return TrainResult(version, metrics, history, seconds, trainer, tracker.seconds())
+
+
+@dataclass
+class _Run:
+    """One run's state, through its phases: the data and the model (loading), the trainer,
+    the held-out evaluation, the files and the registration (saving)."""
+
+    settings: Settings
+    spec: TrainingKind
+    algo: str | None
+    config: RunArgs
+    tracker: RunProgress
+    registry: Registry
+    staging: Path
+    started: float
+    parent: Version
+    reward_version: Version | None
+
+    def load_data(self, db: Database, loaded: LoadedModel | None) -> tuple[TrainingData, LoadedModel]:
+        """The rows (exported, defused, fitted) and the base model, checked against the
+        parent's and the reward model's base."""
+        tracker, config, folder = self.tracker, self.config, self.staging / "data"
         tracker.step("exporting the feedback")
-        data = prepare(db, kind, config, staging / "data")
+        data = prepare(db, self.spec.name, config, folder)
         if not data.test:  # nothing held out (or --eval-rows 0): no evaluation phase
             tracker.phases = tuple(p for p in tracker.phases if p != "evaluating")
         tracker.step(f"loading the model ({len(data.train)} training, {len(data.test)} held-out rows)")
-        loaded = loaded or load_model(settings, purpose="training")
+        loaded = loaded or load_model(self.settings, purpose="training")
         tracker.step(f"fitting the rows to {getattr(config, 'max_length', None) or 'the'} tokens"
-                     if not spec.online else "reading the prompts")
-        data = defuse(data, loaded.tokenizer, staging / "data")
-        data = fit(data, loaded.tokenizer, config, kind, staging / "data")
-        for needed in filter(None, (parent, reward_version)):
+                     if not self.spec.online else "reading the prompts")
+        data = defuse(data, loaded.tokenizer, folder)
+        data = fit(data, loaded.tokenizer, config, self.spec.name, folder)
+        for needed in filter(None, (self.parent, self.reward_version)):
             if not needed.is_base and needed.base_fingerprint != loaded.fingerprint:
                 raise IncompatibleVersion(
                     f"{needed.name} was trained on another base model ({needed.base_model}); "
                     f"the configured base is {loaded.model_id}. Set ASSISTANT_MODEL to that "
                     "model, or start from --parent base."
                 )
-        model, peft_config = _model(kind, loaded, parent, config)
+        return data, loaded
+
+    def build(self, data: TrainingData, loaded: LoadedModel,
+              callbacks: Sequence[Any]) -> tuple[Trainer, TrainingProgress, int]:
+        """The TRL trainer with the progress watcher first among its callbacks, and the
+        held-out rows it will evaluate."""
+        spec, config = self.spec, self.config
+        model, peft_config = _model(spec.name, loaded, self.parent, config)
         reward_model = None
-        if reward_version is not None:
+        if self.reward_version is not None:
             from alignment.reward_model import load_reward_model
 
-            reward_model = load_reward_model(loaded, reward_version).model
-        tracker.step("preparing the trainer (TRL tokenizes the rows)")
+            reward_model = load_reward_model(loaded, self.reward_version).model
+        self.tracker.step("preparing the trainer (TRL tokenizes the rows)")
         trainer = build_trainer(
-            kind, algo, model, config, data.train, data.test, loaded.tokenizer,
+            spec.name, self.algo, model, config, data.train, data.test, loaded.tokenizer,
             peft_config=peft_config, reward_model=reward_model, callbacks=list(callbacks),
         )
         args = trainer.args
@@ -126,65 +182,54 @@ def train(
         if not spec.online and data.test:
             evaluated = len(trainer.eval_dataset) if trainer.eval_dataset is not None else len(data.test)
         watcher = TrainingProgress(
-            tracker, rows_per_step=rows_per_step, lengths=row_lengths(trainer.train_dataset),
+            self.tracker, rows_per_step=rows_per_step, lengths=row_lengths(trainer.train_dataset),
             grouped=args.train_sampling_strategy == "group_by_length", eval_rows=evaluated,
             max_length=getattr(config, "max_length", None), rows=len(data.train))
         trainer.add_callback(watcher)
         trainer.callback_handler.callbacks.remove(watcher)  # first: the others see its counts
         trainer.callback_handler.callbacks.insert(0, watcher)
-        with _out_of_memory_is_a_message(loaded, config), labelled_positions_only():
-            output = trainer.train()
-            eval_metrics, margin = {}, {}
-            if evaluated:
-                batches = len(trainer.get_eval_dataloader())
-                eta = watcher.estimate.eval_s if watcher.estimate else None
-                tracker.phase("evaluating", f"{_count(evaluated, 'held-out row')} in {_count(batches, 'batch')}",
-                              total=batches, unit="batches", eta_s=eta)
-                with batch_values(trainer) as kept:
-                    eval_metrics = trainer.evaluate()
-                margin = margin_interval(kept, evaluated, args.per_device_eval_batch_size * max(1, args.world_size))
+        return trainer, watcher, evaluated
 
-        prepares = not spec.reward and engine_spec(settings.engine).prepare is not None
-        tracker.phase("saving", total=4 if prepares else 3, unit="parts")
+    def evaluate(self, trainer: Trainer, watcher: TrainingProgress,
+                 evaluated: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The held-out metrics and the reward margin's interval (empty: nothing held out)."""
+        if not evaluated:
+            return {}, {}
+        batches = len(trainer.get_eval_dataloader())
+        eta = watcher.estimate.eval_s if watcher.estimate else None
+        self.tracker.phase("evaluating", f"{_count(evaluated, 'held-out row')} in {_count(batches, 'batch')}",
+                           total=batches, unit="batches", eta_s=eta)
+        with batch_values(trainer) as kept:
+            eval_metrics = trainer.evaluate()
+        args = trainer.args
+        return eval_metrics, margin_interval(kept, evaluated, args.per_device_eval_batch_size * max(1, args.world_size))
+
+    def save(self, trainer: Trainer, data: TrainingData, loaded: LoadedModel,
+             metrics: dict[str, Any]) -> Version | None:
+        """The adapter, its log and curve, registered as a version (None on a process of a
+        distributed run other than the main one, which registers)."""
+        tracker, staging, spec = self.tracker, self.staging, self.spec
         history = trainer.state.log_history
-        metrics = _metrics(output.metrics, eval_metrics, history)
-        metrics.update(margin)
-        rows = _rows(data, trainer, metrics, kind, config)
-        metrics["rows"] = rows
-        data.record["rows"] = rows
-        metrics.update(_pace(tracker, watcher, metrics, rows_per_step, rows))
-        for line in describe_counts(rows):
-            log.info("%s", line)
         tracker.step("saving the adapter")
         trainer.save_model(str(staging / "adapter"))  # on every process: ZeRO-3 gathers here
         if not trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)  # only the main process registers
-            return TrainResult(None, metrics, history, time.perf_counter() - started, trainer)
+            return None
         shutil.rmtree(staging / "adapter" / "ref", ignore_errors=True)  # TRL's frozen reference copy
         write_json(staging / "log_history.json", history)
         tracker.step("drawing the loss curve")
-        plot_curve(history, staging / "curve.png", spec.title(algo))
-        record = config_record(config)
-        record.update(algo=(algo or spec.default_algorithm) if len(spec.algorithms) > 1 else None,
-                      reward_version=getattr(reward_version, "name", None))
+        plot_curve(history, staging / "curve.png", spec.title(self.algo))
+        record = config_record(self.config)
+        record.update(algo=(self.algo or spec.default_algorithm) if len(spec.algorithms) > 1 else None,
+                      reward_version=getattr(self.reward_version, "name", None))
         tracker.step("registering the version")
         metrics["phase_seconds"] = tracker.seconds()
-        metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-        version = registry.register(
-            staging, kind=kind, base_model=loaded.model_id, base_fingerprint=loaded.fingerprint,
-            parent=parent.name, data=data.record, config=json.loads(json.dumps(record, default=str)),
+        metrics["total_seconds"] = round(time.perf_counter() - self.started, 1)
+        return self.registry.register(
+            staging, kind=spec.name, base_model=loaded.model_id, base_fingerprint=loaded.fingerprint,
+            parent=self.parent.name, data=data.record, config=json.loads(json.dumps(record, default=str)),
             metrics=metrics,
         )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if prepares:
-        tracker.step(f"preparing the adapter for the {settings.engine} engine")
-        prepare_for_engine(settings, version, loaded)
-    tracker.end()
-    seconds = time.perf_counter() - started
-    log.info("Registered %s (%s from %s) in %.0f s", version.name, kind, parent.name, seconds)
-    return TrainResult(version, metrics, history, seconds, trainer, tracker.seconds())
 
 
 def _count(n: int, noun: str) -> str:

@@ -21,14 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from alignment.errors import ImportFileError
 from assistant.prompting import Turn
-from assistant.storage.conversations import DEFAULT_TITLE, title_from
 from assistant.storage.db import Database
-from assistant.storage.schema import Choice, Conversation, Message
+from assistant.storage.examples import ChosenThread, ExampleStore, Provenance
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +128,7 @@ def line_hash(line: str) -> str:
 
 
 def _stored_hashes(db: Database) -> set[str]:
-    with db.read() as s:
-        sources = s.scalars(
-            select(Conversation.source).where(Conversation.source.like(f"{HH_SOURCE}:%"))
-        )
-        return {src.rsplit(":", 1)[-1] for src in sources}
+    return {src.rsplit(":", 1)[-1] for src in ExampleStore(db).sources(f"{HH_SOURCE}:")}
 
 
 def _read_lines(path: Path) -> list[bytes]:
@@ -196,42 +190,13 @@ def import_hh_rlhf(db: Database, path: str | Path, batch_size: int = BATCH_SIZE)
     return report
 
 
-def _answer(conversation: Conversation, text: str, active: bool = True) -> Message:
-    # The provenance columns of an imported answer: no model of ours produced it.
-    return Message(
-        conversation=conversation, role="assistant", content=text, active=active,
-        model_id=HH_MODEL_ID, model_version=HH_MODEL_VERSION, params={},
-        prompt_tokens=0, completion_tokens=0, latency_ms=0.0, ttft_ms=None,
-    )
-
-
 def _write_batch(db: Database, batch: list[tuple[str, HHPair]]) -> int:
-    """One transaction: every conversation of the batch, or none of them."""
-    with db.write() as s:
-        # Messages are added in turn order and inserted in that order, so their ids give
-        # the thread order (what ConversationStore.messages relies on). reply_to_id and the
-        # choice need those ids: a second flush fills them in.
-        threads: list[tuple[list[Message], Message, Message]] = []
-        for source, pair in batch:
-            conv = Conversation(title=title_from(pair.prompt[0].content) or DEFAULT_TITLE, source=source)
-            s.add(conv)
-            msgs = [
-                Message(conversation=conv, role="user", content=t.content) if t.role == "user"
-                else _answer(conv, t.content)
-                for t in pair.prompt
-            ]
-            chosen = _answer(conv, pair.chosen)
-            rejected = _answer(conv, pair.rejected, active=False)
-            s.add_all([*msgs, chosen, rejected])
-            threads.append((msgs, chosen, rejected))
-        s.flush()
-        for msgs, chosen, rejected in threads:
-            question = None
-            for m in msgs:
-                if m.role == "user":
-                    question = m
-                else:
-                    m.reply_to_id = question.id if question is not None else None
-            chosen.reply_to_id = rejected.reply_to_id = msgs[-1].id
-            s.add(Choice(question_id=msgs[-1].id, chosen_id=chosen.id))
-    return len(batch)
+    """One transaction: every conversation of the batch, or none of them. Every answer
+    carries the provenance of an import (no model of ours produced it)."""
+    provenance = Provenance(HH_MODEL_ID, HH_MODEL_VERSION, {}, prompt_tokens=0,
+                            completion_tokens=0, latency_ms=0.0)
+    return ExampleStore(db).add_threads([
+        ChosenThread(source, tuple((t.role, t.content) for t in pair.prompt), pair.chosen,
+                     provenance, rejected=pair.rejected)
+        for source, pair in batch
+    ])

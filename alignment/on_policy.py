@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import aliased
 from tqdm import tqdm
 
 from alignment.grounded import Verdict, cited, judge
@@ -31,8 +29,8 @@ from assistant.messages import Messages
 from assistant.prompting import build_messages
 from assistant.storage.conversations import SourceRecord
 from assistant.storage.db import Database
+from assistant.storage.examples import Answered, ExampleStore, Provenance, Rejected
 from assistant.storage.origins import GROUNDED_PREFIXES
-from assistant.storage.schema import Choice, Conversation, Message, MessageSource
 
 if TYPE_CHECKING:
     from assistant.config import Settings
@@ -67,37 +65,16 @@ class StoredExample:
 def grounded_examples(db: Database) -> list[StoredExample]:
     """Every grounded example in the database (the chosen answer of a grounded
     conversation that carries ``params["grounded"]``), oldest first."""
-    q, a = aliased(Message), aliased(Message)
-    grounded = [Conversation.source.like(f"{p}%") for p in GROUNDED_PREFIXES]
-    with db.read() as s:
-        rows = s.execute(
-            select(Conversation.id, q.id, q.content, a.id, a.content, a.params)
-            .join(q, q.conversation_id == Conversation.id)
-            .join(Choice, Choice.question_id == q.id)
-            .join(a, a.id == Choice.chosen_id)
-            .where(or_(*grounded))
-            .order_by(Conversation.id, Choice.id)
-        ).all()
-        ids = [r[3] for r in rows]
-        sources: dict[int, list[SourceRecord]] = {}
-        for i in range(0, len(ids), 500):
-            for row in s.execute(
-                select(MessageSource.message_id, MessageSource.rank, MessageSource.chunk_id,
-                       MessageSource.document_name, MessageSource.location, MessageSource.text,
-                       MessageSource.score)
-                .where(MessageSource.message_id.in_(ids[i:i + 500]))
-                .order_by(MessageSource.message_id, MessageSource.rank)
-            ):
-                sources.setdefault(row[0], []).append(SourceRecord(*row[1:]))
     out: dict[int, StoredExample] = {}  # the newest choice of a question counts
-    for conv, qid, question, aid, reference, params in rows:
-        params = params or {}
+    for row in ExampleStore(db).chosen_answers(GROUNDED_PREFIXES):
+        params = row.params or {}
         g = params.get("grounded")
         if not isinstance(g, dict):
             continue
         answers = tuple(g.get("answers") or ()) if g.get("gold_source") is not None else ()
-        out[qid] = StoredExample(conv, qid, aid, question, reference, params.get("system_prompt") or "",
-                                 tuple(sources.get(aid, ())), answers, dict(params.get("on_policy") or {}))
+        out[row.question_id] = StoredExample(
+            row.conversation_id, row.question_id, row.answer_id, row.question, row.answer,
+            params.get("system_prompt") or "", row.sources, answers, dict(params.get("on_policy") or {}))
     return list(out.values())
 
 
@@ -158,42 +135,39 @@ def collect(db: Database, answer: AnswerFn, version: str, model_id: str, engine:
 def _store(db: Database, batch: list[StoredExample], said: list[str], version: str, model_id: str,
            engine: str, max_new_tokens: int, report: OnPolicyReport) -> None:
     """One transaction per batch: its pairs and the marks that it was answered."""
-    with db.write() as s:
-        for example, text in zip(batch, said, strict=True):
-            texts = [src.text for src in example.sources]
-            verdict = judge(text, example.answers, texts)
-            why = reason(verdict, not example.answers)
-            report.answered += 1
-            reference = s.get(Message, example.answer_id)
-            if reference is None:  # deleted meanwhile (the Feedback page)
-                continue
-            if why is None:
-                report.kept += 1
-            else:
-                report.rejected += 1
-                report.reasons[why] = report.reasons.get(why, 0) + 1
-                alternative = Message(
-                    conversation_id=example.conversation_id, role="assistant", content=text,
-                    reply_to_id=example.question_id, active=False, model_id=model_id,
-                    model_version=version, engine=engine,
-                    params={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
-                            "repetition_penalty": report.repetition_penalty,
-                            "system_prompt": example.system_prompt,
-                            "on_policy": {"rejected": why}},
-                )
-                s.add(alternative)
-                s.flush()
-                numbers = cited(text, len(texts))
-                s.add_all(
-                    MessageSource(message_id=alternative.id, rank=src.rank, chunk_id=src.chunk_id,
-                                  document_name=src.document_name, location=src.location,
-                                  text=src.text, score=src.score, cited=src.rank in numbers)
-                    for src in example.sources
-                )
-            params: dict[str, Any] = dict(reference.params or {})
-            params["on_policy"] = {**(params.get("on_policy") or {}),
-                                   version: "kept" if why is None else "rejected"}
-            reference.params = params  # a new dict: JSON columns track assignment, not mutation
+    answered: list[Answered] = []
+    reasons: dict[int, str | None] = {}
+    for example, text in zip(batch, said, strict=True):
+        verdict = judge(text, example.answers, [src.text for src in example.sources])
+        why = reasons[example.answer_id] = reason(verdict, not example.answers)
+        answered.append(Answered(example.conversation_id, example.question_id, example.answer_id,
+                                 None if why is None else _rejected(example, text, why, version, model_id,
+                                                                    engine, max_new_tokens, report)))
+    found = ExampleStore(db).record_answered(version, answered)
+    report.answered += len(batch)
+    for example in batch:
+        if example.answer_id not in found:  # deleted meanwhile (the Feedback page)
+            continue
+        why = reasons[example.answer_id]
+        if why is None:
+            report.kept += 1
+        else:
+            report.rejected += 1
+            report.reasons[why] = report.reasons.get(why, 0) + 1
+
+
+def _rejected(example: StoredExample, text: str, why: str, version: str, model_id: str, engine: str,
+              max_new_tokens: int, report: OnPolicyReport) -> Rejected:
+    """The bad answer as stored: a hidden alternative of the question, with how it was made
+    and the sources it was shown (those it cites marked)."""
+    numbers = cited(text, len(example.sources))
+    params: dict[str, Any] = {
+        "temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
+        "repetition_penalty": report.repetition_penalty, "system_prompt": example.system_prompt,
+        "on_policy": {"rejected": why},
+    }
+    return Rejected(text, Provenance(model_id, version, params, engine=engine),
+                    tuple(replace(src, cited=src.rank in numbers) for src in example.sources))
 
 
 def run(settings: Settings, db: Database, *, version: str | None = None, limit: int | None = None,

@@ -29,19 +29,18 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from alignment.errors import ImportFileError
 from alignment.grounded import ABSTENTION, holding_sentence, holding_source, reference_answer
-from assistant.storage.conversations import DEFAULT_TITLE, SourceRecord, title_from
+from assistant.storage.conversations import SourceRecord
 from assistant.storage.db import Database
+from assistant.storage.examples import ChosenThread, ExampleStore, Provenance
 from assistant.storage.origins import SQUAD_PREFIX
-from assistant.storage.schema import Choice, Conversation, Message, MessageSource
 
 if TYPE_CHECKING:
     from assistant.bootstrap import Library
@@ -275,9 +274,7 @@ def grounded_params(example: GroundedExample, system_prompt: str,
 
 
 def _stored_ids(db: Database, prefix: str) -> set[str]:
-    with db.read() as s:
-        sources = s.scalars(select(Conversation.source).where(Conversation.source.like(f"{prefix}%")))
-        return {src[len(prefix):] for src in sources}
+    return {src[len(prefix):] for src in ExampleStore(db).sources(prefix)}
 
 
 def import_squad(
@@ -340,36 +337,20 @@ def import_squad(
 def write_examples(db: Database, prefix: str, batch: list[GroundedExample], system_prompt: str,
                    written_by: str | None = None) -> int:
     """One transaction: every example of the batch, or none of them. ``written_by``: the model
-    that wrote the questions (synthetic examples), kept with each as ``grounded.question_by``."""
-    with db.write() as s:
-        rows = []
-        for ex in batch:
-            conv = Conversation(title=title_from(ex.question.question) or DEFAULT_TITLE,
-                                source=f"{prefix}{ex.question.id}")
-            question = Message(conversation=conv, role="user", content=ex.question.question)
-            answer = Message(
-                conversation=conv, role="assistant", content=ex.answer, active=True,
-                model_id=SQUAD_MODEL_ID, model_version=SQUAD_MODEL_VERSION,
-                params=grounded_params(ex, system_prompt, written_by), prompt_tokens=0, completion_tokens=0,
-                latency_ms=0.0, ttft_ms=None,
-            )
-            s.add_all([conv, question, answer])
-            rows.append((question, answer, ex))
-        s.flush()
-        for question, answer, ex in rows:
-            answer.reply_to_id = question.id
-            s.add(Choice(question_id=question.id, chosen_id=answer.id))
-            s.add_all(_sources(answer.id, ex.sources, ex.gold_source))
-    return len(batch)
-
-
-def _sources(message_id: int, sources: Sequence[SourceRecord], cited: int | None) -> list[MessageSource]:
-    return [
-        MessageSource(message_id=message_id, rank=src.rank, chunk_id=src.chunk_id,
-                      document_name=src.document_name, location=src.location, text=src.text,
-                      score=src.score, cited=src.rank == cited)
-        for src in sources
-    ]
+    that wrote the questions (synthetic examples), kept with each as ``grounded.question_by``.
+    Each example is a conversation of its question and the reference answer, chosen, shown the
+    example's sources (the one holding the answer cited)."""
+    return ExampleStore(db).add_threads([
+        ChosenThread(
+            source=f"{prefix}{ex.question.id}", turns=(("user", ex.question.question),),
+            chosen=ex.answer,
+            provenance=Provenance(SQUAD_MODEL_ID, SQUAD_MODEL_VERSION,
+                                  grounded_params(ex, system_prompt, written_by),
+                                  prompt_tokens=0, completion_tokens=0, latency_ms=0.0),
+            sources=tuple(replace(src, cited=src.rank == ex.gold_source) for src in ex.sources),
+        )
+        for ex in batch
+    ])
 
 
 __all__ = ["ABSTENTION", "GroundedExample", "SquadReport", "ground", "import_squad", "parse_squad"]

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from alignment.errors import AlignmentError
@@ -43,8 +42,8 @@ from assistant.errors import AssistantError
 from assistant.generation import GenerationParams
 from assistant.messages import Messages
 from assistant.storage.db import Database
+from assistant.storage.examples import ExampleStore
 from assistant.storage.origins import SYNTH_PREFIX
-from assistant.storage.schema import Conversation
 
 if TYPE_CHECKING:
     from assistant.bootstrap import Library
@@ -147,10 +146,8 @@ def _tried(db: Database, state: Path | None) -> set[int]:
             done = {int(i) for i in json.loads(state.read_text())}
         except (ValueError, TypeError):
             log.warning("%s is unreadable: its chunks are tried again", state)
-    with db.read() as s:
-        # "<chunk id>" (a chunk's first attempt) or "<chunk id>:<attempt>".
-        done |= {int(src[len(PREFIX):].split(":", 1)[0]) for src in s.scalars(
-            select(Conversation.source).where(Conversation.source.like(f"{PREFIX}%")))}
+    # "<chunk id>" (a chunk's first attempt) or "<chunk id>:<attempt>".
+    done |= {int(src[len(PREFIX):].split(":", 1)[0]) for src in ExampleStore(db).sources(PREFIX)}
     return done
 
 

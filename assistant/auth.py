@@ -39,19 +39,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select
 
-from assistant.errors import AssistantError
+from assistant.errors import AuthError, UserError
 from assistant.storage.db import Database
-from assistant.storage.schema import AppSetting, LoginFailure, LoginSession
-from assistant.storage.schema import User as UserRow
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+from assistant.storage.users import AccountStore, User
 
 ROLES = ("user", "admin")
 #: What only admins may do (the UI hides these, the CLI refuses them, for users).
@@ -80,10 +74,6 @@ TOKEN_ENV = "ASSISTANT_AUTH_TOKEN"
 _hasher = PasswordHasher()
 # Verified when the name is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
-
-
-class AuthError(AssistantError):
-    """Base class of login and permission errors."""
 
 
 class LoginFailed(AuthError):
@@ -117,10 +107,6 @@ class LoginRequired(AuthError):
         )
 
 
-class UserError(AuthError):
-    """A user could not be added or changed (the message says why)."""
-
-
 @dataclass(frozen=True)
 class Lock:
     """A name locked on one client, or a whole client (``name`` None)."""
@@ -129,23 +115,6 @@ class Lock:
     client: str
     failures: int
     wait_s: float
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    role: str
-    disabled: bool
-    created_at: datetime
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-def _user(row: UserRow) -> User:
-    return User(row.id, row.name, row.role, bool(row.disabled), row.created_at)
 
 
 def may(user: User | None, action: str) -> bool:
@@ -168,14 +137,15 @@ def check_password(password: str) -> None:
 
 
 class UserStore:
+    """Users, their logins and sessions, by the rules above (the rows: ``AccountStore``)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.accounts = AccountStore(db)
 
     # -- login on or off (in the database, shared by every process) -------------------------
     def login_recorded(self) -> bool:
-        with self.db.read() as s:
-            row = s.get(AppSetting, LOGIN_SETTING)
-            return row is not None and row.value == "on"
+        return self.accounts.setting(LOGIN_SETTING) == "on"
 
     def login_enabled(self, configured: str = "off") -> bool:
         """Whether login is on: recorded in the database, or asked for by this process's
@@ -185,43 +155,26 @@ class UserStore:
             return True
         if configured == "off":
             return False
-        if self._admin_exists():
+        if self.accounts.admin_exists():
             self.set_login(True)
         return True
 
     def set_login(self, on: bool) -> None:
         """Record login on or off. Turning it on needs an active admin (or nobody could log
         in); callers check that the one turning it off is an admin."""
-        if on and not self._admin_exists():
+        if on and not self.accounts.admin_exists():
             raise UserError("Add an admin first (`assistant users add NAME --role admin`): "
                             "with login on and no admin, nobody could manage the users.")
-        with self.db.write() as s:
-            row = s.get(AppSetting, LOGIN_SETTING)
-            if row is None:
-                s.add(AppSetting(key=LOGIN_SETTING, value="on" if on else "off"))
-            else:
-                row.value = "on" if on else "off"
-
-    def _admin_exists(self) -> bool:
-        with self.db.read() as s:
-            return bool(s.scalar(select(func.count()).select_from(UserRow).where(
-                UserRow.role == "admin", UserRow.disabled.is_(False)
-            )))
+        self.accounts.set_setting(LOGIN_SETTING, "on" if on else "off")
 
     def count(self) -> int:
-        with self.db.read() as s:
-            return s.scalar(select(func.count()).select_from(UserRow)) or 0
+        return self.accounts.count()
 
     def list(self) -> list[User]:
-        with self.db.read() as s:
-            return [_user(r) for r in s.scalars(select(UserRow).order_by(UserRow.id))]
+        return self.accounts.list()
 
     def get(self, name: str) -> User:
-        with self.db.read() as s:
-            row = s.scalar(select(UserRow).where(UserRow.name == name))
-            if row is None:
-                raise UserError(f"There is no user {name!r} (`assistant users list`).")
-            return _user(row)
+        return self.accounts.get(name)
 
     def add(self, name: str, password: str, role: str = "user") -> User:
         if not NAME.match(name):
@@ -232,44 +185,19 @@ class UserStore:
         if role not in ROLES:
             raise UserError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
         check_password(password)
-        hashed = _hasher.hash(password)
-        with self.db.write() as s:
-            if s.scalar(select(UserRow.id).where(func.lower(UserRow.name) == name.lower())):
-                raise UserError(f"The user {name!r} exists already.")
-            row = UserRow(name=name, password_hash=hashed, role=role)
-            s.add(row)
-            s.flush()
-            return _user(row)
+        return self.accounts.add(name, _hasher.hash(password), role)
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
-        hashed = _hasher.hash(password)
-        with self.db.write() as s:
-            row = self._row(s, name)
-            row.password_hash = hashed
-            _revoke_all(s, row.id)
+        self.accounts.set_password_hash(name, _hasher.hash(password))
 
     def set_role(self, name: str, role: str) -> User:
         if role not in ROLES:
             raise UserError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
-        with self.db.write() as s:
-            row = self._row(s, name)
-            if row.role == "admin" and role != "admin":
-                self._keep_an_admin(s, row)
-            if row.role != role:
-                _revoke_all(s, row.id)
-            row.role = role
-            return _user(row)
+        return self.accounts.set_role(name, role)
 
     def set_disabled(self, name: str, disabled: bool) -> User:
-        with self.db.write() as s:
-            row = self._row(s, name)
-            if disabled and row.role == "admin":
-                self._keep_an_admin(s, row)
-            if disabled:
-                _revoke_all(s, row.id)
-            row.disabled = disabled
-            return _user(row)
+        return self.accounts.set_disabled(name, disabled)
 
     def authenticate(self, name: str, password: str, client: str = "local") -> User:
         """The user, if the password is theirs and they are not disabled. Wrong names and
@@ -280,87 +208,51 @@ class UserStore:
         key = name.lower()[:64]
         client = client[:200]
         self._check_throttle(key, client)
-        with self.db.read() as s:
-            row = s.scalar(select(UserRow).where(func.lower(UserRow.name) == key))
-            stored = row.password_hash if row is not None else _DUMMY_HASH
+        found = self.accounts.credentials(key)
+        user, stored = found if found is not None else (None, _DUMMY_HASH)
         try:
             _hasher.verify(stored, password)
-            ok = row is not None and not row.disabled
+            ok = user is not None and not user.disabled
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok:
             now = _now()
-            with self.db.write() as s:
-                s.execute(delete(LoginFailure).where(LoginFailure.at < now - WINDOW_S))
-                s.add(LoginFailure(name=key, client=client, at=now))
+            self.accounts.record_failure(key, client, now, forget_before=now - WINDOW_S)
             raise LoginFailed()
-        with self.db.write() as s:
-            s.execute(delete(LoginFailure).where(
-                LoginFailure.name == key, LoginFailure.client == client))
+        self.accounts.forget_failures(key, client)
         if _hasher.check_needs_rehash(stored):
-            with self.db.write() as s:
-                self._row(s, row.name).password_hash = _hasher.hash(password)
-        return _user(row)
+            self.accounts.set_password_hash(user.name, _hasher.hash(password), end_sessions=False)
+        return user
 
     def _check_throttle(self, key: str, client: str) -> None:
         since = _now() - WINDOW_S
-        recent = (LoginFailure.client == client) & (LoginFailure.at > since)
-        with self.db.read() as s:
-            count, oldest = s.execute(
-                select(func.count(), func.min(LoginFailure.at)).where(recent)
-            ).one()
-            if count >= MAX_CLIENT_FAILURES:
-                raise TooManyAttempts(oldest - since, client=True)
-            count, oldest = s.execute(
-                select(func.count(), func.min(LoginFailure.at)).where(
-                    recent, LoginFailure.name == key)
-            ).one()
-            if count >= MAX_FAILURES:
-                raise TooManyAttempts(oldest - since)
+        (by_client, client_oldest), (by_name, name_oldest) = self.accounts.recent_failures(
+            client, key, since)
+        if by_client >= MAX_CLIENT_FAILURES:
+            raise TooManyAttempts(client_oldest - since, client=True)
+        if by_name >= MAX_FAILURES:
+            raise TooManyAttempts(name_oldest - since)
 
     def locks(self) -> list[Lock]:
         """Names locked on a client, and clients locked as a whole, right now."""
         since = _now() - WINDOW_S
-        out: list[Lock] = []
-        with self.db.read() as s:
-            for client, count, oldest in s.execute(
-                select(LoginFailure.client, func.count(), func.min(LoginFailure.at))
-                .where(LoginFailure.at > since).group_by(LoginFailure.client)
-                .having(func.count() >= MAX_CLIENT_FAILURES)
-            ):
-                out.append(Lock(None, client, count, oldest - since))
-            for name, client, count, oldest in s.execute(
-                select(LoginFailure.name, LoginFailure.client, func.count(),
-                       func.min(LoginFailure.at))
-                .where(LoginFailure.at > since)
-                .group_by(LoginFailure.name, LoginFailure.client)
-                .having(func.count() >= MAX_FAILURES)
-            ):
-                out.append(Lock(name, client, count, oldest - since))
-        return out
+        clients, names = self.accounts.failure_groups(since, MAX_CLIENT_FAILURES, MAX_FAILURES)
+        return ([Lock(None, client, count, oldest - since) for client, count, oldest in clients]
+                + [Lock(name, client, count, oldest - since) for name, client, count, oldest in names])
 
     def unlock(self, name: str | None = None, client: str | None = None) -> int:
         """Forget the failed logins of ``name`` (on every client) and/or of ``client``;
         returns how many were forgotten."""
         if name is None and client is None:
             raise UserError("Name the user or the client to unlock.")
-        cond = []
-        if name is not None:
-            cond.append(LoginFailure.name == name.lower())
-        if client is not None:
-            cond.append(LoginFailure.client == client)
-        with self.db.write() as s:
-            return s.execute(delete(LoginFailure).where(*cond)).rowcount or 0
+        return self.accounts.forget_failures(name.lower() if name is not None else None, client)
 
     # -- browser sessions -------------------------------------------------------------------
     def start_session(self, user: User, ttl: timedelta = SESSION_TTL) -> str:
         """A new random session token for ``user`` (only its hash is stored)."""
         token = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        with self.db.write() as s:
-            s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
-            s.add(LoginSession(token_hash=_token_hash(token), user_id=user.id,
-                               created_at=now, expires_at=now + ttl))
+        self.accounts.add_session(_token_hash(token), user.id, now, now + ttl)
         return token
 
     def session_user(self, token: str | None) -> User | None:
@@ -368,36 +260,11 @@ class UserStore:
         disabled user)."""
         if not token:
             return None
-        with self.db.read() as s:
-            row = s.scalar(select(LoginSession).where(
-                LoginSession.token_hash == _token_hash(token)))
-            if row is None or row.expires_at <= datetime.now(UTC):
-                return None
-            user = s.get(UserRow, row.user_id)
-            return None if user is None or user.disabled else _user(user)
+        return self.accounts.session_user(_token_hash(token), datetime.now(UTC))
 
     def end_session(self, token: str | None) -> None:
         if token:
-            with self.db.write() as s:
-                s.execute(delete(LoginSession).where(
-                    LoginSession.token_hash == _token_hash(token)))
-
-    @staticmethod
-    def _row(s: Session, name: str) -> UserRow:
-        row = s.scalar(select(UserRow).where(UserRow.name == name))
-        if row is None:
-            raise UserError(f"There is no user {name!r} (`assistant users list`).")
-        return row
-
-    @staticmethod
-    def _keep_an_admin(s: Session, row: UserRow) -> None:
-        others = s.scalar(
-            select(func.count()).select_from(UserRow).where(
-                UserRow.role == "admin", UserRow.disabled.is_(False), UserRow.id != row.id
-            )
-        )
-        if not others:
-            raise UserError(f"{row.name} is the last admin: make another user admin first.")
+            self.accounts.end_session(_token_hash(token))
 
 
 def _now() -> float:
@@ -407,10 +274,6 @@ def _now() -> float:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _revoke_all(s: Session, user_id: int) -> None:
-    s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
 
 
 # -- tokens for processes the app starts -------------------------------------------------

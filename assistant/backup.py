@@ -127,7 +127,7 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
                           "(check ASSISTANT_DATA_DIR / ASSISTANT_DATABASE_URL).")
     dest = Path(dest).expanduser().absolute()
     archive = dest.name.endswith(ARCHIVE_SUFFIXES)
-    _check_dest(dest, archive)
+    check_dest(dest, archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = atomic.temp_name(dest)
     stage.mkdir()
@@ -137,7 +137,7 @@ def backup(settings: Settings, dest: str | Path) -> BackupResult:
         # of the files it copied (shutil copies those along).
         tighten(loose_paths(stage))
         if archive:
-            atomic.write_file(dest, lambda tmp: (_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
+            atomic.write_file(dest, lambda tmp: (write_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
             shutil.rmtree(stage)
         else:
             atomic.fsync_tree(stage)
@@ -301,7 +301,7 @@ def _vectors(db_file: Path, batch: int = 10_000) -> Iterator[tuple[Any, Any]]:
 def verify(folder: Path) -> dict[str, Any]:
     """The manifest of the backup in ``folder``, after checking every file's size and
     SHA-256. Raises :class:`BackupError` naming what is missing or changed."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     bad = []
     for entry in manifest["files"]:
         path = folder / entry["path"]
@@ -320,7 +320,8 @@ def verify(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the backup in ``folder``, checked to be one this version reads."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
@@ -364,7 +365,7 @@ def restore(settings: Settings, src: str | Path, *, force: bool = False) -> Rest
     stage.mkdir()
     try:
         if src.is_dir():
-            manifest = _read_manifest(src)
+            manifest = read_manifest(src)
             for entry in manifest["files"]:
                 if not (src / entry["path"]).is_file():
                     continue  # verify() below names it
@@ -374,7 +375,7 @@ def restore(settings: Settings, src: str | Path, *, force: bool = False) -> Rest
         else:
             extract_archive(src, stage)
         manifest = verify(stage)  # what is moved into place is what was checked
-        _check_revision(manifest)
+        check_revision(manifest)
         if not (stage / DB_NAME).is_file():
             raise BackupError(f"{src} is a backup of a PostgreSQL database ({PG_DUMP}); this data "
                               "folder uses SQLite. Set ASSISTANT_DATABASE_URL to a PostgreSQL database "
@@ -450,7 +451,8 @@ def extract_archive(archive: Path, into: Path) -> None:
                           "`assistant backup`, or it is damaged.") from err
 
 
-def _check_revision(manifest: dict[str, Any]) -> None:
+def check_revision(manifest: dict[str, Any]) -> None:
+    """Refuse a backup whose schema revision this version does not know (a newer one's)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -535,7 +537,8 @@ def _sqlite_file(settings: Settings, verb: str, tool: str) -> Path:
     return Path(url.database).absolute()
 
 
-def _check_dest(dest: Path, archive: bool) -> None:
+def check_dest(dest: Path, archive: bool) -> None:
+    """Refuse a destination that exists (an archive) or is a non-empty folder."""
     if archive:
         if dest.exists():
             raise BackupError(f"{dest} already exists: choose a new name (backups are never "
@@ -546,7 +549,8 @@ def _check_dest(dest: Path, archive: bool) -> None:
                           "(backups are never overwritten).")
 
 
-def _tar(folder: Path, archive: Path) -> None:
+def write_tar(folder: Path, archive: Path) -> None:
+    """``folder``'s entries into the ``.tar.gz`` file ``archive``, in name order."""
     with tarfile.open(archive, "w:gz") as tar:
         for entry in sorted(folder.iterdir()):
             tar.add(entry, arcname=entry.name)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 
 from assistant.backup import (
     ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
-    BackupResult, RestoreResult, _check_dest, _check_revision, _read_manifest, _tar,
+    BackupResult, RestoreResult, check_dest, check_revision, read_manifest, write_tar,
     copy_index, extract_archive, verify, write_manifest,
 )
 from assistant import atomic
@@ -95,7 +95,7 @@ def backup_postgres(settings: Settings, dest: str | Path) -> BackupResult:
             f"{shlex.quote(uri)}; then copy {settings.index_dir} and {settings.versions_dir} "
             f"into {dest}."))
     archive = dest.name.endswith(ARCHIVE_SUFFIXES)
-    _check_dest(dest, archive)
+    check_dest(dest, archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = atomic.temp_name(dest)
     stage.mkdir()
@@ -104,7 +104,7 @@ def backup_postgres(settings: Settings, dest: str | Path) -> BackupResult:
         _reach(db, "back up", "pg_dump")
         manifest = _fill(settings, db, pg_dump, uri, env, stage)
         if archive:
-            atomic.write_file(dest, lambda tmp: (_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
+            atomic.write_file(dest, lambda tmp: (write_tar(stage, tmp), os.chmod(tmp, FILE_MODE)))
             shutil.rmtree(stage)
         else:
             if dest.exists():
@@ -201,7 +201,7 @@ def restore_postgres(settings: Settings, src: Path, *, force: bool = False) -> R
     stage.mkdir()
     try:
         if src.is_dir():
-            manifest = _read_manifest(src)
+            manifest = read_manifest(src)
             for entry in manifest["files"]:
                 if (src / entry["path"]).is_file():
                     (stage / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +210,7 @@ def restore_postgres(settings: Settings, src: Path, *, force: bool = False) -> R
         else:
             extract_archive(src, stage)
         manifest = verify(stage)
-        _check_revision(manifest)
+        check_revision(manifest)
         if not (stage / PG_DUMP).is_file():
             raise BackupError(
                 f"{src} is a backup of a SQLite database; ASSISTANT_DATABASE_URL points at "

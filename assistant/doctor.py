@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
@@ -336,22 +336,12 @@ class _Doctor:
     def _documents(self) -> None:
         """Documents are stored with all their chunks in one transaction; one without chunks,
         or a chunk whose vector has the wrong size, did not come from this app's ingest."""
-        from sqlalchemy import delete
-
-        from assistant.storage.schema import Document, DocumentChunk
+        from assistant.storage.documents import DocumentStore
 
         r = self.report
-        with self.db.read() as s:
-            empty = s.execute(
-                select(Document.id, Document.name)
-                .where(~select(DocumentChunk.id).where(DocumentChunk.document_id == Document.id).exists())
-                .order_by(Document.id)
-            ).all()
-            sizes = dict(s.execute(
-                select(func.length(DocumentChunk.embedding), func.count()).group_by(
-                    func.length(DocumentChunk.embedding))
-            ).all())
-            documents = s.scalar(select(func.count()).select_from(Document)) or 0
+        store = DocumentStore(self.db)
+        health = store.health()
+        empty, sizes, documents = health.empty, health.vector_sizes, health.documents
         self.vector_bytes = max(sizes, key=sizes.get) if sizes else None
         bad_vectors = sum(n for size, n in sizes.items() if size != self.vector_bytes or not size)
         if self.vector_bytes is not None and (self.vector_bytes % 4 or not self.vector_bytes):
@@ -369,13 +359,10 @@ class _Doctor:
                   "vectors again", items)
             return
         if empty:
-            with self.db.write() as s:
-                s.execute(delete(Document).where(Document.id.in_([i for i, _ in empty])))
+            store.delete_many([i for i, _ in empty])
         if bad_vectors:
-            from assistant.storage.documents import DocumentStore
-
             embedder = self._load_embedder()
-            DocumentStore(self.db).replace_embeddings(embedder.encode, embedder.name)
+            store.replace_embeddings(embedder.encode, embedder.name)
             self.vector_bytes, self.bad_vectors = embedder.dim * 4, 0
         r.add("documents", REPAIRED, "removed documents without chunks (ingest those files "
               "again)" + (" and embedded every chunk again" if bad_vectors else ""), items)

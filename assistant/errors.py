@@ -85,6 +85,14 @@ class UnsupportedDatabase(DatabaseError):
         )
 
 
+class AuthError(AssistantError):
+    """Base class of login and permission errors (``assistant.auth``)."""
+
+
+class UserError(AuthError):
+    """A user could not be added or changed (the message says why)."""
+
+
 class ModelNotFound(AssistantError):
     pass
 

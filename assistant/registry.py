@@ -24,17 +24,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
+from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.storage import Database
-from assistant.storage.schema import Activation, Evaluation, ModelVersion
+from assistant.storage.versions import ActivationRecord, EvalRecord, NewVersion, StoredVersion, VersionStore
 from assistant.versions import BASE_VERSION, REWARD_KIND
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 #: A version's kind: a short name. Which kinds exist is training's business (its table of
 #: kinds, alignment.training_kinds); the registry knows one: a reward model is no chat version.
@@ -95,27 +90,11 @@ class Version:
         return self.name == BASE_VERSION
 
 
-@dataclass(frozen=True)
-class EvalRecord:
-    candidate: str
-    baseline: str
-    reward_model: str | None
-    metrics: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ActivationRecord:
-    version: str
-    forced: bool
-    reason: str
-    created_at: datetime
-
-
 class Registry:
     def __init__(self, db: Database, root: Path) -> None:
         self.db = db
         self.root = Path(root)
+        self.store = VersionStore(db)
 
     # -- versions ------------------------------------------------------------------------------
     def staging_dir(self) -> Path:
@@ -144,61 +123,42 @@ class Registry:
             raise ValueError(f"a version's kind is a short lowercase name (16 characters at most), not {kind!r}")
         if not (staging / "adapter").is_dir():
             raise ValueError(f"{staging} holds no adapter/ folder")
-        with self.db.write() as s:
-            row = ModelVersion(
-                # Within the column's 40 characters (PostgreSQL enforces it; SQLite did not).
-                name=f".pending-{uuid.uuid4().hex[:24]}", kind=kind, base_model=base_model,
-                base_fingerprint=base_fingerprint, parent=parent, path="", data=data,
-                config=config, metrics=metrics,
-            )
-            s.add(row)
-            s.flush()
-            row.name = row.path = f"v{row.id}"
+
+        def place(name: str) -> None:
             (staging / VERSION_FILE).write_text(json.dumps({
-                "name": row.name, "kind": kind, "base_model": base_model,
+                "name": name, "kind": kind, "base_model": base_model,
                 "base_fingerprint": base_fingerprint, "parent": parent, "data": data,
                 "config": config, "metrics": metrics,
             }, indent=1, default=str))
-            target = self.root / row.name
+            target = self.root / name
             if target.exists():  # left by a crash between rename and commit: never registered
-                os.replace(target, self.root / f".orphaned-{row.name}-{time.time_ns()}")
+                os.replace(target, self.root / f".orphaned-{name}-{time.time_ns()}")
             os.replace(staging, target)
-            try:
-                s.flush()
-            except BaseException:
-                os.replace(target, staging)
-                raise
-            version = self._version(row)
-        return version
+
+        def undo(name: str) -> None:
+            os.replace(self.root / name, staging)
+
+        new = NewVersion(kind, base_model, base_fingerprint, parent, data, config, metrics)
+        return self._version(self.store.add(new, place, undo))
 
     def get(self, name: str, base: Version | None = None) -> Version:
         if name == BASE_VERSION:
             return base or Version(BASE_VERSION, BASE_VERSION, "", "", None, None)
-        with self.db.read() as s:
-            row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
-            if row is None:
-                raise VersionNotFound(name, [v.name for v in self._all(s)])
-            return self._version(row)
+        stored = self.store.find(name)
+        if stored is None:
+            raise VersionNotFound(name, [v.name for v in self.store.all()])
+        return self._version(stored)
 
     def list(self) -> list[Version]:
-        with self.db.read() as s:
-            return [self._version(r) for r in self._all(s)]
+        return [self._version(v) for v in self.store.all()]
 
     def newest(self, kind: str) -> Version | None:
-        with self.db.read() as s:
-            row = s.scalar(
-                select(ModelVersion).where(ModelVersion.kind == kind).order_by(ModelVersion.id.desc())
-            )
-            return self._version(row) if row else None
+        stored = self.store.newest(kind)
+        return self._version(stored) if stored else None
 
-    def _all(self, s: Session) -> list[ModelVersion]:
-        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
-
-    def _version(self, row: ModelVersion) -> Version:
-        return Version(
-            row.name, row.kind, row.base_model, row.base_fingerprint, row.parent,
-            self.root / row.path, dict(row.data), dict(row.config), dict(row.metrics), row.created_at,
-        )
+    def _version(self, v: StoredVersion) -> Version:
+        return Version(v.name, v.kind, v.base_model, v.base_fingerprint, v.parent, self.root / v.path,
+                       v.data, v.config, v.metrics, v.created_at)
 
     def lineage(self, name: str) -> list[str]:
         """``name``, its parent, its parent's parent, ... down to ``base``."""
@@ -209,9 +169,7 @@ class Registry:
 
     # -- activation ----------------------------------------------------------------------------
     def history(self) -> list[ActivationRecord]:
-        with self.db.read() as s:
-            rows = s.scalars(select(Activation).order_by(Activation.id))
-            return [ActivationRecord(r.version, r.forced, r.reason, r.created_at) for r in rows]
+        return self.store.activations()
 
     def _stack(self) -> list[str]:
         """Replay the log: an activation pushes, a rollback pops."""
@@ -230,8 +188,7 @@ class Registry:
         return stack
 
     def active(self) -> str:
-        with self.db.read() as s:
-            return s.scalar(select(Activation.version).order_by(Activation.id.desc()).limit(1)) or BASE_VERSION
+        return self.store.newest_activation() or BASE_VERSION
 
     def check_servable(self, name: str, base_fingerprint: str) -> Version:
         """The version, if the chat can use it on the base model with ``base_fingerprint``."""
@@ -264,8 +221,7 @@ class Registry:
         """Record ``name`` as the active version (callers check it first: see
         :func:`assistant.registry.gate` and :meth:`check_servable`)."""
         self.get(name)
-        with self.db.write() as s:
-            s.add(Activation(version=name, forced=forced, reason=reason[:200]))
+        self.store.add_activation(name, forced, reason[:200])
         return name
 
     def default_opponent(self, active: str) -> str | None:
@@ -290,28 +246,17 @@ class Registry:
         if not stack:
             raise NothingToRollBack()
         target = stack[-2] if len(stack) >= 2 else BASE_VERSION
-        with self.db.write() as s:
-            s.add(Activation(version=target, forced=False, reason="rollback"))
+        self.store.add_activation(target, False, "rollback")
         return target
 
     # -- evaluations ---------------------------------------------------------------------------
     def record_evaluation(
         self, candidate: str, baseline: str, reward_model: str | None, metrics: dict[str, Any]
     ) -> EvalRecord:
-        with self.db.write() as s:
-            row = Evaluation(candidate=candidate, baseline=baseline, reward_model=reward_model,
-                             metrics=metrics)
-            s.add(row)
-            s.flush()
-            return EvalRecord(candidate, baseline, reward_model, dict(metrics), row.created_at)
+        return self.store.add_evaluation(candidate, baseline, reward_model, metrics)
 
     def evaluations(self, candidate: str | None = None) -> list[EvalRecord]:
-        with self.db.read() as s:
-            q = select(Evaluation).order_by(Evaluation.id)
-            if candidate is not None:
-                q = q.where(Evaluation.candidate == candidate)
-            return [EvalRecord(r.candidate, r.baseline, r.reward_model, dict(r.metrics), r.created_at)
-                    for r in s.scalars(q)]
+        return self.store.evaluations(candidate)
 
     def latest_evaluation(self, candidate: str, baseline: str) -> EvalRecord | None:
         evals = [e for e in self.evaluations(candidate) if e.baseline == baseline]

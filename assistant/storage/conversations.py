@@ -169,6 +169,14 @@ def _msg(
     )
 
 
+def source_row(message_id: int, src: SourceRecord, chunk_id: int | None) -> MessageSource:
+    """The row of ``src`` shown to answer ``message_id``, linked to ``chunk_id`` (None: the
+    chunk is gone, the snapshot stays)."""
+    return MessageSource(message_id=message_id, **{
+        **asdict(src), "chunk_id": chunk_id, "evidence": [list(span) for span in src.evidence] or None,
+    })
+
+
 def show_only(session: Session, question_id: int, answer_id: int) -> None:
     """Make ``answer_id`` the one alternative of ``question_id`` that is shown."""
     session.execute(
@@ -366,10 +374,7 @@ class ConversationStore:
             ids = {src.chunk_id for src in sources if src.chunk_id is not None}
             live = set(s.scalars(select(DocumentChunk.id).where(DocumentChunk.id.in_(ids)))) if ids else set()
             s.add_all(
-                MessageSource(message_id=row.id, **{
-                    **asdict(src), "chunk_id": src.chunk_id if src.chunk_id in live else None,
-                    "evidence": [list(span) for span in src.evidence] or None,
-                })
+                source_row(row.id, src, src.chunk_id if src.chunk_id in live else None)
                 for src in sources
             )
             conv.updated_at = utcnow()

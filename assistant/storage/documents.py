@@ -51,6 +51,17 @@ class StoredChunk:
 
 
 @dataclass(frozen=True)
+class DocumentHealth:
+    """What ``assistant doctor`` checks of the stored documents (read together)."""
+
+    documents: int
+    #: (id, name) of the documents without a chunk, in id order.
+    empty: list[tuple[int, str]]
+    #: stored vector size in bytes -> how many chunks have it.
+    vector_sizes: dict[int, int]
+
+
+@dataclass(frozen=True)
 class Replacement:
     document: StoredDocument
     added_ids: list[int]
@@ -151,6 +162,27 @@ class DocumentStore:
             if s.execute(delete(Document).where(Document.id == document_id)).rowcount == 0:
                 raise DocumentNotFound(document_id)
             return ids
+
+    def health(self) -> DocumentHealth:
+        """The documents without chunks and the sizes of the stored vectors, in one read."""
+        with self.db.read() as s:
+            empty = s.execute(
+                select(Document.id, Document.name)
+                .where(~select(DocumentChunk.id).where(DocumentChunk.document_id == Document.id).exists())
+                .order_by(Document.id)
+            ).all()
+            sizes = dict(s.execute(
+                select(func.length(DocumentChunk.embedding), func.count()).group_by(
+                    func.length(DocumentChunk.embedding))
+            ).all())
+            documents = s.scalar(select(func.count()).select_from(Document)) or 0
+        return DocumentHealth(documents, [(i, name) for i, name in empty], sizes)
+
+    def delete_many(self, document_ids: Sequence[int]) -> None:
+        """Delete these documents (with their chunks) in one transaction; missing ones are
+        ignored."""
+        with self.db.write() as s:
+            s.execute(delete(Document).where(Document.id.in_(list(document_ids))))
 
     # -- chunks --------------------------------------------------------------------------
     def chunk_ids(self) -> set[int]:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from assistant.generation import GenerationParams, Generator, engine_label
-from assistant.messages import Messages
+from assistant.engines.generation import GenerationParams, Generator, engine_label
+from assistant.engines.messages import Messages
 from assistant.versions import BASE_VERSION
 
 if TYPE_CHECKING:
     from assistant.config import Settings
-    from assistant.models import LoadedModel
+    from assistant.engines.models import LoadedModel
     from assistant.registry import Registry
 
 

@@ -22,7 +22,7 @@ import click
 
 from alignment.export import FORMATS, KINDS, SOURCE_FILTERS, ExportOptions, export, summarize, write_export
 from alignment.importers import import_hh_rlhf
-from assistant.cli_auth import needs
+from assistant.login.cli_auth import needs
 from assistant.storage.origins import ORIGIN_FILTERS
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def data_synth(version: str | None, limit: int, per_chunk: int, documents: tuple
     from alignment.teacher import reworded
     from assistant.bootstrap import open_library, open_registry
     from assistant.config import get_settings
-    from assistant.generation import GenerationParams
+    from assistant.engines.generation import GenerationParams
     from assistant.versions import BASE_VERSION
 
     if teacher_url and version:

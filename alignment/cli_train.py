@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from assistant.cli_auth import needs
+from assistant.login.cli_auth import needs
 from assistant.cli_quiet import quiet_libraries
 from alignment.training_kinds import KINDS, TrainingKind, training_kind
 from assistant.config import get_settings
@@ -403,7 +403,7 @@ def models_import(folder: Path, kind: str | None, parent: str) -> None:
     LoRA adapter folder. Its adapter must load onto this base model; it is registered under
     the next free name here, converted for llama.cpp, and not activated."""
     from alignment.version_import import describe_source, import_version
-    from assistant.models import load_model
+    from assistant.engines.models import load_model
 
     settings, _, registry = _settings_db_registry()
     describe_source(folder, kind)  # a wrong folder or kind fails before the model loads

@@ -43,16 +43,16 @@ from alignment.grounded import Verdict, contains_answer, judge
 from alignment.on_policy import grounded_examples
 from assistant.bootstrap import open_database, open_registry
 from assistant.config import Settings
-from assistant.models import LoadedModel, load_model
-from assistant.messages import Messages
-from assistant.prompting import build_messages
+from assistant.engines.models import LoadedModel, load_model
+from assistant.engines.messages import Messages
+from assistant.chat.prompting import build_messages
 from assistant.registry import EvalRecord, Registry
 from assistant.significance import SCORE_TOLERANCE, min_decided_for_significance
 from assistant.versions import REWARD_KIND
 
 if TYPE_CHECKING:
     from alignment.reward_model import RewardScorer
-    from assistant.evidence import Similarity
+    from assistant.chat.evidence import Similarity
     from assistant.registry import Version
     from assistant.storage import Database
 
@@ -80,7 +80,7 @@ class EvalOptions:
     #: Repetition penalty of every answer (None: the chat's, ``generation.repetition_penalty``;
     #: 1.0: off, to see how much a version loops on its own).
     repetition_penalty: float | None = None
-    #: How grounded answers are formed (:mod:`assistant.answer_modes`; None: the chat's,
+    #: How grounded answers are formed (:mod:`assistant.chat.answer_modes`; None: the chat's,
     #: ``answers.mode``).
     answer_mode: str | None = None
 
@@ -278,8 +278,8 @@ def judge_item(answer: str, item: GroundedItem) -> Verdict:
 def grounded_answers(settings: Settings, models: VersionAnswers, name: str, items: list[GroundedItem],
                      mode: str, o: EvalOptions, similarity: Similarity | None = None) -> tuple[list[str], float]:
     """Version ``name``'s answers to ``items`` formed in ``mode`` as the chat forms them
-    (:func:`assistant.answer_modes.compose`), and the seconds they took in all."""
-    from assistant.answer_modes import WITHOUT_MODEL, compose
+    (:func:`assistant.chat.answer_modes.compose`), and the seconds they took in all."""
+    from assistant.chat.answer_modes import WITHOUT_MODEL, compose
 
     started = time.perf_counter()
     if mode in WITHOUT_MODEL:
@@ -294,8 +294,8 @@ def grounded_answers(settings: Settings, models: VersionAnswers, name: str, item
 
 
 def _similarity(settings: Settings) -> Similarity:
-    from assistant.answer_modes import similarity_of
-    from assistant.embedding import Embedder
+    from assistant.chat.answer_modes import similarity_of
+    from assistant.documents.embedding import Embedder
 
     return similarity_of(Embedder(settings.retrieval.embedding_model))
 

@@ -20,10 +20,10 @@ Kinds (rows are exactly what TRL's trainers read):
   edited (the edited text), chosen or rated 👍 (and not rated 👎 now).
 
 The prompt is what the answer was given: its system prompt (stored in its params) plus
-:data:`~assistant.prompting.SOURCES_INSTRUCTION` when it had sources, the thread shown
+:data:`~assistant.chat.prompting.SOURCES_INSTRUCTION` when it had sources, the thread shown
 before the question as it stood when the answer was made (the alternative shown then, edits
 made before it, minus the turns trimmed to fit the context window), and the question
-wrapped by :func:`~assistant.prompting.with_sources` with the sources snapshotted with it.
+wrapped by :func:`~assistant.chat.prompting.with_sources` with the sources snapshotted with it.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import Any, Literal
 from alignment.errors import ExportPathError, NoTrainingData
 from alignment.pii import mask_value
 from assistant import atomic
-from assistant.messages import Messages
-from assistant.prompting import Turn, build_messages
+from assistant.engines.messages import Messages
+from assistant.chat.prompting import Turn, build_messages
 from assistant.storage.conversations import thread_key
 from assistant.storage.db import Database
 from assistant.storage.origins import ORIGIN_FILTERS, is_grounded, matches, origin_of

@@ -21,9 +21,9 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assistant.answer_modes import ABSTENTION, quotes
-from assistant.citations import explicit_citations
-from assistant.evidence import verbatim
+from assistant.chat.answer_modes import ABSTENTION, quotes
+from assistant.chat.citations import explicit_citations
+from assistant.chat.evidence import verbatim
 
 #: Words of an answer that are judged: a longer answer cannot win by its length (a gold span
 #: said somewhere in 200 words is not an answer a reader finds).
@@ -67,7 +67,7 @@ def reference_answer(span: str, source: int | None, sentence: str | None = None)
     short = f"{span} [{source}]."
     if not sentence:
         return short
-    from assistant.answer_modes import quoted
+    from assistant.chat.answer_modes import quoted
 
     return f"{short}\n\n{quoted(sentence, source)}"
 
@@ -75,7 +75,7 @@ def reference_answer(span: str, source: int | None, sentence: str | None = None)
 def holding_sentence(span: str, source: str) -> str | None:
     """The sentence of ``source`` that holds ``span`` (verbatim, as the source words it; the
     first such sentence), or None when no single sentence holds it."""
-    from assistant.evidence import sentences
+    from assistant.chat.evidence import sentences
 
     span = " ".join(span.split())
     if not span:

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alignment.errors import ImportFileError
-from assistant.prompting import Turn
+from assistant.chat.prompting import Turn
 from assistant.storage.db import Database
 from assistant.storage.examples import ChosenThread, ExampleStore, Provenance
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from alignment.grounded import Verdict, cited, judge
-from assistant.messages import Messages
-from assistant.prompting import build_messages
+from assistant.engines.messages import Messages
+from assistant.chat.prompting import build_messages
 from assistant.storage.conversations import SourceRecord
 from assistant.storage.db import Database
 from assistant.storage.examples import Answered, ExampleStore, Provenance, Rejected

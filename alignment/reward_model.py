@@ -12,9 +12,9 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from alignment.errors import IncompatibleVersion
-from assistant.chat_template import template_input
-from assistant.models import LoadedModel
-from assistant.messages import Messages
+from assistant.engines.chat_template import template_input
+from assistant.engines.models import LoadedModel
+from assistant.engines.messages import Messages
 from assistant.versions import REWARD_KIND
 from assistant.registry import Version
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from alignment import memory
 from alignment.errors import RunWontFit
 from assistant import run_records
-from assistant.auth import TOKEN_ENV, User, issue_token
+from assistant.login.auth import TOKEN_ENV, User, issue_token
 from assistant.config import Settings
 from assistant.errors import AssistantError
 from assistant.run_records import LOG, PROGRESS, RESULT, RUN, Run, finish, process_alive, write_json
@@ -142,7 +142,7 @@ def _wait_then_next(settings: Settings, proc: subprocess.Popen) -> None:
 
 
 def _lookup_user(settings: Settings, name: str) -> User | None:
-    from assistant.auth import UserStore
+    from assistant.login.auth import UserStore
     from assistant.bootstrap import open_database
 
     db = open_database(settings)

@@ -13,7 +13,7 @@ as a preference pair: :mod:`alignment.on_policy`):
 
 * the prompt is what the chat sends: the system prompt and the question with the sources
   that the product's own retrieval returns for it, numbered (stored as the answer's
-  sources, so the export builds it with :func:`~assistant.prompting.build_messages`);
+  sources, so the export builds it with :func:`~assistant.chat.prompting.build_messages`);
 * the answer is the gold span citing the source that holds it (:mod:`alignment.grounded`),
   or :data:`~alignment.grounded.ABSTENTION` when the question is unanswerable (v2's
   ``is_impossible``) or no retrieved source holds its answer.

@@ -39,8 +39,8 @@ from alignment.grounded import contains_answer, normalize
 from alignment.squad import SquadQuestion, write_examples, ground
 from assistant import atomic
 from assistant.errors import AssistantError
-from assistant.generation import GenerationParams
-from assistant.messages import Messages
+from assistant.engines.generation import GenerationParams
+from assistant.engines.messages import Messages
 from assistant.storage.db import Database
 from assistant.storage.examples import ExampleStore
 from assistant.storage.origins import SYNTH_PREFIX

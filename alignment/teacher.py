@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from alignment.errors import AlignmentError
 from assistant.config import OpenAISettings, Settings
 from assistant.errors import AssistantError
-from assistant.generation import GenerationParams
-from assistant.messages import Messages
+from assistant.engines.generation import GenerationParams
+from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:
     from assistant.engines.openai_server import OpenAIGenerator

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import AssistantError
-from assistant.models import LoadedModel
+from assistant.engines.models import LoadedModel
 from alignment.training_kinds import KINDS, REWARD
 from assistant.registry import VERSION_FILE, Registry, Version
 from assistant.versions import BASE_VERSION

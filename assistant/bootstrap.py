@@ -15,14 +15,14 @@ log = logging.getLogger(__name__)
 # The model-side modules import torch, transformers and FAISS (seconds): they are
 # imported where used, so that `assistant db ...` and `assistant data ...` start fast.
 if TYPE_CHECKING:
-    from assistant.chat import ChatService
-    from assistant.embedding import Embedder
+    from assistant.chat.service import ChatService
+    from assistant.documents.embedding import Embedder
     from assistant.engines.registry import Engine
-    from assistant.index import SyncReport, VectorIndex
-    from assistant.ingest import Ingestor
-    from assistant.models import LoadedModel
+    from assistant.documents.index import SyncReport, VectorIndex
+    from assistant.documents.ingest import Ingestor
+    from assistant.engines.models import LoadedModel
     from assistant.registry import Registry
-    from assistant.retrieval import Retriever
+    from assistant.documents.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 
 
@@ -48,11 +48,11 @@ class Library:
 def open_library(settings: Settings, db: Database, repair: bool = True) -> Library:
     """Load the embedding model and the index, and check the index against the database
     (rebuilding it from the stored vectors when they disagree, unless ``repair`` is off)."""
-    from assistant.embedding import Embedder
-    from assistant.index import VectorIndex
-    from assistant.index_sync import sync_index
-    from assistant.ingest import Ingestor
-    from assistant.retrieval import Retriever
+    from assistant.documents.embedding import Embedder
+    from assistant.documents.index import VectorIndex
+    from assistant.documents.index_sync import sync_index
+    from assistant.documents.ingest import Ingestor
+    from assistant.documents.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 
     store = DocumentStore(db)
@@ -96,7 +96,7 @@ def build_chat_service(
     loaded: LoadedModel | None = None,
     library: Library | None = None,
 ) -> ChatService:
-    from assistant.chat import ChatService
+    from assistant.chat.service import ChatService
     from assistant.storage import ConversationStore
 
     db = db or open_database(settings)

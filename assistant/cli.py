@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from assistant.cli_auth import login, needs
+from assistant.login.cli_auth import login, needs
 from assistant.cli_quiet import quiet_libraries
 from assistant.config import get_settings
 from assistant.errors import AssistantError
 from assistant.plugins import COMMANDS_GROUP, register_commands
-from assistant.permissions import private_umask
+from assistant.operations.permissions import private_umask
 from assistant.words import clean_text
 
 if TYPE_CHECKING:
     from assistant.bootstrap import Library
-    from assistant.chat import ChatService, Reply
-    from assistant.generation import GenerationParams
+    from assistant.chat.service import ChatService, Reply
+    from assistant.engines.generation import GenerationParams
     from assistant.storage import StoredMessage
     from assistant.storage.conversations import SourceRecord
 
@@ -154,7 +154,7 @@ def chat(conversation_id: int | None, temperature: float | None, top_p: float | 
     """Chat in the terminal, on the same service and database as the web app."""
     from assistant.bootstrap import build_chat_service
     from assistant.cpu import cpu_info
-    from assistant.generation import GenerationParams, describe, setup_of
+    from assistant.engines.generation import GenerationParams, describe, setup_of
 
     settings = get_settings()
     user = login()
@@ -265,7 +265,7 @@ def ingest(paths: tuple[Path, ...]) -> None:
     """
     from tqdm import tqdm
 
-    from assistant.ingest import find_files
+    from assistant.documents.ingest import find_files
 
     missing = [p for p in paths if not p.exists()]
     for p in missing:
@@ -362,7 +362,7 @@ def index_check() -> None:
 @needs("maintain")
 def index_rebuild(reembed: bool) -> None:
     """Rebuild the index from the vectors stored in the database."""
-    from assistant.index_sync import reembed as reembed_all
+    from assistant.documents.index_sync import reembed as reembed_all
 
     library = _library(repair=False)
     if reembed:
@@ -376,8 +376,8 @@ def index_rebuild(reembed: bool) -> None:
     click.echo(f"Index rebuilt: {n} chunks ({library.index.kind}).")
 
 
-from assistant.cli_auth import users as _users  # noqa: E402
-from assistant.cli_ops import register as _register_ops  # noqa: E402
+from assistant.login.cli_auth import users as _users  # noqa: E402
+from assistant.operations.cli_ops import register as _register_ops  # noqa: E402
 
 main.add_command(_users)
 _register_ops(main)
@@ -411,7 +411,7 @@ CUT_NOTICE = "[cut at the token limit: /continue goes on with it]"
 
 
 def _print_history(service: ChatService, conversation_id: int) -> None:
-    from assistant.chat import SAYS_NO_DOCUMENT
+    from assistant.chat.service import SAYS_NO_DOCUMENT
     from assistant.storage.conversations import RETRIEVAL
 
     for m in service.store.messages(conversation_id):
@@ -427,8 +427,8 @@ def _print_sources(m: StoredMessage) -> None:
     """The sources under an answer, as the app lists them: the cited ones with their text
     (and who cited them: the model with its own [n], or attribution), then the others the
     model was shown."""
-    from assistant.answer_modes import quotes, unverified_quotes
-    from assistant.citations import explicit_citations
+    from assistant.chat.answer_modes import quotes, unverified_quotes
+    from assistant.chat.citations import explicit_citations
 
     def where(src: SourceRecord) -> str:
         return f"{src.document_name}{f' · {src.location}' if src.location else ''}"

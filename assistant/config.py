@@ -90,7 +90,7 @@ class RetrievalSettings(BaseModel):
 
 
 class AnswerSettings(BaseModel):
-    """How an answer from the documents is formed (assistant.answer_modes)."""
+    """How an answer from the documents is formed (assistant.chat.answer_modes)."""
 
     mode: Literal["free", "quoted", "extractive"] = Field(
         "quoted",

@@ -86,7 +86,7 @@ class UnsupportedDatabase(DatabaseError):
 
 
 class AuthError(AssistantError):
-    """Base class of login and permission errors (``assistant.auth``)."""
+    """Base class of login and permission errors (``assistant.login.auth``)."""
 
 
 class UserError(AuthError):

@@ -18,8 +18,8 @@ import torch
 
 from assistant.config import get_settings
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
-from assistant.models import load_model
+from assistant.engines.generation import GenerationParams
+from assistant.engines.models import load_model
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who loves books."}]
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.config import Settings
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
-from assistant.models import load_model
+from assistant.engines.generation import GenerationParams
+from assistant.engines.models import load_model
 
 PROMPT = "Write a detailed essay about the history of the city of Paris, century by century."
 

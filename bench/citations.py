@@ -5,7 +5,7 @@
 Both articles go in as documents through the product's pipeline; for each answerable
 question the sources are what the chat would show (``Retriever.relevant``, top_k). Four
 kinds of answer sentence are attributed, with the question, as the chat attributes them
-(``assistant.citations.cite``), beside the earlier rule (most content words in a source):
+(``assistant.chat.citations.cite``), beside the earlier rule (most content words in a source):
 
 * **gold**: the sentence of the article that holds the gold answer (right when attributed
   to a source that contains it);
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.bootstrap import open_database, open_library
-from assistant.citations import _SENTENCE, cite
+from assistant.chat.citations import _SENTENCE, cite
 from assistant.config import Settings
 from assistant.words import content_words
 from bench.relevance import DATA

@@ -31,13 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.engines.llamacpp import GGUFVocab
 from assistant.engines.openai_server import OpenAIGenerator
-from assistant.generation import GenerationParams
-from assistant.model_files import embedded_gguf
-from assistant.side_by_side import interleave
+from assistant.engines.generation import GenerationParams
+from assistant.engines.model_files import embedded_gguf
+from assistant.chat.side_by_side import interleave
 from assistant.storage import ConversationStore, Database, upgrade
 
 QUESTION = "Write a long story about a dragon who loves books."

@@ -20,7 +20,7 @@ import time
 import torch
 
 from assistant.cpu import report
-from assistant.prompting import build_messages
+from assistant.chat.prompting import build_messages
 from engines import embedded_model, four_sources  # bench/engines.py, beside this script
 
 

@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 from assistant.config import Settings
-from assistant.conversion import convert_checkpoint
+from assistant.engines.conversion import convert_checkpoint
 from assistant.engines.llamacpp import LlamaCppGenerator
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams, Generator
-from assistant.model_files import embedded_gguf
-from assistant.models import checkpoint_for_gguf, load_model
-from assistant.messages import Messages
-from assistant.prompting import build_messages
+from assistant.engines.generation import GenerationParams, Generator
+from assistant.engines.model_files import embedded_gguf
+from assistant.engines.models import checkpoint_for_gguf, load_model
+from assistant.engines.messages import Messages
+from assistant.chat.prompting import build_messages
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_2_articles.json"
 OUT = Path(__file__).resolve().parent / "out"

@@ -1,6 +1,6 @@
 """Answer modes measured on SQuAD articles: how often the answer holds a gold answer, cites
 the source that holds it, quotes word for word, abstains where it should, and how long it
-takes, for free / quoted / extractive answers (assistant.answer_modes).
+takes, for free / quoted / extractive answers (assistant.chat.answer_modes).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/evidence.py [--file squad2_dev_2_articles.json]
         [--title Normans] [--limit N] [--data-dir DIR] [--timing 30]
@@ -9,7 +9,7 @@ In a data folder (``--data-dir``; default a temporary one) the file's articles a
 as documents (``assistant data import squad --no-examples``' path), and each question of
 ``--title`` is asked as the chat asks it: the product's retrieval with its relevance gate,
 the prompt builder, the chat's engine (llama.cpp by default), greedy with the chat's
-repetition penalty, then :func:`assistant.answer_modes.compose` and
+repetition penalty, then :func:`assistant.chat.answer_modes.compose` and
 :func:`alignment.grounded.judge` (answers judged on their first 50 words).
 
 Printed: for each mode and each ``answers.min_similarity`` of the sweep, answer accuracy,
@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from alignment.grounded import judge  # noqa: E402
 from alignment.squad import ground, import_squad, parse_squad, select_articles, span_in_context  # noqa: E402
-from assistant.answer_modes import MODES, compose, similarity_of  # noqa: E402
+from assistant.chat.answer_modes import MODES, compose, similarity_of  # noqa: E402
 from assistant.bootstrap import build_engine, open_database, open_library  # noqa: E402
 from assistant.config import Settings  # noqa: E402
 from assistant.cpu import report as cpu_report  # noqa: E402
-from assistant.generation import GenerationParams  # noqa: E402
-from assistant.prompting import build_messages  # noqa: E402
+from assistant.engines.generation import GenerationParams  # noqa: E402
+from assistant.chat.prompting import build_messages  # noqa: E402
 from assistant.significance import rate  # noqa: E402
 
 SWEEP = (None, 0.4, 0.45, 0.5, 0.55, 0.6)
@@ -134,7 +134,7 @@ def timing(gen, examples, messages, settings: Settings, similarity) -> None:  # 
     """Seconds to the complete answer, per mode, on the same questions, in this process:
     free at the chat's token limit (today's answer), quoted (the model stops after its first
     sentence, then the quote is chosen), extractive (no model)."""
-    from assistant.answer_modes import ComposedStream
+    from assistant.chat.answer_modes import ComposedStream
 
     g = settings.generation
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=g.max_new_tokens,

@@ -29,7 +29,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from alignment.training.lm_head import labelled_positions_only
 from assistant.config import get_settings
-from assistant.models import load_model
+from assistant.engines.models import load_model
 
 
 def main() -> None:

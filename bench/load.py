@@ -446,11 +446,11 @@ def make_service(settings: Settings, db: Database, recorder: Recorder, library: 
                  token_ms: float, real_generator: bool = False):
     """A ChatService wired as ``build_chat_service`` wires it, on the fake generator unless
     ``real_generator``, with every storage call timed."""
-    from assistant.chat import ChatService
+    from assistant.chat.service import ChatService
 
     if real_generator:
         from assistant.engines.transformers import TransformersGenerator
-        from assistant.models import load_model
+        from assistant.engines.models import load_model
 
         generator = TransformersGenerator(load_model(settings), workers=settings.generation_workers)
     else:
@@ -477,10 +477,10 @@ def make_service(settings: Settings, db: Database, recorder: Recorder, library: 
 def open_bench_library(settings: Settings, db: Database, embedder) -> Library:  # noqa: ANN001
     """``open_library``'s wiring with an embedder already loaded (the baseline and the load
     run each have their own file and index, and one model)."""
-    from assistant.index import VectorIndex
-    from assistant.index_sync import sync_index
-    from assistant.ingest import Ingestor
-    from assistant.retrieval import Retriever
+    from assistant.documents.index import VectorIndex
+    from assistant.documents.index_sync import sync_index
+    from assistant.documents.ingest import Ingestor
+    from assistant.documents.retrieval import Retriever
     from assistant.storage.documents import DocumentStore
 
     store = DocumentStore(db)
@@ -640,7 +640,7 @@ def run_load(o: LoadOptions, embedder=None) -> LoadResult:  # noqa: ANN001
         library = None
         if o.documents:
             if embedder is None:
-                from assistant.embedding import Embedder
+                from assistant.documents.embedding import Embedder
 
                 embedder = Embedder(settings.retrieval.embedding_model)
             library = open_bench_library(settings, db, embedder)
@@ -808,7 +808,7 @@ def main() -> None:
             busy_timeout_s=args.busy_timeout, real_generator=args.real_generator, seed=args.seed,
             no_write_queue=args.no_write_queue,
         )
-        from assistant.embedding import Embedder
+        from assistant.documents.embedding import Embedder
 
         embedder = Embedder(o.settings().retrieval.embedding_model)
         base_s = args.seconds / 3 if args.baseline_seconds is None else args.baseline_seconds

@@ -20,9 +20,9 @@ import ctypes
 import time
 from pathlib import Path
 
-from assistant.conversion import convert_checkpoint
+from assistant.engines.conversion import convert_checkpoint
 from assistant.engines.llamacpp import GGUFVocab
-from assistant.prompting import build_messages
+from assistant.chat.prompting import build_messages
 from engines import OUT, embedded_model, four_sources  # bench/engines.py, beside this script
 
 FORMATS = ("q8_0", "q4_0", "f16", "bf16")

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alignment.importers import MalformedPair, parse_hh_line
 from assistant.config import GenerationDefaults
 from assistant.engines.llamacpp import LlamaCppGenerator
-from assistant.generation import FINISH_LENGTH, GenerationParams
-from assistant.model_files import embedded_gguf
-from assistant.prompting import build_messages
+from assistant.engines.generation import FINISH_LENGTH, GenerationParams
+from assistant.engines.model_files import embedded_gguf
+from assistant.chat.prompting import build_messages
 from assistant.words import repeated_ngram_rate, repeated_ngrams
 from tests.shared_data import HH_FILE, SHARED_DATA
 

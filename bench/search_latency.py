@@ -49,10 +49,10 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.bootstrap import open_database
-from assistant.chunking import Chunk
+from assistant.documents.chunking import Chunk
 from assistant.config import RetrievalSettings, Settings
-from assistant.index import VectorIndex
-from assistant.retrieval import Retriever
+from assistant.documents.index import VectorIndex
+from assistant.documents.retrieval import Retriever
 from assistant.storage.documents import DocumentStore
 
 KINDS = ("flat", "hnsw", "ivf")
@@ -298,7 +298,7 @@ def run_size(n: int, corpus: Corpus, queries: list[str], qvecs: np.ndarray,
 
 
 def encode_latency(queries: list[str]) -> str:
-    from assistant.embedding import Embedder
+    from assistant.documents.embedding import Embedder
 
     t0 = time.perf_counter()
     embedder = Embedder(RetrievalSettings().embedding_model)

@@ -81,7 +81,7 @@ from alignment.training import make_config, train
 from alignment.training.meter import plain_step_tokens_per_s
 from assistant.bootstrap import open_database
 from assistant.config import Settings
-from assistant.models import load_model
+from assistant.engines.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where tests/shared_data.py looks: shared/data beside the checkout, or ASSISTANT_SHARED_DATA.

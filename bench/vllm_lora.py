@@ -30,15 +30,15 @@ from assistant.config import Settings, VllmSettings
 from assistant.cpu import report as cpu_report
 from assistant.engines import vllm_launch
 from assistant.engines.openai_server import OpenAIGenerator
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 PROMPTS = ["Write a story about a dragon who loves books.", "Explain how bread rises.",
            "Describe a walk along the sea.", "List ten animals and one fact about each."]
 
 
 def default_model() -> Path:
-    from assistant.model_files import embedded_gguf
-    from assistant.models import checkpoint_for_gguf
+    from assistant.engines.model_files import embedded_gguf
+    from assistant.engines.models import checkpoint_for_gguf
 
     return checkpoint_for_gguf(embedded_gguf(), Path("bench/out/models"))
 

@@ -34,7 +34,7 @@ fi
 # (GGML_NATIVE): a cached wheel from another CPU dies of an illegal instruction (exit 132 =
 # 128 + SIGILL) on its first answer. Try it on the embedded model; rebuild without the cache
 # if it dies so.
-gguf=$("$BIN/python" -c "from assistant.model_files import embedded_gguf; print(embedded_gguf())" 2>/dev/null)
+gguf=$("$BIN/python" -c "from assistant.engines.model_files import embedded_gguf; print(embedded_gguf())" 2>/dev/null)
 if [ -n "$gguf" ]; then
     "$BIN/python" -m assistant.engines.llamacpp_probe "$gguf" plain 1 >/dev/null 2>&1
     if [ $? -eq 132 ]; then

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# As the app and the CLI do at start (assistant.permissions): data written by tests is
+# As the app and the CLI do at start (assistant.operations.permissions): data written by tests is
 # private, so that `doctor` finds a healthy folder healthy.
 os.umask(0o077)
 
@@ -121,7 +121,7 @@ def store(db) -> ConversationStore:
 @pytest.fixture(scope="session")
 def embedded(model_cache):
     """The real embedded model, loaded once per test run."""
-    from assistant.models import load_model
+    from assistant.engines.models import load_model
 
     return load_model(Settings(data_dir=model_cache.parent, model_cache_dir=model_cache))
 
@@ -134,7 +134,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from assistant.models import embedded_gguf
+    from assistant.engines.models import embedded_gguf
 
     gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -22,8 +22,8 @@ def require_llama() -> None:
 @pytest.fixture(scope="session")
 def embedded_checkpoint(model_cache) -> Path:
     """The transformers checkpoint dequantized from the embedded GGUF (what training uses)."""
-    from assistant.model_files import embedded_gguf
-    from assistant.models import checkpoint_for_gguf
+    from assistant.engines.model_files import embedded_gguf
+    from assistant.engines.models import checkpoint_for_gguf
 
     return checkpoint_for_gguf(embedded_gguf(), model_cache)
 
@@ -33,7 +33,7 @@ def embedded_llama(embedded_checkpoint):
     """The embedded GGUF as shipped (Q4_1), on the llama.cpp engine."""
     require_llama()
     from assistant.engines.llamacpp import LlamaCppGenerator
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     return LlamaCppGenerator(embedded_gguf(), "embedded", 4096,
                              base_checkpoint=lambda: embedded_checkpoint)
@@ -44,7 +44,7 @@ def embedded_f32_gguf(embedded_checkpoint, tmp_path_factory) -> Path:
     """The embedded model's checkpoint converted to an f32 GGUF: the same weights the
     transformers engine runs, for exact parity."""
     require_llama()
-    from assistant.conversion import convert_checkpoint
+    from assistant.engines.conversion import convert_checkpoint
 
     out = tmp_path_factory.mktemp("gguf") / "smollm2-135m.f32.gguf"
     return convert_checkpoint(embedded_checkpoint, out, "f32")

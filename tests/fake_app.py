@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from assistant.bootstrap import Library, open_database, open_registry
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.storage import ConversationStore
 from assistant.storage.documents import DocumentStore

@@ -1,6 +1,6 @@
 """A stand-in generator for tests about the chat service's wiring, not about the model.
 
-It implements the same :class:`assistant.generation.Generator` protocol as the real one
+It implements the same :class:`assistant.engines.generation.Generator` protocol as the real one
 and is handed to the real :class:`ChatService` exactly as the real one is.
 """
 
@@ -10,8 +10,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from assistant.generation import FINISH_LENGTH, FINISH_STOP, GenerationParams, GenerationStats
-from assistant.messages import Messages
+from assistant.engines.generation import FINISH_LENGTH, FINISH_STOP, GenerationParams, GenerationStats
+from assistant.engines.messages import Messages
 
 
 def count_words(messages: Messages) -> int:

@@ -61,7 +61,7 @@ def embedded_server(folder: Path, *extra: dict, interrupt_requests: bool = False
     (llama_cpp.server's config: ``model_alias``, ``lora_path``, ...; the embedded GGUF and the
     same options unless they say otherwise); logs in ``folder``. Skips (fails in CI) without
     llama-cpp-python. The caller stops it."""
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
     from tests.engines import require_llama
 
     require_llama()

@@ -14,8 +14,8 @@ from transformers import (
 from assistant.config import Settings
 from assistant.errors import AdapterError
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
-from assistant.models import load_model
+from assistant.engines.generation import GenerationParams
+from assistant.engines.models import load_model
 
 GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=12)
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

@@ -10,8 +10,8 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner
 
 from alignment import runs
-from assistant import auth
-from assistant.auth import (
+from assistant.login import auth
+from assistant.login.auth import (
     LoginFailed,
     NotAllowed,
     TooManyAttempts,

@@ -19,12 +19,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from assistant.backup import BackupError, backup, restore, sha256, verify
+from assistant.operations.backup import backup, restore
+from assistant.operations.backup_archive import BackupError, sha256, verify
 from assistant.bootstrap import open_database, open_library, open_registry
 from assistant.cli import main
-from assistant.cli_ops import register
+from assistant.operations.cli_ops import register
 from assistant.config import Settings
-from assistant.embedding import Embedder
+from assistant.documents.embedding import Embedder
 from assistant.storage import ConversationStore, Database
 from assistant.storage.conversations import AnswerRecord
 from assistant.storage.documents import DocumentStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.bootstrap import open_library
-from assistant.chat import ChatService
-from assistant.generation import GenerationParams
+from assistant.chat.service import ChatService
+from assistant.engines.generation import GenerationParams
 from assistant.storage.conversations import DocumentChoice
 from tests.fakes import FakeGenerator
 

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import (
     AnswerTooLong, DatabaseLocked, EmptyMessage, GenerationFailed, MessageTooLong, NotAnAnswer,
 )
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 from tests.fakes import FakeGenerator
 
 PARAMS = GenerationParams(temperature=0.3, top_p=0.8, max_new_tokens=20, system_prompt="Be brief.")

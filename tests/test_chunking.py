@@ -1,4 +1,4 @@
-"""assistant.chunking with the real MiniLM tokenizer: sizes, overlap, sentence boundaries,
+"""assistant.documents.chunking with the real MiniLM tokenizer: sizes, overlap, sentence boundaries,
 hard splits of over-long sentences, sections and locations."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from assistant.chunking import Chunk, chunk_sections, split_units
-from assistant.embedding import Embedder
-from assistant.parsing import Section
+from assistant.documents.chunking import Chunk, chunk_sections, split_units
+from assistant.documents.embedding import Embedder
+from assistant.documents.parsing import Section
 
 TOPICS = ["rivers", "castles", "engines", "orchards", "violins", "glaciers", "markets", "comets"]
 

@@ -1,4 +1,4 @@
-from assistant.citations import annotate, cite, explicit_citations, supports
+from assistant.chat.citations import annotate, cite, explicit_citations, supports
 
 SOURCES = [
     "The Zorblax festival is held every year in the town of Quillhaven, on the third of May.",

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
-from assistant.index import INDEX_FILE
+from assistant.documents.index import INDEX_FILE
 from assistant.storage import ConversationStore, Database
 
 

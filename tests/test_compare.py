@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import AlreadyVoted
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 from assistant.storage import Database
 from assistant.storage.comparisons import ComparisonStore
 from tests.fakes import FakeGenerator

@@ -26,9 +26,9 @@ import pytest
 
 from alignment import runs
 from assistant.bootstrap import open_database, open_registry
-from assistant.doctor import diagnose
-from assistant.embedding import EMBEDDED_NAME
-from assistant.index import VectorIndex
+from assistant.operations.doctor import diagnose
+from assistant.documents.embedding import EMBEDDED_NAME
+from assistant.documents.index import VectorIndex
 from assistant.storage.documents import DocumentStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def _pause():
 """
 #: ... at the Nth save of the FAISS index: after that file's database commit.
 PAUSE_AT_INDEX_SAVE = PAUSE + """
-import assistant.index as _ix
+import assistant.documents.index as _ix
 _save, _calls = _ix.VectorIndex.save, []
 def _paused_save(self):
     _calls.append(1)
@@ -261,7 +261,7 @@ def register_adapter(settings, db, registry, parent: str = "base"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from assistant.models import fingerprint
+    from assistant.engines.models import fingerprint
 
     model = AutoModelForCausalLM.from_pretrained(settings.model)
     fp = fingerprint(model)

@@ -23,7 +23,7 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def modules(root: Path = ROOT) -> list[str]:
-    """Every module of the packages as a path relative to ``root`` (``assistant/evidence.py``),
+    """Every module of the packages as a path relative to ``root`` (``assistant/chat/evidence.py``),
     ``__init__.py`` files and the migration scripts excepted."""
     found = []
     for package in PACKAGES:
@@ -36,9 +36,9 @@ def modules(root: Path = ROOT) -> list[str]:
 
 
 def mentioned(module: str, text: str) -> bool:
-    """Whether ``text`` names ``module`` (``assistant/evidence.py``) by its path or its dotted
-    name (``assistant.evidence``), as a whole name: ``assistant/cli.py`` is not named by
-    ``alignment/cli.py``, nor ``assistant.cli`` by ``assistant.cli_auth``."""
+    """Whether ``text`` names ``module`` (``assistant/chat/evidence.py``) by its path or its dotted
+    name (``assistant.chat.evidence``), as a whole name: ``assistant/cli.py`` is not named by
+    ``alignment/cli.py``, nor ``assistant.cli`` by ``assistant.login.cli_auth``."""
     dotted = module.removesuffix(".py").replace("/", ".")
     by_path = re.compile(r"(?<![\w./-])" + re.escape(module) + r"(?![\w/])")
     by_name = re.compile(r"(?<![\w./-])" + re.escape(dotted) + r"(?!\w)")
@@ -93,14 +93,15 @@ def test_the_checks_can_fail(tmp_path):
     for package in PACKAGES:
         (tmp_path / package).mkdir()
     (tmp_path / "assistant" / "cli.py").write_text("")
-    (tmp_path / "assistant" / "cli_auth.py").write_text("")
+    (tmp_path / "assistant" / "login").mkdir()
+    (tmp_path / "assistant" / "login" / "cli_auth.py").write_text("")
     (tmp_path / "alignment" / "cli.py").write_text("")
     (tmp_path / "assistant" / "__init__.py").write_text("")
     (tmp_path / MIGRATIONS).mkdir(parents=True)
     (tmp_path / MIGRATIONS / "0001_first.py").write_text("")
     (tmp_path / "docs").mkdir()
     (tmp_path / ARCHITECTURE).write_text(
-        "`alignment/cli.py` and `assistant.cli_auth`; see [engines](engines.md), [web](https://x.org)\n"
+        "`alignment/cli.py` and `assistant.login.cli_auth`; see [engines](engines.md), [web](https://x.org)\n"
         "```\n[in a fence](nowhere.md)\n```\n"
     )
     (tmp_path / "README.md").write_text("[arch](docs/architecture.md#modules) [gone](docs/gone.md) "

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from assistant.chunking import Chunk
+from assistant.documents.chunking import Chunk
 from assistant.cli import main
-from assistant.cli_ops import register
-from assistant.doctor import CHECKS, DOCTOR_REASON, RESTORE_MARKER, diagnose
-from assistant.embedding import EMBEDDED_NAME
-from assistant.index import INDEX_FILE, VectorIndex
+from assistant.operations.cli_ops import register
+from assistant.operations.doctor import CHECKS, DOCTOR_REASON, RESTORE_MARKER, diagnose
+from assistant.documents.embedding import EMBEDDED_NAME
+from assistant.documents.index import INDEX_FILE, VectorIndex
 from assistant.registry import Registry
 from assistant.versions import BASE_VERSION as BASE
 from assistant.storage import ConversationStore

@@ -9,7 +9,7 @@ import torch
 
 from assistant import cpu as cpu_module
 from assistant.cpu import CpuInfo
-from assistant.models import dtype_choice
+from assistant.engines.models import dtype_choice
 
 XEON = CpuInfo("Intel(R) Xeon(R) Platinum 8481C", frozenset("avx2 avx512f avx512_bf16 amx_bf16 amx_int8".split()), 2)
 EPYC = CpuInfo("AMD EPYC", frozenset("avx2 avx512f avx512_bf16 avx512_vnni".split()), 2)
@@ -86,7 +86,7 @@ def test_bf16_picks_the_same_greedy_tokens_as_fp32(embedded_checkpoint):
 
 def test_bf16_forced_on_a_cpu_without_it_says_it_will_be_slow(monkeypatch, tmp_path, tiny_model_dir):
     from assistant.config import Settings
-    from assistant.models import load_model
+    from assistant.engines.models import load_model
 
     monkeypatch.setattr(cpu_module, "cpu_info", lambda: AVX2)
     loaded = load_model(Settings(data_dir=tmp_path, model=str(tiny_model_dir), dtype="bfloat16"))

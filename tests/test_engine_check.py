@@ -14,8 +14,8 @@ from assistant.bootstrap import build_engine
 from assistant.cpu import CpuInfo, parse_cpuinfo
 from assistant.engines import llamacpp_check
 from assistant.engines.llamacpp_check import check, describe_exit, layouts_to_try
-from assistant.generation import GenerationParams, setup_of
-from assistant.model_files import embedded_gguf
+from assistant.engines.generation import GenerationParams, setup_of
+from assistant.engines.model_files import embedded_gguf
 from tests.engines import require_llama
 
 AMX_BUILD = "CPU : AVX2 = 1 | AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | REPACK = 1 |"

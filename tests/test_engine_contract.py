@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.errors import AdapterError
-from assistant.generation import FINISH_LENGTH, GenerationParams
+from assistant.engines.generation import FINISH_LENGTH, GenerationParams
 from assistant.versions import BASE_VERSION
 
 SYSTEM = "You are a helpful assistant. Answer concisely and truthfully."
@@ -45,16 +45,16 @@ def engine(request, embedded, embedded_checkpoint, embedded_adapters, tmp_path_f
     elif request.param == "llamacpp":
         require_llama()
         from assistant.engines.llamacpp import LlamaCppGenerator
-        from assistant.model_files import embedded_gguf
+        from assistant.engines.model_files import embedded_gguf
 
         gen = LlamaCppGenerator(embedded_gguf(), "embedded", None, 2,
                                 base_checkpoint=lambda: embedded_checkpoint)
     else:
         require_llama()
-        from assistant.conversion import convert_adapter
+        from assistant.engines.conversion import convert_adapter
         from assistant.engines.llamacpp import GGUFVocab
         from assistant.engines.openai_server import OpenAIGenerator
-        from assistant.model_files import embedded_gguf
+        from assistant.engines.model_files import embedded_gguf
         from tests.llama_server import BASE, embedded_server
 
         # llama_cpp.server cannot load adapters at run time: it serves v1 from the start.

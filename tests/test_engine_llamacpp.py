@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import ChatService
-from assistant.conversion import ADAPTER_GGUF, SCRIPTS_ENV
+from assistant.chat.service import ChatService
+from assistant.engines.conversion import ADAPTER_GGUF, SCRIPTS_ENV
 from assistant.errors import AdapterError, ConversionFailed, CorruptCheckpoint
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_stop_while_queued_behind_another_answer(embedded_llama):
 def test_compare_mode_answers_one_after_the_other(embedded_llama, store, settings, monkeypatch):
     """One llama context holds one sequence: compare mode's B is generated after A, and the
     chat reads them in that order."""
-    from assistant.side_by_side import interleave
+    from assistant.chat.side_by_side import interleave
 
     runs: list[str] = []
     generate = embedded_llama._generate
@@ -170,7 +170,7 @@ def test_both_engines_read_identical_token_ids(transformers_engine, embedded_lla
     assert embedded_llama.prompt_ids(messages) == ids
     # The transformers tokenizer's own chat template agrees with the product's rendering.
     tok = transformers_engine.loaded.tokenizer
-    from assistant.chat_template import template_input
+    from assistant.engines.chat_template import template_input
 
     assert tok.apply_chat_template(template_input(tok, messages), add_generation_prompt=True,
                                    tokenize=True, return_dict=False) == ids
@@ -394,7 +394,7 @@ def test_quantized_weights_stay_close_in_log_probability(transformers_engine, em
     from llama_cpp import Llama
 
     from assistant.engines.llamacpp import weight_layout
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     with weight_layout("auto"):  # the layout that is safe on this CPU (plain on AMX hosts)
         llm = Llama(model_path=str(embedded_gguf()), n_ctx=512, logits_all=True, verbose=False)
@@ -431,7 +431,7 @@ def test_the_weights_served_follow_the_setting_and_the_cpu(llama_settings, monke
     from assistant.bootstrap import build_engine
     from assistant.cpu import CpuInfo
     from assistant.engines.llamacpp import served_weights
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     fast = CpuInfo("AMD EPYC", frozenset({"avx2", "avx512f", "avx512_bf16"}), 2)
     slow = CpuInfo("Intel(R) Xeon(R) CPU @ 2.20GHz", frozenset({"avx2"}), 2)

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from assistant.errors import AdapterError, EngineUnavailable
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 from tests.llama_server import BASE, embedded_server, free_port
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def server(embedded_checkpoint, embedded_adapters, tmp_path_factory):
     from tests.engines import require_llama
 
     require_llama()
-    from assistant.conversion import convert_adapter
+    from assistant.engines.conversion import convert_adapter
 
     lora = convert_adapter(embedded_adapters["v1"], embedded_checkpoint)
     srv = embedded_server(tmp_path_factory.mktemp("server"),
@@ -38,7 +38,7 @@ def server(embedded_checkpoint, embedded_adapters, tmp_path_factory):
 def generator(server):
     from assistant.engines.llamacpp import GGUFVocab
     from assistant.engines.openai_server import OpenAIGenerator
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     vocab = GGUFVocab.open(embedded_gguf())
     return OpenAIGenerator(server.url, model=BASE, prompt_ids=vocab.prompt_ids,
@@ -54,7 +54,7 @@ def any_generator(request):
         return request.getfixturevalue("generator")
     from assistant.engines.llamacpp import GGUFVocab
     from assistant.engines.openai_server import OpenAIGenerator
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
     from tests.vllm_server import BASE as VLLM_BASE
 
     vllm = request.getfixturevalue("vllm_server")
@@ -121,7 +121,7 @@ def test_continue_carries_on_from_the_last_word(any_generator, store, settings):
     """Continue (llama_cpp.server has no continue_final_message): the prompt text, ending
     inside the cut answer, goes to /v1/completions. Greedy, the answer cut at 8 tokens and
     continued is what one 16-token answer says."""
-    from assistant.chat import ChatService
+    from assistant.chat.service import ChatService
 
     generator = any_generator
     story = "Write a very long story about a dragon."
@@ -142,7 +142,7 @@ def test_an_answer_the_server_cuts_short_is_an_error_that_keeps_its_text(tmp_pat
     from assistant.engines.llamacpp import GGUFVocab
     from assistant.engines.openai_server import OpenAIGenerator
     from assistant.errors import GenerationFailed
-    from assistant.model_files import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     srv = embedded_server(tmp_path, interrupt_requests=True)
     try:
@@ -258,8 +258,8 @@ def test_compare_mode_asks_for_both_answers_at_once(generator, store, settings):
     started with interrupt_requests off: on, it would cut A short when B arrives)."""
     import httpx2 as httpx  # the HTTP library of the openai client (openai 3.x)
 
-    from assistant.chat import ChatService
-    from assistant.side_by_side import interleave
+    from assistant.chat.service import ChatService
+    from assistant.chat.side_by_side import interleave
 
     generator.load_adapter("v1", "/anywhere/the/server/has/it")
     service = ChatService(store, generator, settings)

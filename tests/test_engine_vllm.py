@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 from tests.vllm_server import BASE
 
 pytestmark = pytest.mark.slow
@@ -202,7 +202,7 @@ def test_a_version_for_another_model_is_refused_before_it_reaches_the_server(
     import shutil
 
     from assistant.bootstrap import build_chat_service, open_registry
-    from assistant.models import checkpoint_fingerprint
+    from assistant.engines.models import checkpoint_fingerprint
     from tests.engines import make_lora
 
     settings, db, _, _ = product
@@ -280,9 +280,9 @@ def test_a_prompt_over_max_model_len_is_a_clear_error_and_the_chat_fits_its_wind
 def test_compare_mode_answers_a_and_b_at_once(vllm_server, embedded_adapters, tmp_path, model_cache):
     """Compare mode on vLLM: both answers stream together (vLLM batches them), and each is
     the one its version gives alone."""
-    from assistant.chat import ChatService
+    from assistant.chat.service import ChatService
     from assistant.config import Settings
-    from assistant.side_by_side import interleave
+    from assistant.chat.side_by_side import interleave
     from assistant.storage import ConversationStore, Database, upgrade
 
     settings = Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache)

@@ -1,4 +1,4 @@
-"""Evidence sentences and the answer modes (assistant.evidence, assistant.answer_modes), on
+"""Evidence sentences and the answer modes (assistant.chat.evidence, assistant.chat.answer_modes), on
 plain text, the real embedding model, and the project's SQuAD articles."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from alignment.grounded import judge
-from assistant.answer_modes import (
+from assistant.chat.answer_modes import (
     ABSTENTION,
     REPLACED,
     ComposedStream,
@@ -17,8 +17,8 @@ from assistant.answer_modes import (
     similarity_of,
     unverified_quotes,
 )
-from assistant.evidence import MAX_WORDS, best_for_question, sentences, supporting, verbatim
-from assistant.generation import GenerationStats
+from assistant.chat.evidence import MAX_WORDS, best_for_question, sentences, supporting, verbatim
+from assistant.engines.generation import GenerationStats
 
 NORMANS = (
     "The Normans were the people who in the 10th and 11th centuries gave their name to "
@@ -35,7 +35,7 @@ BREAD = (
 @pytest.fixture(scope="module")
 def similarity():
     from assistant.config import Settings
-    from assistant.embedding import Embedder
+    from assistant.documents.embedding import Embedder
 
     return similarity_of(Embedder(Settings().retrieval.embedding_model))
 
@@ -177,7 +177,7 @@ def test_composed_stream_streams_the_first_sentence_then_the_quote():
 
 def test_a_quoted_sentence_is_not_attributed_again():
     """The quote already carries its [n]: attribution adds no marker inside it."""
-    from assistant.citations import cite
+    from assistant.chat.citations import cite
 
     composed = compose("extractive", "", "From which countries did the Norse originate?", [BREAD, NORMANS])
     c = cite(composed.text, [BREAD, NORMANS], "From which countries did the Norse originate?")

@@ -21,10 +21,10 @@ from alignment.export import (
 )
 from alignment.importers import import_hh_rlhf
 from alignment.pii import mask_text
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.cli import main
-from assistant.generation import GenerationParams
-from assistant.prompting import SOURCES_INSTRUCTION, with_sources
+from assistant.engines.generation import GenerationParams
+from assistant.chat.prompting import SOURCES_INSTRUCTION, with_sources
 from assistant.storage.conversations import AnswerRecord, SourceRecord
 from tests.fakes import FakeGenerator
 from tests.shared_data import HH_FILE, shared_file
@@ -482,7 +482,7 @@ def tokenizer():
     """The real SmolLM2 tokenizer and chat template (read from the embedded GGUF: ~9 s)."""
     from transformers import AutoTokenizer
 
-    from assistant.models import embedded_gguf
+    from assistant.engines.models import embedded_gguf
 
     gguf = embedded_gguf()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -1,7 +1,7 @@
 import pytest
 
-from assistant.chat import ChatService
-from assistant.generation import GenerationParams
+from assistant.chat.service import ChatService
+from assistant.engines.generation import GenerationParams
 from assistant.storage.stats import feedback_stats
 from tests.fakes import FakeGenerator
 

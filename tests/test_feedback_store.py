@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.chat import ChatService
-from assistant.generation import GenerationParams
+from assistant.chat.service import ChatService
+from assistant.engines.generation import GenerationParams
 from tests.fakes import FakeGenerator
 
 pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)

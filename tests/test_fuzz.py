@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from alignment.errors import NoTrainingData
 from alignment.export import KINDS, ExportOptions, build_export, load_feedback, write_export
 from alignment.importers import MalformedPair, import_hh_rlhf, parse_hh_line
-from assistant.chunking import chunk_sections, split_units
-from assistant.parsing import Section
+from assistant.documents.chunking import chunk_sections, split_units
+from assistant.documents.parsing import Section
 from assistant.storage import ConversationStore, Database, upgrade
 from assistant.storage.conversations import AnswerRecord, SourceRecord
 
@@ -53,7 +53,7 @@ def tokenizer():
     """The embedding model's own (fast) tokenizer: what ingest measures chunks with."""
     from transformers import AutoTokenizer
 
-    from assistant.embedding import embedded_model_dir
+    from assistant.documents.embedding import embedded_model_dir
 
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 
@@ -119,7 +119,7 @@ def test_chunks_respect_the_token_limit_and_cover_the_text_in_order(tokenizer, t
 @given(data=st.one_of(TEXT.map(lambda t: t.encode("utf-8")), st.binary(max_size=300)))
 def test_parsing_then_chunking_arbitrary_bytes_never_crashes(tokenizer, data):
     from assistant.errors import DocumentError
-    from assistant.parsing import parse_document
+    from assistant.documents.parsing import parse_document
 
     for name in ("notes.txt", "notes.md"):
         try:

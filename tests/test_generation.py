@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from alignment.on_policy import collect, grounded_examples
 from alignment.squad import import_squad
 from assistant.bootstrap import open_library
 from assistant.cli import main
-from assistant.prompting import SOURCES_INSTRUCTION
+from assistant.chat.prompting import SOURCES_INSTRUCTION
 from assistant.storage.conversations import SourceRecord
 from assistant.storage.pairs import delete_pair, list_pairs
 from assistant.storage.schema import Conversation, Message
@@ -71,7 +71,7 @@ def squad(version: str) -> dict:
 def warm_embedder():
     """Load the embedding model once for the module (later loads reuse the warm files)."""
     from assistant.config import Settings
-    from assistant.embedding import Embedder
+    from assistant.documents.embedding import Embedder
 
     return Embedder(Settings().retrieval.embedding_model)
 
@@ -128,7 +128,7 @@ def test_quoted_targets_answer_quote_the_holding_sentence_and_cite(env_settings,
     composer keeps it as it is, and the abstention stays the abstention."""
     from alignment.grounded import judge as judge_answer
     from alignment.on_policy import reason
-    from assistant.answer_modes import compose, quotes, unverified_quotes
+    from assistant.chat.answer_modes import compose, quotes, unverified_quotes
 
     path = write(tmp_path, squad("v2.0"))
     runner = CliRunner()

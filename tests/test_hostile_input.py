@@ -21,14 +21,14 @@ from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
 from assistant.bootstrap import open_database, open_library
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import GenerationFailed
-from assistant.chat_template import template_input
+from assistant.engines.chat_template import template_input
 from assistant.engines.transformers import TransformersGenerator
-from assistant.generation import GenerationParams
-from assistant.models import load_model
-from assistant.messages import ZERO_WIDTH_SPACE, defuse_special_tokens
-from assistant.prompting import with_sources
+from assistant.engines.generation import GenerationParams
+from assistant.engines.models import load_model
+from assistant.engines.messages import ZERO_WIDTH_SPACE, defuse_special_tokens
+from assistant.chat.prompting import with_sources
 from assistant.storage import ConversationStore
 from assistant.storage.conversations import AnswerRecord, SourceRecord
 from tests.fake_app import APP, run_ok, fake_app

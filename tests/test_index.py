@@ -1,4 +1,4 @@
-"""assistant.index on real FAISS: flat, HNSW and IVF; restricted search; atomic save and
+"""assistant.documents.index on real FAISS: flat, HNSW and IVF; restricted search; atomic save and
 reload; torn files and indexes built differently are discarded; check() against the
 database's ids. Small random unit vectors (dim 8): the embedding model is not the point."""
 
@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from assistant.index import INDEX_FILE, META_FILE, SyncReport, VectorIndex
+from assistant.documents.index import INDEX_FILE, META_FILE, SyncReport, VectorIndex
 
 DIM = 8
 KINDS = ["flat", "hnsw", "ivf"]

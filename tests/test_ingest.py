@@ -1,4 +1,4 @@
-"""assistant.ingest end to end with real parts: the embedded MiniLM model, SQLite (with its
+"""assistant.documents.ingest end to end with real parts: the embedded MiniLM model, SQLite (with its
 FTS5 table) and FAISS in a temp dir, wired by ``open_library`` as the app does."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from sqlalchemy import text
 
 from assistant.bootstrap import Library, open_library
 from assistant.config import Settings
-from assistant.embedding import Embedder
+from assistant.documents.embedding import Embedder
 from assistant.errors import DocumentNotFound
-from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-from assistant.index_sync import catch_up, sync_index
-from assistant.ingest import Ingestor, find_files
+from assistant.documents.index import INDEX_FILE, META_FILE, VectorIndex
+from assistant.documents.index_sync import catch_up, sync_index
+from assistant.documents.ingest import Ingestor, find_files
 from assistant.storage.documents import DocumentStore
 from tests.test_parsing import encrypt_pdf, make_pdf
 

@@ -15,11 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def imported(source: str) -> set[str]:
+def imported(source: str, *, runtime: bool = False) -> set[str]:
     """Every module an import statement anywhere in ``source`` names (``from a import b``
-    names ``a`` and ``a.b``: ``b`` may be a module)."""
+    names ``a`` and ``a.b``: ``b`` may be a module). ``runtime``: leave out the imports under
+    ``if TYPE_CHECKING:`` (for annotations only, never executed)."""
+    tree = ast.parse(source)
+    if runtime:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                node.body = []
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -54,6 +60,8 @@ def test_imports_are_found_wherever_they_stand():
     found = imported(source)
     assert {"os", "alignment", "alignment.runs", "ui.state", "assistant.storage"} <= found
     assert "assistant.storage.Database" in found
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ui.state\nimport os\n"
+    assert "ui.state" in imported(typing_only) and "ui.state" not in imported(typing_only, runtime=True)
 
 
 @pytest.mark.parametrize("folder, forbidden", [
@@ -61,13 +69,57 @@ def test_imports_are_found_wherever_they_stand():
     ("assistant", ("alignment", "ui", "streamlit")),
     # Training builds on the library; the UI is above both.
     ("alignment", ("ui", "streamlit")),
-    # Storage holds what it is given: parsing, chunking and ingest sit above it.
-    ("assistant/storage", ("assistant.parsing", "assistant.chunking", "assistant.ingest")),
-    # Engines take messages (assistant.messages), not the chat's prompt building.
-    ("assistant/engines", ("assistant.prompting", "assistant.chat", "assistant.retrieval")),
 ])
 def test_layers_point_one_way(folder, forbidden):
     assert violations(folder, forbidden) == []
+
+
+#: What each part of the library (a package of assistant/) may import of the other parts.
+#: Every part may import the shared modules at the top of assistant/ (config, errors, atomic,
+#: words, ...); bootstrap and the CLI, at the top, wire the parts together.
+PARTS = {
+    # Storage holds what it is given: parsing, chunking and ingest sit above it.
+    "storage": (),
+    # Engines take messages (engines/messages.py), not the chat's prompt building.
+    "engines": (),
+    "documents": ("storage",),
+    "login": ("storage",),
+    "chat": ("documents", "engines", "storage"),
+    "operations": ("documents", "storage"),
+}
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
+def test_each_part_imports_only_the_parts_below_it(part):
+    forbidden = tuple(f"assistant.{other}" for other in PARTS if other != part and other not in PARTS[part])
+    assert violations(f"assistant/{part}", forbidden) == []
+
+
+def test_every_part_says_what_it_owns_and_may_import():
+    folders = sorted(p.parent.name for p in (ROOT / "assistant").glob("*/__init__.py"))
+    assert folders == sorted(PARTS)
+    for part in PARTS:
+        doc = ast.get_docstring(ast.parse((ROOT / "assistant" / part / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and "May import" in doc, part
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def test_no_two_modules_import_each_other():
+    """Not even inside a function: a pair that needs each other is one module, or a third
+    one holds what they share. (Imports for annotations only, under TYPE_CHECKING, are
+    never executed and do not count.)"""
+    graph: dict[str, set[str]] = {}
+    for folder in ("assistant", "alignment", "ui"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            graph[module_name(path)] = imported(path.read_text(encoding="utf-8"), runtime=True)
+    pairs = sorted({tuple(sorted((a, b))) for a, names in graph.items() for b in names
+                    if b in graph and b != a and a in graph[b]})
+    assert pairs == []
 
 
 @pytest.mark.parametrize("folder", ["assistant", "alignment", "ui"])
@@ -88,8 +140,8 @@ def test_the_check_skips_the_folders_it_is_told_to(tmp_path):
 
 def test_retrieval_and_the_index_do_not_import_ingest():
     for module in ("retrieval.py", "index.py", "index_sync.py"):
-        names = imported((ROOT / "assistant" / module).read_text(encoding="utf-8"))
-        assert "assistant.ingest" not in names, module
+        names = imported((ROOT / "assistant" / "documents" / module).read_text(encoding="utf-8"))
+        assert "assistant.documents.ingest" not in names, module
 
 
 def test_the_check_finds_a_violation(tmp_path):
@@ -102,7 +154,7 @@ def test_the_check_finds_a_violation(tmp_path):
 
 def test_modules_the_ui_imports_for_data_do_not_load_torch():
     modules = ["assistant.versions", "assistant.registry", "assistant.run_records", "alignment.runs",
-               "assistant.storage", "assistant.errors", "assistant.passages"]
+               "assistant.storage", "assistant.errors", "assistant.storage.passages"]
     code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

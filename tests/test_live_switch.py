@@ -11,7 +11,7 @@ import torch
 
 from alignment.training import make_config, train
 from assistant.bootstrap import build_chat_service, open_registry
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 # The tiny random model's greedy answer is a run of newlines whatever the adapter; sampling
 # with a fixed seed shows its whole distribution instead: same version, same text.

@@ -193,7 +193,7 @@ def test_an_answer_whose_source_was_deleted_while_it_streamed_is_stored(db, stor
     load test saw a FOREIGN KEY error lose the answer instead)."""
     import numpy as np
 
-    from assistant.chunking import Chunk
+    from assistant.documents.chunking import Chunk
     from assistant.storage.conversations import AnswerRecord, SourceRecord
     from assistant.storage.documents import DocumentStore
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from assistant import auth
-from assistant.auth import (
+from assistant.login import auth
+from assistant.login.auth import (
     MAX_CLIENT_FAILURES,
     MAX_FAILURES,
     LoginFailed,
@@ -130,7 +130,7 @@ def test_failures_are_shared_by_every_process(settings, db, users):
     users.add("root", PASSWORD, "admin")
     fail(users, "root", "browser:10.0.0.66", MAX_FAILURES - 1)
     script = (
-        "import sys; from assistant.auth import UserStore, LoginFailed; "
+        "import sys; from assistant.login.auth import UserStore, LoginFailed; "
         "from assistant.storage import Database; "
         f"u = UserStore(Database({settings.resolved_database_url!r}))\n"
         "try: u.authenticate('root', 'guess', client='browser:10.0.0.66')\n"

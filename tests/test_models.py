@@ -10,7 +10,7 @@ import torch
 from assistant.config import Settings
 from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
-from assistant.models import cache_dir_for, embedded_gguf, load_model, select_dtype
+from assistant.engines.models import cache_dir_for, embedded_gguf, load_model, select_dtype
 
 pytestmark = pytest.mark.slow
 

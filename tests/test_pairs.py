@@ -1,7 +1,7 @@
 import pytest
 
-from assistant.chat import ChatService
-from assistant.generation import GenerationParams
+from assistant.chat.service import ChatService
+from assistant.engines.generation import GenerationParams
 from assistant.storage.pairs import delete_pair, list_pairs
 from tests.fakes import FakeGenerator
 

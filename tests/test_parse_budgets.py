@@ -27,8 +27,8 @@ import pytest
 
 from assistant.config import ParseLimits
 from assistant.errors import CorruptFile, OverBudget
-from assistant.parse_worker import parse_isolated
-from assistant.parsing import parse_document
+from assistant.documents.parse_worker import parse_isolated
+from assistant.documents.parsing import parse_document
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Refusals are expected within a few seconds; this leaves room for a loaded machine.
@@ -113,7 +113,7 @@ PROBE = textwrap.dedent("""
     import json, resource, sys, time
     from assistant.config import ParseLimits
     from assistant.errors import DocumentError
-    from assistant.parse_worker import _pool, parse_isolated
+    from assistant.documents.parse_worker import _pool, parse_isolated
     path, name, isolate = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     data = open(path, "rb").read()
     limits = ParseLimits(isolate=isolate)
@@ -236,7 +236,7 @@ def test_markup_and_nesting_budgets():
 
 
 def test_time_budget(monkeypatch):
-    import assistant.parsing as parsing
+    import assistant.documents.parsing as parsing
 
     clock = iter(range(0, 10_000, 50))
     monkeypatch.setattr(parsing, "_clock", lambda: next(clock))
@@ -259,7 +259,7 @@ def test_the_child_reports_budgets_errors_and_results_alike():
 
 def test_a_crashing_or_greedy_parser_ends_only_the_child(monkeypatch):
     """What the budgets cannot foresee: the child's own limits stop it, the app carries on."""
-    from assistant import parse_worker
+    from assistant.documents import parse_worker
 
     greedy = ParseLimits(max_memory_mb=256)
     # The child allocates far past its address-space limit: refused as over the memory budget.
@@ -291,7 +291,7 @@ def test_a_crashing_or_greedy_parser_ends_only_the_child(monkeypatch):
 
 
 def test_the_child_gets_none_of_the_apps_secrets(monkeypatch):
-    from assistant import parse_worker
+    from assistant.documents import parse_worker
 
     monkeypatch.setenv("ASSISTANT_PASSWORD", "the admin's password")
     seen: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""assistant.parsing on real files built here: PDFs from fpdf2 (encrypted with pypdf), DOCX
+"""assistant.documents.parsing on real files built here: PDFs from fpdf2 (encrypted with pypdf), DOCX
 from python-docx, and text in the encodings people actually upload."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from assistant.errors import (
     NoExtractableText,
     UnsupportedFile,
 )
-from assistant.parsing import (
+from assistant.documents.parsing import (
     SUPPORTED_SUFFIXES,
     ParsedDocument,
     Section,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from assistant.backup import backup
+from assistant.operations.backup import backup
 from assistant.cli import main
-from assistant.doctor import diagnose
-from assistant.permissions import PRIVATE_UMASK, loose_paths, private_umask
+from assistant.operations.doctor import diagnose
+from assistant.operations.permissions import PRIVATE_UMASK, loose_paths, private_umask
 from assistant.storage import ConversationStore
 
 ROOT = Path(__file__).resolve().parent.parent

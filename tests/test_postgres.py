@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from assistant.chunking import Chunk
+from assistant.documents.chunking import Chunk
 from assistant.errors import DatabaseUnreachable, UnsupportedDatabase
 from assistant.storage import ConversationStore, Database, current_revision, head_revision, upgrade
 from assistant.storage.conversations import AnswerRecord
@@ -275,7 +275,8 @@ def test_the_server_going_away_mid_session_loses_nothing_and_the_app_recovers(pg
 
 # -- backup and restore with pg_dump / pg_restore ------------------------------------------------------
 def test_backup_and_restore_on_postgresql(settings, pg_url, request, tmp_path):
-    from assistant.backup import BackupError, PG_DUMP, backup, restore
+    from assistant.operations.backup import backup, restore
+    from assistant.operations.backup_archive import PG_DUMP, BackupError
     from assistant.config import Settings
 
     source = settings.model_copy(update={"database_url": pg_url})
@@ -314,8 +315,9 @@ def test_backup_and_restore_on_postgresql(settings, pg_url, request, tmp_path):
 
 
 def test_without_the_client_tools_backup_says_what_to_run(settings, pg_url, monkeypatch, tmp_path):
-    from assistant import backup_pg
-    from assistant.backup import BackupError, backup, restore
+    from assistant.operations import backup_pg
+    from assistant.operations.backup import backup, restore
+    from assistant.operations.backup_archive import BackupError
 
     source = settings.model_copy(update={"database_url": pg_url})
     monkeypatch.setattr(backup_pg, "find_tool", lambda name: None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.errors import MessageTooLong
-from assistant.prompting import Turn, fit_history
+from assistant.chat.prompting import Turn, fit_history
 from tests.fakes import count_words
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from assistant.bootstrap import open_library
-from assistant.chat import ChatService
-from assistant.generation import GenerationParams
-from assistant.prompting import SOURCES_INSTRUCTION
+from assistant.chat.service import ChatService
+from assistant.engines.generation import GenerationParams
+from assistant.chat.prompting import SOURCES_INSTRUCTION
 from assistant.storage.conversations import RETRIEVAL, DocumentChoice
 from tests.fakes import FakeGenerator
 

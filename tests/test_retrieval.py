@@ -1,4 +1,4 @@
-"""assistant.retrieval on a small real corpus: the embedded MiniLM model, FAISS, SQLite FTS5
+"""assistant.documents.retrieval on a small real corpus: the embedded MiniLM model, FAISS, SQLite FTS5
 and PostgreSQL full-text search (the corpus is built on each).
 Dense, lexical and hybrid search each find the obvious document; selections restrict every
 mode; FTS syntax in a query is never interpreted; RRF computed by hand."""
@@ -13,8 +13,8 @@ import torch
 
 from assistant.bootstrap import open_library
 from assistant.config import Settings
-from assistant.index import VectorIndex
-from assistant.retrieval import Hit, Retriever, rrf
+from assistant.documents.index import VectorIndex
+from assistant.documents.retrieval import Hit, Retriever, rrf
 from assistant.storage import Database, upgrade
 from assistant.storage.documents import fts_query
 from tests.conftest import DATABASES, fresh_database_url

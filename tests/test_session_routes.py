@@ -6,7 +6,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from assistant.auth import MAX_FAILURES, UserStore
+from assistant.login.auth import MAX_FAILURES, UserStore
 from assistant.bootstrap import open_database
 from ui import session_routes
 

@@ -1,4 +1,4 @@
-"""Compare mode's two answers read together (assistant.side_by_side): at once when the engine
+"""Compare mode's two answers read together (assistant.chat.side_by_side): at once when the engine
 can generate both at once, one after the other otherwise; a failing side loses nothing.
 The real engines are in test_engine_openai.py and test_engine_llamacpp.py."""
 
@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import GenerationFailed, IncompleteComparison
-from assistant.generation import GenerationParams
-from assistant.side_by_side import interleave
+from assistant.engines.generation import GenerationParams
+from assistant.chat.side_by_side import interleave
 from tests.fakes import FakeGenerator, FakeStream
 
 GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=20, system_prompt="")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from assistant import bootstrap
 from assistant.bootstrap import open_database, open_library
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.cli import main
 from assistant.storage import ConversationStore
 from assistant.words import clean_text

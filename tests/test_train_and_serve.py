@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 pytestmark = pytest.mark.slow
 

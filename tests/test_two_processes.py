@@ -31,7 +31,7 @@ APP = textwrap.dedent(
     import json, sys
     from assistant.bootstrap import build_chat_service, open_database
     from assistant.config import get_settings
-    from assistant.generation import GenerationParams
+    from assistant.engines.generation import GenerationParams
     from assistant.storage.conversations import AnswerRecord
 
     settings = get_settings()

@@ -11,7 +11,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from assistant.auth import UserStore
+from assistant.login.auth import UserStore
 from assistant.storage.conversations import DocumentChoice
 from tests.fake_app import APP, run_ok, fake_app
 from ui import chat_page

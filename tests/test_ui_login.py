@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.auth import UserStore
+from assistant.login.auth import UserStore
 from tests.fake_app import APP, run_ok, fake_app
 from ui import login
 from ui.state import CONV

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from assistant.answer_modes import quotes, unverified_quotes
-from assistant.chat import SAYS_NO_DOCUMENT, ChatService, trim_notice
-from assistant.citations import MIN_RUN, Citations, cite
+from assistant.chat.answer_modes import quotes, unverified_quotes
+from assistant.chat.service import SAYS_NO_DOCUMENT, ChatService, trim_notice
+from assistant.chat.citations import MIN_RUN, Citations, cite
 from assistant.errors import AssistantError
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import RETRIEVAL

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from assistant.permissions import private_umask
+from assistant.operations.permissions import private_umask
 
 private_umask()  # the database and everything written beside it: the owner's only
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import AssistantError, ConversationNotFound
-from assistant.generation import GenerationParams
-from assistant.parsing import SUPPORTED_SUFFIXES
-from assistant.side_by_side import interleave
+from assistant.engines.generation import GenerationParams
+from assistant.documents.parsing import SUPPORTED_SUFFIXES
+from assistant.chat.side_by_side import interleave
 from assistant.storage import StoredMessage
 from assistant.storage.conversations import DocumentChoice
 from ui import answers, login, resources, sidebar
@@ -20,7 +20,7 @@ from ui.text import error_text, plain, safe_markdown, safe_stream
 from ui.uploads import ingest_uploads, upload_cap_mb
 
 if TYPE_CHECKING:
-    from assistant.chat import Reply
+    from assistant.chat.service import Reply
 
 URL_KEY = "conversation"  # ?conversation=ID: reload, back and a shared link reopen it
 _URL_SEEN = "_url_conversation"  # the URL's value when this session last read or wrote it
@@ -28,7 +28,7 @@ REFUSED = "_refused_message"  # (text, reason) of a message the service refused 
 
 
 def render() -> None:
-    service = resources.chat_service()
+    service = resources.chat_service(login.current_user())
     for notice in service.notices:
         st.info(notice)
     asked = _follow_url()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from assistant.errors import AssistantError
-from assistant.parsing import SUPPORTED_SUFFIXES
+from assistant.documents.parsing import SUPPORTED_SUFFIXES
 from ui import login, resources
 from ui.text import plain
 from ui.uploads import ingest_uploads, upload_cap_mb

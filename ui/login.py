@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.auth import MIN_PASSWORD, AuthError, LoginFailed, User, UserStore
-from assistant.auth import may as _may
+from assistant.login.auth import MIN_PASSWORD, AuthError, LoginFailed, User, UserStore
+from assistant.login.auth import may as _may
 from ui import resources
 from ui.text import plain
 

@@ -13,7 +13,7 @@ import streamlit as st
 from alignment import runs
 from alignment.machine_defaults import has_gpu, size_defaults
 from alignment.run_estimate import LONG_S, SHORT_MAX_LENGTH, duration, from_history
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
 from alignment.training_kinds import KINDS, REWARD, policy_kinds, training_kind
@@ -49,7 +49,7 @@ def render() -> None:
         return
     settings = resources.settings()
     registry = resources.registry()
-    service = resources.try_chat_service()
+    service = resources.try_chat_service(login.current_user())
     try:
         if service is not None:
             service.sync_version()  # activated elsewhere (a terminal, another tab) since?

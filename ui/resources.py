@@ -14,7 +14,8 @@ from assistant.registry import Registry
 from assistant.storage import Database
 
 if TYPE_CHECKING:  # importing it loads torch and transformers (seconds): the pages do, later
-    from assistant.chat import ChatService
+    from assistant.chat.service import ChatService
+    from assistant.storage.users import User
 
 _T = TypeVar("_T")
 
@@ -63,23 +64,20 @@ def library() -> Library:
     return _or_stop(_library, "Loading the embedding model and the search index...")
 
 
-def chat_service() -> ChatService:
-    """The chat service, seeing only this session's user's conversations (login on)."""
-    from ui.login import current_user
-
+def chat_service(owner: User | None) -> ChatService:
+    """The chat service, seeing only ``owner``'s conversations (the session's user, from
+    ``ui.login.current_user``; None with login off)."""
     library()  # its own phase first (the service needs it): the page names what it waits for
     service = _or_stop(_chat_service, MODEL_LOADING)
-    return service.for_owner(current_user())
+    return service.for_owner(owner)
 
 
-def try_chat_service() -> ChatService | None:
-    """The chat service, or None after showing why it could not be built: for pages that
-    are still useful without the model (the Models page lists versions and runs)."""
-    from ui.login import current_user
-
+def try_chat_service(owner: User | None) -> ChatService | None:
+    """The chat service for ``owner``, or None after showing why it could not be built: for
+    pages that are still useful without the model (the Models page lists versions and runs)."""
     try:
         with st.spinner(MODEL_LOADING, show_time=True):
-            return _chat_service().for_owner(current_user())
+            return _chat_service().for_owner(owner)
     except AssistantError as err:
         st.error(str(err))
         return None

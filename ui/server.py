@@ -7,7 +7,7 @@ there a login lasts for the browser tab.
 
 import streamlit as st
 
-from assistant.permissions import private_umask
+from assistant.operations.permissions import private_umask
 from ui import login
 from ui.session_routes import ROUTES
 

@@ -5,7 +5,7 @@ JavaScript sets (what the cookie components on PyPI do) cannot be HttpOnly, so a
 injected into the page could read it. Here the login form is a plain HTML form posting to
 ``/auth/session``, a route of Streamlit's own ASGI app (``st.App(routes=...)``): it checks the
 password (with the same throttling as everywhere), starts a session
-(:meth:`assistant.auth.UserStore.start_session`: a random token, only its hash stored, with
+(:meth:`assistant.login.auth.UserStore.start_session`: a random token, only its hash stored, with
 an expiry) and answers with the token in an HttpOnly, SameSite=Strict cookie and a redirect
 to the app. Every page run then reads the cookie (``st.context.cookies``) and asks the
 database whose session it is, so a logout, a password, role or state change, or the expiry
@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
-from assistant.auth import SESSION_TTL, AuthError, LoginFailed, TooManyAttempts, UserStore
+from assistant.login.auth import SESSION_TTL, AuthError, LoginFailed, TooManyAttempts, UserStore
 from assistant.bootstrap import open_database
 from assistant.config import get_settings
 

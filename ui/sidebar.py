@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.chat import ChatService
+from assistant.chat.service import ChatService
 from assistant.errors import AssistantError
 from assistant.cpu import cpu_info
 from assistant.engines.registry import names as engine_names
-from assistant.generation import GenerationParams, describe, setup_of
+from assistant.engines.generation import GenerationParams, describe, setup_of
 from assistant.storage.conversations import DocumentChoice, StoredConversation
 from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import resources

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from assistant.bootstrap import Library
-from assistant.ingest import IngestResult
+from assistant.documents.ingest import IngestResult
 from ui.text import plain
 
 

@@ -14,7 +14,7 @@ from alignment.export import ExportOptions, ExportReport, ExportResult, export, 
 from alignment.readiness import check_rows, distinct_prompts
 from alignment.training_kinds import training_kind
 from alignment.training.lengths import fit_rows
-from assistant.chat_template import template_input
+from assistant.engines.chat_template import template_input
 from assistant.storage import Database
 
 if TYPE_CHECKING:

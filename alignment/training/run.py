@@ -35,7 +35,7 @@ from alignment.training_kinds import TrainingKind, training_kind
 from assistant.bootstrap import open_database, open_registry
 from assistant.engines.registry import spec as engine_spec
 from assistant.config import Settings
-from assistant.models import LoadedModel, load_model
+from assistant.engines.models import LoadedModel, load_model
 from assistant.registry import Registry, Version
 from assistant.versions import BASE_VERSION, REWARD_KIND
 from assistant.storage import Database

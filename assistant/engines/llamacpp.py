@@ -3,11 +3,11 @@
 It serves the GGUF file as it is (the embedded model's Q4_1 as shipped, no conversion before
 the first answer) and decodes several times faster than the transformers engine on a CPU,
 because it reads 4- or 8-bit weights. The product renders the chat template itself
-(:mod:`assistant.chat_template`) and hands llama.cpp token ids, so both engines read the same
+(:mod:`assistant.engines.chat_template`) and hands llama.cpp token ids, so both engines read the same
 prompt.
 
 Trained versions are peft LoRA adapters; each is converted once to a GGUF LoRA kept in its
-folder (:func:`assistant.conversion.convert_adapter`), loaded next to the base model with
+folder (:func:`assistant.engines.conversion.convert_adapter`), loaded next to the base model with
 llama.cpp's adapter API (``llama_adapter_lora_init``), and set per answer with
 ``llama_set_adapters_lora``: switching versions never reloads the model. Answers run one at
 a time on one worker thread (a llama context holds one sequence), so two answers with
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assistant.chat_template import ChatTemplate, from_gguf_vocab
-from assistant.conversion import convert_adapter, is_gguf
+from assistant.engines.chat_template import ChatTemplate, from_gguf_vocab
+from assistant.engines.conversion import convert_adapter, is_gguf
 from assistant.cpu import CpuInfo
 from assistant.errors import AdapterError, CorruptCheckpoint, EngineUnavailable, ModelNotFound
-from assistant.generation import (
+from assistant.engines.generation import (
     FINISH_LENGTH,
     FINISH_STOP,
     REPEAT_WINDOW,
@@ -43,8 +43,8 @@ from assistant.generation import (
     QueuedTokenStream,
     VersionNames,
 )
-from assistant.model_files import BASE_VERSION
-from assistant.messages import Messages
+from assistant.engines.model_files import BASE_VERSION
+from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:
     from llama_cpp._internals import LlamaModel

@@ -14,7 +14,7 @@ import sys
 import time
 
 from assistant.engines.llamacpp import LlamaCppGenerator
-from assistant.generation import GenerationParams
+from assistant.engines.generation import GenerationParams
 
 # Longer than one prompt batch (128 tokens), so that batched matrix products run as they do
 # for a question with sources, then a few decoded tokens.

@@ -19,7 +19,7 @@ from assistant.engines.registry import Engine
 if TYPE_CHECKING:
     from assistant.config import Settings
     from assistant.engines.llamacpp_check import CheckResult
-    from assistant.models import LoadedModel
+    from assistant.engines.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _served_copy(gguf: Path, setting: str, cache: Path, notices: list[str]) -> t
     """The file llama.cpp serves for ``gguf`` (a copy in another weight format, made once, when
     the ``weights`` setting asks for one), and its label for people ("Q4_1 as BF16"; None:
     the file's own)."""
-    from assistant.conversion import requantize
+    from assistant.engines.conversion import requantize
     from assistant.engines import llamacpp
     from assistant.errors import ConversionFailed
 
@@ -107,7 +107,7 @@ def prepare_version(adapter_dir: Path, base_dir: Path) -> None:
     """Make a trained version servable by llama.cpp now (in the training process, not when
     someone activates it): its adapter converted to GGUF against the base checkpoint
     folder ``base_dir`` (nothing to do when the base is not a folder here)."""
-    from assistant.conversion import convert_adapter
+    from assistant.engines.conversion import convert_adapter
 
     if Path(base_dir).is_dir():
         convert_adapter(adapter_dir, base_dir)
@@ -118,13 +118,13 @@ def gguf_for(settings: Settings) -> tuple[Path, str, Callable[[], Path]]:
     get the matching transformers checkpoint (what adapters are converted against)."""
     from assistant.config import EMBEDDED_MODEL
     from assistant.errors import ModelNotFound
-    from assistant.model_files import EMBEDDED_FILE, EMBEDDED_NAME, embedded_gguf, is_hub_id
+    from assistant.engines.model_files import EMBEDDED_FILE, EMBEDDED_NAME, embedded_gguf, is_hub_id
 
     cache = settings.resolved_model_cache_dir
 
     def dequantized(gguf: Path) -> Callable[[], Path]:
         def checkpoint() -> Path:
-            from assistant.models import checkpoint_for_gguf
+            from assistant.engines.models import checkpoint_for_gguf
 
             return checkpoint_for_gguf(gguf, cache)
         return checkpoint
@@ -141,7 +141,7 @@ def gguf_for(settings: Settings) -> tuple[Path, str, Callable[[], Path]]:
             raise ModelNotFound(
                 f"{path} has no config.json: ASSISTANT_MODEL must point at a transformers "
                 "checkpoint folder (config.json, weights, tokenizer) or at a .gguf file.")
-        from assistant.conversion import convert_checkpoint
+        from assistant.engines.conversion import convert_checkpoint
 
         fmt = _conversion_format(path, settings.llamacpp.convert_to)
         gguf = convert_checkpoint(path, cache / f"{path.resolve().name}.{fmt}.gguf", fmt)
@@ -187,7 +187,7 @@ def local_vocab(settings: Settings) -> _Vocab:
 
 
 def checkpoint_fingerprint(folder: Path) -> str:
-    from assistant.models import checkpoint_fingerprint
+    from assistant.engines.models import checkpoint_fingerprint
 
     return checkpoint_fingerprint(folder)
 

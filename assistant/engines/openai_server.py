@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
-from assistant.generation import GenerationParams, QueuedTokenStream, VersionNames
-from assistant.model_files import BASE_VERSION
-from assistant.messages import Messages, defuse_special_tokens
+from assistant.engines.generation import GenerationParams, QueuedTokenStream, VersionNames
+from assistant.engines.model_files import BASE_VERSION
+from assistant.engines.messages import Messages, defuse_special_tokens
 
 if TYPE_CHECKING:
     from openai import APIStatusError, Stream
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from assistant.config import Settings
     from assistant.engines.registry import Engine
-    from assistant.models import LoadedModel
+    from assistant.engines.models import LoadedModel
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

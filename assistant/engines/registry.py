@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from assistant.config import Settings
-    from assistant.generation import Generator
-    from assistant.models import LoadedModel
+    from assistant.engines.generation import Generator
+    from assistant.engines.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from assistant.chat_template import ChatTemplate, from_hf_tokenizer
+from assistant.engines.chat_template import ChatTemplate, from_hf_tokenizer
 from assistant.errors import AdapterError, GenerationFailed
-from assistant.generation import (
+from assistant.engines.generation import (
     FINISH_LENGTH,
     FINISH_STOP,
     REPEAT_WINDOW,
@@ -41,8 +41,8 @@ from assistant.generation import (
     GenerationStats,
     VersionNames,
 )
-from assistant.models import BASE_VERSION, LoadedModel
-from assistant.messages import Messages
+from assistant.engines.models import BASE_VERSION, LoadedModel
+from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

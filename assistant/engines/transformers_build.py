@@ -9,13 +9,13 @@ from assistant.engines.registry import Engine
 
 if TYPE_CHECKING:
     from assistant.config import Settings
-    from assistant.models import LoadedModel
+    from assistant.engines.models import LoadedModel
 
 
 def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
     """The transformers engine (reusing ``loaded``, a model already in memory)."""
     from assistant.engines.transformers import TransformersGenerator
-    from assistant.models import load_model
+    from assistant.engines.models import load_model
 
     loaded = loaded or load_model(settings)
     generator = TransformersGenerator(loaded, workers=settings.generation_workers)

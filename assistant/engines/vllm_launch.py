@@ -64,8 +64,8 @@ def model_source(settings: Settings) -> str:
     """What vLLM loads: a checkpoint folder (the embedded GGUF's dequantized checkpoint, made
     once), or a hub id as it is (vLLM downloads it, when the network allows)."""
     from assistant.config import EMBEDDED_MODEL
-    from assistant.model_files import embedded_gguf, is_hub_id
-    from assistant.models import checkpoint_for_gguf
+    from assistant.engines.model_files import embedded_gguf, is_hub_id
+    from assistant.engines.models import checkpoint_for_gguf
 
     spec = settings.model
     cache = settings.resolved_model_cache_dir

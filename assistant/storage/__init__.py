@@ -1,4 +1,10 @@
-"""Persistence: SQLAlchemy 2.0 models, the engine/session factory and Alembic migrations."""
+"""Persistence: SQLAlchemy 2.0 models, the engine/session factory, Alembic migrations and
+the stores (conversations, documents, examples, accounts, versions, ...). Only this package
+touches the ORM rows (``schema``); everything above gets and gives plain values.
+
+May import: ``assistant.errors`` and ``assistant.words``; no other part of the library (it
+holds what it is given: parsing, chunking and ingest sit above it).
+"""
 
 from assistant.storage.conversations import ConversationStore, StoredConversation, StoredMessage
 from assistant.storage.db import Database

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 
 from assistant.errors import DocumentNotFound
-from assistant.passages import Chunk, format_location
+from assistant.storage.passages import Chunk, format_location
 from assistant.storage.db import Database
 from assistant.storage.lexical import fts_query  # noqa: F401  (its home before lexical.py)
 from assistant.storage.schema import Document, DocumentChunk

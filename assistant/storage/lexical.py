@@ -1,7 +1,7 @@
 """Lexical (full-text) search over chunk text, one implementation per database dialect.
 
 The database's own full-text engine does the matching; both rank by the same BM25, because
-reciprocal-rank fusion (``assistant.retrieval``) reads the whole order of the lexical
+reciprocal-rank fusion (``assistant.documents.retrieval``) reads the whole order of the lexical
 candidates, not only the first: a database that orders them differently gives different
 hybrid results.
 

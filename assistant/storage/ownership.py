@@ -1,6 +1,6 @@
 """Who sees which conversation when login is on.
 
-An *owner* is anything with ``id`` and ``is_admin`` (``assistant.auth.User``); ``None``
+An *owner* is anything with ``id`` and ``is_admin`` (``assistant.login.auth.User``); ``None``
 means login is off, or an unrestricted caller (the CLI's admin commands), and sees all.
 A user sees the conversations they own; an admin also sees those without an owner (made
 while login was off). Everything hanging off a conversation (messages, ratings, choices,

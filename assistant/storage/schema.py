@@ -110,7 +110,7 @@ class AppSetting(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, counted per name and per client (``assistant.auth`` throttling)."""
+    """A failed login, counted per name and per client (``assistant.login.auth`` throttling)."""
 
     __tablename__ = "login_failures"
     __table_args__ = (

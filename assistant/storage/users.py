@@ -1,6 +1,6 @@
 """Users, browser login sessions, failed logins and the settings every process must agree on
 (``app_settings``): the only code that reads and writes those tables. The rules (password
-hashes, throttling, who may do what) are :mod:`assistant.auth`'s; this stores what it decides.
+hashes, throttling, who may do what) are :mod:`assistant.login.auth`'s; this stores what it decides.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _user(row: UserRow) -> User:
 
 
 class AccountStore:
-    """The rows behind :class:`assistant.auth.UserStore`, as plain values."""
+    """The rows behind :class:`assistant.login.auth.UserStore`, as plain values."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

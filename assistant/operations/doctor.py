@@ -42,12 +42,12 @@ from assistant.atomic import parse_temp_name
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.errors import AssistantError, DatabaseLocked
 from assistant.processes import pid_alive
-from assistant.permissions import loose_paths, tighten
+from assistant.operations.permissions import loose_paths, tighten
 from assistant.storage.db import Database
 from assistant.versions import BASE_VERSION
 
 if TYPE_CHECKING:
-    from assistant.embedding import Embedder
+    from assistant.documents.embedding import Embedder
     from assistant.registry import ActivationRecord, Registry, Version
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versi
 
 #: Reason recorded on an activation that the doctor makes.
 DOCTOR_REASON = "doctor"
-#: Written by :func:`assistant.backup.restore` while it moves files into place.
+#: Written by :func:`assistant.operations.backup.restore` while it moves files into place.
 RESTORE_MARKER = ".restore-in-progress.json"
 #: A temporary file or folder whose name carries no process id is left alone this long
 #: (another process may be writing it right now).
@@ -368,8 +368,8 @@ class _Doctor:
               "again)" + (" and embedded every chunk again" if bad_vectors else ""), items)
 
     def _index(self) -> None:
-        from assistant.index import INDEX_FILE, META_FILE, VectorIndex
-        from assistant.index_sync import reembed
+        from assistant.documents.index import INDEX_FILE, META_FILE, VectorIndex
+        from assistant.documents.index_sync import reembed
         from assistant.storage.documents import DocumentStore
 
         r = self.report
@@ -417,7 +417,7 @@ class _Doctor:
 
     def _load_embedder(self) -> Embedder:
         if self._embedder is None:
-            from assistant.embedding import Embedder
+            from assistant.documents.embedding import Embedder
 
             self._embedder = Embedder(self.settings.retrieval.embedding_model)
         return self._embedder
@@ -627,7 +627,7 @@ def _read_json(path: Path) -> dict:
 def _embedder_name(settings: Settings) -> str:
     """The name the configured embedding model stamps on its vectors (as Embedder.name),
     without loading the model."""
-    from assistant.embedding import EMBEDDED_NAME
+    from assistant.documents.embedding import EMBEDDED_NAME
 
     model = settings.retrieval.embedding_model
     return EMBEDDED_NAME if model == EMBEDDED_MODEL else model

@@ -30,7 +30,7 @@ from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
-from assistant.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
+from assistant.engines.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
     _HUB_ID,
     BASE_VERSION,
     EMBEDDED_FILE,

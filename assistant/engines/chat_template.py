@@ -1,7 +1,7 @@
 """The one place where a message list becomes the text a model reads.
 
 Every engine that takes text or tokens (transformers, llama.cpp) renders the model's own
-chat template here, after :func:`~assistant.prompting.defuse_special_tokens`, so that both
+chat template here, after :func:`~assistant.chat.prompting.defuse_special_tokens`, so that both
 see the same string and tokenize it to the same ids (tested in tests/test_engine_parity.py).
 The template is the Jinja template that ships with the model (``tokenizer_config.json`` or
 the GGUF's ``tokenizer.chat_template``), rendered the way transformers'
@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from assistant.errors import ModelNotFound
-from assistant.messages import Messages, continued_answer, defuse_special_tokens
+from assistant.engines.messages import Messages, continued_answer, defuse_special_tokens
 
 if TYPE_CHECKING:
     from jinja2 import Template

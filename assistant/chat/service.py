@@ -26,11 +26,11 @@ from assistant.errors import (
     NotAnAnswer,
     NotAQuestion,
 )
-from assistant.generation import GenerationParams, Generator, TokenStream, engine_label
-from assistant.answer_modes import ComposedStream, compose, evidence_of, similarity_of
-from assistant.citations import cite
-from assistant.prompting import FittedPrompt, Turn, fit_history
-from assistant.retrieval import Hit, Retriever
+from assistant.engines.generation import GenerationParams, Generator, TokenStream, engine_label
+from assistant.chat.answer_modes import ComposedStream, compose, evidence_of, similarity_of
+from assistant.chat.citations import cite
+from assistant.chat.prompting import FittedPrompt, Turn, fit_history
+from assistant.documents.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
 from assistant.storage.conversations import (
@@ -41,8 +41,8 @@ from assistant.storage.conversations import (
 )
 
 if TYPE_CHECKING:
-    from assistant.answer_modes import Composed
-    from assistant.messages import Messages
+    from assistant.chat.answer_modes import Composed
+    from assistant.engines.messages import Messages
     from assistant.registry import Registry
     from assistant.storage.ownership import Owner
 
@@ -324,7 +324,7 @@ class ChatService:
     def compare_at_once(self) -> bool:
         """Whether compare mode's A and B are generated (and shown) at once: the engine can
         (``Generator.concurrent_streams``); otherwise B follows A. Read them with
-        :func:`assistant.side_by_side.interleave`."""
+        :func:`assistant.chat.side_by_side.interleave`."""
         return self.generator.concurrent_streams() > 1
 
     def record_comparison(self, a: Reply, b: Reply) -> StoredComparison:
@@ -381,7 +381,7 @@ class ChatService:
     def _answer_stream(self, messages: Messages, params: GenerationParams, version: str | None,
                        question: str, hits: list[Hit]) -> TokenStream:
         """The answer's stream: the model's (``free`` mode, or no sources), or the answer
-        composed with its quoted evidence (:mod:`assistant.answer_modes`)."""
+        composed with its quoted evidence (:mod:`assistant.chat.answer_modes`)."""
         mode = self.answer_mode()
         if mode == "free" or not hits:
             return self._stream(messages, params, version)
@@ -461,7 +461,7 @@ class ChatService:
         record = AnswerRecord(
             model_id=self.generator.model_id,
             model_version=getattr(reply._stream, "version", None) or self.generator.model_version,
-            # With sources: how the answer was formed (assistant.answer_modes).
+            # With sources: how the answer was formed (assistant.chat.answer_modes).
             params={**reply.params.as_dict(),
                     **({"answer_mode": self.answer_mode()} if reply.sources else {}),
                     **({"formed": composed.how, "model_text": reply._stream.model_text}

@@ -1,8 +1,8 @@
 """Parse an upload in a child process with an address-space and a CPU limit.
 
-:func:`parse_isolated` hands the file to a fresh ``python -m assistant.parse_worker``
+:func:`parse_isolated` hands the file to a fresh ``python -m assistant.documents.parse_worker``
 process, which sets ``RLIMIT_AS`` and ``RLIMIT_CPU`` (the standard library's ``resource``)
-before reading the file, parses it within the budgets of :mod:`assistant.parsing`, and
+before reading the file, parses it within the budgets of :mod:`assistant.documents.parsing`, and
 writes the sections back as JSON. A parser bug or a file that slips past the budgets then
 ends that process only: the app gets a one-line refusal and carries on. The parent also
 kills the child when it overruns the time budget.
@@ -44,7 +44,7 @@ from assistant.errors import (
     OverBudget,
     UnsupportedFile,
 )
-from assistant.parsing import ParsedDocument, Section, parse_document, safe_filename
+from assistant.documents.parsing import ParsedDocument, Section, parse_document, safe_filename
 
 try:
     import resource
@@ -65,7 +65,7 @@ _MB = 1024 * 1024
 
 
 def parse_isolated(name: str, data: bytes, limits: ParseLimits) -> ParsedDocument:
-    """:func:`~assistant.parsing.parse_document` in a child process under ``limits``."""
+    """:func:`~assistant.documents.parsing.parse_document` in a child process under ``limits``."""
     if not limits.isolate or resource is None:
         return parse_document(name, data, limits)
     safe = safe_filename(name)
@@ -231,13 +231,13 @@ class _Pool:
 
 
 def _start(errors: IO[bytes]) -> subprocess.Popen:
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the assistant package
     # Nothing of the app's own settings or secrets (ASSISTANT_PASSWORD, a token) is the
     # parser's business: a child taken over through a parser bug finds none of them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "assistant.parse_worker"],
+        [sys.executable, "-m", "assistant.documents.parse_worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
         env=env, close_fds=True, bufsize=0,
     )

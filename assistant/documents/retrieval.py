@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from assistant.config import RetrievalSettings
-from assistant.embedding import Embedder
-from assistant.index import VectorIndex
-from assistant.index_sync import catch_up
+from assistant.documents.embedding import Embedder
+from assistant.documents.index import VectorIndex
+from assistant.documents.index_sync import catch_up
 from assistant.storage.documents import DocumentStore, StoredChunk
 from assistant.words import clean_text
 

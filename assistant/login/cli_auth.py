@@ -27,7 +27,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from assistant.auth import (
+from assistant.login.auth import (
     ROLES,
     TOKEN_ENV,
     LoginRequired,

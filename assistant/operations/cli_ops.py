@@ -4,7 +4,7 @@
     assistant backup DEST                         # DEST: a new folder, or NAME.tar.gz
     assistant restore SRC [--force] [--verify-only]
 
-Thin: parses, calls :mod:`assistant.doctor` and :mod:`assistant.backup`, prints. Domain
+Thin: parses, calls :mod:`assistant.operations.doctor` and :mod:`assistant.operations.backup`, prints. Domain
 errors become one-line messages with exit status 1 (the ``assistant`` group does that).
 """
 
@@ -29,7 +29,7 @@ from assistant.config import get_settings
 def doctor(repair: bool, scan: tuple[Path, ...]) -> None:
     """Check that the database, the search index and the model registry agree (after a
     crash, a kill, a full disk). Exit status 1 while a problem remains."""
-    from assistant.doctor import diagnose
+    from assistant.operations.doctor import diagnose
 
     report = diagnose(get_settings(), repair=repair, scan=scan)
     for line in report.lines():
@@ -43,7 +43,7 @@ def doctor(repair: bool, scan: tuple[Path, ...]) -> None:
 def backup(dest: Path) -> None:
     """Back up the database, the search index and the trained versions to DEST (a new
     folder, or a file ending in .tar.gz). Safe while the app runs."""
-    from assistant.backup import backup as run_backup
+    from assistant.operations.backup import backup as run_backup
 
     result = run_backup(get_settings(), dest)
     for line in result.summary():
@@ -61,8 +61,8 @@ def restore(src: Path, force: bool, verify_only: bool) -> None:
     """Replace the database, the search index and the trained versions with the backup
     SRC (a folder or .tar.gz made by `assistant backup`). The data there now is set aside
     in the data folder, not deleted. Then runs `assistant doctor --repair`."""
-    from assistant.backup import restore as run_restore
-    from assistant.backup import verify
+    from assistant.operations.backup import restore as run_restore
+    from assistant.operations.backup_archive import verify
 
     if verify_only:
         if src.is_dir():
@@ -70,7 +70,7 @@ def restore(src: Path, force: bool, verify_only: bool) -> None:
         else:
             import tempfile
 
-            from assistant.backup import extract_archive
+            from assistant.operations.backup_archive import extract_archive
 
             with tempfile.TemporaryDirectory() as tmp:
                 extract_archive(src, Path(tmp))

@@ -13,7 +13,7 @@ own words, which is what training changes, and rejects a misquote):
   model's words are left out when it does not, so that nothing unsupported is shown as if
   the quote backed it.
 * ``extractive``: no language model at all: the source sentence that answers the question
-  best (:func:`assistant.evidence.best_for_question`), quoted with its ``[n]``.
+  best (:func:`assistant.chat.evidence.best_for_question`), quoted with its ``[n]``.
 
 In the two quoting modes the answer is :data:`ABSTENTION` when no source sentence is similar
 enough to the question (``answers.min_similarity``), and a quote is never altered: it is a
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from assistant.citations import cite, explicit_citations
-from assistant.evidence import (
+from assistant.chat.citations import cite, explicit_citations
+from assistant.chat.evidence import (
     MIN_ANSWER_COVER,
     Evidence,
     Similarity,
@@ -39,10 +39,10 @@ from assistant.evidence import (
     supporting,
     verbatim,
 )
-from assistant.generation import FINISH_STOP, GenerationStats, TokenStream
+from assistant.engines.generation import FINISH_STOP, GenerationStats, TokenStream
 
 if TYPE_CHECKING:
-    from assistant.embedding import Embedder
+    from assistant.documents.embedding import Embedder
 
 #: The answer to a question the sources do not answer (the training data teaches it, the
 #: evaluation counts it as abstaining).
@@ -139,7 +139,7 @@ def extract(question: str, sources: Sequence[str], similarity: Similarity | None
 def evidence_of(answer: str, sources: Sequence[str], question: str = "",
                 cited: set[int] | None = None) -> dict[int, tuple[tuple[int, int], ...]]:
     """For each source the answer cites (or is attributed to: ``cited``, when the caller
-    has it from :func:`assistant.citations.cite`), the sentences that back its sentences:
+    has it from :func:`assistant.chat.citations.cite`), the sentences that back its sentences:
     each sentence of the answer is matched within the sources it cites itself, else within
     all the answer cites."""
     cited = sorted(cite(answer, sources, question).cited if cited is None else cited)
@@ -190,7 +190,7 @@ REPLACED = "[the sources do not back that; what they say:]"
 
 
 class ComposedStream:
-    """A token stream (:class:`assistant.generation.TokenStream`) of a composed answer.
+    """A token stream (:class:`assistant.engines.generation.TokenStream`) of a composed answer.
 
     The model's stream (None in extractive mode) is shown as it comes up to the end of its
     first sentence, then stopped; ``compose`` makes the answer of that sentence, and the

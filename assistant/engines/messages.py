@@ -1,5 +1,5 @@
-"""The messages engines answer: the type of the engine contract (:mod:`assistant.generation`),
-apart from the chat's prompt building (:mod:`assistant.prompting`): a list of
+"""The messages engines answer: the type of the engine contract (:mod:`assistant.engines.generation`),
+apart from the chat's prompt building (:mod:`assistant.chat.prompting`): a list of
 ``{"role": ..., "content": ...}`` dicts, the chat template's roles. Also what every engine does
 to them before the model reads them: an answer to continue, and text that must not become a
 special token."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from assistant.errors import AdapterError, AssistantError, GenerationFailed
-from assistant.messages import Messages
+from assistant.engines.messages import Messages
 from assistant.versions import BASE_VERSION
 
 
@@ -97,7 +97,7 @@ class Generator(Protocol):
     ) -> TokenStream:
         """Answer with ``version`` ("base" or a loaded adapter); None: ``model_version``.
         When ``messages`` ends with an assistant message, continue that answer
-        (:func:`assistant.prompting.continued_answer`): the stream yields only the new text."""
+        (:func:`assistant.chat.prompting.continued_answer`): the stream yields only the new text."""
         ...
 
     def loaded_versions(self) -> list[str]:

@@ -10,7 +10,7 @@ The libraries do the format work (pypdf, python-docx, BeautifulSoup, charset_nor
 this module only walks what they return, under budgets (:class:`~assistant.config.ParseLimits`:
 text length, unpacked size, table width and cells, markup elements, nesting, time) that are
 checked while the file is read, so that a small hostile file is refused before it expands.
-:mod:`assistant.parse_worker` runs this in a child process with memory and CPU limits.
+:mod:`assistant.documents.parse_worker` runs this in a child process with memory and CPU limits.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from assistant.errors import (
     OverBudget,
     UnsupportedFile,
 )
-from assistant.passages import format_location
+from assistant.storage.passages import format_location
 
 logger = logging.getLogger(__name__)
 

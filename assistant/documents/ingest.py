@@ -6,7 +6,7 @@ file already stored is recognised and skipped. A file with the name of a stored 
 but other content replaces it (its old chunks leave the index).
 
 If the process dies after the database commit but before the index is saved, the index is
-behind the database; start-up (:func:`assistant.index_sync.sync_index`) notices and repairs it from the stored
+behind the database; start-up (:func:`assistant.documents.index_sync.sync_index`) notices and repairs it from the stored
 vectors.
 """
 
@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from assistant.chunking import chunk_sections
+from assistant.documents.chunking import chunk_sections
 from assistant.config import RetrievalSettings
-from assistant.embedding import Embedder
+from assistant.documents.embedding import Embedder
 from assistant.errors import DocumentError, DocumentTooLarge, EmptyFile, NoExtractableText
-from assistant.index import VectorIndex
-from assistant.parse_worker import parse_isolated
-from assistant.parsing import SUPPORTED_SUFFIXES, safe_filename
+from assistant.documents.index import VectorIndex
+from assistant.documents.parse_worker import parse_isolated
+from assistant.documents.parsing import SUPPORTED_SUFFIXES, safe_filename
 from assistant.storage.documents import DocumentStore, StoredDocument
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from assistant.parsing import ParsedDocument
-    from assistant.passages import Chunk
+    from assistant.documents.parsing import ParsedDocument
+    from assistant.storage.passages import Chunk
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from assistant.passages import Chunk
+from assistant.storage.passages import Chunk
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-    from assistant.parsing import Section
+    from assistant.documents.parsing import Section
 
 # A sentence ends at . ! ? (optionally followed by a quote or bracket, kept with it) before
 # whitespace.

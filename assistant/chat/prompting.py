@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from assistant.errors import MessageTooLong
-from assistant.messages import Messages
+from assistant.engines.messages import Messages
 
 
 

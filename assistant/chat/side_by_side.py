@@ -2,7 +2,7 @@
 once (``Generator.concurrent_streams() > 1``, e.g. vLLM behind the OpenAI engine), else A,
 then B.
 
-:func:`interleave` turns the two :class:`~assistant.chat.Reply` objects into one sequence of
+:func:`interleave` turns the two :class:`~assistant.chat.service.Reply` objects into one sequence of
 :class:`Piece` s in the order their text arrives, so that one thread (the UI's) can show both.
 A side that fails ends with its error and the other goes on; each reply stores itself as it
 ends, so nothing produced is lost. Closing the replies (a Stop) ends the sequence.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from assistant.errors import AssistantError
 
 if TYPE_CHECKING:
-    from assistant.chat import Reply
+    from assistant.chat.service import Reply
 
 
 @dataclass(frozen=True)

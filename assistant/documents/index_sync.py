@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from assistant.embedding import Embedder
-from assistant.index import SyncReport, VectorIndex
+from assistant.documents.embedding import Embedder
+from assistant.documents.index import SyncReport, VectorIndex
 from assistant.storage.documents import DocumentStore
 
 log = logging.getLogger(__name__)

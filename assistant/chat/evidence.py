@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from assistant.citations import MARKER, META_WORDS
+from assistant.chat.citations import MARKER, META_WORDS
 from assistant.words import STOPWORDS, WORD
 
 #: Longest unit quoted, in words: a longer run without a sentence end is cut into windows.

@@ -1,6 +1,6 @@
 """`assistant backup` / `restore` when the database is PostgreSQL: the database part is
 PostgreSQL's own ``pg_dump --format=custom`` and ``pg_restore``; the index and the versions
-are copied as for SQLite (:mod:`assistant.backup`), and the backup has the same manifest.
+are copied as for SQLite (:mod:`assistant.operations.backup`), and the backup has the same manifest.
 
 Consistent while the app runs: one REPEATABLE READ transaction exports its snapshot, and
 ``pg_dump --snapshot`` dumps exactly that moment, while the same transaction reads the
@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
-from assistant.backup import (
+from assistant.operations.backup_archive import (
     ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
     BackupResult, RestoreResult, check_dest, check_revision, read_manifest, write_tar,
     copy_index, extract_archive, verify, write_manifest,
 )
 from assistant import atomic
 from assistant.config import Settings
-from assistant.doctor import RESTORE_MARKER, diagnose
-from assistant.permissions import FILE_MODE
+from assistant.operations.doctor import RESTORE_MARKER, diagnose
+from assistant.operations.permissions import FILE_MODE
 from assistant.storage.db import Database
 
 if TYPE_CHECKING:

@@ -24,6 +24,10 @@ The prompt is what the answer was given: its system prompt (stored in its params
 before the question as it stood when the answer was made (the alternative shown then, edits
 made before it, minus the turns trimmed to fit the context window), and the question
 wrapped by :func:`~assistant.chat.prompting.with_sources` with the sources snapshotted with it.
+
+Over 500 lines: three kinds built from the same snapshot and the same rules (which answer
+a rating or a choice is about, the prompt as it stood, the split by conversation); the
+reads are in storage (:mod:`assistant.storage.snapshot`), the files written here.
 """
 
 from __future__ import annotations

@@ -4,30 +4,25 @@ training or evaluation runs in background processes, followed live."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 
 import pandas as pd
 import streamlit as st
 
 from alignment import runs
-from alignment.machine_defaults import has_gpu, size_defaults
-from alignment.run_estimate import LONG_S, SHORT_MAX_LENGTH, duration, from_history
+from alignment.run_estimate import duration
 from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
-from alignment.training_kinds import KINDS, REWARD, policy_kinds, training_kind
+from alignment.training_kinds import policy_kinds
 from assistant.registry import Registry, Version, activate_version, gate_report
 from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import login, resources
-from ui.text import error_text, plain
+from ui.models_state import SELECT_NEXT, SELECTED, notify, show_notice
+from ui.runs_panel import runs_panel
+from ui.train_form import train_form
+from ui.text import plain
 
-SELECTED = "models_version"  # the version whose details are shown
-_SELECT_NEXT = "_models_select_next"  # a version to select on the next full run
-_NOTICE = "_models_notice"  # {place: (level, text)} left by a callback for this run
 
-RUN_REFRESH_S = 2.0
-RUNS_SHOWN = 8
 
 #: Config values worth a glance (the whole config is one click further).
 CONFIG_KEYS = (
@@ -38,8 +33,6 @@ CONFIG_KEYS = (
 #: Trainer bookkeeping left out of the metrics table.
 NOISE = ("_runtime", "_samples_per_second", "_steps_per_second")
 HEADLINE = (("heldout_accuracy", "held-out accuracy"), ("final_reward", "reward"), ("final_loss", "loss"))
-STATUS_COLORS = {"queued": "orange", "running": "blue", "done": "green", "failed": "red",
-                 "died": "red", "cancelled": "gray"}
 
 
 def render() -> None:
@@ -72,20 +65,8 @@ def render() -> None:
             "`assistant train dpo` in a terminal.",
             icon=":material/model_training:",
         )
-    _train(settings, versions, active)
-    _runs(settings)
-
-
-# -- notices left by callbacks -----------------------------------------------------------------
-def _notify(place: str, level: str, text: str) -> None:
-    st.session_state.setdefault(_NOTICE, {})[place] = (level, text)
-
-
-def _show_notice(place: str) -> None:
-    notice = st.session_state.get(_NOTICE, {}).pop(place, None)
-    if notice is not None:
-        level, text = notice
-        {"error": st.error, "success": st.success, "info": st.info}[level](text)
+    train_form(settings, versions, active)
+    runs_panel(settings)
 
 
 # -- which version answers ---------------------------------------------------------------------
@@ -106,7 +87,7 @@ def _in_use(service: ChatService | None, registry: Registry, versions: list[Vers
             f"{active} is the active version, but this app could not load it and keeps "
             f"answering with {service.version}. {plain(' '.join(service.notices[-1:]))}"
         )
-    _show_notice("top")
+    show_notice("top")
 
 
 def _rollback(registry: Registry, service: ChatService | None) -> None:
@@ -116,7 +97,7 @@ def _rollback(registry: Registry, service: ChatService | None) -> None:
     try:
         now = registry.rollback()
     except AssistantError as err:
-        _notify("top", "error", str(err))
+        notify("top", "error", str(err))
         return
     _switched("top", service, now, f"Rolled back: the chat now answers with {now} (was {before}).")
 
@@ -125,7 +106,7 @@ def _switched(place: str, service: ChatService | None, name: str, message: str) 
     """Switch this app's chat to the now active version (the base model stays loaded; peft
     switches the adapter) and say whether it worked."""
     if service is None:
-        _notify(place, "success", message + " It takes effect once the model loads.")
+        notify(place, "success", message + " It takes effect once the model loads.")
         return
     try:
         now = service.sync_version()
@@ -134,9 +115,9 @@ def _switched(place: str, service: ChatService | None, name: str, message: str) 
     else:
         reason = service.notices[-1] if service.notices else ""
     if now == name:
-        _notify(place, "success", message)
+        notify(place, "success", message)
     else:
-        _notify(place, "error", f"{name} is now the active version, but the chat could not load "
+        notify(place, "error", f"{name} is now the active version, but the chat could not load "
                                 f"it and keeps answering with {now}. {reason}")
 
 
@@ -183,7 +164,7 @@ def _details(settings: Settings, registry: Registry, service: ChatService | None
              versions: list[Version], active: str) -> None:
     by_name = {v.name: v for v in versions}
     options = [v.name for v in reversed(versions)] + [BASE_VERSION]
-    pending = st.session_state.pop(_SELECT_NEXT, None)
+    pending = st.session_state.pop(SELECT_NEXT, None)
     if pending in options:
         st.session_state[SELECTED] = pending
     if st.session_state.get(SELECTED) not in options:
@@ -271,7 +252,7 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
         bits = [f"checked {plain(c)}" for c in report.checked]
         bits += [f"could not check {plain(c)}" for c in report.not_checked]
         st.caption("Eval gate: " + "; ".join(bits) + ".")
-    _show_notice("details")
+    show_notice("details")
 
 
 def _activate(registry: Registry, service: ChatService | None, name: str) -> None:
@@ -286,7 +267,7 @@ def _activate(registry: Registry, service: ChatService | None, name: str) -> Non
             service.load_version(name)
         activate_version(registry, name, service.base_fingerprint, force=force)
     except AssistantError as err:
-        _notify("details", "error", str(err))
+        notify("details", "error", str(err))
         return
     _switched("details", service, name, f"The chat now answers with {name} (was {before}).")
 
@@ -295,9 +276,9 @@ def _evaluate(settings: Settings, name: str) -> None:
     try:
         run = runs.start(settings, ["eval", name], "eval", user=login.current_user())
     except (AssistantError, OSError) as err:
-        _notify("details", "error", f"Could not start the evaluation: {err}")
+        notify("details", "error", f"Could not start the evaluation: {err}")
         return
-    _notify("details", "info", f"Evaluating {name} in the background (run {run.id}): follow it "
+    notify("details", "info", f"Evaluating {name} in the background (run {run.id}): follow it "
                                "under Runs below.")
 
 
@@ -453,261 +434,3 @@ def _evaluations(v: Version, evaluations: list) -> None:
             st.divider()
 
 
-# -- training ----------------------------------------------------------------------------------
-def _train(settings: Settings, versions: list[Version], active: str) -> None:
-    st.subheader("Train a new version")
-    sizes = size_defaults()
-    kinds = list(KINDS)
-    cols = st.columns(3)
-    kind = cols[0].selectbox("Kind", kinds, key="train_kind")
-    steps = cols[1].number_input("Steps", 1, 100_000, 50, 10, key="train_steps",
-                                 help="Optimizer steps; each sees 'batch size' x "
-                                      f"{sizes['gradient_accumulation_steps']} rows (gradient accumulation).")
-    batch = cols[2].number_input("Batch size", 1, 512, sizes["per_device_train_batch_size"], 1,
-                                 key="train_batch_size")
-    spec = training_kind(kind)
-    st.caption(error_text(spec.help))
-    cols = st.columns(3)
-    lr = cols[0].number_input("Learning rate", min_value=0.0, max_value=1.0, value=None, step=1e-5,
-                              format="%g", key="train_lr", placeholder="the kind's default",
-                              help="Empty: the kind's default (5e-5 for LoRA; 1e-5 for RL).")
-    args = ["train", kind, "--steps", str(int(steps)), "--batch-size", str(int(batch))]
-    if lr:
-        args += ["--lr", f"{lr:g}"]
-    eval_rows = 0
-    if not spec.online:
-        eval_rows = int(st.number_input(
-            "Held-out rows", 0, 100_000, sizes["eval_rows"], 8, key="train_eval_rows",
-            help="Held-out rows evaluated after training (accuracy on rows the run did not "
-                 f"see). Default sized for this machine: {sizes['eval_rows']} "
-                 f"({'GPU' if has_gpu() else 'CPU'}); 0: none."))
-        args += ["--eval-rows", str(eval_rows)]
-    ready = True
-    if not spec.reward:
-        parents = [BASE_VERSION] + [v.name for v in reversed(versions) if v.kind in policy_kinds()]
-        start = parents.index(active) if active in parents else 0
-        parent = cols[1].selectbox("Start from", parents, index=start, key="train_parent",
-                                   help="The version whose adapter training continues (base: a new one).")
-        args += ["--parent", parent]
-    if len(spec.algorithms) > 1:
-        algo = cols[2].selectbox("Algorithm", list(spec.algorithms), key="train_algo",
-                                 help=f"TRL's trainers for {kind}.")
-        args += ["--algo", algo]
-    if spec.online:
-        judges = [v.name for v in reversed(versions) if v.kind == REWARD]
-        if judges:
-            judge = st.selectbox("Reward model", judges, key="train_reward")
-            args += ["--reward", judge]
-        else:
-            ready = False
-            st.warning(f"Kind {kind} needs a reward model to judge its samples: train one with kind "
-                       f"'{REWARD}' first.")
-    missing, rows = _data_check_cached(kind, settings.resolved_database_url)
-    if missing:
-        ready = False
-        st.warning(error_text(missing), icon=":material/dataset:")
-    else:
-        per_step = int(batch) * sizes["gradient_accumulation_steps"]
-        _estimate_note(kind, versions, min(int(steps) * per_step, rows), eval_rows, per_step)
-    st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
-              help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
-                   "keeps answering meanwhile.",
-              on_click=_start_training, args=(settings, args, kind))
-    _show_notice("train")
-
-
-def _estimate_note(kind: str, versions: list[Version], rows: int, eval_rows: int, per_step: int) -> None:
-    """How long the run should take, at the pace the last run of the same kind measured, and
-    the smaller setting when that is long. The run itself measures its first step and
-    shows its own estimate under Runs."""
-    last = next((v for v in reversed(versions) if v.kind == kind and v.metrics.get("train_seconds_per_row")),
-                None)
-    estimate = from_history(last.metrics if last else None, rows, eval_rows)
-    if estimate is None:
-        st.caption(f":material/timer: No estimate yet: no earlier {plain(kind)} run here has measured "
-                   "its pace. The run measures its first step and shows its estimate under Runs.")
-        return
-    pace = float(last.metrics["train_seconds_per_row"])
-    held = f", held-out evaluation about {duration(estimate.eval_s)}" if eval_rows else ""
-    st.caption(f":material/timer: Estimate: training about {duration(estimate.train_s)} ({rows} rows){held}; "
-               f"at the pace of {plain(last.name)}, the last {plain(kind)} run ({pace:.2f} s per training row "
-               f"at max length {last.config.get('max_length', '?')}).")
-    if estimate.train_s > LONG_S:
-        fit = max(1, int(LONG_S / (pace * per_step)))
-        st.warning(f"That is long for this machine. For about {duration(LONG_S)}: Steps {fit} "
-                   f"(or `assistant train {plain(kind)} --steps {fit} --max-length {SHORT_MAX_LENGTH}` "
-                   "in a terminal).", icon=":material/timer:")
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def _data_check_cached(kind: str, database_url: str) -> tuple[str | None, int]:
-    # Exporting all the feedback takes ~1 s with a thousand pairs: not on every rerun of the
-    # page. The click re-checks uncached, so a stale answer never starts a run.
-    return _data_check(kind)
-
-
-def _missing_data(kind: str) -> str | None:
-    """Why a ``kind`` run would stop at once for want of data (None: it has enough), found
-    before it starts: a run only gets there after loading the model."""
-    return _data_check(kind)[0]
-
-
-def _data_check(kind: str) -> tuple[str | None, int]:
-    """(why a ``kind`` run would stop for want of data or None, its training rows)."""
-    from alignment.readiness import check_data
-
-    try:
-        return None, check_data(resources.database(), kind)
-    except AssistantError as err:
-        return str(err), 0
-
-
-def _start_training(settings: Settings, args: list[str], kind: str) -> None:
-    missing = _missing_data(kind)  # the data may have changed since the form was shown
-    if missing:
-        _notify("train", "error", error_text(missing))
-        return
-    try:
-        run = runs.start(settings, args, kind, user=login.current_user())
-    except (AssistantError, OSError) as err:
-        _notify("train", "error", f"Could not start training: {err}")
-        return
-    if run.status == "queued":
-        _notify("train", "info", f"Queued {kind} training (run {run.id}): it starts when the "
-                                 "running one ends. Follow it under Runs below.")
-    else:
-        _notify("train", "info", f"Started {kind} training (run {run.id}): follow it under Runs below.")
-
-
-# -- runs --------------------------------------------------------------------------------------
-def _runs(settings: Settings) -> None:
-    st.subheader("Runs")
-    running = {r.id for r in runs.list_runs(settings) if r.status in ("running", "queued")}
-    # Refresh only this panel, and only while something runs: the rest of the page (and the
-    # chat, in other tabs) stays usable, and an idle page does no polling.
-    panel = st.fragment(_runs_panel, run_every=RUN_REFRESH_S if running else None)
-    panel(settings, frozenset(running))
-
-
-def _runs_panel(settings: Settings, running_at_start: frozenset[str]) -> None:
-    listed = runs.list_runs(settings)
-    running = {r.id for r in listed if r.status in ("running", "queued")}
-    if running_at_start - running:
-        # A run ended: rerun the whole page, to list the version it registered and to stop
-        # refreshing when nothing runs any more.
-        st.rerun(scope="app")
-    if not listed:
-        st.caption("No runs yet: start one above. Runs from the command line do not show here.")
-        return
-    for run in listed[:RUNS_SHOWN]:
-        _run(settings, run)
-    if len(listed) > RUNS_SHOWN:
-        st.caption(f"{len(listed) - RUNS_SHOWN} older runs are in {plain(str(settings.runs_dir))}.")
-
-
-def _run(settings: Settings, run: runs.Run) -> None:
-    with st.container(border=True):
-        head = st.container(horizontal=True, vertical_alignment="center")
-        if run.kind == "eval":
-            title = f"Evaluation of {run.args[1] if len(run.args) > 1 else '?'}"
-        else:
-            title = f"{run.kind} training"
-        head.markdown(f"**{plain(title)}**")
-        head.badge(run.status, color=STATUS_COLORS.get(run.status, "gray"))
-        started = datetime.fromtimestamp(run.started, UTC) if run.started else None
-        when = f"started {started:%Y-%m-%d %H:%M} UTC · " if started else ""
-        st.caption(when + plain("assistant " + " ".join(run.args)))
-        if run.status == "queued":
-            st.caption(f":material/hourglass_top: Waits for the running run to end (at most "
-                       f"{settings.max_concurrent_runs} at once: ASSISTANT_MAX_CONCURRENT_RUNS).")
-        if run.status in ("running", "queued"):
-            if run.status == "running":
-                _progress(run)
-            st.button("Cancel", key=f"cancel_run_{run.id}", icon=":material/cancel:",
-                      on_click=runs.cancel, args=(run,))
-        elif run.status == "done" and run.version:
-            if _times(run):
-                st.caption(":material/timer: " + _times(run))
-            what = "evaluated" if run.kind == "eval" else "registered"
-            head.markdown(f":material/check_circle: {what} **{plain(run.version)}**")
-            if head.button(f"Show {run.version}", key=f"show_run_{run.id}",
-                           help="Show this version's details above"):
-                st.session_state[_SELECT_NEXT] = run.version
-                st.rerun(scope="app")
-        elif run.error:
-            (st.warning if run.status == "cancelled" else st.error)(error_text(run.error))
-        with st.expander("Log"):
-            st.code(run.log_tail(40) or "(nothing logged yet)", language=None)
-
-
-def _progress(run: runs.Run) -> None:
-    """The run's current phase with its own progress bar and estimate, then every phase's
-    time so far and the estimate of the whole run (after its first step)."""
-    p = run.progress
-    now = time.time()
-    elapsed = f" · {duration(now - run.started)} elapsed" if run.started else ""
-    phase = p.get("phase")
-    if phase is None or phase == "done":
-        if run.kind == "eval":
-            text = "Evaluating: both versions answer the held-out prompts"
-        elif phase == "done":
-            text = "Finishing: writing the result"
-        else:
-            text = "Starting: the process loads Python and the training libraries"
-        st.progress(0 if phase is None else 1.0, text=text + elapsed)
-        return
-    # progress.json is written once a step (which can take minutes) or once a batch: the
-    # phase's time counts from its start, its ETA from the moment the file was written.
-    since = now - p["updated"] if isinstance(p.get("updated"), int | float) else 0.0
-    phases = p.get("phases") or {}
-    started = (phases.get(phase) or {}).get("started")
-    bits = [f"{p.get('label') or phase}"]
-    if p.get("detail"):
-        bits[0] += f": {p['detail']}"
-    total, done = p.get("total"), p.get("done") or 0
-    if phase == "training" and p.get("max_steps"):
-        bits.append(f"step {p.get('step', 0)}/{p['max_steps']}")
-        if isinstance(p.get("loss"), int | float):
-            bits.append(f"loss {p['loss']:.4f}")
-    elif total and phase == "evaluating":
-        bits.append(f"batch {done}/{total}")
-    if isinstance(started, int | float):
-        bits.append(f"{duration(now - started)} in this phase")
-    if isinstance(p.get("phase_eta_s"), int | float):
-        bits.append(f"about {duration(max(0.0, p['phase_eta_s'] - since))} left")
-    if run.started:
-        bits.append(f"{duration(now - run.started)} in all")
-    fraction = min(1.0, done / total) if total else 0.0
-    st.progress(fraction, text=" · ".join(bits))
-    names = list(phases)
-    done_text = [f"{name} {duration(x['seconds'])}" for name, x in phases.items()
-                 if isinstance(x.get("seconds"), int | float)]
-    if done_text or len(names) > 1:
-        st.caption("Phases: " + " · ".join(done_text + [f"{phase} (now)"]))
-    estimate = p.get("estimate")
-    if estimate:
-        held = (f", held-out evaluation about {duration(estimate['eval_s'])} ({estimate['eval_rows']} rows)"
-                if estimate.get("eval_rows") else "")
-        st.caption(f":material/timer: Estimate from the first step ({estimate['first_step_s']:.1f} s): "
-                   f"training about {duration(estimate['train_s'])} ({estimate['steps']} steps){held}; "
-                   f"about {duration(estimate['total_s'])} in all.")
-        smaller = estimate.get("smaller") or {}
-        if smaller:
-            offer = f"Steps {smaller['steps']}"
-            if smaller.get("max_length"):
-                offer += f" (in a terminal: --max-length {smaller['max_length']})"
-            st.warning(f"That is long for this machine. For about {duration(LONG_S)}: cancel and start "
-                       f"again with {offer}. Nothing is registered by a cancelled run.",
-                       icon=":material/timer:")
-
-
-def _times(run: runs.Run) -> str:
-    """'training time X, total time Y (loading ..., ...)' of an ended run (empty: unknown)."""
-    phases = {k: x.get("seconds") for k, x in (run.progress.get("phases") or {}).items()}
-    phases = {k: x for k, x in phases.items() if isinstance(x, int | float)}
-    if not phases:
-        return ""
-    total = (run.ended - run.started) if run.ended and run.started else sum(phases.values())
-    parts = " · ".join(f"{k} {duration(x)}" for k, x in phases.items())
-    return (f"Training time {duration(phases.get('training', 0.0))}, total time {duration(total)} "
-            f"({parts})")

@@ -11,6 +11,10 @@ this module only walks what they return, under budgets (:class:`~assistant.confi
 text length, unpacked size, table width and cells, markup elements, nesting, time) that are
 checked while the file is read, so that a small hostile file is refused before it expands.
 :mod:`assistant.documents.parse_worker` runs this in a child process with memory and CPU limits.
+
+Longer than 500 lines on purpose: seven formats of 20-90 lines each share one budget
+object, the section builder and the decoder, all private; split per format, each would
+need those as public API for no other user.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Generation runs on long-lived worker threads with transformers' own
 LoRA adapters (folders written by peft's ``save_pretrained``) are loaded onto the one base
 model and switched between answers without reloading it; each answer names the version
 ("base" or an adapter) that produced it.
+
+Just over 500 lines: the engine is one class (threads, adapters, streaming, stop strings)
+whose parts share its lock and worker pool; its construction is already apart
+(:mod:`.transformers_build`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +36,7 @@ from assistant.engines.llamacpp import GGUFVocab
 from assistant.engines.openai_server import OpenAIGenerator
 from assistant.engines.generation import GenerationParams
 from assistant.engines.model_files import embedded_gguf
+from assistant.engines.serving import ServerDidNotStart, wait_until_serving
 from assistant.chat.side_by_side import interleave
 from assistant.storage import ConversationStore, Database, upgrade
 
@@ -55,14 +55,12 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "assistant.engines.llamacpp_server", "--config_file",
                              str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(360):
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("llama_cpp.server did not start")
+    try:
+        wait_until_serving(url, proc, timeout=180, name="llama_cpp.server")
+    except ServerDidNotStart as err:
+        proc.kill()
+        raise SystemExit(str(err)) from err
+    return proc, url
 
 
 def one_pair(service: ChatService, params: GenerationParams) -> tuple[float, int]:

@@ -9,9 +9,9 @@ import json
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from assistant.engines.serving import wait_until_serving
 
 #: The name the server gives the embedded model.
 BASE = "smollm2"
@@ -39,16 +39,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "assistant.engines.llamacpp_server", "--config_file", str(path)],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
+        wait_until_serving(self.url, self.proc, log_file=self.log, timeout=timeout, name="llama_cpp.server")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -24,12 +24,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assistant.engines.serving import ServerDidNotStart, wait_until_serving
 from assistant.errors import EngineUnavailable
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class VllmNotInstalled(EngineUnavailable):
     """No vLLM in the venv the settings name."""
 
 
-class VllmDidNotStart(EngineUnavailable):
-    """The server exited, or did not answer in time; the message ends with its log."""
+class VllmDidNotStart(ServerDidNotStart):
+    """vLLM exited, or did not answer in time; the message ends with its log."""
 
 
 def served_name(settings: Settings) -> str:
@@ -128,18 +128,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log_file: Path | None,
                timeout: float = START_TIMEOUT_S) -> None:
     """Until the server answers ``/v1/models``; :class:`VllmDidNotStart` with the end of its
     log when it exits or takes longer than ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            why = (f"exited with status {proc.returncode}" if proc.returncode is not None
-                   else f"did not answer within {timeout:.0f} s")
-            tail = log_file.read_text(errors="replace")[-3000:] if log_file else ""
-            raise VllmDidNotStart(f"vLLM {why} (started as: {' '.join(proc.args)}).\n{tail}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
+    wait_until_serving(url, proc, log_file=log_file, timeout=timeout, name="vLLM", error=VllmDidNotStart)
 
 
 def start(settings: Settings, log_file: Path, **kwargs) -> tuple[subprocess.Popen, Launch]:

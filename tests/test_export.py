@@ -482,7 +482,7 @@ def tokenizer():
     """The real SmolLM2 tokenizer and chat template (read from the embedded GGUF: ~9 s)."""
     from transformers import AutoTokenizer
 
-    from assistant.engines.models import embedded_gguf
+    from assistant.engines.model_files import embedded_gguf
 
     gguf = embedded_gguf()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -16,7 +16,7 @@ from assistant.config import Settings
 from assistant.documents.index import VectorIndex
 from assistant.documents.retrieval import Hit, Retriever, rrf
 from assistant.storage import Database, upgrade
-from assistant.storage.documents import fts_query
+from assistant.storage.lexical import fts_query
 from tests.conftest import DATABASES, fresh_database_url
 from tests.test_parsing import make_pdf
 

@@ -147,7 +147,7 @@ def test_corrupt_model_cache_is_rebuilt_and_the_user_told(app, monkeypatch, tmp_
                                                           embedded_checkpoint):
     import shutil
 
-    from assistant.engines.models import cache_dir_for, embedded_gguf
+    from assistant.engines.model_files import cache_dir_for, embedded_gguf
 
     cache_root = tmp_path / "models"
     broken = cache_dir_for(embedded_gguf(), cache_root)

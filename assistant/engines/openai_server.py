@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.errors import AdapterError, EngineUnavailable, GenerationFailed
 from assistant.engines.generation import GenerationParams, QueuedTokenStream, VersionNames
-from assistant.engines.model_files import BASE_VERSION
+from assistant.versions import BASE_VERSION
 from assistant.engines.messages import Messages, defuse_special_tokens
 
 if TYPE_CHECKING:

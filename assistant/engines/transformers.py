@@ -45,7 +45,8 @@ from assistant.engines.generation import (
     GenerationStats,
     VersionNames,
 )
-from assistant.engines.models import BASE_VERSION, LoadedModel
+from assistant.engines.models import LoadedModel
+from assistant.versions import BASE_VERSION
 from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:

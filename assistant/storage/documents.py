@@ -15,7 +15,6 @@ from sqlalchemy import delete, func, select, update
 from assistant.errors import DocumentNotFound
 from assistant.storage.passages import Chunk, format_location
 from assistant.storage.db import Database
-from assistant.storage.lexical import fts_query  # noqa: F401  (its home before lexical.py)
 from assistant.storage.schema import Document, DocumentChunk
 from assistant.words import search_word_count
 

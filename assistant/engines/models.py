@@ -30,14 +30,8 @@ from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
 from assistant.cpu import bf16_fast
 from assistant.errors import CorruptCheckpoint, ModelNotFound
-from assistant.engines.model_files import (
-    _HUB_ID,
-    BASE_VERSION,
-    EMBEDDED_FILE,
-    EMBEDDED_NAME,
-    cache_dir_for,
-    embedded_gguf,
-)
+from assistant.engines.model_files import EMBEDDED_FILE, EMBEDDED_NAME, HUB_ID, cache_dir_for, embedded_gguf
+from assistant.versions import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +279,7 @@ def _load_weights(settings: Settings, dtype: torch.dtype, device: torch.device,
                 "copy it again or point ASSISTANT_MODEL elsewhere."
             ) from err
         return model, tokenizer, spec, "path", path
-    if _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+    if HUB_ID.match(spec) and not spec.startswith((".", "~")):
         try:
             AutoConfig.from_pretrained(spec)
             model, tokenizer = _load_checkpoint(spec, dtype, device)

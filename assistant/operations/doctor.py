@@ -31,19 +31,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
 from assistant.atomic import parse_temp_name
 from assistant.config import EMBEDDED_MODEL, Settings
-from assistant.errors import AssistantError, DatabaseLocked
 from assistant.processes import pid_alive
 from assistant.operations.permissions import loose_paths, tighten
 from assistant.storage.db import Database
+from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, Status
 from assistant.versions import BASE_VERSION
 
 if TYPE_CHECKING:
@@ -51,11 +49,6 @@ if TYPE_CHECKING:
     from assistant.registry import ActivationRecord, Registry, Version
 
 log = logging.getLogger(__name__)
-
-Status = Literal["ok", "problem", "repaired"]
-OK: Status = "ok"
-PROBLEM: Status = "problem"
-REPAIRED: Status = "repaired"
 
 #: Checks in the order they run (each gives at most one finding).
 CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
@@ -68,7 +61,6 @@ RESTORE_MARKER = ".restore-in-progress.json"
 #: A temporary file or folder whose name carries no process id is left alone this long
 #: (another process may be writing it right now).
 STALE_AFTER_S = 600.0
-RESTORE_BACKUP_HINT = "restore a backup with `assistant restore BACKUP` (made by `assistant backup`)"
 
 
 @dataclass(frozen=True)
@@ -114,6 +106,11 @@ class DoctorReport:
         self.findings.append(finding)
         return finding
 
+    def record(self, check: str, result: CheckResult) -> CheckResult:
+        """Add what a part's own check returned."""
+        self.add(check, result.status, result.message, result.items)
+        return result
+
     def lines(self) -> list[str]:
         out = [f"Data folder {self.data_dir}"]
         for f in self.findings:
@@ -158,8 +155,8 @@ class _Doctor:
         self._embedder = embedder
         self.report = DoctorReport(Path(settings.data_dir), repair)
         url = make_url(settings.resolved_database_url)
-        self.sqlite = url.get_backend_name() == "sqlite"
-        self.db_file = (Path(url.database) if self.sqlite and url.database
+        sqlite = url.get_backend_name() == "sqlite"
+        self.db_file = (Path(url.database) if sqlite and url.database
                         and url.database != ":memory:" else None)
         self.db: Database | None = None
         #: Size of a stored vector in bytes (the most common one), and how many differ.
@@ -168,8 +165,7 @@ class _Doctor:
 
     def run(self) -> None:
         try:
-            if self._open_database() and self._integrity() and self._schema():
-                self._fts()
+            if self._database():
                 self._documents()
                 self._index()
                 self._registry()
@@ -180,159 +176,28 @@ class _Doctor:
         self._temp()
         self._permissions()
 
-    # -- database --------------------------------------------------------------------------
-    def _open_database(self) -> bool:
+    # -- the database ----------------------------------------------------------------------
+    def _database(self) -> bool:
+        """database, integrity, schema and fts; whether the checks that read the tables can run."""
+        from assistant.storage.integrity import check_connection, check_integrity
+        from assistant.storage.migrate import check_schema
+
         r = self.report
         if self.db_file is not None and not self.db_file.exists():
             r.add("database", OK, f"no database yet at {self.db_file} (the app creates it when "
                   "it first starts); nothing to check against")
             return False
-        self.db = Database(self.settings.resolved_database_url, self.settings.db_busy_timeout_s)
-        try:
-            with self.db.read() as s:
-                s.execute(text("SELECT 1"))
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("database", PROBLEM, f"cannot open {self.db.where}: {_reason(err)}. "
-                  + (f"If the file is damaged, {RESTORE_BACKUP_HINT}." if self.sqlite else
-                     "Check that the server is running and the URL's user and password."))
-            return False
-        r.add("database", OK, f"{self.db.engine.dialect.name} database at {self.db.where}")
-        return True
-
-    def _integrity(self) -> bool:
-        """SQLite's own page-level check, plus dangling foreign keys."""
-        r = self.report
-        if not self.sqlite:
-            r.add("integrity", OK, "not checked here (not SQLite: use the server's own tools)")
-            return True
-        try:
-            with self.db.read() as s:
-                errors = [row[0] for row in s.execute(text("PRAGMA integrity_check")).all()]
-                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
-        except DatabaseLocked as err:
-            r.add("integrity", PROBLEM, f"could not check: {err}")
-            return False
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("integrity", PROBLEM, f"the database file is damaged ({_reason(err)}): "
-                  f"{RESTORE_BACKUP_HINT}. Nothing else was checked.")
-            return False
-        if errors != ["ok"]:
-            r.add("integrity", PROBLEM, "SQLite's integrity check failed: the file is damaged. "
-                  f"Copy it somewhere safe, then {RESTORE_BACKUP_HINT}. Nothing else was checked.",
-                  errors)
-            return False
-        if dangling:
-            items = [f"{table} row {rowid} points at a missing {parent} row"
-                     for table, rowid, parent, _ in dangling]
-            if not self.repair:
-                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
-                      "exist (deleted with foreign keys off, by another tool?). `assistant doctor "
-                      "--repair` finishes those deletions as the schema declares them", items)
-                return True
-            try:
-                self._finish_deletions()
-            except (AssistantError, sa_exc.DBAPIError) as err:
-                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
-                      f"exist, and finishing their deletion failed: {_reason(err)}", items)
-                return True
-            r.add("integrity", REPAIRED, f"{len(dangling)} row(s) pointed at rows that do not "
-                  "exist; finished their deletion as the schema declares (ON DELETE CASCADE / "
-                  "SET NULL)", items)
-            return True
-        r.add("integrity", OK, "SQLite integrity check passed, no dangling references")
-        return True
-
-    def _finish_deletions(self) -> None:
-        """Do what each dangling row's foreign key says happens when its parent is deleted
-        (rows of a deleted document, ratings of a deleted message, ...). Deleting can leave
-        new dangling rows where foreign keys were off; repeat until none are left."""
-        for _ in range(10):
-            with self.db.write() as s:
-                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
-                if not dangling:
-                    return
-                for table, rowid, _parent, fkid in dangling:
-                    keys = {row[0]: row for row in s.execute(text(f'PRAGMA foreign_key_list("{table}")'))}
-                    _, _, _, column, _, _, on_delete, _ = keys[fkid]
-                    if on_delete == "CASCADE":
-                        s.execute(text(f'DELETE FROM "{table}" WHERE rowid = :r'), {"r": rowid})
-                    elif on_delete == "SET NULL":
-                        s.execute(text(f'UPDATE "{table}" SET "{column}" = NULL WHERE rowid = :r'),
-                                  {"r": rowid})
-                    else:
-                        raise AssistantError(f"{table}.{column} has no ON DELETE action to apply")
-
-    def _schema(self) -> bool:
-        from alembic.script import ScriptDirectory
-        from alembic.util import CommandError
-
-        from assistant.storage.migrate import alembic_config, current_revision, head_revision, upgrade
-
-        r = self.report
-        try:
-            current, head = current_revision(self.db), head_revision()
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("schema", PROBLEM, f"could not read the schema revision: {_reason(err)}")
-            return False
-        if current == head:
-            r.add("schema", OK, f"at the newest revision ({head})")
-            return True
-        if current is not None:
-            try:
-                ScriptDirectory.from_config(alembic_config(self.db)).get_revision(current)
-            except CommandError:
-                r.add("schema", PROBLEM, f"the database is at revision {current}, which this "
-                      f"version of the assistant does not know (its newest is {head}): it was "
-                      "written by a newer version. Run that version, or restore an older backup.")
+        db = self.db = Database(self.settings.resolved_database_url, self.settings.db_busy_timeout_s)
+        for check, run in (("database", check_connection),
+                           ("integrity", lambda d: check_integrity(d, self.repair)),
+                           ("schema", lambda d: check_schema(d, self.repair))):
+            if r.record(check, run(db)).blocking:
                 return False
-        was = current or "empty"
-        if not self.repair:
-            r.add("schema", PROBLEM, f"at revision {was}, not the newest ({head}): "
-                  "`assistant doctor --repair` (or `assistant db upgrade`) migrates it")
-            return False
-        try:
-            upgrade(self.db)
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("schema", PROBLEM, f"migrating from {was} to {head} failed: {_reason(err)}")
-            return False
-        r.add("schema", REPAIRED, f"migrated from revision {was} to {head}")
+        r.record("fts", db.lexical.check(db, self.repair))
         return True
+
 
     # -- documents and the index -----------------------------------------------------------
-    def _fts(self) -> None:
-        """The FTS5 table is kept in step by triggers; check it against the chunks. On
-        PostgreSQL the full-text column is generated by the server: check it is there."""
-        r = self.report
-        if not self.sqlite:
-            try:
-                with self.db.read() as s:
-                    problem = self.db.lexical.check(s)
-            except (AssistantError, sa_exc.DBAPIError) as err:
-                problem = f"could not check it: {_reason(err)}"
-            if problem:
-                r.add("fts", PROBLEM, problem)
-            else:
-                r.add("fts", OK, f"full-text search: {self.db.lexical.name}")
-            return
-        try:
-            with self.db.write() as s:
-                s.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
-            r.add("fts", OK, "full-text index agrees with the chunks")
-            return
-        except DatabaseLocked as err:
-            r.add("fts", PROBLEM, f"could not check the full-text index: {err}")
-            return
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            why = _reason(err)
-        if not self.repair:
-            r.add("fts", PROBLEM, f"the full-text index disagrees with the chunks ({why}); "
-                  "`assistant doctor --repair` rebuilds it from the chunk text")
-            return
-        with self.db.write() as s:
-            s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')"))
-        r.add("fts", REPAIRED, "the full-text index disagreed with the chunks; rebuilt it "
-              "from the chunk text")
-
     def _documents(self) -> None:
         """Documents are stored with all their chunks in one transaction; one without chunks,
         or a chunk whose vector has the wrong size, did not come from this app's ingest."""
@@ -611,11 +476,6 @@ class _Doctor:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _reason(err: BaseException) -> str:
-    orig = getattr(err, "orig", None)
-    return str(orig or err).splitlines()[0][:300]
-
-
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
 from assistant.atomic import parse_temp_name
-from assistant.config import EMBEDDED_MODEL, Settings
+from assistant.config import Settings
 from assistant.processes import pid_alive
 from assistant.operations.permissions import loose_paths, tighten
 from assistant.storage.db import Database
@@ -159,15 +159,11 @@ class _Doctor:
         self.db_file = (Path(url.database) if sqlite and url.database
                         and url.database != ":memory:" else None)
         self.db: Database | None = None
-        #: Size of a stored vector in bytes (the most common one), and how many differ.
-        self.vector_bytes: int | None = None
-        self.bad_vectors = 0
 
     def run(self) -> None:
         try:
             if self._database():
-                self._documents()
-                self._index()
+                self._documents_and_index()
                 self._registry()
         finally:
             if self.db is not None:
@@ -198,87 +194,15 @@ class _Doctor:
 
 
     # -- documents and the index -----------------------------------------------------------
-    def _documents(self) -> None:
-        """Documents are stored with all their chunks in one transaction; one without chunks,
-        or a chunk whose vector has the wrong size, did not come from this app's ingest."""
+    def _documents_and_index(self) -> None:
+        from assistant.documents.index_sync import check_documents, check_index
         from assistant.storage.documents import DocumentStore
 
-        r = self.report
-        store = DocumentStore(self.db)
-        health = store.health()
-        empty, sizes, documents = health.empty, health.vector_sizes, health.documents
-        self.vector_bytes = max(sizes, key=sizes.get) if sizes else None
-        bad_vectors = sum(n for size, n in sizes.items() if size != self.vector_bytes or not size)
-        if self.vector_bytes is not None and (self.vector_bytes % 4 or not self.vector_bytes):
-            bad_vectors = sum(sizes.values())
-        self.bad_vectors = bad_vectors
-        items = [f"#{i} {name}: no chunks" for i, name in empty]
-        if bad_vectors:
-            items.append(f"{bad_vectors} chunk(s) with a damaged vector")
-        if not items:
-            r.add("documents", OK, f"{documents} document(s), each with its chunks and vectors")
-            return
-        if not self.repair:
-            r.add("documents", PROBLEM, "half-stored documents: `assistant doctor --repair` "
-                  "removes documents without chunks (ingest them again) and embeds damaged "
-                  "vectors again", items)
-            return
-        if empty:
-            store.delete_many([i for i, _ in empty])
-        if bad_vectors:
-            embedder = self._load_embedder()
-            store.replace_embeddings(embedder.encode, embedder.name)
-            self.vector_bytes, self.bad_vectors = embedder.dim * 4, 0
-        r.add("documents", REPAIRED, "removed documents without chunks (ingest those files "
-              "again)" + (" and embedded every chunk again" if bad_vectors else ""), items)
-
-    def _index(self) -> None:
-        from assistant.documents.index import INDEX_FILE, META_FILE, VectorIndex
-        from assistant.documents.index_sync import reembed
-        from assistant.storage.documents import DocumentStore
-
-        r = self.report
-        store = DocumentStore(self.db)
-        ids, models = store.chunk_ids(), store.embed_models()
-        directory = self.settings.index_dir
-        meta = _read_json(directory / META_FILE)
-        if not ids and not (directory / INDEX_FILE).exists():
-            r.add("index", OK, "no documents and no index yet")
-            return
-        if self.bad_vectors:
-            r.add("index", PROBLEM, "not checked: some stored vectors are damaged (see documents)")
-            return
-        name = _embedder_name(self.settings)
-        kind = self.settings.retrieval.index_type
-        dim = self.vector_bytes // 4 if self.vector_bytes else int(meta.get("dim") or 0)
-        if not dim:
-            r.add("index", PROBLEM, f"the index files in {directory} are unreadable and the "
-                  "database holds no vectors to rebuild them from; delete the folder")
-            return
-        index = VectorIndex(directory, dim, kind, name)
-        report = index.check(ids, models)
-        if report.ok:
-            r.add("index", OK, f"FAISS index ({kind}) agrees with the database: "
-                  f"{report.in_db} chunks")
-            return
-        what = (f"the stored vectors were made by another embedding model ({', '.join(sorted(models))}; "
-                f"configured: {name})" if report.model_mismatch else
-                f"{report.missing} chunk(s) of the database are missing from it and "
-                f"{report.stale} in it are no longer in the database")
-        if not self.repair:
-            r.add("index", PROBLEM, f"the FAISS index disagrees with the database: {what}. "
-                  "`assistant doctor --repair` rebuilds it from the vectors in the database")
-            return
-        if report.model_mismatch:
-            embedder = self._load_embedder()
-            index = VectorIndex(directory, embedder.dim, kind, embedder.name)
-            n = reembed(store, index, embedder)
-            how = f"embedded all {n} chunks again with {embedder.name}"
-        else:
-            n = index.rebuild(store.iter_vectors())
-            index.save()
-            how = f"rebuilt it from the {n} vectors stored in the database"
-        r.add("index", REPAIRED, f"the FAISS index disagreed with the database ({what}); {how}")
+        store, r = DocumentStore(self.db), self.settings.retrieval
+        stored = check_documents(store, self.repair, self._load_embedder)
+        self.report.record("documents", stored.checked)
+        self.report.record("index", check_index(store, self.settings.index_dir, r.index_type, r.embedding_model,
+                                                stored, self.repair, self._load_embedder))
 
     def _load_embedder(self) -> Embedder:
         if self._embedder is None:
@@ -482,15 +406,6 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _embedder_name(settings: Settings) -> str:
-    """The name the configured embedding model stamps on its vectors (as Embedder.name),
-    without loading the model."""
-    from assistant.documents.embedding import EMBEDDED_NAME
-
-    model = settings.retrieval.embedding_model
-    return EMBEDDED_NAME if model == EMBEDDED_MODEL else model
 
 
 def _version_problem(version: Version) -> str | None:

@@ -14,19 +14,34 @@ died without a result. :func:`diagnose` looks for each of these and, with ``repa
 what it can without losing anything that was committed: the database is the source of
 truth and is never rewritten from the caches.
 
-Each check gives one :class:`Finding` (``ok``, ``problem`` or ``repaired``); the
-:class:`DoctorReport` holds them in order.
+Each part checks (and repairs) its own data and returns a plain
+:class:`~assistant.storage.health.CheckResult`; the doctor runs them in order, gives each
+what it needs from the settings, and reports one :class:`Finding` per check (``ok``,
+``problem`` or ``repaired``) in a :class:`DoctorReport`:
+
+==============  ==========================================================================
+database        :func:`assistant.storage.integrity.check_connection`
+integrity       :func:`assistant.storage.integrity.check_integrity`
+schema          :func:`assistant.storage.migrate.check_schema`
+fts             ``check`` of the dialect's lexical search (:mod:`assistant.storage.lexical`)
+documents       :func:`assistant.documents.index_sync.check_documents`
+index           :func:`assistant.documents.index_sync.check_index`
+versions        :meth:`assistant.registry.Registry.check_versions`
+stray           :meth:`assistant.registry.Registry.check_strays` (training still running:
+                :func:`assistant.run_records.live_trainings`)
+active          :meth:`assistant.registry.Registry.check_active`
+runs            :func:`assistant.run_records.check`
+temp            here, for now (names read by :func:`assistant.atomic.parse_temp_name`)
+permissions     here, for now (:mod:`assistant.operations.permissions` finds and tightens)
+==============  ==========================================================================
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import shutil
 import stat
-import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,24 +53,26 @@ from sqlalchemy.engine import make_url
 from assistant import run_records as runs
 from assistant.atomic import parse_temp_name
 from assistant.config import Settings
-from assistant.processes import pid_alive
 from assistant.operations.permissions import loose_paths, tighten
+from assistant.processes import pid_alive
+from assistant.registry import DOCTOR_REASON, Registry
 from assistant.storage.db import Database
 from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, Status
-from assistant.versions import BASE_VERSION
 
 if TYPE_CHECKING:
     from assistant.documents.embedding import Embedder
-    from assistant.registry import ActivationRecord, Registry, Version
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CHECKS", "DOCTOR_REASON", "OK", "PROBLEM", "REPAIRED", "RESTORE_BACKUP_HINT", "RESTORE_MARKER",
+    "STALE_AFTER_S", "DoctorReport", "Leftover", "Finding", "Status", "diagnose",
+]
 
 #: Checks in the order they run (each gives at most one finding).
 CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
           "active", "runs", "temp", "permissions")
 
-#: Reason recorded on an activation that the doctor makes.
-DOCTOR_REASON = "doctor"
+log = logging.getLogger(__name__)
+
 #: Written by :func:`assistant.operations.backup.restore` while it moves files into place.
 RESTORE_MARKER = ".restore-in-progress.json"
 #: A temporary file or folder whose name carries no process id is left alone this long
@@ -168,7 +185,7 @@ class _Doctor:
         finally:
             if self.db is not None:
                 self.db.dispose()
-        self._runs()
+        self.report.record("runs", runs.check(self.settings.runs_dir, self.repair))
         self._temp()
         self._permissions()
 
@@ -192,8 +209,7 @@ class _Doctor:
         r.record("fts", db.lexical.check(db, self.repair))
         return True
 
-
-    # -- documents and the index -----------------------------------------------------------
+    # -- documents, the index and the model registry ---------------------------------------
     def _documents_and_index(self) -> None:
         from assistant.documents.index_sync import check_documents, check_index
         from assistant.storage.documents import DocumentStore
@@ -211,106 +227,16 @@ class _Doctor:
             self._embedder = Embedder(self.settings.retrieval.embedding_model)
         return self._embedder
 
-    # -- model registry --------------------------------------------------------------------
     def _registry(self) -> None:
-        from assistant.registry import Registry
+        r, s = self.report, self.settings
+        registry = Registry(self.db, s.versions_dir)
+        versions, broken = registry.check_versions()
+        r.record("versions", versions)
+        r.record("stray", registry.check_strays(lambda: runs.live_trainings(s.data_dir, s.runs_dir),
+                                                self.repair))
+        r.record("active", registry.check_active(broken, self.repair))
 
-        r = self.report
-        registry = Registry(self.db, self.settings.versions_dir)
-        versions = registry.list()
-        broken = {v.name: why for v in versions if (why := _version_problem(v))}
-        if broken:
-            r.add("versions", PROBLEM, f"{len(broken)} of {len(versions)} version(s) have "
-                  f"missing or damaged files; the chat will not switch to them. This cannot be "
-                  f"repaired here: {RESTORE_BACKUP_HINT}, or train them again",
-                  [f"{name}: {why}" for name, why in broken.items()])
-        else:
-            r.add("versions", OK, f"{len(versions)} version(s), all with their adapter files")
-
-        self._stray(registry)
-
-        active = registry.active()
-        known = {v.name: v for v in versions}
-        why = None
-        if active != BASE_VERSION:
-            if active not in known:
-                why = "is not a registered version"
-            elif known[active].kind == "reward":
-                why = "is a reward model, which cannot answer chats"
-            elif active in broken:
-                why = broken[active]
-        if why is None:
-            r.add("active", OK, f"the chat uses {active}")
-            return
-        target = _last_good(registry, known, broken)
-        if not self.repair:
-            r.add("active", PROBLEM, f"the active version {active} {why}. "
-                  f"`assistant doctor --repair` switches the chat back to {target}")
-            return
-        registry.activate(target, reason=DOCTOR_REASON)
-        r.add("active", REPAIRED, f"the active version {active} {why}; switched the chat back "
-              f"to {target} (the last good version; logged with reason {DOCTOR_REASON!r})")
-
-    def _stray(self, registry: Registry) -> None:
-        r = self.report
-        strays = registry.stray_folders()
-        if not strays:
-            r.add("stray", OK, "no folders left by interrupted training runs")
-            return
-        live = _live_trainings(self.settings)
-        oldest_live = min((started for _, started in live), default=None)
-        in_use = [p for p in strays
-                  if oldest_live is not None and not p.name.startswith(".orphaned-")
-                  and _created(p) >= oldest_live - 2]
-        stale = [p for p in strays if p not in in_use]
-        busy = (f"; {len(in_use)} belong to training still running (pid "
-                f"{', '.join(str(pid) for pid, _ in live)}) and are left alone") if in_use else ""
-        if not stale:
-            r.add("stray", OK, f"no folders left by interrupted training runs{busy}",
-                  [p.name for p in in_use])
-            return
-        if not self.repair:
-            r.add("stray", PROBLEM, f"{len(stale)} folder(s) in {registry.root} belong to no "
-                  "version (left by a training run that was killed, or set aside by a "
-                  f"registration); `assistant doctor --repair` removes them{busy}",
-                  [p.name for p in stale])
-            return
-        for p in stale:
-            registry.remove_stray(p)
-        left = [p for p in stale if p.exists()]
-        if left:
-            r.add("stray", PROBLEM, f"could not remove {len(left)} folder(s); remove them by hand",
-                  [str(p) for p in left])
-            return
-        r.add("stray", REPAIRED, f"removed {len(stale)} folder(s) that belonged to no version{busy}",
-              [p.name for p in stale])
-
-    # -- background runs and temporary files -----------------------------------------------
-    def _runs(self) -> None:
-        r = self.report
-        root = self.settings.runs_dir
-        pending = [p for p in sorted(root.iterdir())
-                   if (p / runs.RUN).is_file() and not (p / runs.RESULT).exists()] if root.is_dir() else []
-        if not pending:
-            r.add("runs", OK, "no background run died without a result")
-            return
-        died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
-        if not died:
-            r.add("runs", OK, f"{len(pending)} background run(s) still running")
-            return
-        items = [f"{run.id} (pid {run.pid}, step {run.progress.get('step', 0)} of "
-                 f"{run.progress.get('max_steps', '?')})" for run in died]
-        if not self.repair:
-            r.add("runs", PROBLEM, f"{len(died)} background run(s) are marked running but their "
-                  "process is gone (killed, or out of memory); nothing of them was registered. "
-                  "`assistant doctor --repair` records them as died", items)
-            return
-        for run in died:
-            runs.finish(run.path, "died", error="The training process ended without a result "
-                        "(killed, or out of memory); nothing was registered. Found by `assistant doctor`.")
-        r.add("runs", REPAIRED, f"recorded {len(died)} background run(s) whose process was gone "
-              "as died (nothing of them was registered)", items)
-
+    # -- temporary files and permissions ---------------------------------------------------
     def _temp(self) -> None:
         r = self.report
         found = list(_leftovers(self._temp_places()))
@@ -318,7 +244,7 @@ class _Doctor:
         busy = [t for t in found if not t.stale]
         items = [t.describe() for t in found]
         marker = Path(self.settings.data_dir) / RESTORE_MARKER
-        restore = _read_json(marker) if marker.exists() else None
+        restore = runs.read_json(marker) if marker.exists() else None
         interrupted = restore is not None and not pid_alive(int(restore.get("pid") or 0))
         if restore is not None:
             items.append(f"{marker.name}: restore from {restore.get('source', '?')} started "
@@ -358,6 +284,17 @@ class _Doctor:
             status = REPAIRED if cleaned else OK
         r.add("temp", status, "; ".join(parts), items)
 
+    def _temp_places(self) -> list[tuple[Path, int, bool]]:
+        """(folder, depth, mkstemp names too) to look in."""
+        s = self.settings
+        data = Path(s.data_dir)
+        places = [(data, 2, False), (s.index_dir, 1, True), (s.resolved_model_cache_dir, 1, True),
+                  (s.runs_dir, 2, False)]
+        if self.db_file is not None:
+            places.append((self.db_file.parent, 1, False))
+        places += [(p, 1, False) for p in self.scan]
+        return places
+
     def _permissions(self) -> None:
         """The data folder and the database (with everything beside it) are private: every
         conversation and password hash is in there, and backup / restore / doctor need no
@@ -386,155 +323,6 @@ class _Doctor:
             return
         r.add("permissions", REPAIRED, f"made {len(done)} file(s) or folder(s) private to their "
               "owner (folders 0700, files 0600)", items)
-
-    def _temp_places(self) -> list[tuple[Path, int, bool]]:
-        """(folder, depth, mkstemp names too) to look in."""
-        s = self.settings
-        data = Path(s.data_dir)
-        places = [(data, 2, False), (s.index_dir, 1, True), (s.resolved_model_cache_dir, 1, True),
-                  (s.runs_dir, 2, False)]
-        if self.db_file is not None:
-            places.append((self.db_file.parent, 1, False))
-        places += [(p, 1, False) for p in self.scan]
-        return places
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _version_problem(version: Version) -> str | None:
-    """Why ``version``'s files cannot serve, or None."""
-    if version.path is None or not version.path.is_dir():
-        return f"its folder {version.path} is missing"
-    adapter = version.adapter_dir
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        return f"{config} is missing"
-    try:
-        json.loads(config.read_text())
-    except (OSError, ValueError):
-        return f"{config} is unreadable"
-    weights = [adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin")]
-    present = [w for w in weights if w.is_file()]
-    if not present:
-        return f"its adapter weights (adapter_model.safetensors) are missing in {adapter}"
-    if present[0].suffix == ".safetensors" and not safetensors_complete(present[0]):
-        return f"{present[0]} is truncated or damaged"
-    return None
-
-
-def safetensors_complete(path: Path) -> bool:
-    """The file holds a readable header and every byte the header promises (a cheap check
-    that catches truncation, without reading the tensors)."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                return False
-            header = json.loads(f.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        return path.stat().st_size >= 8 + n + end
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
-        return False
-
-
-def _replay(history: Iterable[ActivationRecord]) -> list[str]:
-    """The activation stack, replayed as Registry does: an activation pushes, a rollback pops."""
-    stack: list[str] = []
-    for record in history:
-        if record.reason == "rollback":
-            if stack:
-                stack.pop()
-        else:
-            stack.append(record.version)
-    return stack
-
-
-def _last_good(registry: Registry, known: dict, broken: dict) -> str:
-    for name in reversed(_replay(registry.history())):
-        if name == BASE_VERSION or (name in known and name not in broken and known[name].kind != "reward"):
-            return name
-    return BASE_VERSION
-
-
-def _proc_start(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds; Linux)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _processes() -> Iterator[tuple[int, list[str], dict[str, str], Path]]:
-    """(pid, argv, environment, cwd) of the processes this user may look at (Linux)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            argv = entry.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
-            if "train" not in argv:
-                continue
-            env = dict(
-                item.split("=", 1) for item in
-                entry.joinpath("environ").read_bytes().decode(errors="replace").split("\0")
-                if "=" in item
-            )
-            cwd = Path(os.readlink(entry / "cwd"))
-        except OSError:
-            continue
-        yield int(entry.name), argv, env, cwd
-
-
-def _live_trainings(settings: Settings) -> list[tuple[int, float]]:
-    """(pid, start time) of training processes that write into this data folder: runs
-    started from the Models page, and `assistant train ...` found among the processes."""
-    data = Path(settings.data_dir).resolve()
-    found: dict[int, float] = {}
-    runs_dir = settings.runs_dir
-    if runs_dir.is_dir():
-        for run_json in runs_dir.glob("*/run.json"):
-            if (run_json.parent / "result.json").exists():
-                continue
-            meta = _read_json(run_json)
-            pid = int(meta.get("pid") or 0)
-            if pid_alive(pid):
-                found[pid] = float(meta.get("started") or 0)
-    for pid, argv, env, cwd in _processes():
-        if not any(a == "assistant.cli" or a.endswith("/assistant") or a == "assistant" for a in argv):
-            continue
-        where = Path(env.get("ASSISTANT_DATA_DIR", "data"))
-        if (cwd / where).resolve() == data and pid_alive(pid):
-            found.setdefault(pid, _proc_start(pid) or 0.0)
-    return sorted(found.items())
-
-
-_STAGING_TIME = re.compile(r"^\.staging-(\d{8}-\d{6})-")
-
-
-def _created(path: Path) -> float:
-    """When a staging folder was made (its name says, in local time), else its mtime."""
-    m = _STAGING_TIME.match(path.name)
-    if m:
-        try:
-            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
-        except (ValueError, OverflowError):
-            pass
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return time.time()
 
 
 # What each kind of temporary name (see assistant.atomic) is, and whether a leftover of it

@@ -31,19 +31,15 @@ stray           :meth:`assistant.registry.Registry.check_strays` (training still
                 :func:`assistant.run_records.live_trainings`)
 active          :meth:`assistant.registry.Registry.check_active`
 runs            :func:`assistant.run_records.check`
-temp            here, for now (names read by :func:`assistant.atomic.parse_temp_name`)
-permissions     here, for now (:mod:`assistant.operations.permissions` finds and tightens)
+temp            :func:`assistant.atomic.leftovers`, plus an interrupted restore (here: the
+                marker is the backup's and the doctor's business)
+permissions     :func:`assistant.operations.permissions.check`
 ==============  ==========================================================================
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import stat
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,9 +47,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
-from assistant.atomic import parse_temp_name
+from assistant.atomic import STALE_AFTER_S, leftovers
 from assistant.config import Settings
-from assistant.operations.permissions import loose_paths, tighten
+from assistant.operations import permissions
 from assistant.processes import pid_alive
 from assistant.registry import DOCTOR_REASON, Registry
 from assistant.storage.db import Database
@@ -64,20 +60,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKS", "DOCTOR_REASON", "OK", "PROBLEM", "REPAIRED", "RESTORE_BACKUP_HINT", "RESTORE_MARKER",
-    "STALE_AFTER_S", "DoctorReport", "Leftover", "Finding", "Status", "diagnose",
+    "STALE_AFTER_S", "DoctorReport", "Finding", "Status", "diagnose",
 ]
 
 #: Checks in the order they run (each gives at most one finding).
 CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
           "active", "runs", "temp", "permissions")
 
-log = logging.getLogger(__name__)
-
 #: Written by :func:`assistant.operations.backup.restore` while it moves files into place.
 RESTORE_MARKER = ".restore-in-progress.json"
-#: A temporary file or folder whose name carries no process id is left alone this long
-#: (another process may be writing it right now).
-STALE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +178,7 @@ class _Doctor:
                 self.db.dispose()
         self.report.record("runs", runs.check(self.settings.runs_dir, self.repair))
         self._temp()
-        self._permissions()
+        self.report.record("permissions", permissions.check(self._private_roots(), self.repair))
 
     # -- the database ----------------------------------------------------------------------
     def _database(self) -> bool:
@@ -239,7 +230,7 @@ class _Doctor:
     # -- temporary files and permissions ---------------------------------------------------
     def _temp(self) -> None:
         r = self.report
-        found = list(_leftovers(self._temp_places()))
+        found = list(leftovers(self._temp_places()))
         stale = [t for t in found if t.stale]
         busy = [t for t in found if not t.stale]
         items = [t.describe() for t in found]
@@ -295,116 +286,13 @@ class _Doctor:
         places += [(p, 1, False) for p in self.scan]
         return places
 
-    def _permissions(self) -> None:
+    def _private_roots(self) -> list[Path]:
         """The data folder and the database (with everything beside it) are private: every
         conversation and password hash is in there, and backup / restore / doctor need no
         login, so the file modes are what keeps other local accounts out."""
-        r = self.report
         roots = [Path(self.settings.data_dir)]
         if self.db_file is not None and not self.db_file.resolve().is_relative_to(
             roots[0].resolve()
         ):
             roots += sorted(self.db_file.parent.glob(self.db_file.name + "*"))
-        loose = [p for root in roots for p in loose_paths(root)]
-        items = [f"{p} ({stat.filemode(p.lstat().st_mode)})" for p in loose]
-        if not loose:
-            r.add("permissions", OK, "the data folder and the database are private to their owner")
-            return
-        if not self.repair:
-            r.add("permissions", PROBLEM, f"{len(loose)} file(s) or folder(s) other local accounts "
-                  "may read: `assistant doctor --repair` makes folders 0700 and files 0600",
-                  items)
-            return
-        done, failed = tighten(loose)
-        if failed:
-            r.add("permissions", PROBLEM, f"made {len(done)} private; could not change "
-                  f"{len(failed)} (run it as their owner, or chmod them by hand)",
-                  [f"{p}: {why}" for p, why in failed])
-            return
-        r.add("permissions", REPAIRED, f"made {len(done)} file(s) or folder(s) private to their "
-              "owner (folders 0700, files 0600)", items)
-
-
-# What each kind of temporary name (see assistant.atomic) is, and whether a leftover of it
-# is put back in place of its target (when that is missing) rather than removed.
-_ROLES = {
-    "tmp": ("unfinished write", False),
-    "old": ("earlier version set aside", True),
-    "restore": ("unfinished restore", False),
-}
-
-
-@dataclass(frozen=True)
-class Leftover:
-    path: Path
-    what: str
-    target: Path
-    pid: int | None
-    #: Put back in place of ``target`` (when that is missing) rather than removed.
-    restore: bool
-    stale: bool
-
-    def describe(self) -> str:
-        owner = f"process {self.pid}" if self.pid is not None else "unknown process"
-        state = "ended" if self.stale else "may still be writing it"
-        return f"{self.path} ({self.what} of {self.target.name}; {owner} {state})"
-
-    def clean(self) -> bool:
-        try:
-            if self.restore and not self.target.exists():
-                os.replace(self.path, self.target)
-                log.info("Put %s back as %s", self.path, self.target)
-            elif self.path.is_dir() and not self.path.is_symlink():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
-        except OSError as err:
-            log.warning("Could not clean up %s: %s", self.path, err)
-            return False
-        return True
-
-
-def _leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
-    seen: set[Path] = set()
-    now = time.time()
-    for folder, depth, mkstemp in places:
-        for path in _walk(Path(folder), depth):
-            if path in seen or not path.name.startswith("."):
-                continue
-            found = _leftover(path, mkstemp, now)
-            if found is not None:
-                seen.add(path)
-                yield found
-
-
-def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
-    name = parse_temp_name(path, random_suffix=mkstemp)
-    if name is None:
-        return None
-    if name.pid is not None:
-        what, restore = _ROLES[name.role]
-        return Leftover(path, what, name.target, name.pid, restore, stale=not pid_alive(name.pid))
-    if path.name.startswith(".staging-"):
-        return None
-    try:
-        age = now - path.stat().st_mtime
-    except OSError:
-        return None
-    return Leftover(path, "temporary copy", name.target, None, False, stale=age > STALE_AFTER_S)
-
-
-def _walk(folder: Path, depth: int) -> Iterator[Path]:
-    """Entries of ``folder`` down to ``depth`` levels, without entering the versions folder
-    (the stray check owns it) or dot-folders (a leftover's insides are not leftovers)."""
-    if depth <= 0 or not folder.is_dir():
-        return
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        yield entry
-        if (entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
-                and entry.name != "versions"):
-            yield from _walk(entry, depth - 1)
-
+        return roots

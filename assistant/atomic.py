@@ -6,21 +6,27 @@ first set aside under another temporary name, and put back if the new one cannot
 
 Every temporary name carries the writer's process id, so that ``assistant doctor`` can tell
 a leftover of a process that died (removed, or put back in place) from one that is still
-being written: :func:`parse_temp_name` is the rule it reads them with.
+being written: :func:`parse_temp_name` is the rule it reads them with, and :func:`leftovers`
+finds them (:meth:`Leftover.clean` removes one, or puts it back).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from assistant.processes import pid_alive
+
+log = logging.getLogger(__name__)
 
 #: What a temporary name stands for: ``tmp`` a write in progress, ``old`` an earlier version
 #: set aside while the new one moves in, ``restore`` a file of a restore not yet in place.
@@ -149,3 +155,95 @@ def replace_dir(new: Path, target: Path) -> None:
     fsync(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# -- leftovers of writes that were interrupted (found by `assistant doctor`) ---------------------
+#: A temporary file or folder whose name carries no process id is left alone this long
+#: (another process may be writing it right now).
+STALE_AFTER_S = 600.0
+
+# What each kind of temporary name is, and whether a leftover of it is put back in place of
+# its target (when that is missing) rather than removed.
+_ROLES = {
+    "tmp": ("unfinished write", False),
+    "old": ("earlier version set aside", True),
+    "restore": ("unfinished restore", False),
+}
+
+
+@dataclass(frozen=True)
+class Leftover:
+    path: Path
+    what: str
+    target: Path
+    pid: int | None
+    #: Put back in place of ``target`` (when that is missing) rather than removed.
+    restore: bool
+    stale: bool
+
+    def describe(self) -> str:
+        owner = f"process {self.pid}" if self.pid is not None else "unknown process"
+        state = "ended" if self.stale else "may still be writing it"
+        return f"{self.path} ({self.what} of {self.target.name}; {owner} {state})"
+
+    def clean(self) -> bool:
+        try:
+            if self.restore and not self.target.exists():
+                os.replace(self.path, self.target)
+                log.info("Put %s back as %s", self.path, self.target)
+            elif self.path.is_dir() and not self.path.is_symlink():
+                shutil.rmtree(self.path)
+            else:
+                self.path.unlink()
+        except OSError as err:
+            log.warning("Could not clean up %s: %s", self.path, err)
+            return False
+        return True
+
+
+def leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
+    """The temporary files and folders in ``places``: (folder, depth to look down to, whether
+    ``tempfile`` names without a pid may be there too)."""
+    seen: set[Path] = set()
+    now = time.time()
+    for folder, depth, mkstemp in places:
+        for path in _walk(Path(folder), depth):
+            if path in seen or not path.name.startswith("."):
+                continue
+            found = _leftover(path, mkstemp, now)
+            if found is not None:
+                seen.add(path)
+                yield found
+
+
+def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
+    name = parse_temp_name(path, random_suffix=mkstemp)
+    if name is None:
+        return None
+    if name.pid is not None:
+        what, restore = _ROLES[name.role]
+        return Leftover(path, what, name.target, name.pid, restore, stale=not pid_alive(name.pid))
+    if path.name.startswith(".staging-"):
+        return None
+    try:
+        age = now - path.stat().st_mtime
+    except OSError:
+        return None
+    return Leftover(path, "temporary copy", name.target, None, False, stale=age > STALE_AFTER_S)
+
+
+def _walk(folder: Path, depth: int) -> Iterator[Path]:
+    """Entries of ``folder`` down to ``depth`` levels, without entering the versions folder
+    (the registry's stray check owns it) or dot-folders (a leftover's insides are not
+    leftovers)."""
+    if depth <= 0 or not folder.is_dir():
+        return
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        yield entry
+        if (entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
+                and entry.name != "versions"):
+            yield from _walk(entry, depth - 1)

@@ -19,8 +19,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.storage import Database
+from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, result
 from assistant.storage.versions import ActivationRecord, EvalRecord, NewVersion, StoredVersion, VersionStore
 from assistant.versions import BASE_VERSION, REWARD_KIND
 
@@ -35,6 +38,11 @@ from assistant.versions import BASE_VERSION, REWARD_KIND
 #: kinds, alignment.training_kinds); the registry knows one: a reward model is no chat version.
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,15}")
 STAGING_PREFIX = ".staging-"
+#: The time in a staging folder's name (local time, as :meth:`Registry.staging_dir` writes it).
+_STAGING_TIME = re.compile(r"^\.staging-(\d{8}-\d{6})-")
+#: Reason recorded on an activation that ``assistant doctor`` makes (it replaces a broken
+#: active version).
+DOCTOR_REASON = "doctor"
 #: What a version folder says about itself (kind, base, lineage, data, config, metrics), so
 #: that another installation can import it (``assistant models import``).
 VERSION_FILE = "version.json"
@@ -171,14 +179,15 @@ class Registry:
     def history(self) -> list[ActivationRecord]:
         return self.store.activations()
 
-    def _stack(self) -> list[str]:
-        """Replay the log: an activation pushes, a rollback pops."""
+    def _stack(self, undo_doctor: bool = True) -> list[str]:
+        """Replay the log: an activation pushes, a rollback pops; the doctor's activation
+        replaces the broken version it moved away from (``undo_doctor``), or just pushes."""
         stack: list[str] = []
         for record in self.history():
             if record.reason == "rollback":
                 if stack:
                     stack.pop()
-            elif record.reason == "doctor":  # replaces a broken active version
+            elif undo_doctor and record.reason == DOCTOR_REASON:  # replaces a broken active version
                 if stack:
                     stack.pop()
                 if not stack or stack[-1] != record.version:
@@ -272,6 +281,132 @@ class Registry:
 
     def remove_stray(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+    # -- checks for `assistant doctor` -----------------------------------------------------------
+    def check_versions(self) -> tuple[CheckResult, dict[str, str]]:
+        """Whether every version has its adapter files; and why each broken one cannot serve
+        (name -> reason). Only a backup or training again mends them."""
+        versions = self.list()
+        broken = {v.name: why for v in versions if (why := version_problem(v))}
+        if broken:
+            return result(PROBLEM, f"{len(broken)} of {len(versions)} version(s) have "
+                          f"missing or damaged files; the chat will not switch to them. This cannot be "
+                          f"repaired here: {RESTORE_BACKUP_HINT}, or train them again",
+                          [f"{name}: {why}" for name, why in broken.items()]), broken
+        return result(OK, f"{len(versions)} version(s), all with their adapter files"), broken
+
+    def check_strays(self, live: Callable[[], list[tuple[int, float]]], repair: bool) -> CheckResult:
+        """Folders that belong to no version (:meth:`stray_folders`); with ``repair``, removed,
+        but for the staging folders of training still running (``live``: (pid, start time) of
+        the training processes, asked only when there are strays)."""
+        strays = self.stray_folders()
+        if not strays:
+            return result(OK, "no folders left by interrupted training runs")
+        running = live()
+        oldest_live = min((started for _, started in running), default=None)
+        in_use = [p for p in strays
+                  if oldest_live is not None and not p.name.startswith(".orphaned-")
+                  and staging_created(p) >= oldest_live - 2]
+        stale = [p for p in strays if p not in in_use]
+        busy = (f"; {len(in_use)} belong to training still running (pid "
+                f"{', '.join(str(pid) for pid, _ in running)}) and are left alone") if in_use else ""
+        if not stale:
+            return result(OK, f"no folders left by interrupted training runs{busy}", [p.name for p in in_use])
+        if not repair:
+            return result(PROBLEM, f"{len(stale)} folder(s) in {self.root} belong to no "
+                          "version (left by a training run that was killed, or set aside by a "
+                          f"registration); `assistant doctor --repair` removes them{busy}",
+                          [p.name for p in stale])
+        for p in stale:
+            self.remove_stray(p)
+        left = [p for p in stale if p.exists()]
+        if left:
+            return result(PROBLEM, f"could not remove {len(left)} folder(s); remove them by hand",
+                          [str(p) for p in left])
+        return result(REPAIRED, f"removed {len(stale)} folder(s) that belonged to no version{busy}",
+                      [p.name for p in stale])
+
+    def check_active(self, broken: dict[str, str], repair: bool) -> CheckResult:
+        """Whether the active version can serve the chat (``broken``: from
+        :meth:`check_versions`); with ``repair``, switch back to the last good one."""
+        active = self.active()
+        known = {v.name: v for v in self.list()}
+        why = None
+        if active != BASE_VERSION:
+            if active not in known:
+                why = "is not a registered version"
+            elif known[active].kind == REWARD_KIND:
+                why = "is a reward model, which cannot answer chats"
+            elif active in broken:
+                why = broken[active]
+        if why is None:
+            return result(OK, f"the chat uses {active}")
+        target = self._last_good(known, broken)
+        if not repair:
+            return result(PROBLEM, f"the active version {active} {why}. "
+                          f"`assistant doctor --repair` switches the chat back to {target}")
+        self.activate(target, reason=DOCTOR_REASON)
+        return result(REPAIRED, f"the active version {active} {why}; switched the chat back "
+                      f"to {target} (the last good version; logged with reason {DOCTOR_REASON!r})")
+
+    def _last_good(self, known: dict[str, Version], broken: dict[str, str]) -> str:
+        """The newest version on the activation stack that can serve, else the base model.
+        The stack is replayed plainly here (every activation pushes, a doctor's too)."""
+        for name in reversed(self._stack(undo_doctor=False)):
+            if name == BASE_VERSION or (name in known and name not in broken
+                                        and known[name].kind != REWARD_KIND):
+                return name
+        return BASE_VERSION
+
+
+def version_problem(version: Version) -> str | None:
+    """Why ``version``'s files cannot serve, or None."""
+    if version.path is None or not version.path.is_dir():
+        return f"its folder {version.path} is missing"
+    adapter = version.adapter_dir
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        return f"{config} is missing"
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError):
+        return f"{config} is unreadable"
+    weights = [adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin")]
+    present = [w for w in weights if w.is_file()]
+    if not present:
+        return f"its adapter weights (adapter_model.safetensors) are missing in {adapter}"
+    if present[0].suffix == ".safetensors" and not safetensors_complete(present[0]):
+        return f"{present[0]} is truncated or damaged"
+    return None
+
+
+def safetensors_complete(path: Path) -> bool:
+    """The file holds a readable header and every byte the header promises (a cheap check
+    that catches truncation, without reading the tensors)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return False
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False
+
+
+def staging_created(path: Path) -> float:
+    """When a staging folder was made (its name says, in local time), else its mtime."""
+    m = _STAGING_TIME.match(path.name)
+    if m:
+        try:
+            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
 
 
 # -- the eval gate -----------------------------------------------------------------------------

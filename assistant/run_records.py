@@ -4,7 +4,9 @@ it goes), ``train.log`` (the child's output) and ``result.json`` (written by the
 it ends: the version or the error).
 
 Reading and finishing a record needs nothing of the training code: ``assistant doctor``
-does both. Starting and cancelling runs is :mod:`alignment.runs`.
+does both (:func:`check`: runs whose process died without a result are recorded as died),
+and asks :func:`live_trainings` which training still writes into the data folder. Starting
+and cancelling runs is :mod:`alignment.runs`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant import atomic
-from assistant.processes import pid_alive
+from assistant.processes import pid_alive, processes_with_arg, started_at
+from assistant.storage.health import OK, PROBLEM, REPAIRED, CheckResult, result
 
 RUN, PROGRESS, RESULT, LOG = "run.json", "progress.json", "result.json", "train.log"
 
@@ -75,10 +78,12 @@ def process_alive(run_id: str, pid: int) -> bool:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The object in a JSON file; empty when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load(path: Path, alive: Callable[[str, int], bool] = process_alive) -> Run:
@@ -99,3 +104,55 @@ def load(path: Path, alive: Callable[[str, int], bool] = process_alive) -> Run:
         run.status = "died"
         run.error = "The training process ended without a result (killed, or out of memory)."
     return run
+
+
+# -- for `assistant doctor` ------------------------------------------------------------------------
+DIED_ERROR = ("The training process ended without a result (killed, or out of memory); nothing "
+              "was registered. Found by `assistant doctor`.")
+
+
+def check(root: Path, repair: bool) -> CheckResult:
+    """Runs under ``root`` that are marked running but whose process is gone; with
+    ``repair``, finished as died (nothing of them was registered)."""
+    root = Path(root)
+    pending = [p for p in sorted(root.iterdir())
+               if (p / RUN).is_file() and not (p / RESULT).exists()] if root.is_dir() else []
+    if not pending:
+        return result(OK, "no background run died without a result")
+    died = [run for run in (load(p) for p in pending) if run.status == "died"]
+    if not died:
+        return result(OK, f"{len(pending)} background run(s) still running")
+    items = [f"{run.id} (pid {run.pid}, step {run.progress.get('step', 0)} of "
+             f"{run.progress.get('max_steps', '?')})" for run in died]
+    if not repair:
+        return result(PROBLEM, f"{len(died)} background run(s) are marked running but their "
+                      "process is gone (killed, or out of memory); nothing of them was registered. "
+                      "`assistant doctor --repair` records them as died", items)
+    for run in died:
+        finish(run.path, "died", error=DIED_ERROR)
+    return result(REPAIRED, f"recorded {len(died)} background run(s) whose process was gone "
+                  "as died (nothing of them was registered)", items)
+
+
+def live_trainings(data_dir: Path, runs_dir: Path) -> list[tuple[int, float]]:
+    """(pid, start time) of training processes that write into ``data_dir``: runs started
+    from the Models page (their records in ``runs_dir``), and `assistant train ...` found
+    among the processes."""
+    data = Path(data_dir).resolve()
+    found: dict[int, float] = {}
+    runs_dir = Path(runs_dir)
+    if runs_dir.is_dir():
+        for run_json in runs_dir.glob(f"*/{RUN}"):
+            if (run_json.parent / RESULT).exists():
+                continue
+            meta = read_json(run_json)
+            pid = int(meta.get("pid") or 0)
+            if pid_alive(pid):
+                found[pid] = float(meta.get("started") or 0)
+    for pid, argv, env, cwd in processes_with_arg("train"):
+        if not any(a == "assistant.cli" or a.endswith("/assistant") or a == "assistant" for a in argv):
+            continue
+        where = Path(env.get("ASSISTANT_DATA_DIR", "data"))
+        if (cwd / where).resolve() == data and pid_alive(pid):
+            found.setdefault(pid, started_at(pid) or 0.0)
+    return sorted(found.items())

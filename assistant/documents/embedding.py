@@ -33,13 +33,19 @@ def embedded_model_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
+def embedder_name(model: str) -> str:
+    """The name an embedding model stamps on its vectors (``Embedder.name``), without
+    loading it."""
+    return EMBEDDED_NAME if model == EMBEDDED_MODEL else model
+
+
 class Embedder:
     """Wraps a SentenceTransformer; ``name`` identifies the vectors it makes."""
 
     def __init__(self, model: str = EMBEDDED_MODEL, device: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.name = EMBEDDED_NAME if model == EMBEDDED_MODEL else model
+        self.name = embedder_name(model)
         path = str(embedded_model_dir()) if model == EMBEDDED_MODEL else model
         try:
             self.model = SentenceTransformer(path, device=device or "cpu")

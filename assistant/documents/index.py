@@ -38,6 +38,16 @@ INDEX_FILE = "chunks.faiss"
 META_FILE = "chunks.json"
 
 
+def stored_meta(directory: Path) -> dict:
+    """What the index files in ``directory`` say of themselves (kind, dim, model, count);
+    empty when they are missing or unreadable."""
+    try:
+        value = json.loads((Path(directory) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class SyncReport:
     in_db: int

@@ -14,61 +14,61 @@ died without a result. :func:`diagnose` looks for each of these and, with ``repa
 what it can without losing anything that was committed: the database is the source of
 truth and is never rewritten from the caches.
 
-Each check gives one :class:`Finding` (``ok``, ``problem`` or ``repaired``); the
-:class:`DoctorReport` holds them in order.
+Each part checks (and repairs) its own data and returns a plain
+:class:`~assistant.storage.health.CheckResult`; the doctor runs them in order, gives each
+what it needs from the settings, and reports one :class:`Finding` per check (``ok``,
+``problem`` or ``repaired``) in a :class:`DoctorReport`:
+
+==============  ==========================================================================
+database        :func:`assistant.storage.integrity.check_connection`
+integrity       :func:`assistant.storage.integrity.check_integrity`
+schema          :func:`assistant.storage.migrate.check_schema`
+fts             ``check`` of the dialect's lexical search (:mod:`assistant.storage.lexical`)
+documents       :func:`assistant.documents.index_sync.check_documents`
+index           :func:`assistant.documents.index_sync.check_index`
+versions        :meth:`assistant.registry.Registry.check_versions`
+stray           :meth:`assistant.registry.Registry.check_strays` (training still running:
+                :func:`assistant.run_records.live_trainings`)
+active          :meth:`assistant.registry.Registry.check_active`
+runs            :func:`assistant.run_records.check`
+temp            :func:`assistant.atomic.leftovers`, plus an interrupted restore (here: the
+                marker is the backup's and the doctor's business)
+permissions     :func:`assistant.operations.permissions.check`
+==============  ==========================================================================
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import re
-import shutil
-import stat
-import struct
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from assistant import run_records as runs
-from assistant.atomic import parse_temp_name
-from assistant.config import EMBEDDED_MODEL, Settings
-from assistant.errors import AssistantError, DatabaseLocked
+from assistant.atomic import STALE_AFTER_S, leftovers
+from assistant.config import Settings
+from assistant.operations import permissions
 from assistant.processes import pid_alive
-from assistant.operations.permissions import loose_paths, tighten
+from assistant.registry import DOCTOR_REASON, Registry
 from assistant.storage.db import Database
-from assistant.versions import BASE_VERSION
+from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, Status
 
 if TYPE_CHECKING:
     from assistant.documents.embedding import Embedder
-    from assistant.registry import ActivationRecord, Registry, Version
 
-log = logging.getLogger(__name__)
-
-Status = Literal["ok", "problem", "repaired"]
-OK: Status = "ok"
-PROBLEM: Status = "problem"
-REPAIRED: Status = "repaired"
+__all__ = [
+    "CHECKS", "DOCTOR_REASON", "OK", "PROBLEM", "REPAIRED", "RESTORE_BACKUP_HINT", "RESTORE_MARKER",
+    "STALE_AFTER_S", "DoctorReport", "Finding", "Status", "diagnose",
+]
 
 #: Checks in the order they run (each gives at most one finding).
 CHECKS = ("database", "integrity", "schema", "fts", "documents", "index", "versions", "stray",
           "active", "runs", "temp", "permissions")
 
-#: Reason recorded on an activation that the doctor makes.
-DOCTOR_REASON = "doctor"
 #: Written by :func:`assistant.operations.backup.restore` while it moves files into place.
 RESTORE_MARKER = ".restore-in-progress.json"
-#: A temporary file or folder whose name carries no process id is left alone this long
-#: (another process may be writing it right now).
-STALE_AFTER_S = 600.0
-RESTORE_BACKUP_HINT = "restore a backup with `assistant restore BACKUP` (made by `assistant backup`)"
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,11 @@ class DoctorReport:
         self.findings.append(finding)
         return finding
 
+    def record(self, check: str, result: CheckResult) -> CheckResult:
+        """Add what a part's own check returned."""
+        self.add(check, result.status, result.message, result.items)
+        return result
+
     def lines(self) -> list[str]:
         out = [f"Data folder {self.data_dir}"]
         for f in self.findings:
@@ -158,262 +163,53 @@ class _Doctor:
         self._embedder = embedder
         self.report = DoctorReport(Path(settings.data_dir), repair)
         url = make_url(settings.resolved_database_url)
-        self.sqlite = url.get_backend_name() == "sqlite"
-        self.db_file = (Path(url.database) if self.sqlite and url.database
+        sqlite = url.get_backend_name() == "sqlite"
+        self.db_file = (Path(url.database) if sqlite and url.database
                         and url.database != ":memory:" else None)
         self.db: Database | None = None
-        #: Size of a stored vector in bytes (the most common one), and how many differ.
-        self.vector_bytes: int | None = None
-        self.bad_vectors = 0
 
     def run(self) -> None:
         try:
-            if self._open_database() and self._integrity() and self._schema():
-                self._fts()
-                self._documents()
-                self._index()
+            if self._database():
+                self._documents_and_index()
                 self._registry()
         finally:
             if self.db is not None:
                 self.db.dispose()
-        self._runs()
+        self.report.record("runs", runs.check(self.settings.runs_dir, self.repair))
         self._temp()
-        self._permissions()
+        self.report.record("permissions", permissions.check(self._private_roots(), self.repair))
 
-    # -- database --------------------------------------------------------------------------
-    def _open_database(self) -> bool:
+    # -- the database ----------------------------------------------------------------------
+    def _database(self) -> bool:
+        """database, integrity, schema and fts; whether the checks that read the tables can run."""
+        from assistant.storage.integrity import check_connection, check_integrity
+        from assistant.storage.migrate import check_schema
+
         r = self.report
         if self.db_file is not None and not self.db_file.exists():
             r.add("database", OK, f"no database yet at {self.db_file} (the app creates it when "
                   "it first starts); nothing to check against")
             return False
-        self.db = Database(self.settings.resolved_database_url, self.settings.db_busy_timeout_s)
-        try:
-            with self.db.read() as s:
-                s.execute(text("SELECT 1"))
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("database", PROBLEM, f"cannot open {self.db.where}: {_reason(err)}. "
-                  + (f"If the file is damaged, {RESTORE_BACKUP_HINT}." if self.sqlite else
-                     "Check that the server is running and the URL's user and password."))
-            return False
-        r.add("database", OK, f"{self.db.engine.dialect.name} database at {self.db.where}")
-        return True
-
-    def _integrity(self) -> bool:
-        """SQLite's own page-level check, plus dangling foreign keys."""
-        r = self.report
-        if not self.sqlite:
-            r.add("integrity", OK, "not checked here (not SQLite: use the server's own tools)")
-            return True
-        try:
-            with self.db.read() as s:
-                errors = [row[0] for row in s.execute(text("PRAGMA integrity_check")).all()]
-                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
-        except DatabaseLocked as err:
-            r.add("integrity", PROBLEM, f"could not check: {err}")
-            return False
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("integrity", PROBLEM, f"the database file is damaged ({_reason(err)}): "
-                  f"{RESTORE_BACKUP_HINT}. Nothing else was checked.")
-            return False
-        if errors != ["ok"]:
-            r.add("integrity", PROBLEM, "SQLite's integrity check failed: the file is damaged. "
-                  f"Copy it somewhere safe, then {RESTORE_BACKUP_HINT}. Nothing else was checked.",
-                  errors)
-            return False
-        if dangling:
-            items = [f"{table} row {rowid} points at a missing {parent} row"
-                     for table, rowid, parent, _ in dangling]
-            if not self.repair:
-                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
-                      "exist (deleted with foreign keys off, by another tool?). `assistant doctor "
-                      "--repair` finishes those deletions as the schema declares them", items)
-                return True
-            try:
-                self._finish_deletions()
-            except (AssistantError, sa_exc.DBAPIError) as err:
-                r.add("integrity", PROBLEM, f"{len(dangling)} row(s) point at rows that do not "
-                      f"exist, and finishing their deletion failed: {_reason(err)}", items)
-                return True
-            r.add("integrity", REPAIRED, f"{len(dangling)} row(s) pointed at rows that do not "
-                  "exist; finished their deletion as the schema declares (ON DELETE CASCADE / "
-                  "SET NULL)", items)
-            return True
-        r.add("integrity", OK, "SQLite integrity check passed, no dangling references")
-        return True
-
-    def _finish_deletions(self) -> None:
-        """Do what each dangling row's foreign key says happens when its parent is deleted
-        (rows of a deleted document, ratings of a deleted message, ...). Deleting can leave
-        new dangling rows where foreign keys were off; repeat until none are left."""
-        for _ in range(10):
-            with self.db.write() as s:
-                dangling = s.execute(text("PRAGMA foreign_key_check")).all()
-                if not dangling:
-                    return
-                for table, rowid, _parent, fkid in dangling:
-                    keys = {row[0]: row for row in s.execute(text(f'PRAGMA foreign_key_list("{table}")'))}
-                    _, _, _, column, _, _, on_delete, _ = keys[fkid]
-                    if on_delete == "CASCADE":
-                        s.execute(text(f'DELETE FROM "{table}" WHERE rowid = :r'), {"r": rowid})
-                    elif on_delete == "SET NULL":
-                        s.execute(text(f'UPDATE "{table}" SET "{column}" = NULL WHERE rowid = :r'),
-                                  {"r": rowid})
-                    else:
-                        raise AssistantError(f"{table}.{column} has no ON DELETE action to apply")
-
-    def _schema(self) -> bool:
-        from alembic.script import ScriptDirectory
-        from alembic.util import CommandError
-
-        from assistant.storage.migrate import alembic_config, current_revision, head_revision, upgrade
-
-        r = self.report
-        try:
-            current, head = current_revision(self.db), head_revision()
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("schema", PROBLEM, f"could not read the schema revision: {_reason(err)}")
-            return False
-        if current == head:
-            r.add("schema", OK, f"at the newest revision ({head})")
-            return True
-        if current is not None:
-            try:
-                ScriptDirectory.from_config(alembic_config(self.db)).get_revision(current)
-            except CommandError:
-                r.add("schema", PROBLEM, f"the database is at revision {current}, which this "
-                      f"version of the assistant does not know (its newest is {head}): it was "
-                      "written by a newer version. Run that version, or restore an older backup.")
+        db = self.db = Database(self.settings.resolved_database_url, self.settings.db_busy_timeout_s)
+        for check, run in (("database", check_connection),
+                           ("integrity", lambda d: check_integrity(d, self.repair)),
+                           ("schema", lambda d: check_schema(d, self.repair))):
+            if r.record(check, run(db)).blocking:
                 return False
-        was = current or "empty"
-        if not self.repair:
-            r.add("schema", PROBLEM, f"at revision {was}, not the newest ({head}): "
-                  "`assistant doctor --repair` (or `assistant db upgrade`) migrates it")
-            return False
-        try:
-            upgrade(self.db)
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            r.add("schema", PROBLEM, f"migrating from {was} to {head} failed: {_reason(err)}")
-            return False
-        r.add("schema", REPAIRED, f"migrated from revision {was} to {head}")
+        r.record("fts", db.lexical.check(db, self.repair))
         return True
 
-    # -- documents and the index -----------------------------------------------------------
-    def _fts(self) -> None:
-        """The FTS5 table is kept in step by triggers; check it against the chunks. On
-        PostgreSQL the full-text column is generated by the server: check it is there."""
-        r = self.report
-        if not self.sqlite:
-            try:
-                with self.db.read() as s:
-                    problem = self.db.lexical.check(s)
-            except (AssistantError, sa_exc.DBAPIError) as err:
-                problem = f"could not check it: {_reason(err)}"
-            if problem:
-                r.add("fts", PROBLEM, problem)
-            else:
-                r.add("fts", OK, f"full-text search: {self.db.lexical.name}")
-            return
-        try:
-            with self.db.write() as s:
-                s.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
-            r.add("fts", OK, "full-text index agrees with the chunks")
-            return
-        except DatabaseLocked as err:
-            r.add("fts", PROBLEM, f"could not check the full-text index: {err}")
-            return
-        except (AssistantError, sa_exc.DBAPIError) as err:
-            why = _reason(err)
-        if not self.repair:
-            r.add("fts", PROBLEM, f"the full-text index disagrees with the chunks ({why}); "
-                  "`assistant doctor --repair` rebuilds it from the chunk text")
-            return
-        with self.db.write() as s:
-            s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')"))
-        r.add("fts", REPAIRED, "the full-text index disagreed with the chunks; rebuilt it "
-              "from the chunk text")
-
-    def _documents(self) -> None:
-        """Documents are stored with all their chunks in one transaction; one without chunks,
-        or a chunk whose vector has the wrong size, did not come from this app's ingest."""
+    # -- documents, the index and the model registry ---------------------------------------
+    def _documents_and_index(self) -> None:
+        from assistant.documents.index_sync import check_documents, check_index
         from assistant.storage.documents import DocumentStore
 
-        r = self.report
-        store = DocumentStore(self.db)
-        health = store.health()
-        empty, sizes, documents = health.empty, health.vector_sizes, health.documents
-        self.vector_bytes = max(sizes, key=sizes.get) if sizes else None
-        bad_vectors = sum(n for size, n in sizes.items() if size != self.vector_bytes or not size)
-        if self.vector_bytes is not None and (self.vector_bytes % 4 or not self.vector_bytes):
-            bad_vectors = sum(sizes.values())
-        self.bad_vectors = bad_vectors
-        items = [f"#{i} {name}: no chunks" for i, name in empty]
-        if bad_vectors:
-            items.append(f"{bad_vectors} chunk(s) with a damaged vector")
-        if not items:
-            r.add("documents", OK, f"{documents} document(s), each with its chunks and vectors")
-            return
-        if not self.repair:
-            r.add("documents", PROBLEM, "half-stored documents: `assistant doctor --repair` "
-                  "removes documents without chunks (ingest them again) and embeds damaged "
-                  "vectors again", items)
-            return
-        if empty:
-            store.delete_many([i for i, _ in empty])
-        if bad_vectors:
-            embedder = self._load_embedder()
-            store.replace_embeddings(embedder.encode, embedder.name)
-            self.vector_bytes, self.bad_vectors = embedder.dim * 4, 0
-        r.add("documents", REPAIRED, "removed documents without chunks (ingest those files "
-              "again)" + (" and embedded every chunk again" if bad_vectors else ""), items)
-
-    def _index(self) -> None:
-        from assistant.documents.index import INDEX_FILE, META_FILE, VectorIndex
-        from assistant.documents.index_sync import reembed
-        from assistant.storage.documents import DocumentStore
-
-        r = self.report
-        store = DocumentStore(self.db)
-        ids, models = store.chunk_ids(), store.embed_models()
-        directory = self.settings.index_dir
-        meta = _read_json(directory / META_FILE)
-        if not ids and not (directory / INDEX_FILE).exists():
-            r.add("index", OK, "no documents and no index yet")
-            return
-        if self.bad_vectors:
-            r.add("index", PROBLEM, "not checked: some stored vectors are damaged (see documents)")
-            return
-        name = _embedder_name(self.settings)
-        kind = self.settings.retrieval.index_type
-        dim = self.vector_bytes // 4 if self.vector_bytes else int(meta.get("dim") or 0)
-        if not dim:
-            r.add("index", PROBLEM, f"the index files in {directory} are unreadable and the "
-                  "database holds no vectors to rebuild them from; delete the folder")
-            return
-        index = VectorIndex(directory, dim, kind, name)
-        report = index.check(ids, models)
-        if report.ok:
-            r.add("index", OK, f"FAISS index ({kind}) agrees with the database: "
-                  f"{report.in_db} chunks")
-            return
-        what = (f"the stored vectors were made by another embedding model ({', '.join(sorted(models))}; "
-                f"configured: {name})" if report.model_mismatch else
-                f"{report.missing} chunk(s) of the database are missing from it and "
-                f"{report.stale} in it are no longer in the database")
-        if not self.repair:
-            r.add("index", PROBLEM, f"the FAISS index disagrees with the database: {what}. "
-                  "`assistant doctor --repair` rebuilds it from the vectors in the database")
-            return
-        if report.model_mismatch:
-            embedder = self._load_embedder()
-            index = VectorIndex(directory, embedder.dim, kind, embedder.name)
-            n = reembed(store, index, embedder)
-            how = f"embedded all {n} chunks again with {embedder.name}"
-        else:
-            n = index.rebuild(store.iter_vectors())
-            index.save()
-            how = f"rebuilt it from the {n} vectors stored in the database"
-        r.add("index", REPAIRED, f"the FAISS index disagreed with the database ({what}); {how}")
+        store, r = DocumentStore(self.db), self.settings.retrieval
+        stored = check_documents(store, self.repair, self._load_embedder)
+        self.report.record("documents", stored.checked)
+        self.report.record("index", check_index(store, self.settings.index_dir, r.index_type, r.embedding_model,
+                                                stored, self.repair, self._load_embedder))
 
     def _load_embedder(self) -> Embedder:
         if self._embedder is None:
@@ -422,114 +218,24 @@ class _Doctor:
             self._embedder = Embedder(self.settings.retrieval.embedding_model)
         return self._embedder
 
-    # -- model registry --------------------------------------------------------------------
     def _registry(self) -> None:
-        from assistant.registry import Registry
+        r, s = self.report, self.settings
+        registry = Registry(self.db, s.versions_dir)
+        versions, broken = registry.check_versions()
+        r.record("versions", versions)
+        r.record("stray", registry.check_strays(lambda: runs.live_trainings(s.data_dir, s.runs_dir),
+                                                self.repair))
+        r.record("active", registry.check_active(broken, self.repair))
 
-        r = self.report
-        registry = Registry(self.db, self.settings.versions_dir)
-        versions = registry.list()
-        broken = {v.name: why for v in versions if (why := _version_problem(v))}
-        if broken:
-            r.add("versions", PROBLEM, f"{len(broken)} of {len(versions)} version(s) have "
-                  f"missing or damaged files; the chat will not switch to them. This cannot be "
-                  f"repaired here: {RESTORE_BACKUP_HINT}, or train them again",
-                  [f"{name}: {why}" for name, why in broken.items()])
-        else:
-            r.add("versions", OK, f"{len(versions)} version(s), all with their adapter files")
-
-        self._stray(registry)
-
-        active = registry.active()
-        known = {v.name: v for v in versions}
-        why = None
-        if active != BASE_VERSION:
-            if active not in known:
-                why = "is not a registered version"
-            elif known[active].kind == "reward":
-                why = "is a reward model, which cannot answer chats"
-            elif active in broken:
-                why = broken[active]
-        if why is None:
-            r.add("active", OK, f"the chat uses {active}")
-            return
-        target = _last_good(registry, known, broken)
-        if not self.repair:
-            r.add("active", PROBLEM, f"the active version {active} {why}. "
-                  f"`assistant doctor --repair` switches the chat back to {target}")
-            return
-        registry.activate(target, reason=DOCTOR_REASON)
-        r.add("active", REPAIRED, f"the active version {active} {why}; switched the chat back "
-              f"to {target} (the last good version; logged with reason {DOCTOR_REASON!r})")
-
-    def _stray(self, registry: Registry) -> None:
-        r = self.report
-        strays = registry.stray_folders()
-        if not strays:
-            r.add("stray", OK, "no folders left by interrupted training runs")
-            return
-        live = _live_trainings(self.settings)
-        oldest_live = min((started for _, started in live), default=None)
-        in_use = [p for p in strays
-                  if oldest_live is not None and not p.name.startswith(".orphaned-")
-                  and _created(p) >= oldest_live - 2]
-        stale = [p for p in strays if p not in in_use]
-        busy = (f"; {len(in_use)} belong to training still running (pid "
-                f"{', '.join(str(pid) for pid, _ in live)}) and are left alone") if in_use else ""
-        if not stale:
-            r.add("stray", OK, f"no folders left by interrupted training runs{busy}",
-                  [p.name for p in in_use])
-            return
-        if not self.repair:
-            r.add("stray", PROBLEM, f"{len(stale)} folder(s) in {registry.root} belong to no "
-                  "version (left by a training run that was killed, or set aside by a "
-                  f"registration); `assistant doctor --repair` removes them{busy}",
-                  [p.name for p in stale])
-            return
-        for p in stale:
-            registry.remove_stray(p)
-        left = [p for p in stale if p.exists()]
-        if left:
-            r.add("stray", PROBLEM, f"could not remove {len(left)} folder(s); remove them by hand",
-                  [str(p) for p in left])
-            return
-        r.add("stray", REPAIRED, f"removed {len(stale)} folder(s) that belonged to no version{busy}",
-              [p.name for p in stale])
-
-    # -- background runs and temporary files -----------------------------------------------
-    def _runs(self) -> None:
-        r = self.report
-        root = self.settings.runs_dir
-        pending = [p for p in sorted(root.iterdir())
-                   if (p / runs.RUN).is_file() and not (p / runs.RESULT).exists()] if root.is_dir() else []
-        if not pending:
-            r.add("runs", OK, "no background run died without a result")
-            return
-        died = [run for run in (runs.load(p) for p in pending) if run.status == "died"]
-        if not died:
-            r.add("runs", OK, f"{len(pending)} background run(s) still running")
-            return
-        items = [f"{run.id} (pid {run.pid}, step {run.progress.get('step', 0)} of "
-                 f"{run.progress.get('max_steps', '?')})" for run in died]
-        if not self.repair:
-            r.add("runs", PROBLEM, f"{len(died)} background run(s) are marked running but their "
-                  "process is gone (killed, or out of memory); nothing of them was registered. "
-                  "`assistant doctor --repair` records them as died", items)
-            return
-        for run in died:
-            runs.finish(run.path, "died", error="The training process ended without a result "
-                        "(killed, or out of memory); nothing was registered. Found by `assistant doctor`.")
-        r.add("runs", REPAIRED, f"recorded {len(died)} background run(s) whose process was gone "
-              "as died (nothing of them was registered)", items)
-
+    # -- temporary files and permissions ---------------------------------------------------
     def _temp(self) -> None:
         r = self.report
-        found = list(_leftovers(self._temp_places()))
+        found = list(leftovers(self._temp_places()))
         stale = [t for t in found if t.stale]
         busy = [t for t in found if not t.stale]
         items = [t.describe() for t in found]
         marker = Path(self.settings.data_dir) / RESTORE_MARKER
-        restore = _read_json(marker) if marker.exists() else None
+        restore = runs.read_json(marker) if marker.exists() else None
         interrupted = restore is not None and not pid_alive(int(restore.get("pid") or 0))
         if restore is not None:
             items.append(f"{marker.name}: restore from {restore.get('source', '?')} started "
@@ -569,35 +275,6 @@ class _Doctor:
             status = REPAIRED if cleaned else OK
         r.add("temp", status, "; ".join(parts), items)
 
-    def _permissions(self) -> None:
-        """The data folder and the database (with everything beside it) are private: every
-        conversation and password hash is in there, and backup / restore / doctor need no
-        login, so the file modes are what keeps other local accounts out."""
-        r = self.report
-        roots = [Path(self.settings.data_dir)]
-        if self.db_file is not None and not self.db_file.resolve().is_relative_to(
-            roots[0].resolve()
-        ):
-            roots += sorted(self.db_file.parent.glob(self.db_file.name + "*"))
-        loose = [p for root in roots for p in loose_paths(root)]
-        items = [f"{p} ({stat.filemode(p.lstat().st_mode)})" for p in loose]
-        if not loose:
-            r.add("permissions", OK, "the data folder and the database are private to their owner")
-            return
-        if not self.repair:
-            r.add("permissions", PROBLEM, f"{len(loose)} file(s) or folder(s) other local accounts "
-                  "may read: `assistant doctor --repair` makes folders 0700 and files 0600",
-                  items)
-            return
-        done, failed = tighten(loose)
-        if failed:
-            r.add("permissions", PROBLEM, f"made {len(done)} private; could not change "
-                  f"{len(failed)} (run it as their owner, or chmod them by hand)",
-                  [f"{p}: {why}" for p, why in failed])
-            return
-        r.add("permissions", REPAIRED, f"made {len(done)} file(s) or folder(s) private to their "
-              "owner (folders 0700, files 0600)", items)
-
     def _temp_places(self) -> list[tuple[Path, int, bool]]:
         """(folder, depth, mkstemp names too) to look in."""
         s = self.settings
@@ -609,239 +286,13 @@ class _Doctor:
         places += [(p, 1, False) for p in self.scan]
         return places
 
-
-# -- helpers -----------------------------------------------------------------------------------
-def _reason(err: BaseException) -> str:
-    orig = getattr(err, "orig", None)
-    return str(orig or err).splitlines()[0][:300]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _embedder_name(settings: Settings) -> str:
-    """The name the configured embedding model stamps on its vectors (as Embedder.name),
-    without loading the model."""
-    from assistant.documents.embedding import EMBEDDED_NAME
-
-    model = settings.retrieval.embedding_model
-    return EMBEDDED_NAME if model == EMBEDDED_MODEL else model
-
-
-def _version_problem(version: Version) -> str | None:
-    """Why ``version``'s files cannot serve, or None."""
-    if version.path is None or not version.path.is_dir():
-        return f"its folder {version.path} is missing"
-    adapter = version.adapter_dir
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        return f"{config} is missing"
-    try:
-        json.loads(config.read_text())
-    except (OSError, ValueError):
-        return f"{config} is unreadable"
-    weights = [adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin")]
-    present = [w for w in weights if w.is_file()]
-    if not present:
-        return f"its adapter weights (adapter_model.safetensors) are missing in {adapter}"
-    if present[0].suffix == ".safetensors" and not safetensors_complete(present[0]):
-        return f"{present[0]} is truncated or damaged"
-    return None
-
-
-def safetensors_complete(path: Path) -> bool:
-    """The file holds a readable header and every byte the header promises (a cheap check
-    that catches truncation, without reading the tensors)."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                return False
-            header = json.loads(f.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        return path.stat().st_size >= 8 + n + end
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
-        return False
-
-
-def _replay(history: Iterable[ActivationRecord]) -> list[str]:
-    """The activation stack, replayed as Registry does: an activation pushes, a rollback pops."""
-    stack: list[str] = []
-    for record in history:
-        if record.reason == "rollback":
-            if stack:
-                stack.pop()
-        else:
-            stack.append(record.version)
-    return stack
-
-
-def _last_good(registry: Registry, known: dict, broken: dict) -> str:
-    for name in reversed(_replay(registry.history())):
-        if name == BASE_VERSION or (name in known and name not in broken and known[name].kind != "reward"):
-            return name
-    return BASE_VERSION
-
-
-def _proc_start(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds; Linux)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _processes() -> Iterator[tuple[int, list[str], dict[str, str], Path]]:
-    """(pid, argv, environment, cwd) of the processes this user may look at (Linux)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            argv = entry.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
-            if "train" not in argv:
-                continue
-            env = dict(
-                item.split("=", 1) for item in
-                entry.joinpath("environ").read_bytes().decode(errors="replace").split("\0")
-                if "=" in item
-            )
-            cwd = Path(os.readlink(entry / "cwd"))
-        except OSError:
-            continue
-        yield int(entry.name), argv, env, cwd
-
-
-def _live_trainings(settings: Settings) -> list[tuple[int, float]]:
-    """(pid, start time) of training processes that write into this data folder: runs
-    started from the Models page, and `assistant train ...` found among the processes."""
-    data = Path(settings.data_dir).resolve()
-    found: dict[int, float] = {}
-    runs_dir = settings.runs_dir
-    if runs_dir.is_dir():
-        for run_json in runs_dir.glob("*/run.json"):
-            if (run_json.parent / "result.json").exists():
-                continue
-            meta = _read_json(run_json)
-            pid = int(meta.get("pid") or 0)
-            if pid_alive(pid):
-                found[pid] = float(meta.get("started") or 0)
-    for pid, argv, env, cwd in _processes():
-        if not any(a == "assistant.cli" or a.endswith("/assistant") or a == "assistant" for a in argv):
-            continue
-        where = Path(env.get("ASSISTANT_DATA_DIR", "data"))
-        if (cwd / where).resolve() == data and pid_alive(pid):
-            found.setdefault(pid, _proc_start(pid) or 0.0)
-    return sorted(found.items())
-
-
-_STAGING_TIME = re.compile(r"^\.staging-(\d{8}-\d{6})-")
-
-
-def _created(path: Path) -> float:
-    """When a staging folder was made (its name says, in local time), else its mtime."""
-    m = _STAGING_TIME.match(path.name)
-    if m:
-        try:
-            return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
-        except (ValueError, OverflowError):
-            pass
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return time.time()
-
-
-# What each kind of temporary name (see assistant.atomic) is, and whether a leftover of it
-# is put back in place of its target (when that is missing) rather than removed.
-_ROLES = {
-    "tmp": ("unfinished write", False),
-    "old": ("earlier version set aside", True),
-    "restore": ("unfinished restore", False),
-}
-
-
-@dataclass(frozen=True)
-class Leftover:
-    path: Path
-    what: str
-    target: Path
-    pid: int | None
-    #: Put back in place of ``target`` (when that is missing) rather than removed.
-    restore: bool
-    stale: bool
-
-    def describe(self) -> str:
-        owner = f"process {self.pid}" if self.pid is not None else "unknown process"
-        state = "ended" if self.stale else "may still be writing it"
-        return f"{self.path} ({self.what} of {self.target.name}; {owner} {state})"
-
-    def clean(self) -> bool:
-        try:
-            if self.restore and not self.target.exists():
-                os.replace(self.path, self.target)
-                log.info("Put %s back as %s", self.path, self.target)
-            elif self.path.is_dir() and not self.path.is_symlink():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
-        except OSError as err:
-            log.warning("Could not clean up %s: %s", self.path, err)
-            return False
-        return True
-
-
-def _leftovers(places: Iterable[tuple[Path, int, bool]]) -> Iterator[Leftover]:
-    seen: set[Path] = set()
-    now = time.time()
-    for folder, depth, mkstemp in places:
-        for path in _walk(Path(folder), depth):
-            if path in seen or not path.name.startswith("."):
-                continue
-            found = _leftover(path, mkstemp, now)
-            if found is not None:
-                seen.add(path)
-                yield found
-
-
-def _leftover(path: Path, mkstemp: bool, now: float) -> Leftover | None:
-    name = parse_temp_name(path, random_suffix=mkstemp)
-    if name is None:
-        return None
-    if name.pid is not None:
-        what, restore = _ROLES[name.role]
-        return Leftover(path, what, name.target, name.pid, restore, stale=not pid_alive(name.pid))
-    if path.name.startswith(".staging-"):
-        return None
-    try:
-        age = now - path.stat().st_mtime
-    except OSError:
-        return None
-    return Leftover(path, "temporary copy", name.target, None, False, stale=age > STALE_AFTER_S)
-
-
-def _walk(folder: Path, depth: int) -> Iterator[Path]:
-    """Entries of ``folder`` down to ``depth`` levels, without entering the versions folder
-    (the stray check owns it) or dot-folders (a leftover's insides are not leftovers)."""
-    if depth <= 0 or not folder.is_dir():
-        return
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        yield entry
-        if (entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
-                and entry.name != "versions"):
-            yield from _walk(entry, depth - 1)
-
+    def _private_roots(self) -> list[Path]:
+        """The data folder and the database (with everything beside it) are private: every
+        conversation and password hash is in there, and backup / restore / doctor need no
+        login, so the file modes are what keeps other local accounts out."""
+        roots = [Path(self.settings.data_dir)]
+        if self.db_file is not None and not self.db_file.resolve().is_relative_to(
+            roots[0].resolve()
+        ):
+            roots += sorted(self.db_file.parent.glob(self.db_file.name + "*"))
+        return roots

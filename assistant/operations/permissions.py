@@ -7,7 +7,7 @@ CLI, so that everything they create (the data folder, the database with its ``-w
 ``-shm`` files, pre-restore copies, backups, exports, trained versions) is readable by its
 owner only: folders 0700, files 0600. Files made before that, or copied in with other
 modes, are found by :func:`loose_paths` and tightened by :func:`tighten`
-(``assistant doctor --repair``).
+(:func:`check`, for ``assistant doctor [--repair]``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+
+from assistant.storage.health import OK, PROBLEM, REPAIRED, CheckResult, result
 
 #: No access at all for the group and others.
 PRIVATE_UMASK = 0o077
@@ -71,3 +73,22 @@ def tighten(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
         except OSError as err:
             failed.append((path, err.strerror or str(err)))
     return done, failed
+
+
+def check(roots: Iterable[Path], repair: bool) -> CheckResult:
+    """Whether ``roots`` (the data folder, the database files) are private to their owner;
+    with ``repair``, tighten what is not."""
+    loose = [p for root in roots for p in loose_paths(root)]
+    items = [f"{p} ({stat.filemode(p.lstat().st_mode)})" for p in loose]
+    if not loose:
+        return result(OK, "the data folder and the database are private to their owner")
+    if not repair:
+        return result(PROBLEM, f"{len(loose)} file(s) or folder(s) other local accounts "
+                      "may read: `assistant doctor --repair` makes folders 0700 and files 0600", items)
+    done, failed = tighten(loose)
+    if failed:
+        return result(PROBLEM, f"made {len(done)} private; could not change "
+                      f"{len(failed)} (run it as their owner, or chmod them by hand)",
+                      [f"{p}: {why}" for p, why in failed])
+    return result(REPAIRED, f"made {len(done)} file(s) or folder(s) private to their "
+                  "owner (folders 0700, files 0600)", items)

@@ -59,6 +59,21 @@ class DocumentHealth:
     #: stored vector size in bytes -> how many chunks have it.
     vector_sizes: dict[int, int]
 
+    @property
+    def vector_bytes(self) -> int | None:
+        """The size of a stored vector in bytes (the most common one); None without chunks."""
+        sizes = self.vector_sizes
+        return max(sizes, key=sizes.get) if sizes else None
+
+    @property
+    def bad_vectors(self) -> int:
+        """Chunks whose vector is damaged: of another size than most, or empty; all of them
+        when the common size holds no whole float32 numbers."""
+        common = self.vector_bytes
+        if common is not None and (common % 4 or not common):
+            return sum(self.vector_sizes.values())
+        return sum(n for size, n in self.vector_sizes.items() if size != common or not size)
+
 
 @dataclass(frozen=True)
 class Replacement:

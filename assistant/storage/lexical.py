@@ -17,19 +17,27 @@ quoted terms, so that search syntax typed by a user is never interpreted. A data
 neither engine is refused when it is opened (:func:`lexical_for`), rather than lexical
 search quietly finding nothing.
 
+Each also checks its own full-text index for ``assistant doctor`` (``check``: the FTS5 table
+against the chunks, rebuilt on repair; the PostgreSQL column and index are there).
+
 A new dialect is one class here with ``search`` and ``check``, and its entry in ``_BY_DIALECT``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from assistant.errors import UnsupportedDatabase
+from assistant.errors import AssistantError, DatabaseLocked, UnsupportedDatabase
+from assistant.storage.health import OK, PROBLEM, REPAIRED, CheckResult, reason, result
 from assistant.words import WORD, content_words
+
+if TYPE_CHECKING:
+    from assistant.storage.db import Database
 
 
 def query_words(query: str) -> list[str]:
@@ -46,8 +54,9 @@ class LexicalSearch(Protocol):
                document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
         """[(chunk id, score)], best first, higher is better."""
 
-    def check(self, session: Session) -> str | None:
-        """None when the full-text index agrees with the chunks, else what is wrong."""
+    def check(self, db: Database, repair: bool) -> CheckResult:
+        """Whether the full-text index agrees with the chunks (``assistant doctor``); with
+        ``repair``, rebuild it where it can be."""
 
 
 def fts_query(query: str) -> str | None:
@@ -79,9 +88,24 @@ class SqliteFts5:
         # bm25() is lower-is-better; flip it so that higher is better everywhere.
         return [(int(r[0]), -float(r[1])) for r in rows]
 
-    def check(self, session: Session) -> str | None:
-        session.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
-        return None
+    def check(self, db: Database, repair: bool) -> CheckResult:
+        """The FTS5 table is kept in step by triggers: FTS5's own integrity check compares it
+        with the chunks, and a rebuild makes it again from the chunk text."""
+        try:
+            with db.write() as s:
+                s.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)"))
+            return result(OK, "full-text index agrees with the chunks")
+        except DatabaseLocked as err:
+            return result(PROBLEM, f"could not check the full-text index: {err}")
+        except (AssistantError, DBAPIError) as err:
+            why = reason(err)
+        if not repair:
+            return result(PROBLEM, f"the full-text index disagrees with the chunks ({why}); "
+                          "`assistant doctor --repair` rebuilds it from the chunk text")
+        with db.write() as s:
+            s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')"))
+        return result(REPAIRED, "the full-text index disagreed with the chunks; rebuilt it "
+                      "from the chunk text")
 
 
 def tsquery(query: str) -> str | None:
@@ -141,9 +165,19 @@ class PostgresFullText:
         rows = session.execute(text(sql), params).all()
         return [(int(r[0]), float(r[1])) for r in rows]
 
-    def check(self, session: Session) -> str | None:
-        # A generated column cannot disagree with its text; what can go wrong is that it or
-        # its index is missing (a schema made by hand, or restored without it).
+    def check(self, db: Database, repair: bool) -> CheckResult:
+        """A generated column cannot disagree with its text; what can go wrong is that it or
+        its index is missing (a schema made by hand, or restored without it), which only a
+        migration mends (nothing to repair here)."""
+        try:
+            with db.read() as s:
+                problem = self._missing(s)
+        except (AssistantError, DBAPIError) as err:
+            problem = f"could not check it: {reason(err)}"
+        return result(PROBLEM, problem) if problem else result(OK, f"full-text search: {self.name}")
+
+    @staticmethod
+    def _missing(session: Session) -> str | None:
         found = set(session.scalars(text(
             "SELECT 'column' FROM information_schema.columns WHERE table_schema = current_schema() "
             "AND table_name = 'chunks' AND column_name = 'text_search' "

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from alignment.training import TrainResult
     from assistant.config import Settings
-    from assistant.registry import GateReport, Registry
+    from assistant.gate import GateReport
+    from assistant.registry import Registry
     from assistant.storage import Database
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -361,7 +362,7 @@ def models_activate(name: str, force: bool, threshold: float | None) -> None:
     the OpenAI-compatible server), as the Models page does: a version the engine cannot
     serve is refused with the engine's reason and the active version stays."""
     from assistant.bootstrap import build_engine
-    from assistant.registry import DEFAULT_GATE, activate_version, gate_report
+    from assistant.gate import DEFAULT_GATE, activate_version, gate_report
     from assistant.versions import BASE_VERSION
 
     settings, _, registry = _settings_db_registry()
@@ -479,7 +480,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
         runs.finish(run_dir, "done", version=candidate)
     for line in summarize(record):
         click.echo(line)
-    from assistant.registry import gate_report
+    from assistant.gate import gate_report
 
     _, _, registry = _settings_db_registry()
     if record.baseline == registry.active():

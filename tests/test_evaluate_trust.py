@@ -12,7 +12,7 @@ from alignment.errors import IncompatibleVersion
 from alignment.evaluate import EvalOptions, evaluate, summarize
 from alignment.training import make_config, train
 from assistant.bootstrap import open_registry
-from assistant.registry import gate_report
+from assistant.gate import gate_report
 from assistant.significance import UNDECIDED
 
 

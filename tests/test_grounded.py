@@ -287,7 +287,8 @@ def test_judge_rules():
 
 def test_grounded_metrics_and_the_gate(db, settings):
     from alignment.eval_metrics import grounded_metrics, summarize, table
-    from assistant.registry import EvalRecord, Registry, gate_report
+    from assistant.gate import gate_report
+    from assistant.registry import EvalRecord, Registry
     from datetime import UTC, datetime
 
     sources = ["Normandy is in France.", "Rollo led them."]

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from assistant.registry import (
-    ActivationRefused, NothingToRollBack, Registry, VersionNotFound, activate_version, gate,
-    gate_report,
+    ActivationRefused, NothingToRollBack, Registry, VersionNotFound,
 )
+from assistant.gate import activate_version, gate, gate_report
 from assistant.versions import BASE_VERSION as BASE
 
 pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)

@@ -14,7 +14,8 @@ from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
 from alignment.training_kinds import policy_kinds
-from assistant.registry import Registry, Version, activate_version, gate_report
+from assistant.gate import activate_version, gate_report
+from assistant.registry import Registry, Version
 from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import login, resources
 from ui.models_state import SELECT_NEXT, SELECTED, notify, show_notice

@@ -42,9 +42,9 @@ from assistant import atomic
 from assistant.operations.permissions import FILE_MODE, loose_paths, tighten
 from assistant.config import Settings
 from assistant.operations.backup_archive import (
-    ARCHIVE_SUFFIXES, COUNTED, DB_NAME, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError, BackupResult,
-    RestoreResult, check_dest, check_revision, copy_index, extract_archive, read_manifest, verify,
-    write_manifest, write_tar,
+    ARCHIVE_SUFFIXES, COUNTED, DB_NAME, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
+    BackupResult, RestoreResult, check_dest, check_revision, copy_index, copy_versions,
+    extract_archive, read_manifest, verify, write_manifest, write_tar,
 )
 from assistant.operations.doctor import RESTORE_MARKER, diagnose
 from assistant.processes import pid_alive
@@ -115,13 +115,7 @@ def _fill(settings: Settings, db_file: Path, stage: Path) -> dict[str, Any]:
     finally:
         con.close()
 
-    missing = []
-    for name, rel in versions:
-        src = Path(settings.versions_dir) / rel
-        if src.is_dir():
-            shutil.copytree(src, stage / VERSIONS / rel, symlinks=False)
-        else:
-            missing.append(name)
+    missing = copy_versions(settings, versions, stage)
     index = _copy_index(settings, snapshot, stage / INDEX)
 
     source = {"data_dir": str(Path(settings.data_dir).absolute()), "database": str(db_file)}

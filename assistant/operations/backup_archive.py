@@ -247,3 +247,16 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def copy_versions(settings: Settings, versions: Iterable[tuple[str, str]], stage: Path) -> list[str]:
+    """Copy each registered version's folder (``(name, folder)`` as the database snapshot
+    lists them) into the backup's ``versions/``; the names whose folder is missing."""
+    missing = []
+    for name, rel in versions:
+        src = Path(settings.versions_dir) / rel
+        if src.is_dir():
+            shutil.copytree(src, stage / VERSIONS / rel, symlinks=False)
+        else:
+            missing.append(name)
+    return missing

@@ -31,9 +31,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from assistant.operations.backup_archive import (
-    ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
-    BackupResult, RestoreResult, check_dest, check_revision, read_manifest, write_tar,
-    copy_index, extract_archive, verify, write_manifest,
+    ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError, BackupResult,
+    RestoreResult, check_dest, check_revision, copy_index, copy_versions, extract_archive,
+    read_manifest, verify, write_manifest, write_tar,
 )
 from assistant import atomic
 from assistant.config import Settings
@@ -140,13 +140,7 @@ def _fill(settings: Settings, db: Database, pg_dump: str, uri: str, env: dict[st
                         if "model_versions" in tables else [])
             active = ((conn.scalar(text("SELECT version FROM activations ORDER BY id DESC LIMIT 1"))
                        if "activations" in tables else None) or "base")
-            missing = []
-            for name, rel in versions:
-                src = Path(settings.versions_dir) / rel
-                if src.is_dir():
-                    shutil.copytree(src, stage / VERSIONS / rel, symlinks=False)
-                else:
-                    missing.append(name)
+            missing = copy_versions(settings, versions, stage)
             if "chunks" in tables:
                 index = copy_index(
                     settings, stage / INDEX,

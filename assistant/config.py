@@ -7,7 +7,7 @@ Nothing is built at import time: call :func:`get_settings` (or construct
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -250,6 +250,11 @@ class Settings(BaseSettings):
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     openai: OpenAISettings = OpenAISettings()
     vllm: VllmSettings = VllmSettings()
+    #: Settings of engines added by other packages, by engine name: ``ASSISTANT_ENGINES__
+    #: OLLAMA__HOST=...`` is ``{"ollama": {"host": ...}}``; each engine's own settings model
+    #: (its ``EngineSpec.settings``) checks them when the engine is built.
+    engines: dict[str, dict[str, Any]] = Field(
+        {}, description="Settings of engines added by packages: ASSISTANT_ENGINES__<NAME>__<FIELD>.")
 
     @field_validator("engine")
     @classmethod

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from assistant.bootstrap import build_chat_service, build_engine
 from assistant.config import Settings
 from assistant.engines import registry
-from assistant.engines.registry import Engine, EngineSpec, UnknownEngine
+from assistant.engines.registry import Engine, EngineSettingsInvalid, EngineSpec, UnknownEngine, engine_settings
 from tests.fakes import FakeGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,39 @@ def test_a_new_engine_is_one_entry_and_serves_the_chat(echo, settings, tmp_path)
     assert prepared[-1] == (tmp_path / "adapter", tmp_path / "base")
     assert not registry.prepare_version(s.model_copy(update={"engine": "transformers"}),
                                         tmp_path / "a", tmp_path / "b")
+
+
+class ShoutSettings(BaseModel):
+    """A plugin engine's own settings model, as its module would define it."""
+
+    greeting: str = "Hello"
+    repeat: int = 1
+
+
+def build_shout(settings, loaded=None) -> Engine:
+    own = engine_settings(settings)
+    return Engine(FakeGenerator(answer=" ".join([own.greeting] * own.repeat), context_window=2000), lambda: "fp")
+
+
+def test_an_added_engine_reads_its_own_settings_from_the_environment(monkeypatch, settings, tmp_path):
+    """Its settings model is named in its one entry; ASSISTANT_ENGINES__SHOUT__* fill it, and a
+    value that does not fit is refused with the variable's name when the engine is built."""
+    registry.register(EngineSpec("shout", "a test engine with settings", f"{__name__}:build_shout",
+                                 settings=f"{__name__}:ShoutSettings"))
+    try:
+        monkeypatch.setenv("ASSISTANT_ENGINES__SHOUT__GREETING", "Ahoy")
+        monkeypatch.setenv("ASSISTANT_ENGINES__SHOUT__REPEAT", "2")
+        s = Settings(data_dir=tmp_path, engine="shout")
+        assert build_engine(s).generator.answer == "Ahoy Ahoy"
+        assert engine_settings(s.model_copy(update={"engines": {}})) == ShoutSettings()  # its defaults
+        monkeypatch.setenv("ASSISTANT_ENGINES__SHOUT__REPEAT", "twice")
+        with pytest.raises(EngineSettingsInvalid, match="ASSISTANT_ENGINES__SHOUT__REPEAT: Input should be "
+                                                        "a valid integer"):
+            build_engine(Settings(data_dir=tmp_path, engine="shout"))
+        with pytest.raises(EngineSettingsInvalid, match="has no settings of its own"):
+            engine_settings(s, "transformers")
+    finally:
+        registry.unregister("shout")
 
 
 def test_no_engine_name_switch_outside_the_engines_package():

@@ -7,6 +7,12 @@ entry point in the ``assistant.engines`` group whose value is an :class:`EngineS
 here; training asks :func:`prepare_version` to make a new version servable (llama.cpp
 converts its adapter to GGUF) instead of naming an engine.
 
+An engine's own settings: a pydantic model named by ``EngineSpec.settings``, filled from
+``ASSISTANT_ENGINES__<NAME>__<FIELD>`` (``Settings.engines``) and checked when the engine is
+built (:func:`engine_settings`), so a new engine with settings is still one module and one
+entry. (The built-in engines' settings predate this: their groups in ``assistant/config.py``,
+``ASSISTANT_LLAMACPP__*``, ``ASSISTANT_OPENAI__*``, ``ASSISTANT_VLLM__*``, stay as they are.)
+
 This module imports no engine: builders are named as ``"module:function"`` and imported when
 used, so that reading the settings stays fast.
 """
@@ -22,7 +28,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assistant.errors import AssistantError
+
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from assistant.config import Settings
     from assistant.engines.generation import Generator
     from assistant.engines.models import LoadedModel
@@ -56,6 +66,8 @@ class EngineSpec:
     #: ``"module:function"``: ``function(adapter_dir, base_dir)`` readies a trained version
     #: for this engine when it is registered (None: it serves peft adapters as they are).
     prepare: str | None = None
+    #: ``"module:Class"``: the pydantic model of its own settings (:func:`engine_settings`).
+    settings: str | None = None
 
 
 BUILT_IN = (
@@ -69,6 +81,10 @@ BUILT_IN = (
 )
 
 _added: dict[str, EngineSpec] = {}
+
+
+class EngineSettingsInvalid(AssistantError):
+    """An engine's own settings (``ASSISTANT_ENGINES__<NAME>__*``) do not fit its model."""
 
 
 class UnknownEngine(ValueError):
@@ -128,6 +144,26 @@ def _resolve(target: str) -> Callable:
 def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
     """The engine ``settings.engine`` names, built from the settings."""
     return _resolve(spec(settings.engine).builder)(settings, loaded)
+
+
+def engine_settings(settings: Settings, name: str | None = None) -> BaseModel:
+    """The settings of engine ``name`` (default: ``settings.engine``) as its own model, from
+    ``ASSISTANT_ENGINES__<NAME>__<FIELD>``; :class:`EngineSettingsInvalid` naming the
+    variables when they do not fit."""
+    from pydantic import ValidationError
+
+    name = name or settings.engine
+    target = spec(name).settings
+    if target is None:
+        raise EngineSettingsInvalid(f"The {name} engine has no settings of its own.")
+    values = settings.engines.get(name, {})
+    try:
+        return _resolve(target).model_validate(values)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"ASSISTANT_ENGINES__{name.upper()}__{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in err.errors())
+        raise EngineSettingsInvalid(f"The {name} engine's settings do not fit: {problems}.") from err
 
 
 def prepare_version(settings: Settings, adapter_dir: str | Path, base_dir: str | Path) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
-from alignment import machine_defaults, runs
+from alignment import machine_defaults, memory, runs
 from alignment.importers import import_hh_rlhf
 from assistant.bootstrap import open_database
 from alignment.run_estimate import duration
@@ -20,6 +20,10 @@ from tests.shared_data import HH_FILE, shared_file
 
 @pytest.fixture
 def service(env_settings, monkeypatch):
+    # Runs are refused when this host lacks free memory (tests/test_runs.py tests that); the
+    # form's tests must not depend on what else the machine runs.
+    monkeypatch.setattr(memory, "available", lambda: 64 * 2**30)
+    monkeypatch.setattr(memory, "total", lambda: 64 * 2**30)
     st.cache_data.clear()
     with fake_app(env_settings, monkeypatch, fingerprint="fake-fingerprint") as svc:
         yield svc

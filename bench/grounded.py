@@ -4,6 +4,7 @@ the embedded model: train on one SQuAD article's questions, evaluate on the othe
     HF_HUB_OFFLINE=1 .venv/bin/python bench/grounded.py [--file squad2_dev_2_articles.json]
         [--train-title Computational_complexity_theory] [--eval-title Normans]
         [--train-limit 160] [--eval-limit 80] [--sft-steps 25] [--dpo-steps 15 | --no-dpo] [--lr LR]
+        [--quote] [--answer-mode free|quoted|extractive ...]
 
 In a fresh data folder (``--data-dir``, default a temporary one), each step is the CLI a
 user runs, timed:
@@ -88,6 +89,10 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=None, help="Default: train grounded's.")
     p.add_argument("--lr", type=float, default=None, help="SFT learning rate (default: the product's).")
     p.add_argument("--no-dpo", action="store_true", help="SFT only: no on-policy pairs, no DPO.")
+    p.add_argument("--quote", action="store_true",
+                   help="Reference answers quote the sentence holding the answer (data import squad --quote).")
+    p.add_argument("--answer-mode", action="append", choices=["free", "quoted", "extractive"], default=None,
+                   help="Evaluate in this answering mode (repeatable; default: the chat's).")
     p.add_argument("--synth", type=int, default=0, metavar="K",
                    help="No gold questions: the training examples are `data synth --per-chunk K` "
                         "over the training article's document only.")
@@ -114,7 +119,8 @@ def main() -> None:
     elif "examples" in todo:
         text, times["import_examples"] = cli(env, "data", "import", "squad", str(file), "--no-documents",
                                              "--title", a.train_title, "--limit", str(a.train_limit),
-                                             "--unanswerable-share", str(a.unanswerable_share))
+                                             "--unanswerable-share", str(a.unanswerable_share),
+                                             *(["--quote"] if a.quote else []))
         out["import"] = text.strip().splitlines()[-1]
     if "on-policy" in todo:
         limit = ["--limit", str(a.on_policy_limit)] if a.on_policy_limit else []
@@ -136,12 +142,15 @@ def main() -> None:
         versions = [v.name for v in open_registry(s0, open_database(s0)).list() if v.kind != "reward"]
     if a.eval_versions == "last":
         versions = versions[-1:]
-    evals = {}
+    evals: dict[str, list[str | None]] = {}
+    modes = a.answer_mode or [None]
     for version in versions:
-        _, times[f"eval_{version}"] = cli(
-            env, "eval", version, "--against", "base", "--grounded-file", str(file),
-            "--grounded-title", a.eval_title, "--grounded", str(a.eval_limit), "--prompts", "0", "--qa", "0")
-        evals[version] = version
+        for mode in modes:
+            _, times[f"eval_{version}{f'_{mode}' if mode else ''}"] = cli(
+                env, "eval", version, "--against", "base", "--grounded-file", str(file),
+                "--grounded-title", a.eval_title, "--grounded", str(a.eval_limit), "--prompts", "0",
+                "--qa", "0", *(["--answer-mode", mode] if mode else []))
+            evals.setdefault(version, []).append(mode)
     os.environ["ASSISTANT_DATA_DIR"] = str(data_dir)
     from assistant.bootstrap import open_database, open_registry
     from assistant.config import Settings
@@ -151,14 +160,17 @@ def main() -> None:
     keys = ("grounded_accuracy", "grounded_cited", "citation_accuracy", "abstention", "false_abstention")
     results = {}
     for version in versions:
-        m = registry.evaluations(version)[-1].metrics
-        results[version] = {k: m.get(k) for k in (*keys, *(f"{k}_low" for k in keys), *(f"{k}_high" for k in keys),
+        for mode, e in zip(evals[version], registry.evaluations(version)[-len(modes):], strict=True):
+            m = e.metrics
+            key = f"{version}/{mode or 'default'}"
+            results[key] = {k: m.get(k) for k in (*keys, *(f"{k}_low" for k in keys), *(f"{k}_high" for k in keys),
                                                   *(f"{k}_verdict" for k in keys), "citation_n",
                                                   "grounded_answerable", "grounded_unanswerable")}
-        results["base"] = {k: m.get(f"baseline_{k}") for k in keys} | {"citation_n": m.get("baseline_citation_n")}
-        results[version]["examples"] = m.get("grounded_examples")
-        results[version]["kind"] = registry.get(version).kind
-        results[version]["train_seconds"] = registry.get(version).metrics.get("train_seconds")
+            results[f"base/{mode or 'default'}"] = ({k: m.get(f"baseline_{k}") for k in keys}
+                                                    | {"citation_n": m.get("baseline_citation_n")})
+            results[key]["examples"] = m.get("grounded_examples")
+            results[key]["kind"] = registry.get(version).kind
+            results[key]["train_seconds"] = registry.get(version).metrics.get("train_seconds")
     out.update(times=times, results=results)
     print(json.dumps(out, indent=2), flush=True)
     if a.out:

@@ -126,8 +126,8 @@ KINDS: Mapping[str, TrainingKind] = MappingProxyType({k.name: k for k in (
         # TRL's 2e-5 is tuned for full fine-tuning, not LoRA.
         defaults={"learning_rate": 2e-4}, grouped=True, completion_only=True),
     TrainingKind(
-        "orpo", "ORPO: learns from preference pairs like DPO, with no reference model (no "
-        "second forward pass per pair) (TRL's experimental ORPOTrainer).",
+        "orpo", "ORPO: learns from preference pairs like DPO, without a reference model, so "
+        "with no second forward pass per pair (TRL's experimental ORPOTrainer).",
         data="preference", min_rows=8, rows_named="preference pairs",
         algorithms={"orpo": "experimental.orpo.ORPO"},
         # TRL's 1e-6 is tuned for full fine-tuning, not LoRA (as DPO's).

@@ -405,3 +405,34 @@ def test_the_launcher_runs_the_app_command_on_vllm_and_a_stop_stops_both(model_c
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_a_child_tied_to_the_launcher_dies_with_it_even_of_sigkill(tmp_path):
+    """The launcher starts vLLM and the app tied to it (PR_SET_PDEATHSIG): killed outright,
+    it cannot stop them itself, and before they lived on, vLLM holding its port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from assistant.engines.vllm_launch import die_with_parent; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+        "start_new_session=True, preexec_fn=die_with_parent); "
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(600)")])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+            assert time.monotonic() < deadline, "the tied child outlived its killed parent"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

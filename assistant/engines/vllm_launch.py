@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -131,12 +132,26 @@ def wait_ready(url: str, proc: subprocess.Popen, log_file: Path | None,
     wait_until_serving(url, proc, log_file=log_file, timeout=timeout, name="vLLM", error=VllmDidNotStart)
 
 
-def start(settings: Settings, log_file: Path, **kwargs) -> tuple[subprocess.Popen, Launch]:
-    """vLLM started for ``settings`` (its output in ``log_file``) and answering."""
+#: Linux's prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Run in a child before it starts (``preexec_fn``): SIGTERM when the process that started
+    it dies, even of SIGKILL, which it cannot catch to stop its children (Linux; elsewhere
+    nothing). Only from a process without threads: ``preexec_fn`` is unsafe with them."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start(settings: Settings, log_file: Path, *, tied: bool = False,
+          **kwargs) -> tuple[subprocess.Popen, Launch]:
+    """vLLM started for ``settings`` (its output in ``log_file``) and answering. ``tied``:
+    vLLM stops when this process dies, however it dies (the launcher; see die_with_parent)."""
     spec = launch(settings, **kwargs)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(spec.argv, env=spec.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent if tied else None)
     try:
         wait_ready(spec.url, proc, log_file)
     except BaseException:
@@ -194,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Starting vLLM on {spec.url} (its output: {log_file}); about a minute on a "
               "small CPU...", flush=True)
         started = time.monotonic()
-        with serving(settings, log_file, port=opts.port) as spec:
+        # Tied: a launcher killed outright (SIGKILL, the OOM killer) takes vLLM and the
+        # command with it, instead of leaving a server that holds the port.
+        with serving(settings, log_file, port=opts.port, tied=True) as spec:
             print(f"vLLM serves {spec.model} at {spec.url} (ready in "
                   f"{time.monotonic() - started:.0f} s). The app answers through it with:\n"
                   f"  ASSISTANT_ENGINE=openai ASSISTANT_OPENAI__BASE_URL={spec.url} "
@@ -206,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "ASSISTANT_ENGINE": "openai",
                    "ASSISTANT_OPENAI__BASE_URL": spec.url, "ASSISTANT_OPENAI__MODEL": spec.model}
             with contextlib.suppress(KeyboardInterrupt):
-                return subprocess.call(command, env=env)
+                return subprocess.call(command, env=env, preexec_fn=die_with_parent)
             return 130
     except EngineUnavailable as err:
         print(f"error: {err}", file=sys.stderr)

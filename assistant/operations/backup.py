@@ -32,7 +32,6 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +41,12 @@ from assistant import atomic
 from assistant.operations.permissions import FILE_MODE, loose_paths, tighten
 from assistant.config import Settings
 from assistant.operations.backup_archive import (
+    start_restore,
     ARCHIVE_SUFFIXES, COUNTED, DB_NAME, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError,
     BackupResult, RestoreResult, check_dest, check_revision, copy_index, copy_versions,
     extract_archive, read_manifest, verify, write_manifest, write_tar,
 )
-from assistant.operations.doctor import RESTORE_MARKER, diagnose
+from assistant.operations.doctor import diagnose
 from assistant.processes import pid_alive
 from assistant.versions import BASE_VERSION
 
@@ -231,15 +231,7 @@ def _swap_in(settings: Settings, stage: Path, db_file: Path, src: Path) -> tuple
     where the earlier data went. A marker file says a restore is under way until it is done
     (``assistant doctor`` reports one that was interrupted)."""
     data_dir = Path(settings.data_dir).absolute()
-    marker = data_dir / RESTORE_MARKER
-    marker.write_text(json.dumps({"source": str(src), "started": datetime.now(UTC).isoformat(),
-                                  "pid": os.getpid()}))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = data_dir / f"pre-restore-{stamp}"
-    n = 1
-    while aside.exists():  # two restores in one second
-        n += 1
-        aside = data_dir / f"pre-restore-{stamp}-{n}"
+    marker, aside, stamp = start_restore(settings, src)
     # The database may live outside the data folder: it is staged and set aside beside
     # itself (renames do not cross file systems).
     db_aside = aside if db_file.parent == data_dir else db_file.with_name(

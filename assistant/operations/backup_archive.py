@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 import logging
 import shutil
 import tarfile
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assistant.config import Settings
-from assistant.operations.doctor import DoctorReport
+from assistant.operations.doctor import RESTORE_MARKER, DoctorReport
 from assistant.errors import AssistantError
 
 if TYPE_CHECKING:
@@ -260,3 +262,20 @@ def copy_versions(settings: Settings, versions: Iterable[tuple[str, str]], stage
         else:
             missing.append(name)
     return missing
+
+
+def start_restore(settings: Settings, src: Path) -> tuple[Path, Path, str]:
+    """The marker that says a restore of ``src`` is under way (written now; ``assistant
+    doctor`` reports one left by an interrupted restore), the free ``pre-restore-<time>``
+    folder the current data goes to, and that time stamp."""
+    data_dir = Path(settings.data_dir).absolute()
+    marker = data_dir / RESTORE_MARKER
+    marker.write_text(json.dumps({"source": str(src), "started": datetime.now(UTC).isoformat(),
+                                  "pid": os.getpid()}))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = data_dir / f"pre-restore-{stamp}"
+    n = 1
+    while aside.exists():  # two restores in one second
+        n += 1
+        aside = data_dir / f"pre-restore-{stamp}-{n}"
+    return marker, aside, stamp

@@ -22,7 +22,6 @@ import shlex
 import shutil
 import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,13 +30,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from assistant.operations.backup_archive import (
+    start_restore,
     ARCHIVE_SUFFIXES, COUNTED, INDEX, MANIFEST, PG_DUMP, VERSIONS, BackupError, BackupResult,
     RestoreResult, check_dest, check_revision, copy_index, copy_versions, extract_archive,
     read_manifest, verify, write_manifest, write_tar,
 )
 from assistant import atomic
 from assistant.config import Settings
-from assistant.operations.doctor import RESTORE_MARKER, diagnose
+from assistant.operations.doctor import diagnose
 from assistant.operations.permissions import FILE_MODE
 from assistant.storage.db import Database
 
@@ -242,16 +242,7 @@ def _check_not_in_use(db: Database, force: bool) -> None:
 
 def _swap_in(settings: Settings, stage: Path, pg_restore: str, pg_dump: str, uri: str,
              env: dict[str, str], src: Path) -> tuple[Path, ...]:
-    data_dir = Path(settings.data_dir).absolute()
-    marker = data_dir / RESTORE_MARKER
-    marker.write_text(json.dumps({"source": str(src), "started": datetime.now(UTC).isoformat(),
-                                  "pid": os.getpid()}))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = data_dir / f"pre-restore-{stamp}"
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = data_dir / f"pre-restore-{stamp}-{n}"
+    marker, aside, _ = start_restore(settings, src)
     aside.mkdir(parents=True)
     targets = [(stage / INDEX, Path(settings.index_dir).absolute()),
                (stage / VERSIONS, Path(settings.versions_dir).absolute())]

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError
+
+if TYPE_CHECKING:
+    from alignment.memory import Estimate
 
 
 class AlignmentError(AssistantError):
@@ -80,11 +84,11 @@ class RowsTooLong(AlignmentError):
 
 
 class RunWontFit(AlignmentError):
-    def __init__(self, need: int, free: int, when: str = "now") -> None:
-        self.need, self.free = need, free
+    def __init__(self, estimate: Estimate, free: int, when: str = "now") -> None:
+        self.need, self.free = estimate.need, free
         super().__init__(
-            f"This run needs about {need / 2**30:.1f} GB of memory (1.5 GB plus ten times the "
-            f"model's weights in fp32) and {free / 2**30:.1f} GB is free {when}: it was not "
-            "started. Close other programs or wait for the running runs to end, then start "
-            "it again; or train a smaller model (ASSISTANT_MODEL)."
+            f"This run needs about {self.need / 2**30:.1f} GB of memory ({estimate.parts()}) "
+            f"and {free / 2**30:.1f} GB is free {when}: it was not started. "
+            f"{estimate.advice(free)}Close other programs or wait for the running runs "
+            "to end, then start it again; or train a smaller model (ASSISTANT_MODEL)."
         )

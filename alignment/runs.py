@@ -16,7 +16,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from alignment import memory
 from alignment.errors import RunWontFit
@@ -58,35 +61,50 @@ def _child_env(settings: Settings, user: User | None = None) -> dict[str, str]:
     return env
 
 
-def start(settings: Settings, command: list[str], kind: str, user: User | None = None) -> Run:
+def start(settings: Settings, command: list[str], kind: str, user: User | None = None,
+          sizes: Mapping[str, Any] | None = None) -> Run:
     """Queue ``assistant <command...> --run-dir <folder>``, run as a child process (in its own
     session, so that stopping the app does not kill it and it can be cancelled whole),
     logged in as ``user`` when login is on.
 
-    Runs are heavy (~7 GB each with the embedded model): at most
-    ``settings.max_concurrent_runs`` run at once, the others wait in the queue, oldest
-    first. A run that would not fit in the free memory (:mod:`alignment.memory`) raises
+    Runs are heavy (3-10 GB each with the embedded model, by the tokens of a batch): at
+    most ``settings.max_concurrent_runs`` run at once, the others wait in the queue, oldest
+    first. A run that would not fit in the free memory (:mod:`alignment.memory`, from the
+    training kind and its TRL ``sizes``: batch size, max length) raises
     :class:`RunWontFit` before anything is written."""
+    estimate = memory.run_estimate(settings, kind, sizes)
     with _lock:
         running = [r for r in _scan(settings) if r.status == "running"]
-        _check_memory(settings, queued=len(running) >= settings.max_concurrent_runs)
+        _check_memory(estimate, queued=len(running) >= settings.max_concurrent_runs)
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:4]}"
         path = settings.runs_dir / run_id
         path.mkdir(parents=True)
         _users[run_id] = user
         write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": 0,
-                                "queued": time.time(), "user": user.name if user else None})
+                                "queued": time.time(), "user": user.name if user else None,
+                                "memory": asdict(estimate) if estimate else None})
     promote(settings)
     return load(path)
 
 
-def _check_memory(settings: Settings, queued: bool) -> None:
+def _check_memory(estimate: memory.Estimate | None, queued: bool) -> None:
     """A run that starts now must fit in the free memory; a queued one (checked again when
     it starts) at least in the machine's memory."""
-    need = memory.run_estimate(settings)
     free = memory.total() if queued else memory.available()
-    if need is not None and free is not None and need > free:
-        raise RunWontFit(need, free, "on this machine in all" if queued else "now")
+    if estimate is not None and free is not None and estimate.need > free:
+        raise RunWontFit(estimate, free, "on this machine in all" if queued else "now")
+
+
+def _queued_estimate(settings: Settings, meta: dict) -> memory.Estimate | None:
+    """The estimate a queued run was given (a run queued before estimates were kept: its
+    kind's, at its defaults)."""
+    kept = meta.get("memory")
+    if isinstance(kept, dict):
+        try:
+            return memory.Estimate(**kept)
+        except TypeError:
+            pass
+    return memory.run_estimate(settings, meta.get("kind"))
 
 
 def promote(settings: Settings) -> None:
@@ -98,7 +116,7 @@ def promote(settings: Settings) -> None:
         queued = sorted((r for r in listed if r.status == "queued"), key=lambda r: r.queued or 0)
         for run in queued[:max(0, slots)]:
             try:
-                _check_memory(settings, queued=False)
+                _check_memory(_queued_estimate(settings, _read(run.path / RUN)), queued=False)
             except RunWontFit as err:
                 finish(run.path, "failed", error=str(err))
                 continue

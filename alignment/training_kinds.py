@@ -48,6 +48,14 @@ class TrainingKind:
     algorithms: Mapping[str, str]
     #: TRL config values this project sets differently from TRL's defaults.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Sequences one row puts through the model with gradients in a training step (DPO, ORPO
+    #: and reward: the chosen and the rejected answer), for the memory estimate
+    #: (:mod:`alignment.memory`). Forward passes without gradients (DPO's reference, KTO's
+    #: KL mismatch) come and go before it and are not counted.
+    sequences: int = 1
+    #: TRL builds the whole (rows, length, vocabulary) logits (ORPO); the others project only
+    #: the scored positions, in tiles (TRL's fused LM head), or score with a scalar head.
+    full_logits: bool = False
     #: Keys of :func:`alignment.machine_defaults.size_defaults` it takes (sized per machine).
     sized: tuple[str, ...] = ("max_length",)
     #: Batches grouped by length (TRL's ``group_by_length``), else TRL's sampling order.
@@ -110,7 +118,7 @@ KINDS: Mapping[str, TrainingKind] = MappingProxyType({k.name: k for k in (
         "votes, imported pairs (DPOTrainer).",
         data="preference", min_rows=8, rows_named="preference pairs", algorithms={"dpo": "DPO"},
         # TRL's 1e-6 is tuned for full fine-tuning, not LoRA.
-        defaults={"learning_rate": 5e-5}, grouped=True, fitted=True,
+        defaults={"learning_rate": 5e-5}, sequences=2, grouped=True, fitted=True,
         # "cpu": of the measured points (learning rate, steps, beta, LoRA rank), the one that
         # moved the embedded model in under 30 minutes on 2 cores (its sweep and caveats:
         # docs/training.md, "A DPO recipe for a CPU").
@@ -131,12 +139,12 @@ KINDS: Mapping[str, TrainingKind] = MappingProxyType({k.name: k for k in (
         data="preference", min_rows=8, rows_named="preference pairs",
         algorithms={"orpo": "experimental.orpo.ORPO"},
         # TRL's 1e-6 is tuned for full fine-tuning, not LoRA (as DPO's).
-        defaults={"learning_rate": 5e-5}, fitted=True),
+        defaults={"learning_rate": 5e-5}, sequences=2, full_logits=True, fitted=True),
     TrainingKind(
         REWARD, "Reward model: learns to score answers from preference pairs. It does not chat; "
         "online RL and `assistant eval` use it as the judge (RewardTrainer).",
         data="preference", min_rows=8, rows_named="preference pairs", algorithms={"reward": "Reward"},
-        grouped=True, fitted=True, reward=True),
+        sequences=2, grouped=True, fitted=True, reward=True),
     TrainingKind(
         "rl", "Online RL (GRPO or RLOO): samples answers to the feedback's prompts and learns "
         "from a reward model's scores (GRPOTrainer, RLOOTrainer; TRL has no PPOTrainer since 2026).",

@@ -131,3 +131,20 @@ def test_a_kind_added_to_the_table_trains_from_its_generated_command(tiny_settin
     assert "Registered v1: orpo from base, 2 steps" in out
     assert "Next: `assistant eval v1`" in out
     assert open_registry(tiny_settings, feedback_db).get("v1").config["trl_config"] == "ORPOConfig"
+
+
+def test_a_run_too_big_for_the_free_memory_is_warned_with_the_batch_that_fits(tiny_settings, feedback_db,
+                                                                              monkeypatch):
+    """Before the model loads: the estimate against the free memory, and the batch size that
+    fits (the kernel would kill the run part-way: a grounded run at batch 4 needs ~10 GB)."""
+    from alignment import memory
+
+    estimate = memory.run_estimate(tiny_settings, "sft", {"per_device_train_batch_size": 2, "max_length": 96})
+    monkeypatch.setattr(memory, "available", lambda: estimate.fixed + estimate.per_token * 96 + 1)
+    out = cli("train", "sft", *QUICK[:-2], "--steps", "1", "--eval-rows", "0").output
+    assert f"Memory: about {estimate.need / 2**30:.1f} GB (" in out and "192 tokens" in out, out
+    assert "This run may not fit" in out and "`--batch-size 1 --grad-accum 2`" in out, out
+    assert "Registered v1" in out  # a warning: the user decides (an estimate can be wrong)
+    monkeypatch.setattr(memory, "available", lambda: 64 * 2**30)
+    out = cli("train", "sft", *QUICK[:-2], "--steps", "1", "--eval-rows", "0").output
+    assert "GB free." in out and "may not fit" not in out

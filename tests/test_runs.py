@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alignment import memory, runs
+from alignment import machine_defaults, memory, runs
 from alignment.errors import RunWontFit
 
 
@@ -85,36 +85,45 @@ def test_a_setting_lets_more_runs_run_at_once(settings, sleepers):
     assert runs.load(c.path).pid == 0  # a cancelled queued run never starts
 
 
-def fake_checkpoint(folder: Path, parameters: int) -> Path:
-    """A safetensors file with only its header: the estimate reads nothing else."""
+def fake_checkpoint(folder: Path, parameters: int, vocabulary: int = 49_152, layers: int = 30,
+                    hidden: int = 576) -> Path:
+    """A safetensors file with only its header and a config.json: the estimate reads nothing
+    else (the defaults: the embedded model's shape)."""
     folder.mkdir(parents=True)
     header = json.dumps({"w": {"dtype": "F32", "shape": [parameters], "data_offsets": [0, 4 * parameters]}})
     (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header.encode())
+    (folder / "config.json").write_text(json.dumps({"vocab_size": vocabulary, "num_hidden_layers": layers,
+                                                    "hidden_size": hidden}))
     return folder
 
 
 def test_a_run_that_would_not_fit_says_so_before_it_starts(settings, sleepers, monkeypatch, tmp_path):
     model = fake_checkpoint(tmp_path / "model", 135_000_000)
     settings = settings.model_copy(update={"model": str(model)})
-    need = memory.run_estimate(settings)
-    assert need == memory.BASE_BYTES + 10 * 4 * 135_000_000  # ~6.9 GB: the rule, stated
-    monkeypatch.setattr(memory, "available", lambda: 3 * 2**30)
-    with pytest.raises(RunWontFit, match=r"needs about 6\.5 GB .* 3\.0 GB is free now"):
-        runs.start(settings, ["0"], "dpo")
+    monkeypatch.setattr(machine_defaults, "has_gpu", lambda: False)
+    grounded = {"per_device_train_batch_size": 4, "max_length": 1024}
+    need = memory.run_estimate(settings, "sft", grounded).need
+    assert 9.8 * 2**30 < need < 11 * 2**30  # measured: 9.8 GiB peak
+    monkeypatch.setattr(memory, "available", lambda: 5 * 2**30)
+    with pytest.raises(RunWontFit, match=r"needs about 10\.5 GB .*4,096 tokens.* 5\.0 GB is free now.*"
+                                         r"A batch size of 1 fits \(`--batch-size 1 --grad-accum 8`"):
+        runs.start(settings, ["0"], "sft", sizes=grounded)
     assert not settings.runs_dir.exists() or not list(settings.runs_dir.iterdir())  # nothing written
 
-    monkeypatch.setattr(memory, "available", lambda: 8 * 2**30)
-    run = runs.start(settings, ["1"], "dpo")
-    assert run.status == "running"
+    # The same kind with this machine's default length (256) fits.
+    run = runs.start(settings, ["1"], "sft", sizes={"per_device_train_batch_size": 4})
+    assert run.status == "running" and runs._read(run.path / runs.RUN)["memory"]["tokens"] == 1024
     # A queued run is checked when it starts; when it is queued, against the machine's memory.
     monkeypatch.setattr(memory, "available", lambda: 2 * 2**30)
     monkeypatch.setattr(memory, "total", lambda: 4 * 2**30)
     with pytest.raises(RunWontFit, match="4.0 GB is free on this machine in all"):
-        runs.start(settings, ["0"], "sft")
+        runs.start(settings, ["0"], "dpo")
     monkeypatch.setattr(memory, "total", lambda: 24 * 2**30)
-    queued = runs.start(settings, ["0"], "kto")
+    queued = runs.start(settings, ["0"], "dpo")
     assert queued.status == "queued"
-    # The running run ends with 2 GB free: the queued one is refused instead of started.
+    # The running run ends with 2 GB free: the queued one is refused instead of started, by
+    # the estimate it was queued with (DPO: chosen and rejected, 2,048 tokens).
     wait_for("the queued run to be refused", lambda: status(queued) == "failed", timeout=30)
-    assert "needs about 6.5 GB" in runs.load(queued.path).error and runs.load(queued.path).pid == 0
+    error = runs.load(queued.path).error
+    assert "needs about 6.0 GB" in error and "2,048 tokens" in error and runs.load(queued.path).pid == 0
     wait_for("the first run to end", lambda: status(run) == "died")

@@ -123,3 +123,25 @@ def _train_rows(settings) -> int:
         return check_data(db, "dpo")
     finally:
         db.dispose()
+
+
+def test_the_memory_a_run_needs_is_shown_and_a_smaller_batch_offered(service, env_settings, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(machine_defaults, "has_gpu", lambda: False)
+    monkeypatch.setattr(memory, "model_shape", lambda settings: memory.ModelShape(
+        parameters=134_515_008, vocabulary=49_152, layers=30, hidden=576))  # the embedded model's
+    import_pairs(env_settings, tmp_path, 40)
+    at = models_page()
+    captions = " ".join(c.value for c in at.caption)
+    assert "Memory: about 6.0 GB (1.5 GB for the model, 4.5 GB for a batch of 2,048 tokens)" in captions
+    assert "64.0 GB free now" in captions
+    monkeypatch.setattr(memory, "available", lambda: 4 * 2**30)
+    at.number_input(key="train_batch_size").set_value(8)
+    run_ok(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "Memory: about 10.5 GB" in warning and "It would not start" in warning, warning
+    assert "A batch size of 2 fits (`--batch-size 2 --grad-accum 8`" in warning, warning
+    at.button(key="train_start").click()
+    run_ok(at)
+    assert "Could not start training: This run needs about 10.5 GB" in " ".join(e.value for e in at.error)
+    assert not env_settings.runs_dir.exists() or not list(env_settings.runs_dir.iterdir())

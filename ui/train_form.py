@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from alignment import runs
+from alignment import memory, runs
 from alignment.machine_defaults import has_gpu, size_defaults
 from alignment.run_estimate import LONG_S, SHORT_MAX_LENGTH, duration, from_history
 from assistant.config import Settings
@@ -76,10 +76,11 @@ def train_form(settings: Settings, versions: list[Version], active: str) -> None
     else:
         per_step = int(batch) * sizes["gradient_accumulation_steps"]
         _estimate_note(kind, versions, min(int(steps) * per_step, rows), eval_rows, per_step)
+        _memory_note(settings, kind, int(batch))
     st.button("Start training", key="train_start", icon=":material/play_arrow:", disabled=not ready,
               help="Runs `assistant " + " ".join(args) + "` in a background process: the chat "
                    "keeps answering meanwhile.",
-              on_click=_start_training, args=(settings, args, kind))
+              on_click=_start_training, args=(settings, args, kind, {"per_device_train_batch_size": int(batch)}))
     show_notice("train")
 
 
@@ -106,6 +107,21 @@ def _estimate_note(kind: str, versions: list[Version], rows: int, eval_rows: int
                    "in a terminal).", icon=":material/timer:")
 
 
+def _memory_note(settings: Settings, kind: str, batch: int) -> None:
+    """The run's memory estimate against the memory free now; over it, the batch size that
+    fits (the click re-checks: :func:`alignment.runs.start`)."""
+    estimate = memory.run_estimate(settings, kind, {"per_device_train_batch_size": batch})
+    free = memory.available()
+    if estimate is None or free is None:
+        return
+    text = (f"Memory: about {estimate.need / 2**30:.1f} GB ({estimate.parts()}); "
+            f"{free / 2**30:.1f} GB free now.")
+    if estimate.need <= free:
+        st.caption(f":material/memory: {text}")
+    else:
+        st.warning(f"{text} It would not start. {estimate.advice(free)}", icon=":material/memory:")
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def _data_check_cached(kind: str, database_url: str) -> tuple[str | None, int]:
     # Exporting all the feedback takes ~1 s with a thousand pairs: not on every rerun of the
@@ -129,13 +145,13 @@ def _data_check(kind: str) -> tuple[str | None, int]:
         return str(err), 0
 
 
-def _start_training(settings: Settings, args: list[str], kind: str) -> None:
+def _start_training(settings: Settings, args: list[str], kind: str, sizes: dict) -> None:
     missing = _missing_data(kind)  # the data may have changed since the form was shown
     if missing:
         notify("train", "error", error_text(missing))
         return
     try:
-        run = runs.start(settings, args, kind, user=login.current_user())
+        run = runs.start(settings, args, kind, user=login.current_user(), sizes=sizes)
     except (AssistantError, OSError) as err:
         notify("train", "error", f"Could not start training: {err}")
         return

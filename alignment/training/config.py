@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from alignment.machine_defaults import has_gpu, size_defaults
+from alignment.machine_defaults import has_gpu, run_sizes
 from alignment.training_kinds import KINDS, training_kind
 
 TRAIN_KINDS = tuple(KINDS)
@@ -114,7 +114,6 @@ def make_config(kind: str, output_dir: str, algo: str | None = None, precision: 
     field of the TRL config or of :class:`RunArgs`). ``precision`` is ``ASSISTANT_DTYPE``."""
     spec = training_kind(kind)
     cls = config_class(kind, algo)
-    sizes = size_defaults()
     values: dict[str, Any] = {
         **device_defaults(precision),
         "output_dir": output_dir,
@@ -125,22 +124,17 @@ def make_config(kind: str, output_dir: str, algo: str | None = None, precision: 
         # is quieter than warnings (the CLI quiets the libraries' noise: assistant.cli_quiet).
         "disable_tqdm": False,
         "activation_checkpointing": False,  # transformers' name; gradient_checkpointing is its alias
-        "per_device_train_batch_size": sizes["per_device_train_batch_size"],
-        "gradient_accumulation_steps": sizes["gradient_accumulation_steps"],
         "per_device_eval_batch_size": 4,
         "num_train_epochs": 1.0,
         "seed": 0,
-        "eval_rows": sizes["eval_rows"],
     }
     if spec.grouped:
         values["train_sampling_strategy"] = "group_by_length"
-    values.update({key: sizes[key] for key in spec.sized})
-    values.update(spec.defaults)
     overrides = dict(overrides)
     asked = overrides.pop("gradient_checkpointing", None)  # --gradient-checkpointing, --set
     if asked is not None and overrides.get("activation_checkpointing") is None:
         overrides["activation_checkpointing"] = asked
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(run_sizes(spec, overrides))
     return cls(**values)
 
 

@@ -112,7 +112,7 @@ def _run(kind: str, options: dict, algo: str | None = None) -> str | None:
     from assistant.cpu import cpu_info
 
     click.echo(f"Computing in {precision_reason(config, settings.dtype)}; CPU: {cpu_info().line()}.")
-    _memory_line(settings, kind, config)
+    _memory_line(settings, kind, config, options_grounded(overrides))
     # SIGTERM (cancel from the UI, a scheduler) unwinds like Ctrl-C: nothing half-registered.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -134,14 +134,14 @@ def _run(kind: str, options: dict, algo: str | None = None) -> str | None:
     return v.name
 
 
-def _memory_line(settings: Settings, kind: str, config: Any) -> None:
+def _memory_line(settings: Settings, kind: str, config: Any, grounded: bool) -> None:
     """The run's memory estimate against the free memory, before the model loads: a run that
     does not fit is warned (the kernel would kill it part-way) with the batch size that fits."""
     from alignment import memory
 
     sizes = {k: getattr(config, k, None) for k in ("per_device_train_batch_size", "max_length",
                                                    "gradient_accumulation_steps", "max_completion_length")}
-    estimate = memory.run_estimate(settings, kind, sizes)
+    estimate = memory.run_estimate(settings, kind, sizes, varied=grounded)
     free = memory.available()
     if estimate is None or free is None:
         return

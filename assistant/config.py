@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(
         1, ge=1, le=16,
         description="Training and evaluation runs started from the app that run at once; "
-        "more wait in a queue. Each takes ~7 GB of memory with the embedded model.",
+        "more wait in a queue. Each takes 3-16 GB of memory with the embedded model, by the tokens of a batch.",
     )
     max_message_chars: int = Field(
         100_000, ge=1, description="Longest user message accepted before tokenizing."

@@ -29,6 +29,18 @@ def test_the_rule_covers_the_measured_peaks_of_sft_runs(embedded_shape, max_leng
     assert measured_gib * GiB <= estimate.need <= measured_gib * 1.15 * GiB
 
 
+def test_a_grounded_run_counts_its_growth(embedded_shape):
+    # The same host: `bench/grounded.py --quote --no-dpo --sft-steps 40` (batch 4, rows of
+    # 600-1,024 tokens) peaked at 9.9 GiB at its first step and 15.7 GiB by its 40th.
+    sizes = {"per_device_train_batch_size": 4, "max_length": 1024}
+    grounded = memory.run_estimate(embedded_shape, "sft", sizes, varied=True)
+    first_step = memory.run_estimate(embedded_shape, "sft", sizes)
+    assert 15.7 * GiB <= grounded.need <= 15.7 * 1.15 * GiB
+    assert grounded.need - grounded.fixed == int((first_step.need - first_step.fixed) * memory.VARIED_GROWTH)
+    assert "tokens x1.7, the growth of a long run of rows of varied lengths" in grounded.parts()
+    assert grounded.batch_that_fits(12 * GiB) == 2 < first_step.batch_that_fits(12 * GiB)
+
+
 def test_what_each_kind_counts(embedded_shape):
     def estimate(kind, **sizes):
         return memory.run_estimate(embedded_shape, kind, {"max_length": 256, **sizes})

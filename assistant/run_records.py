@@ -103,6 +103,9 @@ def load(path: Path, alive: Callable[[str, int], bool] = process_alive) -> Run:
     elif not alive(run.id, run.pid):
         run.status = "died"
         run.error = "The training process ended without a result (killed, or out of memory)."
+        if isinstance(meta.get("memory_need"), int):
+            run.error += (f" It was estimated to need about {meta['memory_need'] / 2**30:.1f} GB of "
+                          "memory: a smaller batch size needs less.")
     return run
 
 

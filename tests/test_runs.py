@@ -127,3 +127,5 @@ def test_a_run_that_would_not_fit_says_so_before_it_starts(settings, sleepers, m
     error = runs.load(queued.path).error
     assert "needs about 6.0 GB" in error and "2,048 tokens" in error and runs.load(queued.path).pid == 0
     wait_for("the first run to end", lambda: status(run) == "died")
+    # A run that ends without a result (the kernel's out-of-memory killer, say) shows its estimate.
+    assert "estimated to need about 3.7 GB of memory: a smaller batch size" in runs.load(run.path).error

@@ -145,11 +145,10 @@ def _memory_line(settings: Settings, kind: str, config: Any, grounded: bool) -> 
     free = memory.available()
     if estimate is None or free is None:
         return
-    line = f"Memory: about {estimate.need / 2**30:.1f} GB ({estimate.parts()}); {free / 2**30:.1f} GB free."
     if estimate.need <= free:
-        click.echo(line)
+        click.echo(f"{estimate.against(free)}.")
         return
-    click.secho(f"{line} This run may not fit: the system can stop it part-way. "
+    click.secho(f"{estimate.against(free)}. This run may not fit: the system can stop it part-way. "
                 f"{estimate.advice(free)}", fg="yellow", err=True)
 
 

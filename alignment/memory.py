@@ -73,8 +73,12 @@ class Estimate:
     def need(self) -> int:
         return self.fixed + int(self.per_token * self.tokens * self.growth)
 
+    def against(self, free: int) -> str:
+        """``Memory: about 10.5 GB (...); 21.9 GB free``: the estimate against ``free`` bytes."""
+        return f"Memory: about {self.need / 2**30:.1f} GB ({self.parts()}); {free / 2**30:.1f} GB free"
+
     def parts(self) -> str:
-        """``1.6 GB for the model, 8.7 GB for a batch of 4,096 tokens``."""
+        """``1.5 GB for the model, 9.0 GB for a batch of 4,096 tokens``."""
         text = f"{self.fixed / 2**30:.1f} GB for the model"
         if self.tokens:
             text += (f", {self.per_token * self.tokens * self.growth / 2**30:.1f} GB for a batch of "
@@ -140,10 +144,9 @@ def run_estimate(settings: Settings, kind: str | None = None, sizes: Mapping[str
     """What a ``kind`` training run with these TRL ``sizes`` (batch, max length; missing ones
     are the machine's and the kind's defaults) needs, by the rule above; ``varied``: its rows'
     lengths vary widely (grounded rows), and its batch part grows by :data:`VARIED_GROWTH`
-    over a long run. ``kind`` None or
-    not a training kind (an evaluation): the fixed part with a judge's weights too, no
-    training batch; with a GPU the batch is in its memory and not counted. None: the model
-    is not local."""
+    over a long run. ``kind`` None or not a training kind (an evaluation): the fixed part
+    with a judge's weights too, no training batch; with a GPU the batch is in its memory and
+    not counted. None: the model is not local."""
     from alignment.training_kinds import KINDS
 
     shape = model_shape(settings)

@@ -83,6 +83,7 @@ def start(settings: Settings, command: list[str], kind: str, user: User | None =
         write_json(path / RUN, {"id": run_id, "kind": kind, "args": command, "pid": 0,
                                 "queued": time.time(), "user": user.name if user else None,
                                 "memory": asdict(estimate) if estimate else None,
+                                # for run_records, below alignment: a died run's message
                                 "memory_need": estimate.need if estimate else None})
     promote(settings)
     return load(path)

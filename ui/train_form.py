@@ -114,8 +114,7 @@ def _memory_note(settings: Settings, kind: str, batch: int) -> None:
     free = memory.available()
     if estimate is None or free is None:
         return
-    text = (f"Memory: about {estimate.need / 2**30:.1f} GB ({estimate.parts()}); "
-            f"{free / 2**30:.1f} GB free now.")
+    text = f"{estimate.against(free)} now."
     if estimate.need <= free:
         st.caption(f":material/memory: {text}")
     else:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from assistant.engines.generation import GenerationParams, Generator, engine_label
+from assistant.engines.generation import GenerationParams, GenerationStats, Generator, engine_label
 from assistant.engines.messages import Messages
 from assistant.versions import BASE_VERSION
 
@@ -49,16 +50,26 @@ class VersionAnswers:
                  params: GenerationParams | None = None) -> list[str]:
         """Greedy with :attr:`repetition_penalty`, unless ``params`` (then its
         ``max_new_tokens`` is used too)."""
+        return [text for text, _ in self.generate_with_stats(
+            name, conversations, max_new_tokens, batch_size, desc, params)]
+
+    def generate_with_stats(self, name: str, conversations: list[Messages], max_new_tokens: int,
+                            batch_size: int = 8, desc: str = "",
+                            params: GenerationParams | None = None,
+                            logprobs: bool = False) -> list[tuple[str, GenerationStats]]:
+        """:meth:`generate`'s answers with each one's statistics (and its tokens'
+        log-probabilities when ``logprobs`` and the engine gives them)."""
         params = params or GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
                                             repetition_penalty=self.repetition_penalty)
-        out: list[str] = []
+        params = replace(params, logprobs=logprobs)
+        out: list[tuple[str, GenerationStats]] = []
         with tqdm(total=len(conversations), desc=desc, leave=False) as bar:
             # A window of requests at once: a server batches them, an in-process engine queues.
             for i in range(0, len(conversations), batch_size):
                 streams = [self.generator.stream(c, params, version=name)
                            for c in conversations[i:i + batch_size]]
                 for stream in streams:
-                    out.append("".join(stream).strip())
+                    out.append(("".join(stream).strip(), stream.stats))
                     bar.update()
         return out
 

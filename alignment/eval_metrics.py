@@ -179,6 +179,23 @@ def grounded_metrics(candidate: Sequence[Any], baseline: Sequence[Any],
     return out
 
 
+def _curve_lines(m: dict[str, Any]) -> list[str]:
+    """The abstention trade-off of each side whose model abstained (quoted mode): answer
+    accuracy / abstention / false abstention at each ``answers.min_abstain_probability``."""
+    curves = m.get("abstention_curve") or {}
+    if not curves:
+        return []
+    chosen = m.get("min_abstain_probability")
+    lines = ["    abstention trade-off by answers.min_abstain_probability "
+             "(accuracy / abstention / false abstention; * the setting used):"]
+    for name, rows in curves.items():
+        lines.append(f"      {name}: " + "; ".join(
+            f"{r['min_abstain_probability']:g}{'*' if r['min_abstain_probability'] == chosen else ''} "
+            f"{_share(r['accuracy'])}/{_share(r['abstention'])}/{_share(r['false_abstention'])}"
+            for r in rows))
+    return lines
+
+
 # -- reading a record back -----------------------------------------------------------------------
 #: The n behind each rate (records written before intervals were stored get them here).
 _N = {"win_rate": "prompts", "reward_accuracy": "pairs", "shorter_wins": "pairs",
@@ -335,6 +352,7 @@ def summarize(record: EvalRecord) -> list[str]:
             if key in m:
                 verdict = f"; {m.get(f'{key}_verdict', '')}" if is_paired else ""
                 lines.append(f"    {label}: {_pct(m, key)} vs {_pct(m, f'baseline_{key}')}{verdict}")
+        lines.extend(_curve_lines(m))
     for note in m.get("notes", []):
         lines.append(f"  {note}")
     if "note" in m:  # older records

@@ -31,7 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -257,10 +259,14 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
         return {}
     mode = o.answer_mode or settings.answers.mode
     similarity = _similarity(settings) if mode != "free" else None
-    verdicts, seconds = {}, {}
+    verdicts, seconds, curves = {}, {}, {}
     for name in (candidate, baseline):
-        said, seconds[name] = grounded_answers(settings, models, name, items, mode, o, similarity)
+        answered, seconds[name] = grounded_answers(models, name, items, mode, o)
+        formed = partial(form_all, mode, answered, items, settings, similarity)
+        said = formed(settings.answers.min_abstain_probability)
         verdicts[name] = [judge_item(a, i) for a, i in zip(said, items)]
+        if mode == "quoted" and any(a.abstained for a in answered):
+            curves[name] = abstention_curve(formed, items)
         if name == candidate:
             examples = [{"question": i.question[:300], "answers": list(i.answers), "candidate": a[:300]}
                         for a, i in zip(said, items)][:5]
@@ -268,6 +274,10 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
     out.update(grounded_source=where, grounded_examples=examples, answer_mode=mode,
                grounded_seconds_per_answer=round(seconds[candidate] / len(items), 3),
                baseline_grounded_seconds_per_answer=round(seconds[baseline] / len(items), 3))
+    if mode == "quoted":
+        out["min_abstain_probability"] = settings.answers.min_abstain_probability
+    if curves:
+        out["abstention_curve"] = curves
     return out
 
 
@@ -275,22 +285,79 @@ def judge_item(answer: str, item: GroundedItem) -> Verdict:
     return judge(answer, item.answers, item.sources)
 
 
-def grounded_answers(settings: Settings, models: VersionAnswers, name: str, items: list[GroundedItem],
-                     mode: str, o: EvalOptions, similarity: Similarity | None = None) -> tuple[list[str], float]:
-    """Version ``name``'s answers to ``items`` formed in ``mode`` as the chat forms them
-    (:func:`assistant.chat.answer_modes.compose`), and the seconds they took in all."""
-    from assistant.chat.answer_modes import WITHOUT_MODEL, compose
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What the model wrote, and the probability it gave its first sentence (None: the
+    engine gave no log-probabilities, or no model answered: extractive mode)."""
+
+    text: str
+    probability: float | None = None
+
+    @property
+    def abstained(self) -> bool:
+        from assistant.chat.answer_modes import ABSTENTION, first_sentence
+
+        return ABSTENTION.lower().rstrip(".") in first_sentence(self.text).lower()
+
+
+def grounded_answers(models: VersionAnswers, name: str, items: list[GroundedItem], mode: str,
+                     o: EvalOptions) -> tuple[list[ModelAnswer], float]:
+    """Version ``name``'s own answers to ``items`` (nothing in extractive mode), and the
+    seconds they took in all."""
+    from assistant.chat.answer_modes import WITHOUT_MODEL, first_sentence
+    from assistant.engines.generation import leading_probability
 
     started = time.perf_counter()
     if mode in WITHOUT_MODEL:
-        said = [""] * len(items)
-    else:
-        said = models.generate(name, [i.messages for i in items], o.grounded_max_new_tokens,
-                               o.batch_size, f"{name} grounded QA")
-    if mode != "free":
-        said = [compose(mode, a, i.question, i.sources, similarity,
-                        settings.answers.min_similarity).text for a, i in zip(said, items)]
-    return said, time.perf_counter() - started
+        return [ModelAnswer("")] * len(items), time.perf_counter() - started
+    said = models.generate_with_stats(name, [i.messages for i in items], o.grounded_max_new_tokens,
+                                      o.batch_size, f"{name} grounded QA", logprobs=mode == "quoted")
+    answered = [ModelAnswer(text, leading_probability(stats.logprobs, first_sentence(text)))
+                for text, stats in said]
+    return answered, time.perf_counter() - started
+
+
+def form(mode: str, answer: ModelAnswer, item: GroundedItem, settings: Settings,
+         similarity: Similarity | None, min_abstain_probability: float) -> str:
+    """The answer shown for the model's ``answer`` in ``mode``, as the chat forms it
+    (:func:`assistant.chat.answer_modes.compose`)."""
+    from assistant.chat.answer_modes import compose
+
+    if mode == "free":
+        return answer.text
+    return compose(mode, answer.text, item.question, item.sources, similarity,
+                   settings.answers.min_similarity, answer.probability, min_abstain_probability).text
+
+
+def form_all(mode: str, answered: list[ModelAnswer], items: list[GroundedItem], settings: Settings,
+             similarity: Similarity | None, min_abstain_probability: float) -> list[str]:
+    return [form(mode, a, i, settings, similarity, min_abstain_probability)
+            for a, i in zip(answered, items)]
+
+
+#: The ``answers.min_abstain_probability`` values evaluation reports the trade-off at.
+ABSTAIN_CURVE = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def abstention_curve(formed: Callable[[float], list[str]], items: list[GroundedItem]) -> list[dict]:
+    """Answer accuracy, abstention and false abstention at each of :data:`ABSTAIN_CURVE`:
+    the trade-off behind ``answers.min_abstain_probability``."""
+    ans = [k for k, i in enumerate(items) if i.answers]
+    una = [k for k, i in enumerate(items) if not i.answers]
+    rows = []
+    for threshold in ABSTAIN_CURVE:
+        verdicts = [judge_item(a, i) for a, i in zip(formed(threshold), items)]
+        rows.append({
+            "min_abstain_probability": threshold,
+            "accuracy": _share(sum(verdicts[k].correct for k in ans), len(ans)),
+            "abstention": _share(sum(verdicts[k].abstained for k in una), len(una)),
+            "false_abstention": _share(sum(verdicts[k].abstained for k in ans), len(ans)),
+        })
+    return rows
+
+
+def _share(count: int, n: int) -> float | None:
+    return round(count / n, 4) if n else None
 
 
 def _similarity(settings: Settings) -> Similarity:

@@ -149,7 +149,7 @@ def timing(gen, examples, messages, settings: Settings, similarity) -> None:  # 
             else:
                 inner = None if mode == "extractive" else gen.stream(m, params)
                 stream = ComposedStream(
-                    lambda said, mode=mode, e=e, texts=texts: compose(
+                    lambda said, _probability, mode=mode, e=e, texts=texts: compose(
                         mode, said, e.question.question, texts, similarity, 0.0),
                     inner, "base")
                 "".join(stream)

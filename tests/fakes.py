@@ -21,8 +21,10 @@ def count_words(messages: Messages) -> int:
 
 class FakeStream:
     def __init__(self, answer: str, prompt_tokens: int, delay: float, fail_after: int | None,
-                 version: str = "fake-v1", cut: bool = False):
-        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+                 version: str = "fake-v1", cut: bool = False, word_logprob: float | None = None):
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens,
+                                     logprobs=None if word_logprob is None else [])
+        self._word_logprob = word_logprob
         self._cut = cut
         self.version = version
         self._words = answer.split()
@@ -41,6 +43,8 @@ class FakeStream:
             if self.stats.ttft_ms is None:
                 self.stats.ttft_ms = (time.perf_counter() - self._t0) * 1000
             self.stats.completion_tokens += 1
+            if self.stats.logprobs is not None:
+                self.stats.logprobs.append((word + " ", self._word_logprob))
             yield word + " "
         self._finish()
 
@@ -66,8 +70,12 @@ class FakeGenerator:
         delay: float = 0.0,
         fail_after: int | None = None,
         streams: int = 1,
+        word_logprob: float | None = None,
     ) -> None:
         self.answer = answer
+        #: Each word's log-probability, given when a stream asks for them (None: never).
+        self.word_logprob = word_logprob
+        self.params: list[GenerationParams] = []
         self.streams = streams
         self.context_window = context_window
         self.delay = delay
@@ -98,6 +106,7 @@ class FakeGenerator:
 
     def stream(self, messages: Messages, params: GenerationParams, version: str | None = None) -> FakeStream:
         self.prompts.append(messages)
+        self.params.append(params)
         version = version or self.model_version
         words = self.answer.split()
         if messages[-1]["role"] == "assistant":  # continue an answer: the words after it
@@ -107,4 +116,4 @@ class FakeGenerator:
         if version != self.model_version:  # another version answers differently
             words = [version, *words]
         return FakeStream(" ".join(words), count_words(messages), self.delay, self.fail_after, version,
-                          cut)
+                          cut, self.word_logprob if params.logprobs else None)

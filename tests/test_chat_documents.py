@@ -144,6 +144,29 @@ def test_chat_export_and_eval_build_the_same_prompt(store, settings, library, db
     assert qa_messages(item, PARAMS.system_prompt) == svc_one.generator.prompts[-1]
 
 
+@pytest.mark.parametrize("word_logprob, formed", [(-0.1, "abstained"), (-0.5, "quote"), (None, "abstained")])
+def test_an_abstention_the_model_is_unsure_of_is_answered_with_the_quote(store, settings, library,
+                                                                          word_logprob, formed):
+    """Quoted mode asks the engine for token log-probabilities; the model's "The documents
+    do not say." stands when it gave it at least answers.min_abstain_probability (five words
+    at -0.1: 0.61; at -0.5: 0.08, under the default 0.2), and an engine that gives none
+    keeps every abstention."""
+    settings.answers.mode = "quoted"
+    svc = ChatService(store, FakeGenerator(answer="The documents do not say.", context_window=2000,
+                                           word_logprob=word_logprob),
+                      settings, retriever=library.retriever)
+    reply = svc.send(None, "In which town is the Zorblax festival held?", PARAMS)
+    text = "".join(reply)
+    answer = store.get_message(reply.message.id)
+    assert svc.generator.params[-1].logprobs and answer.record.params["formed"] == formed
+    sentence = "The Zorblax festival is held every year in the town of Quillhaven, on the third of May."
+    if formed == "quote":
+        assert answer.content == f'"{sentence}" [1]' and reply._stream.replaced
+        assert text.endswith(answer.content)
+    else:
+        assert answer.content == text == "The documents do not say."
+
+
 @pytest.mark.parametrize("mode", ["free", "quoted", "extractive"])
 def test_each_answer_mode_stores_its_evidence_and_quotes_verbatim(store, settings, library, mode):
     """The chat forms the answer in the configured mode and stores, with the source that

@@ -140,14 +140,21 @@ def test_a_question_answered_across_two_sentences_quotes_one_and_abstains_nowher
 
 
 class _Stream:
-    def __init__(self, chunks):
+    """A model's stream; ``logprobs``: each chunk's log-probability (an engine that gives them)."""
+
+    def __init__(self, chunks, logprobs=None):
         self.chunks, self.stats, self.version, self.stopped = chunks, GenerationStats(), "v1", False
+        self.logprobs = logprobs
+        if logprobs is not None:
+            self.stats.logprobs = []
 
     def __iter__(self):
         for c in self.chunks:
             if self.stopped:
                 return
             self.stats.completion_tokens += 1
+            if self.logprobs is not None:
+                self.stats.logprobs.append((c, self.logprobs[len(self.stats.logprobs)]))
             yield c
 
     def stop(self):
@@ -157,7 +164,7 @@ class _Stream:
 
 def test_composed_stream_streams_the_first_sentence_then_the_quote():
     inner = _Stream(["Normandy is ", "in France [1]", ". And ", "then ", "more ", "words."])
-    got = ComposedStream(lambda said: compose("quoted", said, "Where is Normandy?", [NORMANS]), inner, "v1")
+    got = ComposedStream(lambda said, _p: compose("quoted", said, "Where is Normandy?", [NORMANS]), inner, "v1")
     out = list(got)
     assert out[:2] == ["Normandy is", " in France [1]"]  # as the model wrote them
     assert "".join(out) == got.composed.text and got.composed.text.startswith("Normandy is in France [1].\n\n")
@@ -165,12 +172,12 @@ def test_composed_stream_streams_the_first_sentence_then_the_quote():
     assert not got.stats.stopped and got.stats.finish_reason == "stop" and got.version == "v1"
     assert not got.replaced
     # A sentence the sources do not back: shown as it came, then replaced by the quote.
-    wrong = ComposedStream(lambda said: compose("quoted", said, "Where is Normandy?", [NORMANS]),
+    wrong = ComposedStream(lambda said, _p: compose("quoted", said, "Where is Normandy?", [NORMANS]),
                            _Stream(["It is in Spain", ". More"]), "v1")
     out = list(wrong)
     assert out[0] == "It is in Spain" and out[-1].startswith(f"\n{REPLACED}\n")
     assert wrong.replaced and "Spain" not in wrong.composed.text
-    stopped = ComposedStream(lambda said: compose("quoted", said, "q", [NORMANS]), _Stream(["a"]), "v1")
+    stopped = ComposedStream(lambda said, _p: compose("quoted", said, "q", [NORMANS]), _Stream(["a"]), "v1")
     stopped.stop()
     assert list(stopped) == [] and stopped.stats.stopped and stopped.composed is None
 
@@ -182,3 +189,59 @@ def test_a_quoted_sentence_is_not_attributed_again():
     composed = compose("extractive", "", "From which countries did the Norse originate?", [BREAD, NORMANS])
     c = cite(composed.text, [BREAD, NORMANS], "From which countries did the Norse originate?")
     assert c.text == composed.text and c.explicit == {2} and c.attributed == set()
+
+
+ABSTAINING = ["The documents", " do not", " say.", " Really"]
+
+
+@pytest.mark.parametrize("logprobs, how", [
+    ([-0.5, -0.5, -0.5, -9.0], "abstained"),   # e^-1.5 = 0.22: sure enough
+    ([-1.5, -0.5, -0.5, -0.1], "quote"),       # e^-2.5 = 0.08: the best sentence instead
+    (None, "abstained"),                        # no log-probabilities: kept, as before
+])
+def test_an_unsure_abstention_is_answered_with_the_best_sentence(similarity, logprobs, how):
+    """The probability the model gave its first sentence (the tokens that spell it, not the
+    ones after) decides whether its "The documents do not say." stands."""
+    question = "From which countries did the Norse come?"
+    seen = []
+
+    def form(said, probability):
+        seen.append(probability)
+        return compose("quoted", said, question, [NORMANS], similarity, 0.0, probability, 0.1)
+
+    stream = ComposedStream(form, _Stream(ABSTAINING, logprobs), "v1")
+    text = "".join(stream)
+    assert stream.composed.how == how
+    if how == "quote":
+        assert seen[0] == pytest.approx(0.0821, abs=1e-3)
+        assert text.endswith('"They were descended from Norse raiders and pirates from Denmark, '
+                             'Iceland and Norway." [1]') and stream.replaced
+    else:
+        assert text == ABSTENTION
+    # A sure or unsure abstention is never kept when no sentence is similar enough.
+    assert compose("quoted", "The documents do not say.", question, [NORMANS], similarity, 0.99,
+                   0.01, 0.1).how == "abstained"
+
+
+def test_evaluation_reports_the_abstention_trade_off(similarity):
+    """``assistant eval`` forms the same model answers at each min_abstain_probability and
+    reports accuracy, abstention and false abstention at each: the curve behind the
+    setting, read off one set of answers."""
+    from functools import partial
+
+    from alignment.eval_metrics import _curve_lines
+    from alignment.evaluate import GroundedItem, ModelAnswer, abstention_curve, form_all
+    from assistant.config import Settings
+
+    items = [GroundedItem([], ("Denmark",), (NORMANS,), "From which countries did the Norse come?"),
+             GroundedItem([], (), (NORMANS,), "From which countries did the Norse sail in 1500?")]
+    answered = [ModelAnswer(ABSTENTION, 0.05), ModelAnswer(ABSTENTION, 0.3)]
+    assert all(a.abstained for a in answered) and not ModelAnswer("Rollo [1].").abstained
+    rows = abstention_curve(partial(form_all, "quoted", answered, items, Settings(), similarity), items)
+    at = {r["min_abstain_probability"]: (r["accuracy"], r["abstention"], r["false_abstention"])
+          for r in rows}
+    assert at[0.0] == (0.0, 1.0, 1.0)   # every abstention kept
+    assert at[0.1] == (1.0, 1.0, 0.0)   # the unsure one quotes the sentence naming Denmark
+    assert at[0.5] == (1.0, 0.0, 0.0)   # none kept
+    lines = _curve_lines({"abstention_curve": {"v1": rows}, "min_abstain_probability": 0.1})
+    assert "0.1* 100.0%/100.0%/0.0%" in lines[1] and lines[1].startswith("      v1: 0 0.0%/100.0%/100.0%")

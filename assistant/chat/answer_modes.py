@@ -17,7 +17,10 @@ own words, which is what training changes, and rejects a misquote):
 
 In the two quoting modes the answer is :data:`ABSTENTION` when no source sentence is similar
 enough to the question (``answers.min_similarity``), and a quote is never altered: it is a
-slice of the source's stored text.
+slice of the source's stored text. In quoted mode the model's own "The documents do not
+say." is kept when the model gave it at least ``answers.min_abstain_probability`` (the
+product of its tokens' probabilities, when the engine gives them); a less sure abstention is
+answered with the best source sentence instead, quoted.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from assistant.chat.evidence import (
     supporting,
     verbatim,
 )
-from assistant.engines.generation import FINISH_STOP, GenerationStats, TokenStream
+from assistant.engines.generation import FINISH_STOP, GenerationStats, TokenStream, leading_probability
 
 if TYPE_CHECKING:
     from assistant.documents.embedding import Embedder
@@ -154,9 +157,13 @@ def evidence_of(answer: str, sources: Sequence[str], question: str = "",
 
 
 def compose(mode: str, answer: str, question: str, sources: Sequence[str],
-            similarity: Similarity | None = None, min_similarity: float = 0.0) -> Composed:
+            similarity: Similarity | None = None, min_similarity: float = 0.0,
+            probability: float | None = None, min_abstain_probability: float = 0.0) -> Composed:
     """The answer shown for the model's ``answer`` (ignored in extractive mode) to
-    ``question`` with ``sources`` (texts in [n] order), in ``mode``."""
+    ``question`` with ``sources`` (texts in [n] order), in ``mode``. ``probability``: the
+    probability the model gave its first sentence (None: not known); in quoted mode an
+    abstention given less than ``min_abstain_probability`` is not trusted: the best source
+    sentence is quoted instead."""
     if mode not in MODES:
         raise ValueError(f"Unknown answer mode {mode!r}; the modes are {', '.join(MODES)}.")
     if not sources:
@@ -167,6 +174,8 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
         return extract(question, sources, similarity, min_similarity)
     short = first_sentence(answer)
     if ABSTENTION.lower().rstrip(".") in short.lower():
+        if probability is not None and probability < min_abstain_probability:
+            return extract(question, sources, similarity, min_similarity)  # an unsure abstention
         return Composed(ABSTENTION, how="abstained")
     best = best_for_question(question, sources, similarity, answer=short)
     if not _relevant(best, min_similarity):
@@ -193,14 +202,15 @@ class ComposedStream:
     """A token stream (:class:`assistant.engines.generation.TokenStream`) of a composed answer.
 
     The model's stream (None in extractive mode) is shown as it comes up to the end of its
-    first sentence, then stopped; ``compose`` makes the answer of that sentence, and the
+    first sentence, then stopped; ``compose`` makes the answer of that sentence (given the
+    probability the model gave it, when its stream has log-probabilities), and the
     rest of it (the quote) follows. When the composed answer does not begin with what was
     shown (the sources do not back the model's sentence), :data:`REPLACED` and the whole
     answer follow, ``replaced`` is set, and ``composed.text`` is the answer to store: the
     app shows the stored answer once the stream ends. Stopping it (the user) before the
     sentence ends keeps what was shown, composed with nothing."""
 
-    def __init__(self, compose: Callable[[str], Composed], inner: TokenStream | None,
+    def __init__(self, compose: Callable[[str, float | None], Composed], inner: TokenStream | None,
                  version: str) -> None:
         self._compose = compose
         self._inner = inner
@@ -231,7 +241,10 @@ class ComposedStream:
             self.stats.stopped = True
             return
         self.model_text = said.strip()
-        self.composed = self._compose(said)
+        probability = None
+        if self._inner is not None:
+            probability = leading_probability(self._inner.stats.logprobs, first_sentence(said))
+        self.composed = self._compose(said, probability)
         s = self.stats
         s.stopped = False
         s.finish_reason = FINISH_STOP

@@ -11,6 +11,7 @@ This module imports neither torch nor an engine: the UI imports it for the data 
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -45,6 +46,9 @@ class GenerationParams:
     #: ``repeat_penalty`` and transformers' ``repetition_penalty`` do; 1.0 is off. The chat's
     #: default is a setting (``GenerationDefaults``), measured with bench/repetition.py.
     repetition_penalty: float = 1.0
+    #: Ask for the log-probability of each token made (``GenerationStats.logprobs``): the
+    #: quoting answer mode weighs the model's "The documents do not say." by it.
+    logprobs: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +64,25 @@ class GenerationStats:
     #: Why the answer ended: FINISH_STOP (the model ended it), FINISH_LENGTH (the token
     #: limit cut it); None while it runs, when stopped by the user, or when not known.
     finish_reason: str | None = None
+    #: Each token made, as (its text, its natural-log probability under the model), when
+    #: ``GenerationParams.logprobs`` asked and the engine gives them; None otherwise.
+    logprobs: list[tuple[str, float]] | None = None
+
+
+def leading_probability(logprobs: list[tuple[str, float]] | None, text: str) -> float | None:
+    """The probability the model gave the start of its answer up to the end of ``text``
+    (that start, stripped: its first sentence, say): the product of the probabilities of
+    the tokens that spell it. None when the engine gave no log-probabilities or the tokens
+    do not spell that much."""
+    if logprobs is None:
+        return None
+    said, total = "", 0.0
+    for piece, logprob in logprobs:
+        said += piece
+        total += logprob
+        if len(said.lstrip()) >= len(text.strip()):
+            return math.exp(total)
+    return None
 
 
 class TokenStream(Protocol):
@@ -176,8 +199,9 @@ class QueuedTokenStream:
         job: Callable[[QueuedTokenStream], None],
         version: str,
         prompt_tokens: int = 0,
+        logprobs: bool = False,
     ) -> None:
-        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens, logprobs=[] if logprobs else None)
         self.version = version
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -187,10 +211,14 @@ class QueuedTokenStream:
         self._job: Future = executor.submit(self._run, job)
 
     # -- the worker's side -------------------------------------------------------------------
-    def emit(self, text: str, tokens: int = 1) -> None:
+    def emit(self, text: str, tokens: int = 1, logprob: float | None = None) -> None:
+        """Hand ``text`` (``tokens`` tokens) to the reader; ``logprob``: the token's
+        log-probability, kept when the stream was made with ``logprobs``."""
         if self._first_at is None and text:  # the first text a reader sees
             self._first_at = time.perf_counter()
         self.stats.completion_tokens += tokens
+        if logprob is not None and self.stats.logprobs is not None:
+            self.stats.logprobs.append((text, logprob))
         if text:
             self._queue.put(text)
 

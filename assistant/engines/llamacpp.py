@@ -47,6 +47,7 @@ from assistant.versions import BASE_VERSION
 from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:
+    from llama_cpp import Llama
     from llama_cpp._internals import LlamaModel
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,8 @@ class LlamaCppGenerator(VersionNames):
             self._use(version)
             self._generate(ids, params, out)
 
-        return QueuedTokenStream(self._executor, job, version, prompt_tokens=len(ids))
+        return QueuedTokenStream(self._executor, job, version, prompt_tokens=len(ids),
+                                 logprobs=params.logprobs)
 
     def _generate(self, ids: list[int], params: GenerationParams, out: QueuedTokenStream) -> None:
         import llama_cpp
@@ -351,7 +353,8 @@ class LlamaCppGenerator(VersionNames):
                     finish = FINISH_STOP
                     break
                 made += 1
-                out.emit(decoder.decode(llm.detokenize([token])))
+                logprob = _logprob_of(llm, token) if params.logprobs else None
+                out.emit(decoder.decode(llm.detokenize([token])), logprob=logprob)
                 if made >= limit:
                     finish = FINISH_LENGTH
                     break
@@ -458,6 +461,17 @@ class LlamaCppGenerator(VersionNames):
             raise AdapterError("llama.cpp could not set the adapter on its context.")
         # The cached keys and values were computed with the previous weights.
         self._llm.reset()
+
+
+def _logprob_of(llm: Llama, token: int) -> float:
+    """The log-probability of ``token`` under the logits it was just chosen from (the
+    context's last output row: ``Llama.generate`` evaluates the next token only after the
+    caller has it; the model's own distribution, before any repeat penalty)."""
+    import numpy as np
+
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+    top = logits.max()
+    return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
 
 
 def _check_peft_folder(path: Path) -> None:

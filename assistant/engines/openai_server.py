@@ -196,6 +196,9 @@ class OpenAIGenerator(VersionNames):
         continuing = bool(sent) and sent[-1]["role"] == "assistant"
         # Continue an answer: the prompt text as the model reads it, ending inside the answer.
         raw = self._prompt_text(messages) if continuing and self._prompt_text else None
+        # Token log-probabilities from vLLM only: llama_cpp.server refuses them unless its
+        # model was loaded with logits_all (slower for every answer).
+        logprobs = params.logprobs and raw is None and self.server == "vLLM"
 
         def job(out: QueuedTokenStream) -> None:
             import openai
@@ -214,6 +217,8 @@ class OpenAIGenerator(VersionNames):
             else:
                 kwargs["messages"] = sent
                 create = self._client.chat.completions.create
+                if logprobs:
+                    kwargs["logprobs"] = True
                 if continuing:
                     # No local template: vLLM's (and transformers') names for continuing the
                     # last message; a server without them answers anew, and that is appended.
@@ -231,7 +236,7 @@ class OpenAIGenerator(VersionNames):
                             text = (choice.text if raw is not None else choice.delta.content) or ""
                             # A chunk with no text (the role, the finish reason) is no token;
                             # the server's usage, when it sends one, replaces this count.
-                            out.emit(text, tokens=1 if text else 0)
+                            out.emit(text, tokens=1 if text else 0, logprob=_chunk_logprob(choice))
                             if choice.finish_reason:
                                 out.stats.finish_reason = choice.finish_reason
                         if out.stopping():
@@ -255,7 +260,8 @@ class OpenAIGenerator(VersionNames):
                 out.stats.completion_tokens = usage.completion_tokens
                 out.stats.prompt_tokens = usage.prompt_tokens
 
-        return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens)
+        return QueuedTokenStream(self._executor, job, version, prompt_tokens=prompt_tokens,
+                                 logprobs=logprobs)
 
     def _open(self, create: Callable, kwargs: dict, version: str) -> Stream[ChatCompletionChunk] | Stream[Completion]:
         """The server's answer stream; a version the server has lost (restarted since it was
@@ -398,3 +404,9 @@ def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
         return checkpoint_fingerprint(checkpoint())
 
     return Engine(generator, once(fingerprint))
+
+
+def _chunk_logprob(choice: object) -> float | None:
+    """The summed log-probability of the tokens of a streamed chat chunk, when it has them."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    return sum(t.logprob for t in content) if content else None

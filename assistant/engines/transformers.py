@@ -91,6 +91,36 @@ class _RecentRepetitionPenalty(LogitsProcessor):
         return scores.scatter(1, made, seen)
 
 
+class _LogprobRecorder(LogitsProcessor):
+    """Keeps the log-probability of each token made, under the model's own distribution
+    (first in the processor list: before any penalty). A step sees the token the step
+    before chose at the end of ``input_ids``; the last token's is taken by :meth:`finish`."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self._last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids)
+        self._last = torch.log_softmax(scores[0].float(), dim=-1)
+        return scores
+
+    def _take(self, input_ids: torch.LongTensor) -> None:
+        if self._last is not None and input_ids.shape[1] > self.prompt_tokens + len(self.ids):
+            token = int(input_ids[0, -1])
+            self.ids.append(token)
+            self.logprobs.append(float(self._last[token]))
+            self._last = None
+
+    def finish(self, last_token: int | None, made: int) -> None:
+        if self._last is not None and last_token is not None and len(self.ids) < made:
+            self.ids.append(last_token)
+            self.logprobs.append(float(self._last[last_token]))
+        self._last = None
+
+
 class _CountingStreamer(TextIteratorStreamer):
     """Counts generated tokens and stamps the first one (text may lag a token or two
     behind while the streamer waits for a word boundary)."""
@@ -146,9 +176,15 @@ class TransformersTokenStream:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:  # greedy: clear sampling defaults a checkpoint's generation_config may carry
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        processors: list[LogitsProcessor] = []
+        self._recorder = _LogprobRecorder(len(ids)) if params.logprobs else None
+        if self._recorder is not None:
+            processors.append(self._recorder)
         if params.repetition_penalty != 1.0:
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [_RecentRepetitionPenalty(params.repetition_penalty, len(ids))])
+            processors.append(_RecentRepetitionPenalty(params.repetition_penalty, len(ids)))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        self._tokenizer = tok
         self._max_new_tokens = params.max_new_tokens
         eos = loaded.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
@@ -198,6 +234,11 @@ class TransformersTokenStream:
         if not s.stopped and self._error is None:
             cut = s.completion_tokens >= self._max_new_tokens and self._streamer.last_token not in self._eos
             s.finish_reason = FINISH_LENGTH if cut else FINISH_STOP
+        if self._recorder is not None:
+            r = self._recorder
+            r.finish(self._streamer.last_token, s.completion_tokens)
+            s.logprobs = [(self._tokenizer.decode([t], skip_special_tokens=True), lp)
+                          for t, lp in zip(r.ids, r.logprobs) if t not in self._eos]
         s.latency_ms = (time.perf_counter() - self._started) * 1000
         if self._streamer.first_token_at is not None:
             s.ttft_ms = (self._streamer.first_token_at - self._started) * 1000

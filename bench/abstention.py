@@ -42,21 +42,8 @@ from assistant.bootstrap import open_database, open_library, open_registry  # no
 from assistant.chat.prompting import build_messages  # noqa: E402
 from assistant.config import get_settings  # noqa: E402
 from assistant.cpu import report as cpu_report  # noqa: E402
-from assistant.significance import rate  # noqa: E402
 from assistant.versions import BASE_VERSION  # noqa: E402
-
-
-def default_file() -> Path:
-    from tests.shared_data import SHARED_DATA
-
-    return SHARED_DATA / "squad2_dev_2_articles.json"
-
-
-def pct(k: int, n: int) -> str:
-    if not n:
-        return "-"
-    r = rate(k, n)
-    return f"{k / n:.3f} ({r.low:.2f}-{r.high:.2f})"
+from bench.evidence import default_file, pct  # noqa: E402
 
 
 def main() -> None:

@@ -75,8 +75,10 @@ class _Recorder:
         return []
 
     def stream(self, messages, params, version):
+        from tests.fakes import FakeStream
+
         self.params.append((version, params))
-        return iter(["ok"])
+        return FakeStream("ok", 0, 0.0, None, version)
 
 
 @pytest.mark.parametrize(("option", "expected"), [(None, "chat"), (1.0, 1.0), (1.3, 1.3)])

@@ -387,15 +387,13 @@ class ChatService:
             return self._stream(messages, params, version)
         texts = [hit.text for hit in hits]
         similarity = similarity_of(self.retriever.embedder) if self.retriever is not None else None
-
         answers = self.settings.answers
 
         def form(said: str, probability: float | None) -> Composed:
             return compose(mode, said, question, texts, similarity, answers.min_similarity,
                            probability, answers.min_abstain_probability)
 
-        inner = None if mode == "extractive" else \
-            self._stream(messages, replace(params, logprobs=True), version)
+        inner = None if mode == "extractive" else self._stream(messages, replace(params, logprobs=True), version)
         return ComposedStream(form, inner, version or self.generator.model_version)
 
     def _stream(self, messages: Messages, params: GenerationParams, version: str | None) -> TokenStream:

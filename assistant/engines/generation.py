@@ -51,7 +51,9 @@ class GenerationParams:
     logprobs: bool = False
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """How the answer was generated, as stored with it (``logprobs`` is what the caller
+        wanted back, not how the answer was made)."""
+        return {k: v for k, v in asdict(self).items() if k != "logprobs"}
 
 
 @dataclass
@@ -83,6 +85,17 @@ def leading_probability(logprobs: list[tuple[str, float]] | None, text: str) -> 
         if len(said.lstrip()) >= len(text.strip()):
             return math.exp(total)
     return None
+
+
+def token_logprob(logits: object, token: int, vocab: int) -> float:
+    """The log-probability of ``token`` under one row of ``vocab`` logits (an array, or a
+    C pointer to them: llama.cpp's)."""
+    import numpy as np
+
+    row = np.ctypeslib.as_array(logits, shape=(vocab,)) if not hasattr(logits, "shape") else logits
+    row = np.asarray(row, dtype=np.float64)
+    top = row.max()
+    return float(row[token] - top - np.log(np.exp(row - top).sum()))
 
 
 class TokenStream(Protocol):

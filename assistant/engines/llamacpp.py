@@ -42,12 +42,12 @@ from assistant.engines.generation import (
     GenerationParams,
     QueuedTokenStream,
     VersionNames,
+    token_logprob,
 )
 from assistant.versions import BASE_VERSION
 from assistant.engines.messages import Messages
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
     from llama_cpp._internals import LlamaModel
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,8 @@ class LlamaCppGenerator(VersionNames):
                     finish = FINISH_STOP
                     break
                 made += 1
-                logprob = _logprob_of(llm, token) if params.logprobs else None
+                # The logits the token was chosen from (the next is evaluated after we have it).
+                logprob = token_logprob(llm._ctx.get_logits(), token, llm.n_vocab()) if params.logprobs else None
                 out.emit(decoder.decode(llm.detokenize([token])), logprob=logprob)
                 if made >= limit:
                     finish = FINISH_LENGTH
@@ -461,17 +462,6 @@ class LlamaCppGenerator(VersionNames):
             raise AdapterError("llama.cpp could not set the adapter on its context.")
         # The cached keys and values were computed with the previous weights.
         self._llm.reset()
-
-
-def _logprob_of(llm: Llama, token: int) -> float:
-    """The log-probability of ``token`` under the logits it was just chosen from (the
-    context's last output row: ``Llama.generate`` evaluates the next token only after the
-    caller has it; the model's own distribution, before any repeat penalty)."""
-    import numpy as np
-
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-    top = logits.max()
-    return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
 
 
 def _check_peft_folder(path: Path) -> None:

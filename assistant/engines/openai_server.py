@@ -196,9 +196,7 @@ class OpenAIGenerator(VersionNames):
         continuing = bool(sent) and sent[-1]["role"] == "assistant"
         # Continue an answer: the prompt text as the model reads it, ending inside the answer.
         raw = self._prompt_text(messages) if continuing and self._prompt_text else None
-        # Token log-probabilities from vLLM only: llama_cpp.server refuses them unless its
-        # model was loaded with logits_all (slower for every answer).
-        logprobs = params.logprobs and raw is None and self.server == "vLLM"
+        logprobs = params.logprobs and raw is None and self.server == "vLLM"  # see _chunk_logprob
 
         def job(out: QueuedTokenStream) -> None:
             import openai
@@ -407,6 +405,8 @@ def build(settings: Settings, loaded: LoadedModel | None = None) -> Engine:
 
 
 def _chunk_logprob(choice: object) -> float | None:
-    """The summed log-probability of the tokens of a streamed chat chunk, when it has them."""
+    """The summed log-probability of the tokens of a streamed chat chunk, when it has them.
+    Asked of vLLM only: llama_cpp.server refuses them unless its model was loaded with
+    ``logits_all`` (slower for every answer)."""
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     return sum(t.logprob for t in content) if content else None

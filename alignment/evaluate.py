@@ -295,9 +295,9 @@ class ModelAnswer:
 
     @property
     def abstained(self) -> bool:
-        from assistant.chat.answer_modes import ABSTENTION, first_sentence
+        from assistant.chat.answer_modes import abstains
 
-        return ABSTENTION.lower().rstrip(".") in first_sentence(self.text).lower()
+        return abstains(self.text)
 
 
 def grounded_answers(models: VersionAnswers, name: str, items: list[GroundedItem], mode: str,

@@ -76,6 +76,11 @@ def first_sentence(text: str) -> str:
     return (m.group(1) if m else line).strip()
 
 
+def abstains(answer: str) -> bool:
+    """Whether the first sentence of ``answer`` (a model's) says :data:`ABSTENTION`."""
+    return ABSTENTION.lower().rstrip(".") in first_sentence(answer).lower()
+
+
 def sentence_done(text: str) -> bool:
     """Whether ``text`` (a stream so far) already holds its first whole sentence: something
     follows it, so its markers are complete."""
@@ -172,11 +177,11 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
         return Composed(answer, evidence_of(answer, sources, question), "model")
     if mode == "extractive":
         return extract(question, sources, similarity, min_similarity)
-    short = first_sentence(answer)
-    if ABSTENTION.lower().rstrip(".") in short.lower():
+    if abstains(answer):
         if probability is not None and probability < min_abstain_probability:
             return extract(question, sources, similarity, min_similarity)  # an unsure abstention
         return Composed(ABSTENTION, how="abstained")
+    short = first_sentence(answer)
     best = best_for_question(question, sources, similarity, answer=short)
     if not _relevant(best, min_similarity):
         return Composed(ABSTENTION, how="abstained")

@@ -88,12 +88,11 @@ def leading_probability(logprobs: list[tuple[str, float]] | None, text: str) -> 
 
 
 def token_logprob(logits: object, token: int, vocab: int) -> float:
-    """The log-probability of ``token`` under one row of ``vocab`` logits (an array, or a
-    C pointer to them: llama.cpp's)."""
+    """The log-probability of ``token`` under one row of ``vocab`` logits behind a C pointer
+    (llama.cpp's ``llama_get_logits``)."""
     import numpy as np
 
-    row = np.ctypeslib.as_array(logits, shape=(vocab,)) if not hasattr(logits, "shape") else logits
-    row = np.asarray(row, dtype=np.float64)
+    row = np.ctypeslib.as_array(logits, shape=(vocab,)).astype(np.float64)
     top = row.max()
     return float(row[token] - top - np.log(np.exp(row - top).sum()))
 

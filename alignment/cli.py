@@ -141,9 +141,13 @@ def data_import_hh(file: Path) -> None:
 @click.option("--quote", is_flag=True,
               help="The reference answers quote the source's sentence that holds the answer, word "
               "for word with its [n], after the short answer (as the quoted answer mode shows).")
+@click.option("--calibration", is_flag=True,
+              help="Leave about 30% of the paragraphs (the same ones on every run) out of the examples: "
+              "`assistant models calibrate VERSION --grounded-file FILE` asks their questions.")
 @needs("import")
 def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple[str, ...],
-                      limit: int | None, unanswerable_share: float | None, quote: bool) -> None:
+                      limit: int | None, unanswerable_share: float | None, quote: bool,
+                      calibration: bool) -> None:
     """Import a SQuAD v1.1 / v2.0 file: articles become documents, questions become grounded
     examples (the chat's prompt with the sources retrieval finds; the gold answer citing its
     source, with --quote the sentence that holds it quoted, or "The documents do not say."
@@ -157,7 +161,7 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
     library = open_library(settings, db)
     report = import_squad(db, library, file, settings.generation.system_prompt, documents=documents,
                           examples=examples, titles=titles, limit=limit,
-                          unanswerable_share=unanswerable_share, quote=quote)
+                          unanswerable_share=unanswerable_share, quote=quote, calibration=calibration)
     click.echo(f"{file.name} (SQuAD {report.version}): {report.articles} articles, "
                f"{report.questions} questions.")
     for line in report.documents:
@@ -169,6 +173,9 @@ def data_import_squad(file: Path, documents: bool, examples: bool, titles: tuple
             f"{report.not_retrieved} whose answer retrieval did not find (both taught to abstain); "
             f"{report.duplicates} already imported, {report.span_not_in_context} skipped "
             "(answer not in its paragraph).")
+        if calibration:
+            click.echo(f"  {report.calibration_questions} questions of {report.calibration_paragraphs} "
+                       "paragraphs left out for `assistant models calibrate`.")
 
 
 @data.command("synth")

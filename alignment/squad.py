@@ -25,6 +25,7 @@ imported is skipped, so a stopped import is resumed by running it again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -53,6 +54,11 @@ BATCH_SIZE = 50
 #: Questions picked when a limit is given are a seeded sample, spread over the articles'
 #: paragraphs (the first N would all come from the first few paragraphs).
 SAMPLE_SEED = 0
+#: The share of the paragraphs ``data import squad --calibration`` leaves out of the examples:
+#: their questions are the ones no version was trained on, from which ``assistant models
+#: calibrate`` chooses a version's abstention threshold (questions of paragraphs it was trained
+#: on are biased: a trained version abstains about twice as often on them, wrongly).
+CALIBRATION_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class SquadReport:
     unanswerable: int = 0  # imported as abstentions: v2 is_impossible
     not_retrieved: int = 0  # imported as abstentions: no retrieved source holds the answer
     span_not_in_context: int = 0  # skipped
+    #: Questions (and their paragraphs) left out for calibration (``calibration=True``).
+    calibration_questions: int = 0
+    calibration_paragraphs: int = 0
     documents: list[str] = field(default_factory=list)  # what the ingest said, per article
 
 
@@ -172,6 +181,14 @@ def span_in_context(q: SquadQuestion) -> bool:
         if text and (start is not None and q.context[start:start + len(text)] == text or text in q.context):
             return True
     return False
+
+
+def calibration_paragraph(q: SquadQuestion) -> bool:
+    """Whether ``q``'s paragraph is one of the :data:`CALIBRATION_SHARE` left for calibration:
+    a hash of its article's title and its text, so the import and the calibration agree on
+    every run with nothing stored."""
+    digest = hashlib.sha256(f"{SAMPLE_SEED}:{q.title}\n{q.context}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < CALIBRATION_SHARE
 
 
 def pick(questions: Sequence[SquadQuestion], limit: int | None, seed: int = SAMPLE_SEED,
@@ -290,8 +307,10 @@ def import_squad(
     unanswerable_share: float | None = None,
     batch_size: int = BATCH_SIZE,
     quote: bool = False,
+    calibration: bool = False,
 ) -> SquadReport:
-    """Import the SQuAD file at ``path``; see the module docstring."""
+    """Import the SQuAD file at ``path``; see the module docstring. With ``calibration``, the
+    questions of the paragraphs :func:`calibration_paragraph` picks are left out."""
     path = Path(path)
     version, articles = parse_squad(path)
     articles = select_articles(articles, titles)
@@ -306,7 +325,13 @@ def import_squad(
     # Conversation.source holds 300 characters: "squad:" + name + ":" + the question id.
     prefix = f"{SQUAD_PREFIX}{path.name[:150]}:"
     done = _stored_ids(db, prefix)
-    questions = pick([q for a in articles for q in a.questions], limit, unanswerable_share=unanswerable_share)
+    asked = [q for a in articles for q in a.questions]
+    if calibration:
+        left = [q for q in asked if calibration_paragraph(q)]
+        report.calibration_questions = len(left)
+        report.calibration_paragraphs = len({(q.title, q.context) for q in left})
+        asked = [q for q in asked if not calibration_paragraph(q)]
+    questions = pick(asked, limit, unanswerable_share=unanswerable_share)
     report.picked = len(questions)
     pending: list[GroundedExample] = []
     for q in tqdm(questions, desc=f"Grounding {path.name}", unit="question"):

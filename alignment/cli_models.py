@@ -3,6 +3,7 @@ eval gate that activates them.
 
     assistant eval v2                               # against the active version
     assistant models list | show v2 | activate v2 [--force] | rollback | import FOLDER
+    assistant models calibrate v2 --grounded-file dev.json   # its own abstention threshold
 
 Thin: calls :mod:`alignment.evaluate`, :mod:`assistant.registry` and :mod:`assistant.gate`.
 Domain errors become one-line messages (exit status 1).
@@ -38,7 +39,7 @@ def _settings_db_registry() -> tuple[Settings, Database, Registry]:
 
 @click.group()
 def models() -> None:
-    """Model versions: list, show, activate (with the eval gate), roll back."""
+    """Model versions: list, show, calibrate, activate (with the eval gate), roll back."""
 
 
 def _headline(metrics: dict) -> str:
@@ -69,6 +70,8 @@ def models_show(name: str) -> None:
     """A version's lineage, data, config, metrics and evaluations."""
     import json
 
+    from assistant.registry import CALIBRATION
+
     _, _, registry = _settings_db_registry()
     v = registry.get(name)
     if v.is_base:
@@ -93,11 +96,44 @@ def models_show(name: str) -> None:
             "max_length", "lora_r", "lora_alpha", "beta", "bf16", "use_cpu", "reward_version")
     click.echo("  config:   " + ", ".join(f"{k}={c[k]}" for k in keys if c.get(k) is not None))
     click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
-                                            for k, x in v.metrics.items()}))
+                                            for k, x in v.metrics.items() if k != CALIBRATION}))
+    calibration = v.metrics.get(CALIBRATION)
+    if calibration:
+        click.echo(f"  abstention threshold: {calibration['min_abstain_probability']:g} (calibrated "
+                   f"{calibration.get('at', '')} on {calibration.get('asked')} questions of "
+                   f"{calibration.get('questions')})")
     for e in registry.evaluations(v.name):
         click.echo(f"  eval {e.created_at:%Y-%m-%d %H:%M}: " + "\n    ".join(summarize(e)))
     if v.curve and v.curve.is_file():
         click.echo(f"  curve:    {v.curve}")
+
+
+@models.command("calibrate")
+@click.argument("name")
+@click.option("--grounded-file", type=click.Path(exists=True, dir_okay=False),
+              help="Ask a SQuAD file's questions: those of the paragraphs `data import squad "
+              "--calibration` left out of the examples (default: the held-out grounded examples).")
+@click.option("--grounded-title", "grounded_titles", multiple=True,
+              help="Only this article of --grounded-file (repeatable).")
+@click.option("--all-paragraphs", is_flag=True,
+              help="Every question of --grounded-file (for an article the version was not trained on).")
+@click.option("--grounded", "limit", type=click.IntRange(min=1), help="At most N questions [all].")
+@click.option("--max-false-abstention", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="The share of answerable questions the version may answer \"The documents do not say.\".")
+@needs("evaluate")
+def models_calibrate(name: str, grounded_file: str | None, grounded_titles: tuple[str, ...],
+                     all_paragraphs: bool, limit: int | None, max_false_abstention: float) -> None:
+    """Choose NAME's own abstention threshold (answers.min_abstain_probability) on questions it
+    was not trained on: the lowest at which its false abstention is at most
+    --max-false-abstention. The chat uses it while the setting is unset."""
+    quiet_libraries()
+    from alignment.calibration import calibrate, report
+    from alignment.evaluate import EvalOptions
+
+    options = EvalOptions(grounded=limit, grounded_file=grounded_file, grounded_titles=grounded_titles,
+                          grounded_calibration=bool(grounded_file) and not all_paragraphs)
+    for line in report(name, calibrate(get_settings(), name, options, max_false_abstention)):
+        click.echo(line)
 
 
 @models.command("activate")

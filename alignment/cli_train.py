@@ -273,7 +273,7 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
     sft = _run("sft", dict(options, learning_rate=options.get("learning_rate") or GROUNDED_SFT_LR))
     if sft is None or no_dpo:
         if sft:
-            click.echo(f"Next: `assistant eval {sft}`, then `assistant models activate {sft}`.")
+            click.echo(f"Next: {_next(sft)}")
         return
     dpo_options = dict(options, parent=sft, run_dir=run_dir)
     if dpo_steps is not None:
@@ -287,7 +287,13 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
                    f"on-policy`, then `assistant train dpo --parent {sft}`.")
         dpo = sft
     if dpo:
-        click.echo(f"Next: `assistant eval {dpo}`, then `assistant models activate {dpo}`.")
+        click.echo(f"Next: {_next(dpo)}")
+
+
+def _next(version: str) -> str:
+    return (f"`assistant models calibrate {version} --grounded-file FILE` (its own abstention "
+            "threshold, on the paragraphs `data import squad FILE --calibration` left out), "
+            f"`assistant eval {version}`, then `assistant models activate {version}`.")
 
 
 def register(main: click.Group) -> None:

@@ -92,3 +92,7 @@ class RunWontFit(AlignmentError):
             f"{estimate.advice(free)}Close other programs or wait for the running runs "
             "to end, then start it again; or train a smaller model (ASSISTANT_MODEL)."
         )
+
+
+class CannotCalibrate(AlignmentError):
+    """``assistant models calibrate`` has no version or too few questions to choose from."""

@@ -185,15 +185,21 @@ def _curve_lines(m: dict[str, Any]) -> list[str]:
     curves = m.get("abstention_curve") or {}
     if not curves:
         return []
-    chosen = m.get("min_abstain_probability")
+    chosen = {m.get("candidate"): m.get("min_abstain_probability"),
+              m.get("baseline"): m.get("baseline_min_abstain_probability")}
     lines = ["    abstention trade-off by answers.min_abstain_probability "
-             "(accuracy / abstention / false abstention; * the setting used):"]
-    for name, rows in curves.items():
-        lines.append(f"      {name}: " + "; ".join(
-            f"{r['min_abstain_probability']:g}{'*' if r['min_abstain_probability'] == chosen else ''} "
-            f"{_share(r['accuracy'])}/{_share(r['abstention'])}/{_share(r['false_abstention'])}"
-            for r in rows))
+             "(accuracy / abstention / false abstention; * the threshold used):"]
+    lines += [f"      {name}: {curve_line(rows, chosen.get(name, m.get('min_abstain_probability')))}"
+              for name, rows in curves.items()]
     return lines
+
+
+def curve_line(rows: list[dict[str, Any]], chosen: float | None) -> str:
+    """One version's trade-off on one line: ``0 62%/60%/27%; 0.1* 73%/53%/16%; ...``."""
+    return "; ".join(
+        f"{r['min_abstain_probability']:g}{'*' if r['min_abstain_probability'] == chosen else ''} "
+        f"{_share(r['accuracy'])}/{_share(r['abstention'])}/{_share(r['false_abstention'])}"
+        for r in rows)
 
 
 # -- reading a record back -----------------------------------------------------------------------

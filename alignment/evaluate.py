@@ -33,7 +33,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +73,14 @@ class EvalOptions:
     test_fraction: float = 0.1  # the same split as training's default
     split_seed: int = 0
     tolerance: float = SCORE_TOLERANCE  # reward scores closer than this tie
-    grounded: int = 60  # grounded questions (0: none)
+    grounded: int | None = 60  # grounded questions (0: none; None: all)
     grounded_max_new_tokens: int = 48
     #: A SQuAD file whose questions are asked (None: the held-out grounded examples).
     grounded_file: str | None = None
     grounded_titles: tuple[str, ...] = ()
+    #: Only the questions of --grounded-file's paragraphs that ``data import squad
+    #: --calibration`` leaves out of the examples (:func:`alignment.squad.calibration_paragraph`).
+    grounded_calibration: bool = False
     #: Repetition penalty of every answer (None: the chat's, ``generation.repetition_penalty``;
     #: 1.0: off, to see how much a version loops on its own).
     repetition_penalty: float | None = None
@@ -205,7 +207,7 @@ def _evaluate(settings: Settings, registry: Registry, candidate: str, baseline: 
             correct[name] = [is_correct(a, i.answers) for a, i in zip(said, items)]
         metrics.update(qa_metrics(correct[candidate], correct[baseline]))
     if o.grounded:
-        metrics.update(grounded_qa(settings, db, models, candidate, baseline, o, notes))
+        metrics.update(grounded_qa(settings, db, models, candidate, baseline, o, notes, registry))
     metrics["notes"] = notes
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     log.info("eval %s vs %s: %s", candidate, baseline, metrics)
@@ -224,12 +226,19 @@ class GroundedItem:
 def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[list[GroundedItem], str]:
     """The grounded questions to ask and where they come from."""
     if o.grounded_file:
-        from alignment.squad import ground, parse_squad, pick, select_articles, span_in_context
+        from alignment.squad import (
+            calibration_paragraph,
+            ground,
+            parse_squad,
+            pick,
+            select_articles,
+            span_in_context,
+        )
         from assistant.bootstrap import open_library
 
         _, articles = parse_squad(o.grounded_file)
         questions = [q for a in select_articles(articles, o.grounded_titles) for q in a.questions
-                     if span_in_context(q)]
+                     if span_in_context(q) and (calibration_paragraph(q) or not o.grounded_calibration)]
         library = open_library(settings, db)
         items = []
         for q in pick(questions, o.grounded):
@@ -238,7 +247,8 @@ def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[li
                 build_messages(settings.generation.system_prompt, [], q.question, ex.sources),
                 ex.judged_answers, tuple(s.text for s in ex.sources), q.question))
         titles = f" ({', '.join(o.grounded_titles)})" if o.grounded_titles else ""
-        return items, f"{o.grounded_file}{titles}"
+        part = ", the paragraphs left for calibration" if o.grounded_calibration else ""
+        return items, f"{o.grounded_file}{titles}{part}"
     from alignment.export import split_of
 
     held_out = [e for e in grounded_examples(db)
@@ -249,8 +259,9 @@ def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[li
 
 
 def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candidate: str, baseline: str,
-                o: EvalOptions, notes: list[str]) -> dict[str, Any]:
+                o: EvalOptions, notes: list[str], registry: Registry) -> dict[str, Any]:
     from alignment.eval_metrics import grounded_metrics
+    from assistant.chat.answer_modes import abstain_threshold
 
     items, where = grounded_items(settings, db, o)
     if not items:
@@ -258,12 +269,15 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
                      "or pass --grounded-file): grounded QA not measured")
         return {}
     mode = o.answer_mode or settings.answers.mode
-    similarity = _similarity(settings) if mode != "free" else None
-    verdicts, seconds, curves = {}, {}, {}
+    similarity = answer_similarity(settings) if mode != "free" else None
+    verdicts, seconds, curves, thresholds = {}, {}, {}, {}
     for name in (candidate, baseline):
         answered, seconds[name] = grounded_answers(models, name, items, mode, o)
-        formed = partial(form_all, mode, answered, items, settings, similarity)
-        said = formed(settings.answers.min_abstain_probability)
+        formed = former(mode, answered, items, settings, similarity)
+        # Each version's own threshold, as the chat uses it (unless the setting names one).
+        thresholds[name] = abstain_threshold(settings.answers.min_abstain_probability,
+                                             registry.abstain_threshold(name))
+        said = formed(thresholds[name])
         verdicts[name] = [judge_item(a, i) for a, i in zip(said, items)]
         if mode == "quoted" and any(a.abstained for a in answered):
             curves[name] = abstention_curve(formed, items)
@@ -275,7 +289,8 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
                grounded_seconds_per_answer=round(seconds[candidate] / len(items), 3),
                baseline_grounded_seconds_per_answer=round(seconds[baseline] / len(items), 3))
     if mode == "quoted":
-        out["min_abstain_probability"] = settings.answers.min_abstain_probability
+        out["min_abstain_probability"] = thresholds[candidate]
+        out["baseline_min_abstain_probability"] = thresholds[baseline]
     if curves:
         out["abstention_curve"] = curves
     return out
@@ -329,10 +344,23 @@ def form(mode: str, answer: ModelAnswer, item: GroundedItem, settings: Settings,
                    settings.answers.min_similarity, answer.probability, min_abstain_probability).text
 
 
-def form_all(mode: str, answered: list[ModelAnswer], items: list[GroundedItem], settings: Settings,
-             similarity: Similarity | None, min_abstain_probability: float) -> list[str]:
-    return [form(mode, a, i, settings, similarity, min_abstain_probability)
-            for a, i in zip(answered, items)]
+def former(mode: str, answered: list[ModelAnswer], items: list[GroundedItem], settings: Settings,
+           similarity: Similarity | None) -> Callable[[float], list[str]]:
+    """The answers shown for ``answered`` at a given ``answers.min_abstain_probability``. Only
+    whether a model's abstention is trusted depends on the threshold (compose's rule: its
+    probability is known and under it), so each answer is composed at most twice, however
+    many thresholds are asked."""
+    done: dict[tuple[int, bool], str] = {}
+
+    def at(threshold: float) -> list[str]:
+        out = []
+        for k, (a, i) in enumerate(zip(answered, items)):
+            trusted = a.probability is None or a.probability >= threshold
+            if (k, trusted) not in done:
+                done[k, trusted] = form(mode, a, i, settings, similarity, threshold)
+            out.append(done[k, trusted])
+        return out
+    return at
 
 
 #: The ``answers.min_abstain_probability`` values evaluation reports the trade-off at.
@@ -360,7 +388,7 @@ def _share(count: int, n: int) -> float | None:
     return round(count / n, 4) if n else None
 
 
-def _similarity(settings: Settings) -> Similarity:
+def answer_similarity(settings: Settings) -> Similarity:
     from assistant.chat.answer_modes import similarity_of
     from assistant.documents.embedding import Embedder
 

@@ -106,13 +106,14 @@ class AnswerSettings(BaseModel):
         "source sentence has at least this embedding similarity to the question (-1: always "
         "quote; the trade-off is measured in docs/retrieval.md).",
     )
-    min_abstain_probability: float = Field(
-        0.2, ge=0.0, le=1.0,
+    min_abstain_probability: float | None = Field(
+        None, ge=0.0, le=1.0,
         description="In quoted mode, the model's own \"The documents do not say.\" is kept "
         "when the model gave it at least this probability (the product of its tokens' "
         "probabilities); a less sure one is answered with the best source sentence, quoted. "
-        "0: keep every abstention. Engines without token probabilities (servers other than "
-        "vLLM) keep every abstention. The trade-off is measured in docs/training.md.",
+        "0: keep every abstention. Unset: the answering version's own threshold, chosen by "
+        "`assistant models calibrate`, else 0.2. Engines without token probabilities (servers "
+        "other than vLLM) keep every abstention. The trade-off is measured in docs/training.md.",
     )
 
 

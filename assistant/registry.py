@@ -46,6 +46,8 @@ DOCTOR_REASON = "doctor"
 #: What a version folder says about itself (kind, base, lineage, data, config, metrics), so
 #: that another installation can import it (``assistant models import``).
 VERSION_FILE = "version.json"
+#: The key of a version's metrics that keeps its abstention calibration (``Registry.calibrate``).
+CALIBRATION = "abstention_calibration"
 
 
 class VersionNotFound(AssistantError):
@@ -156,6 +158,24 @@ class Registry:
 
     def list(self) -> list[Version]:
         return [self._version(v) for v in self.store.all()]
+
+    # -- the abstention threshold a version was calibrated with --------------------------------
+    def calibrate(self, name: str, calibration: dict[str, Any]) -> Version:
+        """Keep ``calibration`` (``alignment.calibration``: the version's own
+        ``answers.min_abstain_probability`` and the questions it was chosen on) with ``name``."""
+        stored = self.store.update_metrics(name, {CALIBRATION: calibration})
+        if stored is None:
+            raise VersionNotFound(name, [v.name for v in self.store.all()])
+        return self._version(stored)
+
+    def abstain_threshold(self, name: str) -> float | None:
+        """The ``answers.min_abstain_probability`` chosen for ``name`` (None: not calibrated,
+        or no such version)."""
+        if name == BASE_VERSION:
+            return None
+        stored = self.store.find(name)
+        value = (stored.metrics.get(CALIBRATION) or {}).get("min_abstain_probability") if stored else None
+        return float(value) if isinstance(value, (int, float)) else None
 
     def newest(self, kind: str) -> Version | None:
         stored = self.store.newest(kind)

@@ -204,3 +204,30 @@ def test_a_question_no_sentence_answers_is_abstained_on_in_the_quoting_modes(sto
     reply = svc.send(None, "Where is the Zorblax festival held?", PARAMS)
     assert "".join(reply) == "The documents do not say."
     assert not any(s.evidence for s in store.get_message(reply.message.id).sources)
+
+
+@pytest.mark.parametrize("setting, calibrated, formed", [
+    (None, 0.05, "abstained"),  # the version's own threshold: 0.08 is sure enough for it
+    (None, None, "quote"),      # not calibrated: the default, 0.2
+    (0.2, 0.05, "quote"),       # the setting, when set, wins
+])
+def test_the_answering_version_s_own_threshold_weighs_its_abstention(store, settings, library, setting,
+                                                                     calibrated, formed):
+    """``assistant models calibrate`` keeps a version's threshold in the registry; the chat
+    uses the answering version's while answers.min_abstain_probability is unset."""
+    from assistant.registry import Registry
+    from tests.test_registry import make_version
+
+    registry = Registry(store.db, settings.versions_dir)
+    v1 = make_version(registry, "sft")
+    if calibrated is not None:
+        registry.calibrate(v1.name, {"min_abstain_probability": calibrated})
+    registry.activate(v1.name)
+    settings.answers.mode, settings.answers.min_abstain_probability = "quoted", setting
+    generator = FakeGenerator(answer="The documents do not say.", context_window=2000, word_logprob=-0.5)
+    generator.model_version = v1.name
+    svc = ChatService(store, generator, settings, retriever=library.retriever, registry=registry)
+    reply = svc.send(None, "In which town is the Zorblax festival held?", PARAMS)
+    list(reply)
+    answer = store.get_message(reply.message.id)
+    assert answer.record.model_version == v1.name and answer.record.params["formed"] == formed

@@ -226,22 +226,28 @@ def test_an_unsure_abstention_is_answered_with_the_best_sentence(similarity, log
 def test_evaluation_reports_the_abstention_trade_off(similarity):
     """``assistant eval`` forms the same model answers at each min_abstain_probability and
     reports accuracy, abstention and false abstention at each: the curve behind the
-    setting, read off one set of answers."""
-    from functools import partial
-
+    setting, read off one set of answers (each answer composed once per outcome, the same
+    as composing it at each threshold)."""
     from alignment.eval_metrics import _curve_lines
-    from alignment.evaluate import GroundedItem, ModelAnswer, abstention_curve, form_all
+    from alignment.evaluate import ABSTAIN_CURVE, GroundedItem, ModelAnswer, abstention_curve, form, former
     from assistant.config import Settings
 
     items = [GroundedItem([], ("Denmark",), (NORMANS,), "From which countries did the Norse come?"),
-             GroundedItem([], (), (NORMANS,), "From which countries did the Norse sail in 1500?")]
-    answered = [ModelAnswer(ABSTENTION, 0.05), ModelAnswer(ABSTENTION, 0.3)]
-    assert all(a.abstained for a in answered) and not ModelAnswer("Rollo [1].").abstained
-    rows = abstention_curve(partial(form_all, "quoted", answered, items, Settings(), similarity), items)
+             GroundedItem([], (), (NORMANS,), "From which countries did the Norse sail in 1500?"),
+             GroundedItem([], ("Denmark",), (NORMANS,), "Where did the Norse raiders come from?")]
+    answered = [ModelAnswer(ABSTENTION, 0.05), ModelAnswer(ABSTENTION, 0.3), ModelAnswer("Denmark [1].", 0.9)]
+    assert all(a.abstained for a in answered[:2]) and not answered[2].abstained
+    formed = former("quoted", answered, items, Settings(), similarity)
+    for t in ABSTAIN_CURVE:
+        assert formed(t) == [form("quoted", a, i, Settings(), similarity, t) for a, i in zip(answered, items)]
+    rows = abstention_curve(formed, items)
     at = {r["min_abstain_probability"]: (r["accuracy"], r["abstention"], r["false_abstention"])
           for r in rows}
-    assert at[0.0] == (0.0, 1.0, 1.0)   # every abstention kept
+    assert at[0.0] == (0.5, 1.0, 0.5)   # every abstention kept
     assert at[0.1] == (1.0, 1.0, 0.0)   # the unsure one quotes the sentence naming Denmark
     assert at[0.5] == (1.0, 0.0, 0.0)   # none kept
-    lines = _curve_lines({"abstention_curve": {"v1": rows}, "min_abstain_probability": 0.1})
-    assert "0.1* 100.0%/100.0%/0.0%" in lines[1] and lines[1].startswith("      v1: 0 0.0%/100.0%/100.0%")
+    # Each side's curve stars the threshold that side answered with.
+    lines = _curve_lines({"abstention_curve": {"v1": rows, "v2": rows}, "candidate": "v1", "baseline": "v2",
+                          "min_abstain_probability": 0.1, "baseline_min_abstain_probability": 0.5})
+    assert "0.1* 100.0%/100.0%/0.0%" in lines[1] and lines[1].startswith("      v1: 0 50.0%/100.0%/50.0%")
+    assert "0.5* 100.0%/0.0%/0.0%" in lines[2] and "0.1*" not in lines[2]

@@ -342,9 +342,11 @@ def test_pick_caps_the_unanswerable_share():
     assert sum(q.impossible for q in pick(qs, None, unanswerable_share=0.0)) == 0
 
 
-def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path, warm_embedder):
+def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path, warm_embedder, monkeypatch):
     """import squad -> on-policy (the real transformers engine) -> train grounded (SFT, then
-    DPO on top) -> eval with grounded QA on retrieved sources, through the CLI."""
+    DPO on top) -> eval with grounded QA on retrieved sources -> calibrate the abstention
+    threshold, through the CLI."""
+    from alignment.evaluate import ABSTAIN_CURVE
     from assistant.bootstrap import open_database, open_registry
 
     path = write(tmp_path, squad("v2.0"))
@@ -365,7 +367,7 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     out = cli("train", "grounded", "--steps", "1", "--lora-r", "4", "--max-length", "400",
               "--batch-size", "2", "--test-fraction", "0", "--min-rows", "1")
     assert "Registered v1: sft from base" in out and "Registered v2: dpo from v1" in out, out
-    assert "Next: `assistant eval v2`" in out
+    assert "Next: `assistant models calibrate v2 --grounded-file FILE`" in out and "`assistant eval v2`" in out
     db = open_database(tiny_settings)
     registry = open_registry(tiny_settings, db)
     assert registry.lineage("v2") == ["v2", "v1", "base"]
@@ -377,6 +379,26 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     assert "grounded QA on retrieved sources" in out and "grounded answer accuracy" in out
     m = registry.evaluations("v2")[-1].metrics
     assert m["grounded_questions"] == 4 and m["grounded_answerable"] + m["grounded_unanswerable"] == 4
+    # Calibrating v2's abstention threshold: too few answerable questions is refused, v2 unchanged.
+    refused = CliRunner().invoke(main, ["models", "calibrate", "v2", "--grounded-file", str(path),
+                                        "--all-paragraphs"])
+    assert refused.exit_code == 1 and "needs at least 10" in refused.output
+    assert registry.abstain_threshold("v2") is None
+    import alignment.calibration
+
+    monkeypatch.setattr(alignment.calibration, "MIN_ANSWERABLE", 2)
+    out = cli("models", "calibrate", "v2", "--grounded-file", str(path), "--all-paragraphs")
+    kept = registry.get("v2").metrics["abstention_calibration"]
+    assert kept["asked"] == 5 and kept["answerable"] == 4 and kept["with_probability"] == 5
+    assert [r["min_abstain_probability"] for r in kept["curve"]] == list(ABSTAIN_CURVE)
+    assert registry.abstain_threshold("v2") == kept["min_abstain_probability"] in (*ABSTAIN_CURVE, 1.0)
+    assert f"v2's threshold is now {kept['min_abstain_probability']:g}" in out
+    # The evaluation answers with it, as the chat does.
+    cli("eval", "v2", "--against", "base", "--grounded-file", str(path), "--grounded", "4",
+        "--prompts", "0", "--qa", "0", "--answer-mode", "quoted")
+    m = registry.evaluations("v2")[-1].metrics
+    assert m["min_abstain_probability"] == kept["min_abstain_probability"]
+    assert m["baseline_min_abstain_probability"] == 0.2
 
 
 def test_synth_keeps_only_questions_checked_against_their_chunk(db, library, tmp_path):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from assistant.chat.answer_modes import quotes, unverified_quotes
-from assistant.chat.service import SAYS_NO_DOCUMENT, ChatService, trim_notice
+from assistant.chat.prompting import trim_notice
+from assistant.chat.service import SAYS_NO_DOCUMENT, ChatService
 from assistant.chat.citations import MIN_RUN, Citations, cite
 from assistant.errors import AssistantError
 from assistant.storage import StoredMessage

@@ -161,6 +161,20 @@ def evidence_of(answer: str, sources: Sequence[str], question: str = "",
     return {n: tuple(sorted(spans)) for n, spans in sorted(found.items())}
 
 
+#: ``answers.min_abstain_probability`` for a version that was not calibrated (``assistant
+#: models calibrate``): chosen on a trained version's questions of its own article (the
+#: trade-off is in docs/training.md).
+DEFAULT_MIN_ABSTAIN_PROBABILITY = 0.2
+
+
+def abstain_threshold(setting: float | None, calibrated: float | None) -> float:
+    """The ``answers.min_abstain_probability`` in force: the setting when it is set, else the
+    answering version's own (``calibrated``), else :data:`DEFAULT_MIN_ABSTAIN_PROBABILITY`."""
+    if setting is not None:
+        return setting
+    return DEFAULT_MIN_ABSTAIN_PROBABILITY if calibrated is None else calibrated
+
+
 def compose(mode: str, answer: str, question: str, sources: Sequence[str],
             similarity: Similarity | None = None, min_similarity: float = 0.0,
             probability: float | None = None, min_abstain_probability: float = 0.0) -> Composed:

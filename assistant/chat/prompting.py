@@ -137,3 +137,10 @@ def with_sources(question: str, sources: Sequence[SourceLike]) -> str:
     return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
 
 
+def trim_notice(dropped: int, context_window: int) -> str:
+    """What the user is told when :func:`fit_history` left ``dropped`` old turns out."""
+    return (
+        f"This conversation is longer than the model's {context_window:,}-token context "
+        f"window: the {dropped} oldest message{'s' if dropped != 1 else ''} "
+        f"{'were' if dropped != 1 else 'was'} left out of the prompt for this answer."
+    )

@@ -27,9 +27,9 @@ from assistant.errors import (
     NotAQuestion,
 )
 from assistant.engines.generation import GenerationParams, Generator, TokenStream, engine_label
-from assistant.chat.answer_modes import ComposedStream, compose, evidence_of, similarity_of
+from assistant.chat.answer_modes import ComposedStream, abstain_threshold, compose, evidence_of, similarity_of
 from assistant.chat.citations import cite
-from assistant.chat.prompting import FittedPrompt, Turn, fit_history
+from assistant.chat.prompting import FittedPrompt, Turn, fit_history, trim_notice
 from assistant.documents.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 SAYS_NO_DOCUMENT = ("none relevant", "none fit")
 #: A version that failed to load is tried again after this long (its files may be restored).
 RETRY_FAILED_S = 30.0
-
-
-def trim_notice(dropped: int, context_window: int) -> str:
-    return (
-        f"This conversation is longer than the model's {context_window:,}-token context "
-        f"window: the {dropped} oldest message{'s' if dropped != 1 else ''} "
-        f"{'were' if dropped != 1 else 'was'} left out of the prompt for this answer."
-    )
 
 
 class Reply:
@@ -387,14 +379,16 @@ class ChatService:
             return self._stream(messages, params, version)
         texts = [hit.text for hit in hits]
         similarity = similarity_of(self.retriever.embedder) if self.retriever is not None else None
-        answers = self.settings.answers
+        answers, version = self.settings.answers, version or self.generator.model_version
+        threshold = abstain_threshold(answers.min_abstain_probability,
+                                      self.registry.abstain_threshold(version) if self.registry else None)
 
         def form(said: str, probability: float | None) -> Composed:
             return compose(mode, said, question, texts, similarity, answers.min_similarity,
-                           probability, answers.min_abstain_probability)
+                           probability, threshold)
 
         inner = None if mode == "extractive" else self._stream(messages, replace(params, logprobs=True), version)
-        return ComposedStream(form, inner, version or self.generator.model_version)
+        return ComposedStream(form, inner, version)
 
     def _stream(self, messages: Messages, params: GenerationParams, version: str | None) -> TokenStream:
         if version is None or version == self.generator.model_version:

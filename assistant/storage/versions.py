@@ -98,6 +98,16 @@ class VersionStore:
             row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
             return _stored(row) if row is not None else None
 
+    def update_metrics(self, name: str, updates: dict[str, Any]) -> StoredVersion | None:
+        """Merge ``updates`` into the version's metrics (what was measured of it after it was
+        registered; its lineage, data and config never change). None: no such version."""
+        with self.db.write() as s:
+            row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
+            if row is None:
+                return None
+            row.metrics = {**(row.metrics or {}), **updates}  # a new dict: the JSON column sees it
+            return _stored(row)
+
     def all(self) -> list[StoredVersion]:
         """Every version, oldest first."""
         with self.db.read() as s:

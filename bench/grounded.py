@@ -4,7 +4,7 @@ the embedded model: train on one SQuAD article's questions, evaluate on the othe
     HF_HUB_OFFLINE=1 .venv/bin/python bench/grounded.py [--file squad2_dev_2_articles.json]
         [--train-title Computational_complexity_theory] [--eval-title Normans]
         [--train-limit 160] [--eval-limit 80] [--sft-steps 25] [--dpo-steps 15 | --no-dpo] [--lr LR]
-        [--quote] [--answer-mode free|quoted|extractive ...]
+        [--quote] [--calibration] [--answer-mode free|quoted|extractive ...]
 
 In a fresh data folder (``--data-dir``, default a temporary one), each step is the CLI a
 user runs, timed:
@@ -16,7 +16,10 @@ user runs, timed:
    training article's chunks);
 3. ``assistant data on-policy``: the base model answers them (llama.cpp by default), the
    bad answers become pairs;
-4. ``assistant train grounded --steps S --dpo-steps D``: SFT, then DPO on top;
+4. ``assistant train grounded --steps S --dpo-steps D``: SFT, then DPO on top (with
+   ``--calibration``, the import left ~30% of the training article's paragraphs out, and
+   ``assistant models calibrate VERSION --grounded-file FILE --grounded-title TRAIN`` chooses
+   each version's abstention threshold on them before it is evaluated);
 5. ``assistant eval VERSION --against base --grounded-file FILE --grounded-title EVAL``:
    the held-out article's questions, asked with the sources retrieval finds now; once for
    the SFT version and once for the DPO one.
@@ -91,6 +94,9 @@ def main() -> None:
     p.add_argument("--no-dpo", action="store_true", help="SFT only: no on-policy pairs, no DPO.")
     p.add_argument("--quote", action="store_true",
                    help="Reference answers quote the sentence holding the answer (data import squad --quote).")
+    p.add_argument("--calibration", action="store_true",
+                   help="Import with --calibration and calibrate each version on the training article's "
+                   "paragraphs left out (`assistant models calibrate`) before evaluating it.")
     p.add_argument("--answer-mode", action="append", choices=["free", "quoted", "extractive"], default=None,
                    help="Evaluate in this answering mode (repeatable; default: the chat's).")
     p.add_argument("--synth", type=int, default=0, metavar="K",
@@ -120,7 +126,8 @@ def main() -> None:
         text, times["import_examples"] = cli(env, "data", "import", "squad", str(file), "--no-documents",
                                              "--title", a.train_title, "--limit", str(a.train_limit),
                                              "--unanswerable-share", str(a.unanswerable_share),
-                                             *(["--quote"] if a.quote else []))
+                                             *(["--quote"] if a.quote else []),
+                                             *(["--calibration"] if a.calibration else []))
         out["import"] = text.strip().splitlines()[-1]
     if "on-policy" in todo:
         limit = ["--limit", str(a.on_policy_limit)] if a.on_policy_limit else []
@@ -145,6 +152,10 @@ def main() -> None:
     evals: dict[str, list[str | None]] = {}
     modes = a.answer_mode or [None]
     for version in versions:
+        if a.calibration:
+            text, times[f"calibrate_{version}"] = cli(env, "models", "calibrate", version, "--grounded-file",
+                                                      str(file), "--grounded-title", a.train_title)
+            out.setdefault("calibration", {})[version] = text.strip()
         for mode in modes:
             _, times[f"eval_{version}{f'_{mode}' if mode else ''}"] = cli(
                 env, "eval", version, "--against", "base", "--grounded-file", str(file),

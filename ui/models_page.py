@@ -15,7 +15,7 @@ from assistant.config import Settings
 from assistant.errors import AssistantError
 from alignment.training_kinds import policy_kinds
 from assistant.gate import activate_version, gate_report
-from assistant.registry import Registry, Version
+from assistant.registry import CALIBRATION, Registry, Version
 from assistant.versions import BASE_VERSION, REWARD_KIND
 from ui import login, resources
 from ui.models_state import SELECT_NEXT, SELECTED, notify, show_notice
@@ -376,6 +376,13 @@ def _headline_metrics(m: dict) -> None:
     if number("trained_tokens_per_s") is not None and number("padding_share") is not None:
         row.metric("Trained tokens/s", f"{m['trained_tokens_per_s']:.0f}", width="content",
                    delta=f"{m['padding_share']:.0%} padding", delta_color="off", delta_arrow="off")
+    calibrated = m.get(CALIBRATION)
+    if isinstance(calibrated, dict) and isinstance(calibrated.get("min_abstain_probability"), int | float):
+        row.metric("Abstention threshold", f"{calibrated['min_abstain_probability']:g}", width="content",
+                   delta=f"calibrated on {calibrated.get('asked')} questions", delta_color="off",
+                   delta_arrow="off",
+                   help="`assistant models calibrate`: the version's own answers.min_abstain_probability, "
+                        f"chosen on {calibrated.get('questions')}; the chat uses it while the setting is unset.")
 
 
 _NAME_VALUE = {"name": st.column_config.TextColumn(width="medium"),

@@ -166,7 +166,14 @@ class Registry:
         stored = self.store.update_metrics(name, {CALIBRATION: calibration})
         if stored is None:
             raise VersionNotFound(name, [v.name for v in self.store.all()])
-        return self._version(stored)
+        version = self._version(stored)
+        described = version.path / VERSION_FILE if version.path else None
+        if described is not None and described.is_file():  # it travels with the folder
+            from assistant.atomic import write_json
+
+            meta = json.loads(described.read_text())
+            write_json(described, {**meta, "metrics": version.metrics}, indent=1, default=str)
+        return version
 
     def abstain_threshold(self, name: str) -> float | None:
         """The ``answers.min_abstain_probability`` chosen for ``name`` (None: not calibrated,

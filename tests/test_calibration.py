@@ -92,6 +92,10 @@ def test_a_calibration_is_kept_with_its_version(db, settings):
     assert kept.metrics["final_loss"] == 0.5 and kept.metrics[CALIBRATION]["asked"] == 40
     registry.calibrate(v1.name, {"min_abstain_probability": 1.0})
     assert registry.abstain_threshold(v1.name) == 1.0 and registry.get(v1.name).metrics["final_loss"] == 0.5
+    # The version's folder says it too (`assistant models import` elsewhere keeps it).
+    described = json.loads((v1.path / "version.json").read_text())
+    assert described["metrics"] == {"final_loss": 0.5, CALIBRATION: {"min_abstain_probability": 1.0}}
+    assert described["name"] == v1.name and described["parent"] == BASE_VERSION
     assert registry.abstain_threshold(BASE_VERSION) is None and registry.abstain_threshold("v99") is None
     with pytest.raises(VersionNotFound):
         registry.calibrate("v99", {"min_abstain_probability": 0.1})

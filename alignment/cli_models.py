@@ -131,7 +131,7 @@ def models_calibrate(name: str, grounded_file: str | None, grounded_titles: tupl
     from alignment.evaluate import EvalOptions
 
     options = EvalOptions(grounded=limit, grounded_file=grounded_file, grounded_titles=grounded_titles,
-                          grounded_calibration=bool(grounded_file) and not all_paragraphs)
+                          grounded_paragraphs="all" if all_paragraphs else "calibration")
     for line in report(name, calibrate(get_settings(), name, options, max_false_abstention)):
         click.echo(line)
 
@@ -233,6 +233,11 @@ def models_rollback() -> None:
               help="Ask a SQuAD file's questions (default: the held-out grounded examples).")
 @click.option("--grounded-title", "grounded_titles", multiple=True,
               help="Only this article of --grounded-file (repeatable).")
+@click.option("--grounded-paragraphs", type=click.Choice(["all", "calibration", "rest"]), default="all",
+              show_default=True,
+              help="Of --grounded-file: every paragraph's questions, only those of the paragraphs "
+              "`data import squad --calibration` leaves out (what `models calibrate` asks), or the "
+              "rest (questions a calibration on that file did not see).")
 @click.option("--repetition-penalty", type=click.FloatRange(1.0, 2.0),
               help="Repetition penalty of the answers (default: the chat's, "
               "generation.repetition_penalty; 1.0: off, to see how much a version loops).")
@@ -242,7 +247,7 @@ def models_rollback() -> None:
 @needs("evaluate")
 def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: int, prompts: int,
              qa: int, max_new_tokens: int, grounded: int, grounded_file: str | None,
-             grounded_titles: tuple[str, ...], repetition_penalty: float | None,
+             grounded_titles: tuple[str, ...], grounded_paragraphs: str, repetition_penalty: float | None,
              answer_mode: str | None, run_dir: Path | None) -> None:
     """Compare CANDIDATE with the active version: reward-model accuracy, win rate judged by
     the reward model, QA accuracy, grounded QA on retrieved sources (answer accuracy,
@@ -255,7 +260,7 @@ def evaluate(candidate: str, baseline: str | None, reward: str | None, pairs: in
 
     options = EvalOptions(baseline=baseline, reward=reward, pairs=pairs, prompts=prompts, qa=qa,
                           max_new_tokens=max_new_tokens, grounded=grounded, grounded_file=grounded_file,
-                          grounded_titles=tuple(grounded_titles),
+                          grounded_titles=tuple(grounded_titles), grounded_paragraphs=grounded_paragraphs,
                           repetition_penalty=repetition_penalty, answer_mode=answer_mode)
     try:
         record = run_eval(get_settings(), candidate, options)

@@ -78,9 +78,11 @@ class EvalOptions:
     #: A SQuAD file whose questions are asked (None: the held-out grounded examples).
     grounded_file: str | None = None
     grounded_titles: tuple[str, ...] = ()
-    #: Only the questions of --grounded-file's paragraphs that ``data import squad
-    #: --calibration`` leaves out of the examples (:func:`alignment.squad.calibration_paragraph`).
-    grounded_calibration: bool = False
+    #: Which of --grounded-file's paragraphs are asked: ``all``, ``calibration`` (those ``data
+    #: import squad --calibration`` leaves out of the examples and ``assistant models
+    #: calibrate`` asks: :func:`alignment.squad.calibration_paragraph`) or ``rest`` (the others:
+    #: questions a calibration on this file did not see).
+    grounded_paragraphs: str = "all"
     #: Repetition penalty of every answer (None: the chat's, ``generation.repetition_penalty``;
     #: 1.0: off, to see how much a version loops on its own).
     repetition_penalty: float | None = None
@@ -238,7 +240,7 @@ def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[li
 
         _, articles = parse_squad(o.grounded_file)
         questions = [q for a in select_articles(articles, o.grounded_titles) for q in a.questions
-                     if span_in_context(q) and (calibration_paragraph(q) or not o.grounded_calibration)]
+                     if span_in_context(q) and _asked(o.grounded_paragraphs, calibration_paragraph(q))]
         library = open_library(settings, db)
         items = []
         for q in pick(questions, o.grounded):
@@ -247,7 +249,7 @@ def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[li
                 build_messages(settings.generation.system_prompt, [], q.question, ex.sources),
                 ex.judged_answers, tuple(s.text for s in ex.sources), q.question))
         titles = f" ({', '.join(o.grounded_titles)})" if o.grounded_titles else ""
-        part = ", the paragraphs left for calibration" if o.grounded_calibration else ""
+        part = PARAGRAPHS[o.grounded_paragraphs]
         return items, f"{o.grounded_file}{titles}{part}"
     from alignment.export import split_of
 
@@ -256,6 +258,17 @@ def grounded_items(settings: Settings, db: Database, o: EvalOptions) -> tuple[li
     items = [GroundedItem(e.messages(), e.answers, tuple(s.text for s in e.sources), e.question)
              for e in held_out[: o.grounded]]
     return items, "held-out grounded examples"
+
+
+#: What each ``grounded_paragraphs`` adds to where the questions come from.
+PARAGRAPHS = {"all": "", "calibration": ", the paragraphs left for calibration",
+              "rest": ", the paragraphs not left for calibration"}
+
+
+def _asked(paragraphs: str, for_calibration: bool) -> bool:
+    if paragraphs not in PARAGRAPHS:
+        raise ValueError(f"grounded_paragraphs is one of {', '.join(PARAGRAPHS)}, not {paragraphs!r}")
+    return paragraphs == "all" or for_calibration == (paragraphs == "calibration")
 
 
 def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candidate: str, baseline: str,

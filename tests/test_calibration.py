@@ -35,18 +35,26 @@ def test_the_calibration_paragraphs_are_a_stable_share_picked_by_paragraph():
     assert other != picked
 
 
-def test_import_with_calibration_leaves_those_paragraphs_out(db, settings, tmp_path):
-    contexts = [f"Town number {k} is famous for its {colour} bridge, built by {name}."
-                for k, (colour, name) in enumerate(zip(
-                    ["red", "blue", "green", "white", "black", "grey", "gold", "pink", "brown", "amber"],
-                    ["Ada", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal", "Ivy", "Jo"]))]
-    paragraphs = [{"context": c, "qas": [{"id": f"q{k}", "question": f"Who built the bridge of town number {k}?",
-                                          "answers": [{"text": c.split("built by ")[1].rstrip("."),
-                                                       "answer_start": c.index("built by ") + 9}]}]}
-                  for k, c in enumerate(contexts)]
+CONTEXTS = [f"Town number {k} is famous for its {colour} bridge, built by {name}."
+            for k, (colour, name) in enumerate(zip(
+                ["red", "blue", "green", "white", "black", "grey", "gold", "pink", "brown", "amber"],
+                ["Ada", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal", "Ivy", "Jo"]))]
+PARAGRAPHS = [{"context": c, "qas": [{"id": f"q{k}", "question": f"Who built the bridge of town number {k}?",
+                                      "answers": [{"text": c.split("built by ")[1].rstrip("."),
+                                                   "answer_start": c.index("built by ") + 9}]}]}
+              for k, c in enumerate(CONTEXTS)]
+#: The questions of the paragraphs left for calibration.
+LEFT = {p["qas"][0]["question"] for p in PARAGRAPHS if calibration_paragraph(question("Towns", p["context"]))}
+
+
+def towns(tmp_path):
     path = tmp_path / "towns.json"
-    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "Towns", "paragraphs": paragraphs}]}))
-    left = {f"q{k}" for k, c in enumerate(contexts) if calibration_paragraph(question("Towns", c))}
+    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "Towns", "paragraphs": PARAGRAPHS}]}))
+    return path
+
+
+def test_import_with_calibration_leaves_those_paragraphs_out(db, settings, tmp_path):
+    path, contexts, left = towns(tmp_path), CONTEXTS, LEFT
     assert 0 < len(left) < len(contexts)  # these ten paragraphs split both ways
 
     library = open_library(settings, db)
@@ -56,7 +64,25 @@ def test_import_with_calibration_leaves_those_paragraphs_out(db, settings, tmp_p
     from alignment.on_policy import grounded_examples
 
     asked = {e.question for e in grounded_examples(db)}
-    assert asked == {p["qas"][0]["question"] for p in paragraphs if p["qas"][0]["id"] not in left}
+    assert asked == {p["qas"][0]["question"] for p in PARAGRAPHS} - left
+
+
+def test_calibration_and_evaluation_ask_apart_paragraphs(db, settings, tmp_path):
+    """``models calibrate`` asks the paragraphs left for calibration, ``eval
+    --grounded-paragraphs rest`` the others: a threshold is never judged on its own questions."""
+    from alignment.evaluate import EvalOptions, grounded_items
+
+    def asked(paragraphs: str) -> set[str]:
+        o = EvalOptions(grounded=None, grounded_file=str(towns(tmp_path)), grounded_paragraphs=paragraphs)
+        items, where = grounded_items(settings, db, o)
+        assert where.startswith(str(tmp_path))
+        return {i.question for i in items}
+
+    everything = {p["qas"][0]["question"] for p in PARAGRAPHS}
+    assert asked("calibration") == LEFT and asked("rest") == everything - LEFT
+    assert asked("all") == everything
+    with pytest.raises(ValueError, match="grounded_paragraphs is one of all, calibration, rest"):
+        asked("some")
 
 
 CURVE = [{"min_abstain_probability": t, "false_abstention": f}

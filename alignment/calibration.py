@@ -15,11 +15,13 @@ threshold is 1 (no abstention of the version is trusted; quoted mode still absta
 source sentence is relevant). The chat, the terminal chat and ``assistant eval`` use it while
 ``answers.min_abstain_probability`` is unset (:func:`assistant.chat.answer_modes.abstain_threshold`).
 
-The questions must be ones the version was not trained on, nor on their paragraphs: a trained
-version abstains wrongly about twice as often on questions of paragraphs it was trained on,
-which would choose too high a threshold. ``--grounded-file FILE`` asks the questions of the
-paragraphs ``data import squad --calibration`` left out of the examples; without it, the
-held-out grounded examples are asked (fewer, and of paragraphs the training saw).
+The questions should be about the documents the version will answer from, and not ones it
+was trained on: measured, trained versions abstain wrongly far more often on their training
+article (even on its paragraphs they never saw) than on another article, so a threshold
+chosen there is too high elsewhere (docs/training.md). ``--grounded-file FILE`` asks the
+questions of the paragraphs ``data import squad --calibration`` leaves out (``--all-paragraphs``:
+every question of the file); without it, the held-out grounded examples are asked (fewer,
+and of the training article).
 """
 
 from __future__ import annotations

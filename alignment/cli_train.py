@@ -292,7 +292,7 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
 
 def _next(version: str) -> str:
     return (f"`assistant models calibrate {version} --grounded-file FILE` (its own abstention "
-            "threshold, on the paragraphs `data import squad FILE --calibration` left out), "
+            "threshold, on questions about the documents it will answer from), "
             f"`assistant eval {version}`, then `assistant models activate {version}`.")
 
 

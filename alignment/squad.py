@@ -55,9 +55,8 @@ BATCH_SIZE = 50
 #: paragraphs (the first N would all come from the first few paragraphs).
 SAMPLE_SEED = 0
 #: The share of the paragraphs ``data import squad --calibration`` leaves out of the examples:
-#: their questions are the ones no version was trained on, from which ``assistant models
-#: calibrate`` chooses a version's abstention threshold (questions of paragraphs it was trained
-#: on are biased: a trained version abstains about twice as often on them, wrongly).
+#: questions no version was trained on, from which ``assistant models calibrate`` chooses a
+#: version's abstention threshold (or ``eval --grounded-paragraphs rest`` evaluates without them).
 CALIBRATION_SHARE = 0.3
 
 
@@ -327,10 +326,10 @@ def import_squad(
     done = _stored_ids(db, prefix)
     asked = [q for a in articles for q in a.questions]
     if calibration:
-        left = [q for q in asked if calibration_paragraph(q)]
+        left = {q.id for q in asked if calibration_paragraph(q)}
         report.calibration_questions = len(left)
-        report.calibration_paragraphs = len({(q.title, q.context) for q in left})
-        asked = [q for q in asked if not calibration_paragraph(q)]
+        report.calibration_paragraphs = len({(q.title, q.context) for q in asked if q.id in left})
+        asked = [q for q in asked if q.id not in left]
     questions = pick(asked, limit, unanswerable_share=unanswerable_share)
     report.picked = len(questions)
     pending: list[GroundedExample] = []

@@ -380,8 +380,9 @@ class ChatService:
         texts = [hit.text for hit in hits]
         similarity = similarity_of(self.retriever.embedder) if self.retriever is not None else None
         answers, version = self.settings.answers, version or self.generator.model_version
-        threshold = abstain_threshold(answers.min_abstain_probability,
-                                      self.registry.abstain_threshold(version) if self.registry else None)
+        # Only quoted mode weighs the model's abstention (the version's threshold: one query).
+        threshold = abstain_threshold(answers.min_abstain_probability, self.registry.abstain_threshold(
+            version) if self.registry and mode == "quoted" else None)
 
         def form(said: str, probability: float | None) -> Composed:
             return compose(mode, said, question, texts, similarity, answers.min_similarity,

@@ -91,6 +91,7 @@ def calibrate(settings: Settings, version: str, options: EvalOptions | None = No
         "min_abstain_probability": choose(curve, max_false_abstention),
         "max_false_abstention": max_false_abstention,
         "questions": where, "asked": len(items), "answerable": answerable,
+        "training_article": not o.grounded_file,
         "model_abstained": sum(a.abstained for a in answered),
         "with_probability": sum(a.probability is not None for a in answered),
         "curve": curve, "engine": engine, "answer_seconds": round(seconds, 1),
@@ -113,6 +114,7 @@ def report(version: str, c: dict[str, Any]) -> list[str]:
         "  by answers.min_abstain_probability (accuracy / abstention / false abstention; * chosen):",
         f"  {curve_line(c['curve'], chosen)}",
     ]
+    lines += _uncertainty(c)
     if not c["with_probability"]:
         lines.append("  The engine gave no token probabilities (a server other than vLLM): every "
                      "abstention stands whatever the threshold.")
@@ -121,4 +123,25 @@ def report(version: str, c: dict[str, Any]) -> list[str]:
                      f"{version}'s own abstentions are not trusted (threshold 1).")
     lines.append(f"{version}'s threshold is now {chosen:g}: the chat uses it while the setting "
                  "answers.min_abstain_probability is unset.")
+    if c.get("training_article"):
+        lines.append("  These were held-out examples of the training article: measured, trained versions "
+                     "abstain wrongly far more often there than on other documents, so this threshold is "
+                     "likely too high elsewhere. Calibrate with --grounded-file on questions about the "
+                     "documents the version will answer from.")
     return lines
+
+
+def _uncertainty(c: dict[str, Any]) -> list[str]:
+    """How far the chosen threshold's false abstention can be trusted: its count, its 95%
+    interval and what one question moves it (a few questions decide the choice)."""
+    from assistant.significance import wilson
+
+    chosen = c["min_abstain_probability"]
+    row = next((r for r in c["curve"] if r["min_abstain_probability"] == chosen), None)
+    if row is None or row["false_abstention"] is None:
+        return []
+    n = c["answerable"]
+    wrong = round(row["false_abstention"] * n)
+    low, high = wilson(wrong, n)
+    return [f"  false abstention at {chosen:g}: {wrong} of {n} answerable questions ({wrong / n:.1%}, "
+            f"95% CI {low:.1%}-{high:.1%}); one question moves it {1 / n:.1%}."]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from alignment.calibration import choose
+from alignment.calibration import choose, report
 from alignment.squad import SquadQuestion, calibration_paragraph, import_squad
 from assistant.bootstrap import open_library
 from assistant.chat.answer_modes import DEFAULT_MIN_ABSTAIN_PROBABILITY, abstain_threshold
@@ -97,6 +97,27 @@ def test_the_lowest_threshold_within_the_false_abstention_budget_is_chosen():
     assert choose([dict(r, false_abstention=0.5) for r in CURVE], 0.2) == 1.0
     # No answerable question (no false abstention measured) decides nothing.
     assert choose([dict(r, false_abstention=None) for r in CURVE], 0.2) == 1.0
+
+
+def test_the_report_says_how_few_questions_decided_and_where_they_came_from():
+    curve = [dict(r, accuracy=0.5, abstention=0.4) for r in CURVE]
+    calibration = {"min_abstain_probability": choose(curve, 0.2), "max_false_abstention": 0.2,
+                   "questions": "qa.json", "asked": 25, "answerable": 20, "model_abstained": 9,
+                   "with_probability": 25, "curve": curve, "engine": "llama.cpp", "answer_seconds": 40,
+                   "training_article": False}
+    lines = report("v1", calibration)
+    # 0.05 was chosen at 20% false abstention: 4 of the 20 answerable questions, one being 5 points.
+    assert "  false abstention at 0.05: 4 of 20 answerable questions (20.0%, 95% CI 8.1%-41.6%); " \
+           "one question moves it 5.0%." in lines
+    assert lines[-1] == "v1's threshold is now 0.05: the chat uses it while the setting " \
+                        "answers.min_abstain_probability is unset."
+    # Calibrated on the training article's held-out examples: said to be biased.
+    warned = report("v1", dict(calibration, training_article=True))
+    assert "held-out examples of the training article" in warned[-1] and "--grounded-file" in warned[-1]
+    # Nothing trusted (threshold 1, not on the curve): no count to give.
+    none = report("v1", dict(calibration, min_abstain_probability=1.0))
+    assert not any(line.startswith("  false abstention at ") for line in none)
+    assert any("are not trusted (threshold 1)" in line for line in none)
 
 
 def test_the_setting_wins_then_the_version_s_own_then_the_default():

@@ -393,6 +393,7 @@ def test_the_grounded_loop_end_to_end_on_the_tiny_model(tiny_settings, tmp_path,
     assert [r["min_abstain_probability"] for r in kept["curve"]] == list(ABSTAIN_CURVE)
     assert registry.abstain_threshold("v2") == kept["min_abstain_probability"] in (*ABSTAIN_CURVE, 1.0)
     assert f"v2's threshold is now {kept['min_abstain_probability']:g}" in out
+    assert "of the training article" not in out  # asked the file's questions, not the examples
     assert f"abstention threshold: {kept['min_abstain_probability']:g} (calibrated" in cli("models", "show", "v2")
     # The evaluation answers with it, as the chat does.
     cli("eval", "v2", "--against", "base", "--grounded-file", str(path), "--grounded", "4",

@@ -144,4 +144,4 @@ def _uncertainty(c: dict[str, Any]) -> list[str]:
     wrong = round(row["false_abstention"] * n)
     low, high = wilson(wrong, n)
     return [f"  false abstention at {chosen:g}: {wrong} of {n} answerable questions ({wrong / n:.1%}, "
-            f"95% CI {low:.1%}-{high:.1%}); one question moves it {1 / n:.1%}."]
+            f"95% CI {low:.1%}-{high:.1%}); one question moves it {100 / n:.1f} points."]

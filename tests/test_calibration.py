@@ -108,7 +108,7 @@ def test_the_report_says_how_few_questions_decided_and_where_they_came_from():
     lines = report("v1", calibration)
     # 0.05 was chosen at 20% false abstention: 4 of the 20 answerable questions, one being 5 points.
     assert "  false abstention at 0.05: 4 of 20 answerable questions (20.0%, 95% CI 8.1%-41.6%); " \
-           "one question moves it 5.0%." in lines
+           "one question moves it 5.0 points." in lines
     assert lines[-1] == "v1's threshold is now 0.05: the chat uses it while the setting " \
                         "answers.min_abstain_probability is unset."
     # Calibrated on the training article's held-out examples: said to be biased.

@@ -29,7 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MAX_FALSE_ABSTENTION = 0.2
 BATCH = 8
 MAX_TOKENS = 384
 
@@ -53,34 +52,16 @@ def examples(path: Path, title: str) -> list[dict]:
     return out
 
 
-def rates(scores: list[float], rows: list[dict], threshold: float) -> tuple[float, float]:
-    """Abstention on unanswerable and on answerable questions when abstaining at >= threshold."""
-    una = [s >= threshold for s, r in zip(scores, rows) if r["unanswerable"]]
-    ans = [s >= threshold for s, r in zip(scores, rows) if not r["unanswerable"]]
-    return sum(una) / max(1, len(una)), sum(ans) / max(1, len(ans))
-
-
-def threshold(scores: list[float], rows: list[dict]) -> float:
-    """The lowest score to abstain at whose false abstention is within the budget."""
-    for t in sorted(set(scores)):
-        if rates(scores, rows, t)[1] <= MAX_FALSE_ABSTENTION:
-            return t
-    return float("inf")
-
-
-def auc(scores: list[float], rows: list[dict]) -> float:
-    pos = [s for s, r in zip(scores, rows) if r["unanswerable"]]
-    neg = [s for s, r in zip(scores, rows) if not r["unanswerable"]]
-    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / max(1, len(pos) * len(neg))
-
-
 def measured(scores: list[float], rows: list[dict]) -> dict:
-    calib = [k for k, r in enumerate(rows) if r["calibration"]]
-    rest = [k for k, r in enumerate(rows) if not r["calibration"]]
-    pick = [scores[k] for k in calib], [rows[k] for k in calib]
-    other = [scores[k] for k in rest], [rows[k] for k in rest]
-    return {"auc": round(auc(scores, rows), 3), "hindsight": rates(scores, rows, threshold(scores, rows)),
-            "calibrated": rates(*other, threshold(*pick)), "calibration_questions": len(calib),
+    """AUC, and abstention / false abstention in hindsight and with the threshold chosen on the
+    calibration paragraphs (measured on the others), by :mod:`bench.answerability`'s rules."""
+    from bench.answerability import auc, rates, threshold
+
+    scored = [dict(r, head=s) for s, r in zip(scores, rows)]
+    calib = [r for r in scored if r["calibration"]]
+    rest = [r for r in scored if not r["calibration"]]
+    return {"auc": round(auc(scored, "head"), 3), "hindsight": rates(scored, "head", threshold(scored, "head")),
+            "calibrated": rates(rest, "head", threshold(calib, "head")), "calibration_questions": len(calib),
             "other_questions": len(rest)}
 
 
@@ -101,7 +82,7 @@ def main() -> None:
     from assistant.config import get_settings
     from assistant.cpu import report as cpu_report
     from assistant.engines.models import load_model
-    from bench.answerability import default_file
+    from bench.answerability import MAX_FALSE_ABSTENTION, default_file
 
     print(cpu_report(), flush=True)
     path = args.file or default_file()

@@ -41,7 +41,7 @@ from alignment.evaluate import (
     grounded_items,
 )
 from assistant.bootstrap import open_database, open_registry
-from assistant.versions import BASE_VERSION, REWARD_KIND
+from assistant.versions import BASE_VERSION, chats
 
 if TYPE_CHECKING:
     from assistant.config import Settings
@@ -72,7 +72,7 @@ def calibrate(settings: Settings, version: str, options: EvalOptions | None = No
     started = time.perf_counter()
     db = db or open_database(settings)
     registry = open_registry(settings, db)
-    if version == BASE_VERSION or registry.get(version).kind == REWARD_KIND:
+    if version == BASE_VERSION or not chats(registry.get(version).kind):
         raise CannotCalibrate(f"{version} does not answer with its own weights: only a trained "
                               "version that answers can be calibrated.")
     items, where = grounded_items(settings, db, o)

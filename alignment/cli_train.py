@@ -290,6 +290,52 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
         click.echo(f"Next: {_next(dpo)}")
 
 
+@train.command("answerability")
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Epochs over the training questions.")
+@click.option("--lr", "learning_rate", type=float, default=2e-4, show_default=True, help="Learning rate.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per step.")
+@click.option("--max-length", type=int, help="Tokens of one input: the top source's start and the "
+              "question [384].")
+@click.option("--lora-r", type=int, default=16, show_default=True, help="LoRA rank.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="Conversations held out to choose the threshold on.")
+@click.option("--max-false-abstention", type=float, default=0.2, show_default=True,
+              help="False abstention the threshold allows on the held-out questions.")
+@click.option("--limit", type=int, help="Use at most N training questions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--set", "extra", multiple=True, metavar="FIELD=VALUE",
+              help="Any field of transformers' TrainingArguments (repeatable).")
+@click.option("--run-dir", type=click.Path(path_type=Path), hidden=True)
+@needs("train")
+def train_answerability(extra: tuple[str, ...], run_dir: Path | None, **options: Any) -> None:
+    """Answerability head: learns when the top source does not answer a question, from the
+    grounded examples (`data import squad` of a SQuAD 2.0 file); quoted mode then says "The
+    documents do not say." without asking the model (transformers' Trainer)."""
+    quiet_libraries()
+    from alignment import runs
+    from alignment.answerability import HeadOptions, report, train_head
+    from assistant.chat.answerability import MAX_LENGTH
+
+    bad = [item for item in extra if "=" not in item]
+    if bad:
+        raise click.BadParameter(f"--set takes FIELD=VALUE, not {bad[0]!r}")
+    options["max_length"] = options["max_length"] or MAX_LENGTH
+    o = HeadOptions(**options, extra={k: _value(v) for k, v in (i.split("=", 1) for i in extra)})
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        version = train_head(get_settings(), o, progress=(run_dir / runs.PROGRESS) if run_dir else None,
+                             echo=click.echo)
+    except BaseException as err:
+        if run_dir:
+            status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
+            runs.finish(run_dir, status, error=str(err) or type(err).__name__)
+        raise
+    if run_dir:
+        runs.finish(run_dir, "done", version=version.name)
+    for line in report(version):
+        click.echo(line)
+
+
 def _next(version: str) -> str:
     return (f"`assistant models calibrate {version} --grounded-file FILE` (its own abstention "
             "threshold, on questions about the documents it will answer from), "

@@ -182,22 +182,27 @@ def grounded_metrics(candidate: Sequence[Any], baseline: Sequence[Any],
 def _curve_lines(m: dict[str, Any]) -> list[str]:
     """The abstention trade-off of each side whose model abstained (quoted mode): answer
     accuracy / abstention / false abstention at each ``answers.min_abstain_probability``."""
-    curves = m.get("abstention_curve") or {}
-    if not curves:
-        return []
-    chosen = {m.get("candidate"): m.get("min_abstain_probability"),
-              m.get("baseline"): m.get("baseline_min_abstain_probability")}
-    lines = ["    abstention trade-off by answers.min_abstain_probability "
-             "(accuracy / abstention / false abstention; * the threshold used):"]
-    lines += [f"      {name}: {curve_line(rows, chosen.get(name, m.get('min_abstain_probability')))}"
-              for name, rows in curves.items()]
+    curves, lines = m.get("abstention_curve") or {}, []
+    if curves:
+        chosen = {m.get("candidate"): m.get("min_abstain_probability"),
+                  m.get("baseline"): m.get("baseline_min_abstain_probability")}
+        lines = ["    abstention trade-off by answers.min_abstain_probability "
+                 "(accuracy / abstention / false abstention; * the threshold used):"]
+        lines += [f"      {name}: {curve_line(rows, chosen.get(name, m.get('min_abstain_probability')))}"
+                  for name, rows in curves.items()]
+    if m.get("answerability_head"):
+        lines.append(f"    answerability head {m['answerability_head']} (threshold {m['head_threshold']:.3g}) "
+                     f"said the top source does not answer {m['head_abstained']} questions; by its "
+                     "threshold (accuracy / abstention / false abstention):")
+        lines += [f"      {name}: {curve_line(rows, None, 'head_threshold')}"
+                  for name, rows in (m.get("head_curve") or {}).items()]
     return lines
 
 
-def curve_line(rows: list[dict[str, Any]], chosen: float | None) -> str:
+def curve_line(rows: list[dict[str, Any]], chosen: float | None, key: str = "min_abstain_probability") -> str:
     """One version's trade-off on one line: ``0 62%/60%/27%; 0.1* 73%/53%/16%; ...``."""
     return "; ".join(
-        f"{r['min_abstain_probability']:g}{'*' if r['min_abstain_probability'] == chosen else ''} "
+        f"{r[key]:g}{'*' if r[key] == chosen else ''} "
         f"{_share(r['accuracy'])}/{_share(r['abstention'])}/{_share(r['false_abstention'])}"
         for r in rows)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -283,17 +283,22 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
         return {}
     mode = o.answer_mode or settings.answers.mode
     similarity = answer_similarity(settings) if mode != "free" else None
-    verdicts, seconds, curves, thresholds = {}, {}, {}, {}
+    verdicts, seconds, curves, thresholds, head_curves = {}, {}, {}, {}, {}
+    head = head_probabilities(settings, registry, items) if mode == "quoted" else None
     for name in (candidate, baseline):
         answered, seconds[name] = grounded_answers(models, name, items, mode, o)
         formed = former(mode, answered, items, settings, similarity)
         # Each version's own threshold, as the chat uses it (unless the setting names one).
         thresholds[name] = abstain_threshold(settings.answers.min_abstain_probability,
                                              registry.abstain_threshold(name))
-        said = formed(thresholds[name])
+        judged = [p >= head[1] for p in head[2]] if head else None
+        said = formed(thresholds[name], judged)
         verdicts[name] = [judge_item(a, i) for a, i in zip(said, items)]
         if mode == "quoted" and any(a.abstained for a in answered):
-            curves[name] = abstention_curve(formed, items)
+            curves[name] = abstention_curve(formed, items, judged)
+        if head:
+            head_curves[name] = curve_rows(items, lambda t, f=formed, m=thresholds[name]: f(
+                m, [p >= t for p in head[2]]), HEAD_CURVE, "head_threshold")
         if name == candidate:
             examples = [{"question": i.question[:300], "answers": list(i.answers), "candidate": a[:300]}
                         for a, i in zip(said, items)][:5]
@@ -306,7 +311,25 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
         out["baseline_min_abstain_probability"] = thresholds[baseline]
     if curves:
         out["abstention_curve"] = curves
+    if head:
+        out.update(answerability_head=head[0], head_threshold=head[1], head_curve=head_curves,
+                   head_abstained=sum(p >= head[1] for p in head[2]))
     return out
+
+
+def head_probabilities(settings: Settings, registry: Registry,
+                       items: list[GroundedItem]) -> tuple[str, float, list[float]] | None:
+    """The answerability head quoted mode uses (:mod:`assistant.chat.answerability`): its
+    name, threshold and each item's probability that its top source does not answer it
+    (None: no head; an item without sources gets 0)."""
+    from assistant.chat.answerability import HeadSlot
+
+    head = HeadSlot(settings, registry).head()
+    if head is None:
+        return None
+    asked = [k for k, i in enumerate(items) if i.sources]
+    found = dict(zip(asked, head.probabilities([(items[k].question, items[k].sources[0]) for k in asked])))
+    return head.version, head.threshold, [found.get(k, 0.0) for k in range(len(items))]
 
 
 def judge_item(answer: str, item: GroundedItem) -> Verdict:
@@ -346,7 +369,7 @@ def grounded_answers(models: VersionAnswers, name: str, items: list[GroundedItem
 
 
 def form(mode: str, answer: ModelAnswer, item: GroundedItem, settings: Settings,
-         similarity: Similarity | None, min_abstain_probability: float) -> str:
+         similarity: Similarity | None, min_abstain_probability: float, unanswerable: bool = False) -> str:
     """The answer shown for the model's ``answer`` in ``mode``, as the chat forms it
     (:func:`assistant.chat.answer_modes.compose`)."""
     from assistant.chat.answer_modes import compose
@@ -354,24 +377,28 @@ def form(mode: str, answer: ModelAnswer, item: GroundedItem, settings: Settings,
     if mode == "free":
         return answer.text
     return compose(mode, answer.text, item.question, item.sources, similarity,
-                   settings.answers.min_similarity, answer.probability, min_abstain_probability).text
+                   settings.answers.min_similarity, answer.probability, min_abstain_probability,
+                   unanswerable).text
 
 
 def former(mode: str, answered: list[ModelAnswer], items: list[GroundedItem], settings: Settings,
-           similarity: Similarity | None) -> Callable[[float], list[str]]:
-    """The answers shown for ``answered`` at a given ``answers.min_abstain_probability``. Only
-    whether a model's abstention is trusted depends on the threshold (compose's rule: its
-    probability is known and under it), so each answer is composed at most twice, however
-    many thresholds are asked."""
-    done: dict[tuple[int, bool], str] = {}
+           similarity: Similarity | None) -> Callable[[float, Sequence[bool] | None], list[str]]:
+    """The answers shown for ``answered`` at a given ``answers.min_abstain_probability``, with
+    the items the answerability head judged not answered (None: no head). Only whether a
+    model's abstention is trusted depends on the threshold (compose's rule: its probability is
+    known and under it), so each answer is composed at most three times (the head's
+    abstention is one of them), however many thresholds are asked."""
+    done: dict[tuple[int, bool, bool], str] = {}
 
-    def at(threshold: float) -> list[str]:
+    def at(threshold: float, judged: Sequence[bool] | None = None) -> list[str]:
         out = []
         for k, (a, i) in enumerate(zip(answered, items)):
             trusted = a.probability is None or a.probability >= threshold
-            if (k, trusted) not in done:
-                done[k, trusted] = form(mode, a, i, settings, similarity, threshold)
-            out.append(done[k, trusted])
+            head = bool(judged[k]) if judged is not None else False
+            key = (k, trusted and not head, head)
+            if key not in done:
+                done[key] = form(mode, a, i, settings, similarity, threshold, head)
+            out.append(done[key])
         return out
     return at
 
@@ -380,16 +407,27 @@ def former(mode: str, answered: list[ModelAnswer], items: list[GroundedItem], se
 ABSTAIN_CURVE = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
-def abstention_curve(formed: Callable[[float], list[str]], items: list[GroundedItem]) -> list[dict]:
+#: The answerability head's thresholds evaluation reports the trade-off at (1: it never abstains).
+HEAD_CURVE = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def abstention_curve(formed: Callable[[float, Sequence[bool] | None], list[str]], items: list[GroundedItem],
+                     judged: Sequence[bool] | None = None) -> list[dict]:
     """Answer accuracy, abstention and false abstention at each of :data:`ABSTAIN_CURVE`:
-    the trade-off behind ``answers.min_abstain_probability``."""
+    the trade-off behind ``answers.min_abstain_probability`` (``judged``: the head's verdicts)."""
+    return curve_rows(items, lambda t: formed(t, judged), ABSTAIN_CURVE, "min_abstain_probability")
+
+
+def curve_rows(items: list[GroundedItem], answers_at: Callable[[float], list[str]],
+               thresholds: Sequence[float], key: str) -> list[dict]:
+    """Answer accuracy, abstention and false abstention of ``answers_at`` each threshold."""
     ans = [k for k, i in enumerate(items) if i.answers]
     una = [k for k, i in enumerate(items) if not i.answers]
     rows = []
-    for threshold in ABSTAIN_CURVE:
-        verdicts = [judge_item(a, i) for a, i in zip(formed(threshold), items)]
+    for threshold in thresholds:
+        verdicts = [judge_item(a, i) for a, i in zip(answers_at(threshold), items)]
         rows.append({
-            "min_abstain_probability": threshold,
+            key: threshold,
             "accuracy": _share(sum(verdicts[k].correct for k in ans), len(ans)),
             "abstention": _share(sum(verdicts[k].abstained for k in una), len(una)),
             "false_abstention": _share(sum(verdicts[k].abstained for k in ans), len(ans)),

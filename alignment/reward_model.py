@@ -5,38 +5,16 @@ head and the version's LoRA, merged. Used by `train rl` (as TRL's reward functio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification
 
 from alignment.errors import IncompatibleVersion
 from assistant.engines.chat_template import template_input
-from assistant.engines.models import LoadedModel
+from assistant.engines.models import LoadedModel, load_sequence_classifier
 from assistant.engines.messages import Messages
 from assistant.versions import REWARD_KIND
 from assistant.registry import Version
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
-
-def load_sequence_classifier(loaded: LoadedModel) -> PreTrainedModel:
-    """The base checkpoint with a fresh one-output head (``num_labels=1``; transformers'
-    report that the head is new is expected and silenced)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            loaded.path, num_labels=1, dtype=loaded.dtype
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.config.pad_token_id = loaded.tokenizer.pad_token_id
-    return model.to(loaded.device)
 
 
 @dataclass

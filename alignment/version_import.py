@@ -127,7 +127,7 @@ def _check_fits(adapter: Path, kind: str, loaded: LoadedModel, source: Path) -> 
 
     try:
         if kind == REWARD:
-            from alignment.reward_model import load_sequence_classifier
+            from assistant.engines.models import load_sequence_classifier
 
             model = load_sequence_classifier(loaded)
         else:

@@ -115,6 +115,13 @@ class AnswerSettings(BaseModel):
         "`assistant models calibrate`, else 0.2. Engines without token probabilities (servers "
         "other than vLLM) keep every abstention. The trade-off is measured in docs/training.md.",
     )
+    answerability: str = Field(
+        "newest",
+        description="In quoted mode, the answerability head (`assistant train answerability`) "
+        "that decides, before the model answers, whether the top source answers the question; "
+        "when it says no, the answer is \"The documents do not say.\" newest: the newest head "
+        "trained (none trained: no head); a version's name: that head; off: no head.",
+    )
 
 
 class LlamaCppSettings(BaseModel):

@@ -32,7 +32,7 @@ from assistant.errors import AssistantError
 from assistant.storage import Database
 from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, result
 from assistant.storage.versions import ActivationRecord, EvalRecord, NewVersion, StoredVersion, VersionStore
-from assistant.versions import BASE_VERSION, REWARD_KIND
+from assistant.versions import BASE_VERSION, chats
 
 #: A version's kind: a short name. Which kinds exist is training's business (its table of
 #: kinds, alignment.training_kinds); the registry knows one: a reward model is no chat version.
@@ -228,9 +228,9 @@ class Registry:
         version = self.get(name)
         if version.is_base:
             return version
-        if version.kind == REWARD_KIND:
+        if not chats(version.kind):
             raise ActivationRefused(
-                f"{name} is a reward model (it scores answers, it does not write them): "
+                f"{name} is a {version.kind} version (it judges answers, it does not write them): "
                 "activate a version trained with sft, dpo, kto or rl."
             )
         if version.base_fingerprint != base_fingerprint:
@@ -263,7 +263,7 @@ class Registry:
         newest one trained. None when there is nothing to compare with (no training yet)."""
         if active != BASE_VERSION:
             return self.get(active).parent or BASE_VERSION
-        chat = {v.name for v in self.list() if v.kind != REWARD_KIND}
+        chat = {v.name for v in self.list() if chats(v.kind)}
         earlier = [r.version for r in reversed(self.history()) if r.version in chat]
         if earlier:
             return earlier[0]
@@ -359,8 +359,8 @@ class Registry:
         if active != BASE_VERSION:
             if active not in known:
                 why = "is not a registered version"
-            elif known[active].kind == REWARD_KIND:
-                why = "is a reward model, which cannot answer chats"
+            elif not chats(known[active].kind):
+                why = f"is a {known[active].kind} version, which cannot answer chats"
             elif active in broken:
                 why = broken[active]
         if why is None:
@@ -378,7 +378,7 @@ class Registry:
         The stack is replayed plainly here (every activation pushes, a doctor's too)."""
         for name in reversed(self._stack(undo_doctor=False)):
             if name == BASE_VERSION or (name in known and name not in broken
-                                        and known[name].kind != REWARD_KIND):
+                                        and chats(known[name].kind)):
                 return name
         return BASE_VERSION
 

@@ -4,6 +4,16 @@ registry and the doctor can use it without loading the model code."""
 
 BASE_VERSION = "base"
 
-#: The kind of a reward model's version: it scores answers and never chats. Every other kind
-#: is a chat version (the kinds of training: alignment.training_kinds).
+#: The kind of a reward model's version: it scores answers and never chats.
 REWARD_KIND = "reward"
+#: The kind of an answerability head's version (`assistant train answerability`): it tells
+#: whether a source answers a question, for quoted mode's abstentions, and never chats.
+ANSWERABILITY_KIND = "answerability"
+#: The kinds whose versions judge and never chat. Every other kind is a chat version (the
+#: kinds of training: alignment.training_kinds).
+JUDGE_KINDS = frozenset({REWARD_KIND, ANSWERABILITY_KIND})
+
+
+def chats(kind: str) -> bool:
+    """Whether a version of ``kind`` writes answers (the chat can activate it)."""
+    return kind not in JUDGE_KINDS

@@ -7,7 +7,7 @@ questions from answerable ones, trained on one article's questions, measured on 
 
 The model (``ASSISTANT_MODEL``, the embedded SmolLM2-135M by default) gets a fresh one-output
 head and a LoRA adapter (rank 16 on every projection), as ``assistant train reward`` builds a
-reward model (:func:`alignment.reward_model.load_sequence_classifier`), and learns, from
+reward model (:func:`assistant.engines.models.load_sequence_classifier`), and learns, from
 "Text: <paragraph>\\nQuestion: <question>" (at most 384 tokens), whether the question is
 unanswerable (binary cross-entropy; batches of 8, AdamW at 2e-4). After each epoch it scores
 the other article's questions and prints: the AUC (0.5 is chance), the abstention on
@@ -78,7 +78,7 @@ def main() -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from alignment.reward_model import load_sequence_classifier
+    from assistant.engines.models import load_sequence_classifier
     from assistant.config import get_settings
     from assistant.cpu import report as cpu_report
     from assistant.engines.models import load_model

@@ -251,3 +251,27 @@ def test_evaluation_reports_the_abstention_trade_off(similarity):
                           "min_abstain_probability": 0.1, "baseline_min_abstain_probability": 0.5})
     assert "0.1* 100.0%/100.0%/0.0%" in lines[1] and lines[1].startswith("      v1: 0 50.0%/100.0%/50.0%")
     assert "0.5* 100.0%/0.0%/0.0%" in lines[2] and "0.1*" not in lines[2]
+
+
+def test_evaluation_reports_the_answerability_heads_trade_off(similarity):
+    """With a head, the same model answers are formed with the head's verdicts: a question it
+    judged not answered by its top source is answered "The documents do not say.", at every
+    threshold of the head, and the report gives the head's curve (1: the head never abstains)."""
+    from alignment.eval_metrics import _curve_lines
+    from alignment.evaluate import HEAD_CURVE, GroundedItem, ModelAnswer, curve_rows, former
+    from assistant.config import Settings
+
+    items = [GroundedItem([], ("Denmark",), (NORMANS,), "From which countries did the Norse come?"),
+             GroundedItem([], (), (NORMANS,), "From which countries did the Norse sail in 1500?")]
+    answered = [ModelAnswer("Denmark [1].", 0.9), ModelAnswer("Norway [1].", 0.9)]
+    formed = former("quoted", answered, items, Settings(), similarity)
+    assert formed(0.2, [False, True])[1] == ABSTENTION and formed(0.2, [False, True])[0] != ABSTENTION
+    assert formed(0.2)[1] != ABSTENTION  # no head: the model's answer, quoted
+    probabilities = [0.35, 0.65]
+    rows = curve_rows(items, lambda t: formed(0.2, [p >= t for p in probabilities]), HEAD_CURVE, "head_threshold")
+    at = {r["head_threshold"]: (r["accuracy"], r["abstention"], r["false_abstention"]) for r in rows}
+    assert at[0.3] == (0.0, 1.0, 1.0) and at[0.5] == (1.0, 1.0, 0.0) and at[1.0] == (1.0, 0.0, 0.0)
+    lines = _curve_lines({"answerability_head": "v3", "head_threshold": 0.5, "head_abstained": 1,
+                          "head_curve": {"v1": rows}})
+    assert lines[0].startswith("    answerability head v3 (threshold 0.5) said the top source does not answer 1")
+    assert lines[1].startswith("      v1: 0.3 0.0%/100.0%/100.0%; 0.4") and lines[1].endswith("1 100.0%/0.0%/0.0%")

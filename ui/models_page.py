@@ -16,7 +16,7 @@ from assistant.errors import AssistantError
 from alignment.training_kinds import policy_kinds
 from assistant.gate import activate_version, gate_report
 from assistant.registry import CALIBRATION, Registry, Version
-from assistant.versions import BASE_VERSION, REWARD_KIND
+from assistant.versions import BASE_VERSION, chats
 from ui import login, resources
 from ui.models_state import SELECT_NEXT, SELECTED, notify, show_notice
 from ui.runs_panel import runs_panel
@@ -210,14 +210,14 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
     name = v.name if v else BASE_VERSION
     reasons: list[str] = []
     report = None
-    if v is not None and v.kind != REWARD_KIND and name != active:
+    if v is not None and chats(v.kind) and name != active:
         try:
             report = gate_report(registry, name)
             reasons = report.reasons
         except AssistantError as err:
             reasons = [str(err)]
     row = st.container(horizontal=True, vertical_alignment="center")
-    reward = v is not None and v.kind == REWARD_KIND
+    reward = v is not None and not chats(v.kind)
     row.button(
         f"Activate {name}", key=f"activate_{name}", icon=":material/rocket_launch:",
         type="secondary" if reward else "primary", disabled=service is None or name == active,

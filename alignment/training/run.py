@@ -37,7 +37,7 @@ from assistant.engines.registry import spec as engine_spec
 from assistant.config import Settings
 from assistant.engines.models import LoadedModel, load_model
 from assistant.registry import Registry, Version
-from assistant.versions import BASE_VERSION, REWARD_KIND
+from assistant.versions import BASE_VERSION, REWARD_KIND, chats
 from assistant.storage import Database
 
 if TYPE_CHECKING:
@@ -284,9 +284,9 @@ def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
         return registry.get(BASE_VERSION)
     name = config.parent or registry.active()
     version = registry.get(name)  # VersionNotFound lists the known ones
-    if version.kind == REWARD_KIND:
+    if not chats(version.kind):
         raise IncompatibleVersion(
-            f"{name} is a reward model: a chat version cannot be trained on top of it. "
+            f"{name} is a {version.kind} version: a chat version cannot be trained on top of it. "
             "Choose an sft, dpo, kto or rl version (or base) with --parent."
         )
     if not version.is_base and not (version.adapter_dir / "adapter_config.json").is_file():
@@ -318,7 +318,7 @@ def _model(kind: str, loaded: LoadedModel, parent: Version,
            config: RunArgs) -> tuple[torch.nn.Module, LoraConfig | None]:
     """The model to train and, for a new adapter, the LoRA config TRL should wrap it with."""
     if training_kind(kind).reward:
-        from alignment.reward_model import load_sequence_classifier
+        from assistant.engines.models import load_sequence_classifier
 
         return load_sequence_classifier(loaded), _lora(config, "SEQ_CLS")
     model = loaded.model

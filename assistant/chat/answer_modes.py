@@ -177,12 +177,15 @@ def abstain_threshold(setting: float | None, calibrated: float | None) -> float:
 
 def compose(mode: str, answer: str, question: str, sources: Sequence[str],
             similarity: Similarity | None = None, min_similarity: float = 0.0,
-            probability: float | None = None, min_abstain_probability: float = 0.0) -> Composed:
+            probability: float | None = None, min_abstain_probability: float = 0.0,
+            unanswerable: bool = False) -> Composed:
     """The answer shown for the model's ``answer`` (ignored in extractive mode) to
     ``question`` with ``sources`` (texts in [n] order), in ``mode``. ``probability``: the
     probability the model gave its first sentence (None: not known); in quoted mode an
     abstention given less than ``min_abstain_probability`` is not trusted: the best source
-    sentence is quoted instead."""
+    sentence is quoted instead. ``unanswerable``: the answerability head judged that the
+    sources do not answer the question (:mod:`assistant.chat.answerability`); quoted mode
+    then abstains."""
     if mode not in MODES:
         raise ValueError(f"Unknown answer mode {mode!r}; the modes are {', '.join(MODES)}.")
     if not sources:
@@ -191,8 +194,8 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
         return Composed(answer, evidence_of(answer, sources, question), "model")
     if mode == "extractive":
         return extract(question, sources, similarity, min_similarity)
-    if abstains(answer):
-        if probability is not None and probability < min_abstain_probability:
+    if unanswerable or abstains(answer):
+        if not unanswerable and probability is not None and probability < min_abstain_probability:
             return extract(question, sources, similarity, min_similarity)  # an unsure abstention
         return Composed(ABSTENTION, how="abstained")
     short = first_sentence(answer)

@@ -28,6 +28,7 @@ from assistant.errors import (
 )
 from assistant.engines.generation import GenerationParams, Generator, TokenStream, engine_label
 from assistant.chat.answer_modes import ComposedStream, abstain_threshold, compose, evidence_of, similarity_of
+from assistant.chat.answerability import HeadSlot
 from assistant.chat.citations import cite
 from assistant.chat.prompting import FittedPrompt, Turn, fit_history, trim_notice
 from assistant.documents.retrieval import Hit, Retriever
@@ -174,6 +175,7 @@ class ChatService:
         self._switch_lock = threading.Lock()
         #: Versions that failed to load -> when; retried after RETRY_FAILED_S (files restored?).
         self._failed_versions: dict[str, float] = {}
+        self.heads = HeadSlot(settings, registry)  # quoted mode's answerability head
 
     def for_owner(self, owner: Owner | None) -> ChatService:
         """The same service (model, retriever, version state) seeing only ``owner``'s
@@ -384,11 +386,14 @@ class ChatService:
         threshold = abstain_threshold(answers.min_abstain_probability, self.registry.abstain_threshold(
             version) if self.registry and mode == "quoted" else None)
 
+        unanswerable = mode == "quoted" and self.heads.unanswerable(question, texts)
+
         def form(said: str, probability: float | None) -> Composed:
             return compose(mode, said, question, texts, similarity, answers.min_similarity,
-                           probability, threshold)
+                           probability, threshold, unanswerable)
 
-        inner = None if mode == "extractive" else self._stream(messages, replace(params, logprobs=True), version)
+        inner = (None if mode == "extractive" or unanswerable
+                 else self._stream(messages, replace(params, logprobs=True), version))
         return ComposedStream(form, inner, version)
 
     def _stream(self, messages: Messages, params: GenerationParams, version: str | None) -> TokenStream:

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from assistant import atomic
 from assistant.config import EMBEDDED_MODEL, Settings
@@ -294,3 +301,20 @@ def _load_weights(settings: Settings, dtype: torch.dtype, device: torch.device,
         f"Model path '{spec}' does not exist. Set ASSISTANT_MODEL to a checkpoint "
         "folder, a .gguf file, a hub id, or 'embedded' (the default)."
     )
+
+
+def load_sequence_classifier(loaded: LoadedModel) -> PreTrainedModel:
+    """The base checkpoint with a fresh one-output head (``num_labels=1``; transformers'
+    report that the head is new is expected and silenced)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            loaded.path, num_labels=1, dtype=loaded.dtype
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.pad_token_id = loaded.tokenizer.pad_token_id
+    return model.to(loaded.device)

@@ -62,6 +62,8 @@ class Row:
 @dataclass
 class HeadOptions:
     epochs: float = 3.0
+    #: Optimizer steps (None: the epochs decide).
+    steps: int | None = None
     learning_rate: float = 2e-4
     batch_size: int = 8
     lora_r: int = 16
@@ -159,7 +161,7 @@ def _trainer(model: Any, tokenizer: Any, data: list[Row], o: HeadOptions, out: P
                                              target_modules="all-linear", task_type="SEQ_CLS"))
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=o.batch_size, num_train_epochs=o.epochs,
-        learning_rate=o.learning_rate, logging_steps=5, save_strategy="no", report_to=[],
+        max_steps=o.steps or -1, learning_rate=o.learning_rate, logging_steps=5, save_strategy="no", report_to=[],
         seed=o.seed, use_cpu=not _cuda(), **o.extra)
     return Trainer(model=model, args=args, train_dataset=_dataset(data, tokenizer, o.max_length),
                    data_collator=DataCollatorWithPadding(tokenizer), callbacks=list(callbacks))
@@ -209,8 +211,8 @@ def train_head(settings: Settings, o: HeadOptions | None = None, *, db: Database
         metrics = {"answerability": chosen, "train_loss": output.metrics.get("train_loss"),
                    "train_seconds": round(output.metrics.get("train_runtime", 0.0), 1),
                    "total_seconds": round(time.perf_counter() - started, 1)}
-        record = {"rows": {"train": len(train), "test": len(test), "skipped": skipped,
-                           "train_unanswered": sum(r.unanswered for r in train)}}
+        record = {"kind": "grounded", "train_rows": len(train), "test_rows": len(test), "skipped": skipped,
+                  "train_unanswered": sum(r.unanswered for r in train)}
         config = {k: v for k, v in vars(o).items() if k != "extra"} | {"extra": o.extra}
         version = registry.register(
             staging, kind=ANSWERABILITY_KIND, base_model=loaded.model_id,
@@ -228,7 +230,7 @@ def report(version: Version) -> list[str]:
     """What ``assistant train answerability`` prints of a trained head."""
     a = version.metrics["answerability"]
     lines = [
-        f"Registered {version.name}: an answerability head ({version.data['rows']['train']} training "
+        f"Registered {version.name}: an answerability head ({version.data['train_rows']} training "
         f"questions, {version.metrics['train_seconds']:.0f} s of training).",
         f"  On {a['heldout']} held-out questions ({a['heldout_unanswered']} not answered by their "
         f"sources): AUC {a['auc']}; at its threshold {a['threshold']:.3g} it abstains on "

@@ -43,6 +43,8 @@ def models() -> None:
 
 
 def _headline(metrics: dict) -> str:
+    if (metrics.get("answerability") or {}).get("auc") is not None:  # an answerability head
+        return f"held-out AUC {metrics['answerability']['auc']:.3f}"
     for key, label in (("heldout_accuracy", "held-out acc"), ("final_reward", "reward"),
                        ("final_loss", "loss")):
         if metrics.get(key) is not None:

@@ -292,6 +292,7 @@ def train_grounded(dpo_steps: int | None, dpo_lr: float | None, no_dpo: bool, **
 
 @train.command("answerability")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Epochs over the training questions.")
+@click.option("--steps", type=int, help="Optimizer steps (default: the epochs).")
 @click.option("--lr", "learning_rate", type=float, default=2e-4, show_default=True, help="Learning rate.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per step.")
 @click.option("--max-length", type=int, help="Tokens of one input: the top source's start and the "

@@ -192,7 +192,8 @@ def _curve_lines(m: dict[str, Any]) -> list[str]:
                   for name, rows in curves.items()]
     if m.get("answerability_head"):
         lines.append(f"    answerability head {m['answerability_head']} (threshold {m['head_threshold']:.3g}) "
-                     f"said the top source does not answer {m['head_abstained']} questions; by its "
+                     f"said the top source does not answer {m['head_abstained']} questions "
+                     f"({m.get('head_seconds_per_question', 0):.2f} s a question); by its "
                      "threshold (accuracy / abstention / false abstention):")
         lines += [f"      {name}: {curve_line(rows, None, 'head_threshold')}"
                   for name, rows in (m.get("head_curve") or {}).items()]

@@ -313,23 +313,26 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
         out["abstention_curve"] = curves
     if head:
         out.update(answerability_head=head[0], head_threshold=head[1], head_curve=head_curves,
-                   head_abstained=sum(p >= head[1] for p in head[2]))
+                   head_abstained=sum(p >= head[1] for p in head[2]),
+                   head_seconds_per_question=round(head[3] / len(items), 3))
     return out
 
 
 def head_probabilities(settings: Settings, registry: Registry,
-                       items: list[GroundedItem]) -> tuple[str, float, list[float]] | None:
+                       items: list[GroundedItem]) -> tuple[str, float, list[float], float] | None:
     """The answerability head quoted mode uses (:mod:`assistant.chat.answerability`): its
-    name, threshold and each item's probability that its top source does not answer it
-    (None: no head; an item without sources gets 0)."""
+    name, threshold, each item's probability that its top source does not answer it (an item
+    without sources gets 0) and the seconds they took, one question at a time as the chat
+    asks (None: no head)."""
     from assistant.chat.answerability import HeadSlot
 
     head = HeadSlot(settings, registry).head()
     if head is None:
         return None
-    asked = [k for k, i in enumerate(items) if i.sources]
-    found = dict(zip(asked, head.probabilities([(items[k].question, items[k].sources[0]) for k in asked])))
-    return head.version, head.threshold, [found.get(k, 0.0) for k in range(len(items))]
+    started = time.perf_counter()
+    found = {k: head.probabilities([(i.question, i.sources[0])])[0] for k, i in enumerate(items) if i.sources}
+    seconds = time.perf_counter() - started
+    return head.version, head.threshold, [found.get(k, 0.0) for k in range(len(items))], seconds
 
 
 def judge_item(answer: str, item: GroundedItem) -> Verdict:

@@ -35,7 +35,8 @@ from assistant.storage.versions import ActivationRecord, EvalRecord, NewVersion,
 from assistant.versions import BASE_VERSION, chats
 
 #: A version's kind: a short name. Which kinds exist is training's business (its table of
-#: kinds, alignment.training_kinds); the registry knows one: a reward model is no chat version.
+#: kinds, alignment.training_kinds); the registry knows which never chat (reward models and
+#: answerability heads: assistant.versions.JUDGE_KINDS).
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,15}")
 STAGING_PREFIX = ".staging-"
 #: The time in a staging folder's name (local time, as :meth:`Registry.staging_dir` writes it).

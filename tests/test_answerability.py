@@ -48,7 +48,8 @@ def test_the_input_keeps_the_question_whole(tiny_model_dir):
 def test_quoted_mode_abstains_when_the_head_says_the_sources_do_not_answer():
     source = CONTEXTS[0]
     said = "Normandy is in France."
-    assert compose("quoted", said, "Where is Normandy?", [source], unanswerable=True).text == ABSTENTION
+    judged = compose("quoted", said, "Where is Normandy?", [source], unanswerable=True)
+    assert (judged.text, judged.how) == (ABSTENTION, "head")
     assert compose("quoted", said, "Where is Normandy?", [source]).how != "abstained"
     # Free mode is the model's answer as written; no sources: a plain chat answer.
     assert compose("free", said, "Where is Normandy?", [source], unanswerable=True).text == said
@@ -120,6 +121,8 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
     head_version = registry.get("v1")
     kept = head_version.metrics["answerability"]
     assert head_version.kind == "answerability" and 0.0 <= kept["threshold"] <= 1.0
+    listed = next(line for line in _cli("models", "list").splitlines() if " v1 " in line)
+    assert "answerability" in listed and f"held-out AUC {kept['auc']:.3f}" in listed
     with pytest.raises(ActivationRefused, match="answerability version"):
         registry.check_servable("v1", head_version.base_fingerprint)
 
@@ -147,6 +150,7 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
                       registry=registry)
     reply = svc.send(None, "Who was the leader of the Norse raiders?", GenerationParams(max_new_tokens=8))
     assert "".join(reply) == ABSTENTION and generator.prompts == []
+    assert svc.store.get_message(reply.message.id).record.params["formed"] == "head"
 
     # `assistant eval` in quoted mode abstains by the same head and reports its trade-off.
     monkeypatch.setattr(heads, "head_threshold", kept_threshold)

@@ -272,6 +272,7 @@ def test_evaluation_reports_the_answerability_heads_trade_off(similarity):
     at = {r["head_threshold"]: (r["accuracy"], r["abstention"], r["false_abstention"]) for r in rows}
     assert at[0.3] == (0.0, 1.0, 1.0) and at[0.5] == (1.0, 1.0, 0.0) and at[1.0] == (1.0, 0.0, 0.0)
     lines = _curve_lines({"answerability_head": "v3", "head_threshold": 0.5, "head_abstained": 1,
-                          "head_curve": {"v1": rows}})
-    assert lines[0].startswith("    answerability head v3 (threshold 0.5) said the top source does not answer 1")
+                          "head_seconds_per_question": 0.125, "head_curve": {"v1": rows}})
+    assert lines[0].startswith("    answerability head v3 (threshold 0.5) said the top source does not "
+                               "answer 1 questions (0.12 s a question)")
     assert lines[1].startswith("      v1: 0.3 0.0%/100.0%/100.0%; 0.4") and lines[1].endswith("1 100.0%/0.0%/0.0%")

@@ -63,8 +63,9 @@ class Composed:
 
     text: str
     evidence: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
-    #: How it was formed: "model", "model+quote", "quote" (extractive), "abstained", or
-    #: "plain" (no sources: a chat answer).
+    #: How it was formed: "model", "model+quote", "quote" (extractive), "abstained", "head"
+    #: (abstained by the answerability head, the model not asked), or "plain" (no sources: a
+    #: chat answer).
     how: str = "model"
 
 
@@ -194,8 +195,10 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
         return Composed(answer, evidence_of(answer, sources, question), "model")
     if mode == "extractive":
         return extract(question, sources, similarity, min_similarity)
-    if unanswerable or abstains(answer):
-        if not unanswerable and probability is not None and probability < min_abstain_probability:
+    if unanswerable:
+        return Composed(ABSTENTION, how="head")
+    if abstains(answer):
+        if probability is not None and probability < min_abstain_probability:
             return extract(question, sources, similarity, min_similarity)  # an unsure abstention
         return Composed(ABSTENTION, how="abstained")
     short = first_sentence(answer)

@@ -132,7 +132,9 @@ class HeadSlot:
                 try:
                     from assistant.engines.models import load_model
 
-                    self._loaded = (version.name, load_head(load_model(self.settings), version))
+                    # In the dtype its threshold was chosen in (training's: float32 on a CPU).
+                    loaded = load_model(self.settings, purpose="training")
+                    self._loaded = (version.name, load_head(loaded, version))
                     log.info("Answerability head %s loaded (threshold %.3g)", version.name,
                              self._loaded[1].threshold)
                 except Exception as err:  # noqa: BLE001 - answer without it, say why once

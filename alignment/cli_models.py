@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from alignment.training_kinds import KINDS
+from alignment.training_kinds import VERSION_KINDS
 from assistant.cli_quiet import quiet_libraries
 from assistant.config import get_settings
 from assistant.login.cli_auth import needs
@@ -182,7 +182,7 @@ def _echo_gate(report: GateReport) -> None:
 
 @models.command("import")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(list(KINDS)),
+@click.option("--kind", type=click.Choice(list(VERSION_KINDS)),
               help="What it is, when the folder does not say (a bare adapter, or a version "
                    "folder made before versions described themselves).")
 @click.option("--parent", default=BASE_VERSION, show_default=True,

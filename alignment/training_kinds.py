@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from assistant.versions import REWARD_KIND as REWARD
+from assistant.versions import ANSWERABILITY_KIND, REWARD_KIND as REWARD
 
 #: What each export (data kind) holds, for messages about missing rows, and how to get more.
 DATA_HINTS = MappingProxyType({
@@ -156,6 +156,11 @@ KINDS: Mapping[str, TrainingKind] = MappingProxyType({k.name: k for k in (
 )})
 
 
+#: Every kind of version training makes: the table's, and answerability heads (trained with
+#: transformers' Trainer, not TRL: alignment.answerability).
+VERSION_KINDS: tuple[str, ...] = (*KINDS, ANSWERABILITY_KIND)
+
+
 def training_kind(name: str) -> TrainingKind:
     """The kind called ``name``; ValueError naming the known ones otherwise."""
     try:
@@ -169,4 +174,4 @@ def policy_kinds() -> tuple[str, ...]:
     return tuple(k.name for k in KINDS.values() if not k.reward)
 
 
-__all__ = ["DATA_HINTS", "KINDS", "REWARD", "TrainingKind", "policy_kinds", "training_kind"]
+__all__ = ["DATA_HINTS", "KINDS", "REWARD", "VERSION_KINDS", "TrainingKind", "policy_kinds", "training_kind"]

@@ -24,9 +24,9 @@ from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.engines.models import LoadedModel
-from alignment.training_kinds import KINDS, REWARD
+from alignment.training_kinds import VERSION_KINDS
 from assistant.registry import VERSION_FILE, Registry, Version
-from assistant.versions import BASE_VERSION
+from assistant.versions import BASE_VERSION, JUDGE_KINDS
 
 #: Files of a version folder that are copied besides ``adapter/`` (when present).
 _EXTRAS = ("data", "curve.png", "log_history.json")
@@ -61,18 +61,19 @@ def describe_source(source: Path, kind: str | None = None) -> tuple[Path, dict[s
     if meta.get("kind") and kind and meta["kind"] != kind:
         raise ImportRefused(f"{source} is a {meta['kind']} version, not {kind}.")
     kind = kind or meta.get("kind")
-    if kind not in KINDS:
+    if kind not in VERSION_KINDS:
         raise ImportRefused(
             f"{source} does not say what kind of version it is: pass --kind "
-            f"({', '.join(KINDS)}).")
-    # A reward model's adapter carries its scalar head (peft's modules_to_save "score").
+            f"({', '.join(VERSION_KINDS)}).")
+    # A reward model's or answerability head's adapter carries its one-output head (peft's
+    # modules_to_save "score").
     has_head = "score" in (config.get("modules_to_save") or [])
-    if has_head and kind != REWARD:
+    if has_head and kind not in JUDGE_KINDS:
         raise ImportRefused(f"{source} holds a reward model's adapter (it has a score head), "
                             f"not a {kind} policy: pass --kind reward.")
-    if kind == REWARD and not has_head:
+    if kind in JUDGE_KINDS and not has_head:
         raise ImportRefused(f"{source} holds a policy adapter (it has no score head), "
-                            "not a reward model.")
+                            f"not a {kind} version.")
     return adapter, meta, kind
 
 
@@ -86,8 +87,8 @@ def import_version(registry: Registry, source: Path, loaded: LoadedModel, *,
             f"{source} was trained on another base model ({meta.get('base_model')}); this "
             f"installation's is {loaded.model_id}. Set ASSISTANT_MODEL to the same base.")
     parent_version = registry.get(parent)  # an unknown name lists the known ones
-    if kind == REWARD and not parent_version.is_base:
-        raise ImportRefused("A reward model starts from the base model: leave out --parent.")
+    if kind in JUDGE_KINDS and not parent_version.is_base:
+        raise ImportRefused(f"A {kind} version starts from the base model: leave out --parent.")
     staging = registry.staging_dir()
     try:
         shutil.copytree(adapter, staging / "adapter", ignore=shutil.ignore_patterns(*_NOT_COPIED))
@@ -126,7 +127,7 @@ def _check_fits(adapter: Path, kind: str, loaded: LoadedModel, source: Path) -> 
     from peft import PeftModel
 
     try:
-        if kind == REWARD:
+        if kind in JUDGE_KINDS:
             from assistant.engines.models import load_sequence_classifier
 
             model = load_sequence_classifier(loaded)
@@ -134,7 +135,7 @@ def _check_fits(adapter: Path, kind: str, loaded: LoadedModel, source: Path) -> 
             model = copy.deepcopy(loaded.model)
         PeftModel.from_pretrained(model, str(adapter))
     except Exception as err:  # noqa: BLE001 - peft/torch raise many kinds; all mean "does not fit"
-        what = "a reward model's adapter" if kind == REWARD else f"a {kind} policy's adapter"
+        what = f"a {kind} version's adapter" if kind in JUDGE_KINDS else f"a {kind} policy's adapter"
         first = (str(err).splitlines() or [""])[0][:300]
         raise ImportRefused(
             f"The adapter in {source} does not fit the base model {loaded.model_id} "

@@ -32,7 +32,7 @@ from assistant.errors import AssistantError
 from assistant.storage import Database
 from assistant.storage.health import OK, PROBLEM, REPAIRED, RESTORE_BACKUP_HINT, CheckResult, result
 from assistant.storage.versions import ActivationRecord, EvalRecord, NewVersion, StoredVersion, VersionStore
-from assistant.versions import BASE_VERSION, chats
+from assistant.versions import BASE_VERSION, called, chats
 
 #: A version's kind: a short name. Which kinds exist is training's business (its table of
 #: kinds, alignment.training_kinds); the registry knows which never chat (reward models and
@@ -231,7 +231,7 @@ class Registry:
             return version
         if not chats(version.kind):
             raise ActivationRefused(
-                f"{name} is a {version.kind} version (it judges answers, it does not write them): "
+                f"{name} is {called(version.kind)} (it judges answers, it does not write them): "
                 "activate a version trained with sft, dpo, kto or rl."
             )
         if version.base_fingerprint != base_fingerprint:
@@ -361,7 +361,7 @@ class Registry:
             if active not in known:
                 why = "is not a registered version"
             elif not chats(known[active].kind):
-                why = f"is a {known[active].kind} version, which cannot answer chats"
+                why = f"is {called(known[active].kind)}, which cannot answer chats"
             elif active in broken:
                 why = broken[active]
         if why is None:

@@ -123,7 +123,7 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
     assert head_version.kind == "answerability" and 0.0 <= kept["threshold"] <= 1.0
     listed = next(line for line in _cli("models", "list").splitlines() if " v1 " in line)
     assert "answerability" in listed and f"held-out AUC {kept['auc']:.3f}" in listed
-    with pytest.raises(ActivationRefused, match="answerability version"):
+    with pytest.raises(ActivationRefused, match="is an answerability head"):
         registry.check_servable("v1", head_version.base_fingerprint)
 
     # Loaded back (merged), the head scores the held-out questions as training measured them.
@@ -160,3 +160,8 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
     assert m["answerability_head"] == "v1" and m["head_threshold"] == kept["threshold"]
     assert [r["head_threshold"] for r in m["head_curve"]["base"]] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
     assert "answerability head v1" in out
+
+    # A head moves to another installation like any version (here: the same one).
+    out = _cli("models", "import", str(head_version.path))
+    assert "as v2 (answerability on base); it was v1 there." in out, out
+    assert registry.get("v2").metrics["answerability"] == kept

@@ -184,7 +184,7 @@ def test_unknown_or_unsuitable_parent(tiny_settings, feedback_db, tmp_path):
     with pytest.raises(VersionNotFound, match="no model version 'v99'"):
         train(tiny_settings, "dpo", quick("dpo", tmp_path, parent="v99"), db=feedback_db)
     reward = train(tiny_settings, "reward", quick("reward", tmp_path), db=feedback_db).version
-    with pytest.raises(IncompatibleVersion, match="is a reward version"):
+    with pytest.raises(IncompatibleVersion, match="is a reward model"):
         train(tiny_settings, "dpo", quick("dpo", tmp_path, parent=reward.name), db=feedback_db)
     with pytest.raises(RewardModelMissing, match="not a reward model"):
         train(tiny_settings, "rl", quick("rl", tmp_path, reward_version="base"), db=feedback_db)

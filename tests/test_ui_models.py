@@ -174,7 +174,7 @@ def test_reward_model_cannot_be_activated(service, registry):
     assert not [b for b in at.button if b.key == "evaluate_v1"]
     at.button(key="activate_v1").click()
     run_ok(at)
-    assert "v1 is a reward version" in at.error[0].value
+    assert "v1 is a reward model" in at.error[0].value
     assert registry.active() == "base" and service.version == "base"
 
 

@@ -37,7 +37,7 @@ from assistant.engines.registry import spec as engine_spec
 from assistant.config import Settings
 from assistant.engines.models import LoadedModel, load_model
 from assistant.registry import Registry, Version
-from assistant.versions import BASE_VERSION, REWARD_KIND, chats
+from assistant.versions import BASE_VERSION, REWARD_KIND, called, chats
 from assistant.storage import Database
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ def _parent(registry: Registry, kind: str, config: RunArgs) -> Version:
     version = registry.get(name)  # VersionNotFound lists the known ones
     if not chats(version.kind):
         raise IncompatibleVersion(
-            f"{name} is a {version.kind} version: a chat version cannot be trained on top of it. "
+            f"{name} is {called(version.kind)}: a chat version cannot be trained on top of it. "
             "Choose an sft, dpo, kto or rl version (or base) with --parent."
         )
     if not version.is_base and not (version.adapter_dir / "adapter_config.json").is_file():

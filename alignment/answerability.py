@@ -19,6 +19,7 @@ training passed 0.61.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -211,9 +212,15 @@ def train_head(settings: Settings, o: HeadOptions | None = None, *, db: Database
         metrics = {"answerability": chosen, "train_loss": output.metrics.get("train_loss"),
                    "train_seconds": round(output.metrics.get("train_runtime", 0.0), 1),
                    "total_seconds": round(time.perf_counter() - started, 1)}
+        rows_json = json.dumps([[r.question, r.source, r.unanswered] for r in train], ensure_ascii=False)
         record = {"kind": "grounded", "train_rows": len(train), "test_rows": len(test), "skipped": skipped,
-                  "train_unanswered": sum(r.unanswered for r in train)}
-        config = {k: v for k, v in vars(o).items() if k != "extra"} | {"extra": o.extra}
+                  "train_unanswered": sum(r.unanswered for r in train),
+                  "sha256": hashlib.sha256(rows_json.encode()).hexdigest()}
+        # Under the names the other kinds' configs use (`models show` reads them).
+        config = {"num_train_epochs": o.epochs, "max_steps": o.steps, "learning_rate": o.learning_rate,
+                  "per_device_train_batch_size": o.batch_size, "max_length": o.max_length, "lora_r": o.lora_r,
+                  "lora_alpha": 2 * o.lora_r, "test_fraction": o.test_fraction, "seed": o.seed, "limit": o.limit,
+                  "max_false_abstention": o.max_false_abstention, "extra": o.extra}
         version = registry.register(
             staging, kind=ANSWERABILITY_KIND, base_model=loaded.model_id,
             base_fingerprint=loaded.fingerprint, parent=BASE_VERSION, data=record,

@@ -41,10 +41,11 @@ from alignment.evaluate import (
     grounded_items,
 )
 from assistant.bootstrap import open_database, open_registry
-from assistant.versions import BASE_VERSION, chats
+from assistant.versions import ANSWERABILITY_KIND, BASE_VERSION, chats
 
 if TYPE_CHECKING:
     from assistant.config import Settings
+    from assistant.registry import Registry
     from assistant.storage import Database
 
 #: The false abstention a calibrated threshold allows (the share of answerable questions
@@ -72,6 +73,8 @@ def calibrate(settings: Settings, version: str, options: EvalOptions | None = No
     started = time.perf_counter()
     db = db or open_database(settings)
     registry = open_registry(settings, db)
+    if version != BASE_VERSION and registry.get(version).kind == ANSWERABILITY_KIND:
+        return calibrate_head(settings, db, registry, version, o, max_false_abstention)
     if version == BASE_VERSION or not chats(registry.get(version).kind):
         raise CannotCalibrate(f"{version} does not answer with its own weights: only a trained "
                               "version that answers can be calibrated.")
@@ -102,9 +105,42 @@ def calibrate(settings: Settings, version: str, options: EvalOptions | None = No
     return calibration
 
 
+def calibrate_head(settings: Settings, db: Database, registry: Registry, version: str, o: EvalOptions,
+                   max_false_abstention: float) -> dict[str, Any]:
+    """An answerability head's threshold, chosen as its training chose one, on ``o``'s
+    grounded questions (their top source and the question; no model answers)."""
+    from alignment.answerability import choose, judged
+    from assistant.chat.answerability import load_head
+    from assistant.engines.models import load_model
+
+    started = time.perf_counter()
+    items, where = grounded_items(settings, db, o)
+    items = [i for i in items if i.sources]  # the chat answers those without the head
+    answerable = sum(bool(i.answers) for i in items)
+    if answerable < MIN_ANSWERABLE or answerable == len(items):
+        raise CannotCalibrate(
+            f"{where} gives {answerable} answerable questions of {len(items)} with sources; choosing a "
+            f"head's threshold needs at least {MIN_ANSWERABLE}, and some unanswerable ones. Pass a SQuAD "
+            "2.0 file with --grounded-file. The head is unchanged.")
+    head = load_head(load_model(settings, purpose="training"), registry.get(version))
+    probabilities = head.probabilities([(i.question, i.sources[0]) for i in items])
+    labels = [int(not i.answers) for i in items]
+    threshold = choose(probabilities, labels, max_false_abstention)
+    calibration = {**judged(probabilities, labels, threshold, max_false_abstention),
+                   "head_threshold": round(threshold, 6), "questions": where, "asked": len(items),
+                   "answerable": answerable, "training_article": not o.grounded_file,
+                   "seconds": round(time.perf_counter() - started, 1),
+                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    registry.calibrate(version, calibration)
+    return calibration
+
+
 def report(version: str, c: dict[str, Any]) -> list[str]:
     """What ``assistant models calibrate`` prints of a calibration."""
     from alignment.eval_metrics import curve_line
+
+    if "head_threshold" in c:
+        return _head_report(version, c)
 
     chosen = c["min_abstain_probability"]
     lines = [
@@ -145,3 +181,19 @@ def _uncertainty(c: dict[str, Any]) -> list[str]:
     low, high = wilson(wrong, n)
     return [f"  false abstention at {chosen:g}: {wrong} of {n} answerable questions ({wrong / n:.1%}, "
             f"95% CI {low:.1%}-{high:.1%}); one question moves it {100 / n:.1f} points."]
+
+
+def _head_report(version: str, c: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{version} (an answerability head) read {c['asked']} questions ({c['answerable']} answerable) of "
+        f"{c['questions']} in {c['seconds']:.0f} s: AUC {c['auc']}.",
+        "  by threshold (abstention / false abstention): " + ", ".join(
+            f"{r['threshold']:g}: {r['abstention']:.0%}/{r['false_abstention']:.0%}" for r in c["curve"]),
+        f"{version}'s threshold is now {c['head_threshold']:.3g}: it abstains on {c['abstention']:.0%} of the "
+        f"unanswerable questions there, wrongly on {c['false_abstention']:.0%} of the answerable ones "
+        f"(at most {c['max_false_abstention']:.0%} allowed).",
+    ]
+    if c.get("training_article"):
+        lines.append("  These were held-out examples of the training article: calibrate with --grounded-file "
+                     "on questions about the documents the chat will answer from.")
+    return lines

@@ -100,7 +100,10 @@ def models_show(name: str) -> None:
     click.echo("  metrics:  " + json.dumps({k: round(x, 4) if isinstance(x, float) else x
                                             for k, x in v.metrics.items() if k != CALIBRATION}))
     calibration = v.metrics.get(CALIBRATION)
-    if calibration:
+    if calibration and "head_threshold" in calibration:  # an answerability head's
+        click.echo(f"  head threshold: {calibration['head_threshold']:.3g} (calibrated {calibration.get('at', '')} "
+                   f"on {calibration.get('asked')} questions of {calibration.get('questions')})")
+    elif calibration:
         click.echo(f"  abstention threshold: {calibration['min_abstain_probability']:g} (calibrated "
                    f"{calibration.get('at', '')} on {calibration.get('asked')} questions of "
                    f"{calibration.get('questions')})")

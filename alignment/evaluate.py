@@ -285,7 +285,7 @@ def grounded_qa(settings: Settings, db: Database, models: VersionAnswers, candid
     similarity = answer_similarity(settings) if mode != "free" else None
     verdicts, seconds, curves, thresholds, head_curves = {}, {}, {}, {}, {}
     head = head_probabilities(settings, registry, items) if mode == "quoted" else None
-    for name in (candidate, baseline):
+    for name in dict.fromkeys((candidate, baseline)):  # a version against itself: answered once
         answered, seconds[name] = grounded_answers(models, name, items, mode, o)
         formed = former(mode, answered, items, settings, similarity)
         # Each version's own threshold, as the chat uses it (unless the setting names one).

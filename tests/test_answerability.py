@@ -161,7 +161,19 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
     assert [r["head_threshold"] for r in m["head_curve"]["base"]] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
     assert "answerability head v1" in out
 
+    # Its threshold chosen on questions about the documents (no model answers), as a version's is.
+    import alignment.calibration
+
+    monkeypatch.setattr(alignment.calibration, "MIN_ANSWERABLE", 2)
+    out = _cli("models", "calibrate", "v1", "--grounded-file", str(path), "--all-paragraphs")
+    calibrated = registry.get("v1").metrics["abstention_calibration"]
+    assert 0 < calibrated["answerable"] < calibrated["asked"] <= 16 and not calibrated["training_article"]
+    assert f"v1's threshold is now {calibrated['head_threshold']:.3g}" in out and "AUC" in out
+    assert heads.head_threshold(registry.get("v1")) == calibrated["head_threshold"]
+    assert "head threshold:" in _cli("models", "show", "v1")
+
     # A head moves to another installation like any version (here: the same one).
     out = _cli("models", "import", str(head_version.path))
     assert "as v2 (answerability on base); it was v1 there." in out, out
     assert registry.get("v2").metrics["answerability"] == kept
+    assert heads.head_threshold(registry.get("v2")) == calibrated["head_threshold"]

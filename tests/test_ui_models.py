@@ -178,6 +178,21 @@ def test_reward_model_cannot_be_activated(service, registry):
     assert registry.active() == "base" and service.version == "base"
 
 
+def test_an_answerability_head_shows_its_threshold_and_cannot_be_activated(service, registry):
+    add_version(registry, kind="answerability", metrics={"answerability": {
+        "threshold": 0.61, "auc": 0.89, "heldout": 79, "abstention": 0.9, "false_abstention": 0.19}})
+    at = models_page()
+    assert "An answerability head tells whether the top source answers" in texts(at.caption)
+    head = next(m for m in at.metric if m.label == "Head threshold")
+    assert head.value == "0.61" and "AUC 0.89 on 79 questions" in head.delta
+    registry.calibrate("v1", {"head_threshold": 0.45, "auc": 0.66, "asked": 70})
+    head = next(m for m in models_page().metric if m.label == "Head threshold")
+    assert head.value == "0.45" and "AUC 0.66 on 70 questions" in head.delta
+    at.button(key="activate_v1").click()
+    run_ok(at)
+    assert "v1 is an answerability head" in at.error[0].value and registry.active() == "base"
+
+
 def test_missing_adapter_is_an_error_not_a_traceback(service, registry):
     import shutil
 

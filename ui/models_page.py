@@ -13,7 +13,7 @@ from alignment.run_estimate import duration
 from assistant.chat.service import ChatService
 from assistant.config import Settings
 from assistant.errors import AssistantError
-from alignment.training_kinds import policy_kinds
+from alignment.training_kinds import REWARD, policy_kinds
 from assistant.gate import activate_version, gate_report
 from assistant.registry import CALIBRATION, Registry, Version
 from assistant.versions import BASE_VERSION, chats
@@ -242,9 +242,12 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
         st.caption("The model did not load (see above), so versions cannot be activated here.")
     elif name == active:
         st.caption(":material/check_circle: The chat answers with this version.")
-    elif reward:
+    elif reward and v.kind == REWARD:
         st.caption(":material/info: A reward model scores answers (for online RL and "
                    "evaluations); the chat cannot answer with it.")
+    elif reward:
+        st.caption(":material/info: An answerability head tells whether the top source answers a "
+                   "question (quoted mode abstains by it); the chat cannot answer with it.")
     elif reasons:
         st.caption(":material/gpp_maybe: Eval gate refuses: " + plain("; ".join(reasons)) + ".")
     elif v is not None:
@@ -383,6 +386,15 @@ def _headline_metrics(m: dict) -> None:
                    delta_arrow="off",
                    help="`assistant models calibrate`: the version's own answers.min_abstain_probability, "
                         f"chosen on {calibrated.get('questions')}; the chat uses it while the setting is unset.")
+    head = m.get("answerability")
+    if isinstance(head, dict) and isinstance(head.get("threshold"), int | float):
+        chosen = calibrated if isinstance(calibrated, dict) and "head_threshold" in calibrated else head
+        row.metric("Head threshold", f"{chosen.get('head_threshold', chosen['threshold']):.3g}", width="content",
+                   delta=f"AUC {chosen.get('auc')} on {chosen.get('asked') or chosen.get('heldout')} questions",
+                   delta_color="off", delta_arrow="off",
+                   help="An answerability head: quoted mode answers \"The documents do not say.\" when it gives "
+                        "the top source at least this probability of not answering (chosen by its training on "
+                        "held-out examples, or by `assistant models calibrate`).")
 
 
 _NAME_VALUE = {"name": st.column_config.TextColumn(width="medium"),

@@ -80,9 +80,16 @@ class AnswerabilityHead:
 
 
 def head_threshold(version: Version) -> float:
-    """The threshold kept with a head's version (its training chose it; 0.5 when missing)."""
-    value = (version.metrics.get("answerability") or {}).get("threshold")
-    return float(value) if isinstance(value, (int, float)) else 0.5
+    """The threshold kept with a head's version: chosen by `assistant models calibrate` on
+    questions about the documents, else by its training on held-out examples (0.5 when
+    neither is there)."""
+    from assistant.registry import CALIBRATION
+
+    for value in ((version.metrics.get(CALIBRATION) or {}).get("head_threshold"),
+                  (version.metrics.get("answerability") or {}).get("threshold")):
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.5
 
 
 def load_head(loaded: LoadedModel, version: Version) -> AnswerabilityHead:

@@ -389,7 +389,8 @@ def _headline_metrics(m: dict) -> None:
     head = m.get("answerability")
     if isinstance(head, dict) and isinstance(head.get("threshold"), int | float):
         chosen = calibrated if isinstance(calibrated, dict) and "head_threshold" in calibrated else head
-        row.metric("Head threshold", f"{chosen.get('head_threshold', chosen['threshold']):.3g}", width="content",
+        value = chosen["head_threshold"] if chosen is calibrated else head["threshold"]
+        row.metric("Head threshold", f"{value:.3g}", width="content",
                    delta=f"AUC {chosen.get('auc')} on {chosen.get('asked') or chosen.get('heldout')} questions",
                    delta_color="off", delta_arrow="off",
                    help="An answerability head: quoted mode answers \"The documents do not say.\" when it gives "

@@ -170,6 +170,7 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
     assert 0 < calibrated["answerable"] < calibrated["asked"] <= 16 and not calibrated["training_article"]
     assert f"v1's threshold is now {calibrated['head_threshold']:.3g}" in out and "AUC" in out
     assert heads.head_threshold(registry.get("v1")) == calibrated["head_threshold"]
+    assert slot.head().threshold == calibrated["head_threshold"]  # the chat's, loaded before, follows
     assert "head threshold:" in _cli("models", "show", "v1")
 
     # A head moves to another installation like any version (here: the same one).

@@ -146,7 +146,10 @@ class HeadSlot:
                              self._loaded[1].threshold)
                 except Exception as err:  # noqa: BLE001 - answer without it, say why once
                     return self._failed(version.name, err)
-            return self._loaded[1]
+            head = self._loaded[1]
+            if head is not None:  # `models calibrate` may have chosen another since it was loaded
+                head.threshold = head_threshold(version)
+            return head
 
     def _failed(self, name: str, err: Exception) -> None:
         if self._loaded is None or self._loaded[0] != name:

@@ -150,7 +150,12 @@ def test_train_a_head_and_quoted_mode_abstains_by_it(tiny_settings, tmp_path, mo
                       registry=registry)
     reply = svc.send(None, "Who was the leader of the Norse raiders?", GenerationParams(max_new_tokens=8))
     assert "".join(reply) == ABSTENTION and generator.prompts == []
-    assert svc.store.get_message(reply.message.id).record.params["formed"] == "head"
+    stored = svc.store.get_message(reply.message.id)
+    assert stored.record.params["formed"] == "head" and stored.record.engine == "answerability head (no model)"
+    assert stored.record.latency_ms > 0  # the head's question is part of the wait
+    from ui.answers import with_citations
+
+    assert "the answerability head judged that no source answers" in with_citations(stored.content, stored)[2]
 
     # `assistant eval` in quoted mode abstains by the same head and reports its trade-off.
     monkeypatch.setattr(heads, "head_threshold", kept_threshold)

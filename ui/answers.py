@@ -55,6 +55,9 @@ def with_citations(text: str, m: StoredMessage, question: str = "") -> tuple[str
     if marked:
         parts.append(f"{attributed_mark(marked[0])}: attributed, not cited by the model "
                      f"({_numbers(marked)})")
+    if m.record is not None and (m.record.params or {}).get("formed") == "head":
+        parts.append("the answerability head judged that no source answers the question; the model "
+                     "was not asked")
     return safe_markdown(c.text), c, " · ".join(parts) or None
 
 

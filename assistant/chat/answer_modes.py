@@ -211,6 +211,11 @@ def compose(mode: str, answer: str, question: str, sources: Sequence[str],
     return Composed(text, _span(best), "model+quote")
 
 
+def engine_without_model(how: str) -> str:
+    """What the stored answer names as its engine when no language model wrote any of it."""
+    return "answerability head (no model)" if how == "head" else "extractive (no model)"
+
+
 def similarity_of(embedder: Embedder) -> Similarity:
     """The cosine similarity of a question to texts by ``embedder`` (normalized vectors)."""
     def similarity(question: str, texts: Sequence[str]) -> list[float]:
@@ -236,7 +241,7 @@ class ComposedStream:
     sentence ends keeps what was shown, composed with nothing."""
 
     def __init__(self, compose: Callable[[str, float | None], Composed], inner: TokenStream | None,
-                 version: str) -> None:
+                 version: str, started: float | None = None) -> None:
         self._compose = compose
         self._inner = inner
         #: Whether a language model writes part of the answer (not in extractive mode).
@@ -248,7 +253,8 @@ class ComposedStream:
         self.model_text = ""
         self.replaced = False
         self._stopped = threading.Event()
-        self._started = time.perf_counter()
+        #: When the wait began (``started``: before the answerability head was asked).
+        self._started = time.perf_counter() if started is None else started
 
     def __iter__(self) -> Iterator[str]:
         said = shown = ""

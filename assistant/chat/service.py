@@ -27,19 +27,15 @@ from assistant.errors import (
     NotAQuestion,
 )
 from assistant.engines.generation import GenerationParams, Generator, TokenStream, engine_label
-from assistant.chat.answer_modes import ComposedStream, abstain_threshold, compose, evidence_of, similarity_of
+from assistant.chat.answer_modes import (
+    ComposedStream, abstain_threshold, compose, engine_without_model, evidence_of, similarity_of)
 from assistant.chat.answerability import HeadSlot
 from assistant.chat.citations import cite
 from assistant.chat.prompting import FittedPrompt, Turn, fit_history, trim_notice
 from assistant.documents.retrieval import Hit, Retriever
 from assistant.storage import ConversationStore, StoredMessage
 from assistant.storage.comparisons import ComparisonStore, StoredComparison
-from assistant.storage.conversations import (
-    RETRIEVAL,
-    AnswerRecord,
-    DocumentChoice,
-    SourceRecord,
-)
+from assistant.storage.conversations import RETRIEVAL, AnswerRecord, DocumentChoice, SourceRecord
 
 if TYPE_CHECKING:
     from assistant.chat.answer_modes import Composed
@@ -385,7 +381,7 @@ class ChatService:
         # Only quoted mode weighs the model's abstention (the version's threshold: one query).
         threshold = abstain_threshold(answers.min_abstain_probability, self.registry.abstain_threshold(
             version) if self.registry and mode == "quoted" else None)
-
+        started = time.perf_counter()  # the answerability head's question is part of the wait
         unanswerable = mode == "quoted" and self.heads.unanswerable(question, texts)
 
         def form(said: str, probability: float | None) -> Composed:
@@ -394,7 +390,7 @@ class ChatService:
 
         inner = (None if mode == "extractive" or unanswerable
                  else self._stream(messages, replace(params, logprobs=True), version))
-        return ComposedStream(form, inner, version)
+        return ComposedStream(form, inner, version, started)
 
     def _stream(self, messages: Messages, params: GenerationParams, version: str | None) -> TokenStream:
         if version is None or version == self.generator.model_version:
@@ -459,7 +455,7 @@ class ChatService:
     def _store_answer(self, reply: Reply, text: str) -> StoredMessage:
         stats = reply._stream.stats
         composed = getattr(reply._stream, "composed", None)
-        extractive = composed is not None and not reply._stream.uses_model
+        unmodelled = composed is not None and not reply._stream.uses_model
         record = AnswerRecord(
             model_id=self.generator.model_id,
             model_version=getattr(reply._stream, "version", None) or self.generator.model_version,
@@ -474,7 +470,7 @@ class ChatService:
             ttft_ms=stats.ttft_ms,
             stopped=stats.stopped,
             trimmed_turns=reply.dropped_turns,
-            engine="extractive (no model)" if extractive else engine_label(self.generator),
+            engine=engine_without_model(composed.how) if unmodelled else engine_label(self.generator),
             retrieval=reply.retrieval,
             finish_reason=None if stats.stopped else stats.finish_reason,
         )

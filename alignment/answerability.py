@@ -122,10 +122,13 @@ def rates(probabilities: Sequence[float], labels: Sequence[int], threshold: floa
 
 
 def choose(probabilities: Sequence[float], labels: Sequence[int], max_false_abstention: float) -> float:
-    """The lowest held-out probability to abstain at whose false abstention is at most the
-    budget (above every probability: 1.0, the head never abstains)."""
+    """The lowest probability to abstain at whose false abstention is at most the budget and
+    whose abstention on the not-answered questions is higher than on the answered ones (a head
+    that abstains more on answered questions only costs answers); 1.0 when none is: the head
+    never abstains."""
     for t in sorted(set(probabilities)):
-        if rates(probabilities, labels, t)[1] <= max_false_abstention:
+        abstention, false = rates(probabilities, labels, t)
+        if false <= max_false_abstention and abstention > false:
             return float(t)
     return 1.0
 
@@ -233,6 +236,19 @@ def train_head(settings: Settings, o: HeadOptions | None = None, *, db: Database
     return version
 
 
+#: Under this AUC a head barely tells the two kinds of question apart: its reports say so.
+WEAK_AUC = 0.55
+
+
+def weak(auc_value: float | None) -> list[str]:
+    """The warning a report adds for a head that barely tells the questions apart."""
+    if auc_value is None or auc_value >= WEAK_AUC:
+        return []
+    return [f"  An AUC of {auc_value:.2f} barely tells the questions apart: the head may cost answers "
+            "without catching unanswerable questions. Train it on more questions, or leave it out "
+            "(ASSISTANT_ANSWERS__ANSWERABILITY=off)."]
+
+
 def report(version: Version) -> list[str]:
     """What ``assistant train answerability`` prints of a trained head."""
     a = version.metrics["answerability"]
@@ -245,10 +261,12 @@ def report(version: Version) -> list[str]:
         f"(at most {a['max_false_abstention']:.0%} allowed).",
         "  by threshold (abstention / false abstention): " + ", ".join(
             f"{r['threshold']:g}: {r['abstention']:.0%}/{r['false_abstention']:.0%}" for r in a["curve"]),
-        "Quoted mode uses the newest head (setting answers.answerability); "
-        "`assistant eval --answer-mode quoted` measures answers with it.",
+        *weak(a["auc"]),
+        "Quoted mode uses the newest head (setting answers.answerability); `models calibrate "
+        f"{version.name} --grounded-file FILE` chooses its threshold on questions about your documents "
+        "and `assistant eval --answer-mode quoted` measures answers with it.",
     ]
     return lines
 
 
-__all__ = ["HeadOptions", "Row", "auc", "choose", "judged", "report", "rows", "split", "train_head"]
+__all__ = ["HeadOptions", "Row", "auc", "choose", "judged", "report", "rows", "split", "train_head", "weak"]

@@ -184,6 +184,8 @@ def _uncertainty(c: dict[str, Any]) -> list[str]:
 
 
 def _head_report(version: str, c: dict[str, Any]) -> list[str]:
+    from alignment.answerability import weak
+
     lines = [
         f"{version} (an answerability head) read {c['asked']} questions ({c['answerable']} answerable) of "
         f"{c['questions']} in {c['seconds']:.0f} s: AUC {c['auc']}.",
@@ -193,6 +195,7 @@ def _head_report(version: str, c: dict[str, Any]) -> list[str]:
         f"unanswerable questions there, wrongly on {c['false_abstention']:.0%} of the answerable ones "
         f"(at most {c['max_false_abstention']:.0%} allowed).",
     ]
+    lines += weak(c["auc"])
     if c.get("training_article"):
         lines.append("  These were held-out examples of the training article: calibrate with --grounded-file "
                      "on questions about the documents the chat will answer from.")

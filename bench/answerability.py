@@ -143,12 +143,12 @@ def _logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 0.01,
 
 
 def auc(rows: list[dict], signal: str) -> float:
-    """The share of (unanswerable, answerable) pairs the signal scores in that order (ties half)."""
-    pos = [r[signal] for r in rows if r["unanswerable"]]
-    neg = [r[signal] for r in rows if not r["unanswerable"]]
-    if not pos or not neg:
-        return float("nan")
-    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+    """The share of (unanswerable, answerable) pairs the signal scores in that order (ties half;
+    the product's answerability head is judged by the same rule: alignment.answerability)."""
+    from alignment.answerability import auc as pairs_in_order
+
+    found = pairs_in_order([r[signal] for r in rows], [int(r["unanswerable"]) for r in rows])
+    return float("nan") if found is None else found
 
 
 def threshold(rows: list[dict], signal: str) -> float:
@@ -161,9 +161,9 @@ def threshold(rows: list[dict], signal: str) -> float:
 
 def rates(rows: list[dict], signal: str, t: float) -> tuple[float, float]:
     """Abstention on unanswerable and on answerable questions when abstaining at scores >= t."""
-    una = [r[signal] >= t for r in rows if r["unanswerable"]]
-    ans = [r[signal] >= t for r in rows if not r["unanswerable"]]
-    return (sum(una) / len(una) if una else 0.0), (sum(ans) / len(ans) if ans else 0.0)
+    from alignment.answerability import rates as abstentions
+
+    return abstentions([r[signal] for r in rows], [int(r["unanswerable"]) for r in rows], t)
 
 
 def table(rows: list[dict], signals: list[str]) -> list[dict]:

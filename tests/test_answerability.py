@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from alignment.answerability import auc, choose, judged, rates
+from alignment.answerability import auc, choose, judged, rates, weak
 from assistant.chat.answer_modes import ABSTENTION, compose
 from assistant.cli import main
 from tests.test_grounded import CONTEXTS, qa, write
@@ -25,6 +25,14 @@ def test_the_threshold_keeps_false_abstention_within_the_budget():
     assert choose(probabilities, labels, 0.25) == 0.6
     assert choose(probabilities, labels, 0.0) == 0.8
     assert choose([0.5, 0.9], [0, 0], -1.0) == 1.0  # none low enough: never abstain
+    # A head that abstains more on the answered questions is not trusted at any threshold.
+    backwards = [0.9, 0.8, 0.3, 0.2, 0.1]
+    assert rates(backwards, [0, 0, 1, 1, 1], 0.8) == (0.0, 1.0)
+    assert choose(backwards, [0, 0, 1, 1, 1], 0.5) == 1.0
+    # Mixed: at 0.2 it abstains on every not-answered question and on half the answered ones.
+    assert choose(backwards, [0, 1, 1, 1, 0], 0.5) == 0.2
+    # A head near chance is reported as such (its report says how to leave it out).
+    assert "ANSWERABILITY=off" in weak(0.52)[0] and weak(0.6) == [] and weak(None) == []
     kept = judged(probabilities, labels, 0.6, 0.25)
     assert (kept["abstention"], kept["false_abstention"], kept["heldout"], kept["heldout_unanswered"]) == (
         0.75, 0.25, 8, 4)

@@ -217,10 +217,10 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
         except AssistantError as err:
             reasons = [str(err)]
     row = st.container(horizontal=True, vertical_alignment="center")
-    reward = v is not None and not chats(v.kind)
+    judge = v is not None and not chats(v.kind)  # a reward model or an answerability head
     row.button(
         f"Activate {name}", key=f"activate_{name}", icon=":material/rocket_launch:",
-        type="secondary" if reward else "primary", disabled=service is None or name == active,
+        type="secondary" if judge else "primary", disabled=service is None or name == active,
         help="Make the chat answer with this version (after the eval gate).",
         on_click=_activate, args=(registry, service, name),
     )
@@ -242,10 +242,10 @@ def _actions(settings: Settings, registry: Registry, service: ChatService | None
         st.caption("The model did not load (see above), so versions cannot be activated here.")
     elif name == active:
         st.caption(":material/check_circle: The chat answers with this version.")
-    elif reward and v.kind == REWARD:
+    elif judge and v.kind == REWARD:
         st.caption(":material/info: A reward model scores answers (for online RL and "
                    "evaluations); the chat cannot answer with it.")
-    elif reward:
+    elif judge:
         st.caption(":material/info: An answerability head tells whether the top source answers a "
                    "question (quoted mode abstains by it); the chat cannot answer with it.")
     elif reasons:
